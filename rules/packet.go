@@ -1,0 +1,64 @@
+package rules
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/finproxy/finproxy/segment"
+)
+
+// Packet is one queued segment awaiting its verdict.
+type Packet struct {
+	// ID is the queue's packet id; the Sink gets it back with the verdict.
+	ID uint32
+	// Time is when the segment was queued.
+	Time time.Time
+	// Seg is the decoded segment.
+	Seg segment.Segment
+	// Data is the whole IP packet. It may point into a receive buffer: the engine copies it
+	// if it needs it after Handle returns.
+	Data []byte
+}
+
+// Sink takes verdicts, possibly later than Handle and from another goroutine.
+type Sink interface {
+	Verdict(id uint32, v Verdict) error
+}
+
+// Record is one line of the event log: a queued segment and what became of it.
+// It is written when the segment's verdict is given.
+type Record struct {
+	// Time is when the segment was queued (Unix ns).
+	Time int64 `json:"time_ns"`
+	// VerdictTime is when its verdict was given (Unix ns).
+	VerdictTime int64 `json:"verdict_time_ns"`
+	// Client and Server identify the connection; Side says which of them sent the segment.
+	Client netip.AddrPort `json:"client"`
+	Server netip.AddrPort `json:"server"`
+	Side   Side           `json:"side"`
+	Flags  segment.Flags  `json:"flags"`
+	Seq    uint32         `json:"seq"`
+	Ack    uint32         `json:"ack"`
+	Len    int            `json:"len"`
+	// Rule is the name of the rule that acted on the segment ("" when none matched).
+	Rule string `json:"rule,omitempty"`
+	// Action is what the rule did (drop, delay, hold, merge, ...), "" when none matched.
+	Action  string  `json:"action,omitempty"`
+	Verdict Verdict `json:"verdict"`
+	// HeldNS is how long the segment waited in finproxy before its verdict.
+	HeldNS int64 `json:"held_ns"`
+}
+
+// MarshalText renders the verdict as in the event log ("accept" or "drop").
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
+// Counters are what a rule did over a run.
+type Counters struct {
+	Rule    string `json:"rule"`
+	Matched uint64 `json:"matched"`
+	Passed  uint64 `json:"passed"`
+	Dropped uint64 `json:"dropped"`
+	Delayed uint64 `json:"delayed"`
+	Held    uint64 `json:"held"`
+	Merged  uint64 `json:"merged"`
+}
