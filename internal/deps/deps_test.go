@@ -1,0 +1,79 @@
+package deps
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/finproxy/finproxy/"
+
+// forbidden lists, per package, import path prefixes that must not appear among its
+// dependencies (direct or transitive).
+var forbidden = map[string][]string{
+	"segment": {mod + "rules", mod + "nfq", mod + "observe", "github.com/BurntSushi/toml", "github.com/mdlayher/netlink", "github.com/vishvananda/netlink"},
+	"rules": {mod + "nfq", mod + "observe", mod + "lab", mod + "internal/runner",
+		"github.com/florianl/go-nfqueue", "github.com/mdlayher/netlink", "github.com/vishvananda/netlink", "github.com/coreos/go-iptables"},
+	"nfq":     {mod + "rules", mod + "observe", mod + "lab", "github.com/BurntSushi/toml"},
+	"observe": {mod + "rules", mod + "nfq", mod + "lab", "github.com/BurntSushi/toml", "github.com/florianl/go-nfqueue"},
+	"lab":     {mod + "nfq", "github.com/florianl/go-nfqueue"},
+	"mutate":  {mod + "nfq", mod + "observe", "github.com/BurntSushi/toml", "github.com/florianl/go-nfqueue"},
+}
+
+type pkg struct {
+	ImportPath string
+	Deps       []string
+}
+
+func TestImportRules(t *testing.T) {
+	cmd := exec.Command("go", "list", "-json=ImportPath,Deps", "../../...")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(out)
+	seen := map[string]bool{}
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		rel := strings.TrimPrefix(p.ImportPath, mod)
+		// Every package below cmd/ may import anything; nothing may import cmd/.
+		for _, d := range p.Deps {
+			if strings.HasPrefix(d, mod+"cmd/") {
+				t.Errorf("%s imports %s: nothing may depend on a command", p.ImportPath, d)
+			}
+		}
+		top := strings.SplitN(rel, "/", 2)[0]
+		rulesFor, ok := forbidden[top]
+		if !ok {
+			continue
+		}
+		seen[top] = true
+		for _, d := range p.Deps {
+			for _, f := range rulesFor {
+				if d == f || strings.HasPrefix(d, f+"/") {
+					t.Errorf("%s must not depend on %s (it does, directly or through another package)", p.ImportPath, d)
+				}
+			}
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("go list: %v: %s", err, stderr.String())
+	}
+	for _, must := range []string{"segment", "rules", "nfq"} {
+		if !seen[must] {
+			t.Errorf("package %s not found by go list: the rule for it checks nothing", must)
+		}
+	}
+}
