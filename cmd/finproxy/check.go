@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/finproxy/finproxy/rules"
+	"github.com/spf13/cobra"
+)
+
+func newCheckCmd() *cobra.Command {
+	var (
+		tf      targetFlags
+		cfgPath string
+	)
+	cmd := &cobra.Command{
+		Use:   "check -c CONFIG",
+		Short: "Validate a config without touching the network (no root needed)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfgPath == "" {
+				return &exitError{2, fmt.Errorf("check: -c CONFIG is required")}
+			}
+			cfg, err := rules.Load(cfgPath)
+			if err != nil {
+				return &exitError{1, err}
+			}
+			if err := tf.apply(cfg); err != nil {
+				return &exitError{1, err}
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%s: ok: %q, %d rules, %s hook, port %d, queue %d, queues %s segments\n",
+				cfgPath, cfg.Name, len(cfg.Rules), hookOf(cfg), cfg.Target.Port, queueOf(cfg), cfg.QueueScope())
+			for _, r := range cfg.Rules {
+				fmt.Fprintf(w, "  %-24s %s\n", r.Name, r.ActionName)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config (TOML)")
+	tf.add(cmd)
+	return cmd
+}

@@ -1,0 +1,84 @@
+// Command finproxy injects TCP teardown faults into real applications through an NFQUEUE
+// hook and reports what both sides went through.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot()
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil && ee.err.Error() != "" {
+				fmt.Fprintln(os.Stderr, "finproxy:", ee.err)
+			}
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "finproxy:", err)
+		os.Exit(1)
+	}
+}
+
+type globalFlags struct {
+	verbose bool
+	json    bool
+}
+
+func newRoot() *cobra.Command {
+	var g globalFlags
+	root := &cobra.Command{
+		Use:   "finproxy",
+		Short: "Fault-injecting TCP tool: drop, delay, hold and merge SYN/FIN/ACK/RST segments of real applications",
+		Long: `finproxy sits in the kernel's packet path (iptables NFQUEUE), pushes real, unmodified
+applications into rare TCP teardown situations (lost FIN, lost final ACK, simultaneous
+close, three-way close, FIN_WAIT2 hangs, CLOSE_WAIT leaks, ...) and reports what happened.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	root.PersistentFlags().BoolVar(&g.json, "log-json", false, "log as JSON on stderr")
+	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {
+		level := slog.LevelInfo
+		if g.verbose {
+			level = slog.LevelDebug
+		}
+		var h slog.Handler
+		if g.json {
+			h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+		} else {
+			h = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+		}
+		slog.SetDefault(slog.New(h))
+	}
+	root.AddCommand(newRunCmd(), newCheckCmd(), newCleanupCmd())
+	for _, c := range extraCommands {
+		root.AddCommand(c())
+	}
+	return root
+}
+
+// extraCommands are added by other files of this package (demo, watch, app, ...).
+var extraCommands []func() *cobra.Command

@@ -1,0 +1,276 @@
+// Package runner wires the pieces of `finproxy run` together: the NFQUEUE loop (nfq), the
+// segment decoder (segment), the rule engine (rules), the iptables hooks (nfq) and the event
+// log. It owns the order of start-up and teardown that keeps a fault tool safe:
+//
+//	start:    bind the queue, then install the hooks (no rule ever points at an unbound queue
+//	          for longer than a crash; --queue-bypass covers that window)
+//	teardown: give every held or delayed segment its verdict, then remove the hooks,
+//	          then close the queue — on every exit path, panics included.
+package runner
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/finproxy/finproxy/nfq"
+	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/segment"
+)
+
+// Options configure one run.
+type Options struct {
+	Config *rules.Config
+	// LogPath, when set, receives the event log: one JSON object per queued segment.
+	LogPath string
+	// Duration stops the run by itself when > 0.
+	Duration time.Duration
+	Logger   *slog.Logger
+	// Ready is called once the hooks are installed and segments flow through finproxy.
+	Ready func()
+	// IPT4 and IPT6 replace the real iptables/ip6tables (tests). Nil: the real ones.
+	IPT4, IPT6 nfq.IPTables
+	// OnRecord, when set, sees every event log record (after it is written).
+	OnRecord func(rules.Record)
+}
+
+// Result is what a finished run reports.
+type Result struct {
+	Counters []rules.Counters `json:"counters"`
+	// Queue counts what the queue loop saw (ENOBUFS, verdicts for vanished ids, ...).
+	Queue nfq.Stats `json:"queue"`
+	// Kernel is the kernel's view of the queue at the end (drops when it was full).
+	Kernel *nfq.KernelQueueStats `json:"kernel,omitempty"`
+	// Undecodable counts queued packets that were not TCP segments; they were accepted.
+	Undecodable uint64 `json:"undecodable"`
+	// Records is the number of event log lines.
+	Records uint64 `json:"records"`
+}
+
+// sink hands the engine's verdicts to the queue once it is open.
+type sink struct {
+	ready chan struct{}
+	q     *nfq.Queue
+}
+
+func (s *sink) Verdict(id uint32, v rules.Verdict) error {
+	<-s.ready
+	if v == rules.Drop {
+		return s.q.Drop(id)
+	}
+	return s.q.Accept(id)
+}
+
+// eventLog writes records as JSON lines.
+type eventLog struct {
+	mu  sync.Mutex
+	f   *os.File
+	w   *bufio.Writer
+	enc *json.Encoder
+	n   atomic.Uint64
+	err error
+}
+
+func openLog(path string) (*eventLog, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("event log: %w", err)
+	}
+	w := bufio.NewWriterSize(f, 64<<10)
+	return &eventLog{f: f, w: w, enc: json.NewEncoder(w)}, nil
+}
+
+func (l *eventLog) write(r rules.Record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = l.enc.Encode(r)
+	}
+	l.n.Add(1)
+}
+
+func (l *eventLog) close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	err := errors.Join(l.err, l.w.Flush(), l.f.Close())
+	if err != nil {
+		return fmt.Errorf("event log %s: %w", l.f.Name(), err)
+	}
+	return nil
+}
+
+// HookSpec translates a config's target into the hook specification.
+func HookSpec(cfg *rules.Config) nfq.HookSpec {
+	spec := nfq.HookSpec{
+		Queue:  cfg.Target.Queue,
+		Port:   cfg.Target.Port,
+		Addrs:  cfg.Target.Addresses,
+		Bypass: true,
+	}
+	if spec.Queue == 0 {
+		spec.Queue = rules.DefaultQueue
+	}
+	if cfg.Target.Hook == rules.HookForward {
+		spec.Mode = nfq.Forward
+	} else {
+		spec.Mode = nfq.Local
+	}
+	switch cfg.QueueScope() {
+	case rules.QueueAll:
+		spec.Scope = nfq.All
+	case rules.QueueFromFIN:
+		spec.Scope = nfq.FromFIN
+	default:
+		spec.Scope = nfq.Control
+	}
+	return spec
+}
+
+// families reports which IP families the target needs.
+func families(addrs []netip.Prefix) (v4, v6 bool) {
+	if len(addrs) == 0 {
+		return true, true
+	}
+	for _, a := range addrs {
+		if a.Addr().Is4() || a.Addr().Is4In6() {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	return v4, v6
+}
+
+// Run runs the engine until ctx ends or the duration passes.
+func Run(ctx context.Context, o Options) (res *Result, err error) {
+	cfg := o.Config
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if o.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.Duration)
+		defer cancel()
+	}
+	spec := HookSpec(cfg)
+	res = &Result{}
+
+	var elog *eventLog
+	if o.LogPath != "" {
+		if elog, err = openLog(o.LogPath); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if cerr := elog.close(); cerr != nil && err == nil {
+				err = cerr
+			}
+			res.Records = elog.n.Load()
+		}()
+	}
+
+	ipt4, ipt6 := o.IPT4, o.IPT6
+	want4, want6 := families(cfg.Target.Addresses)
+	if ipt4 == nil && want4 {
+		if ipt4, err = nfq.NewIPTables(false); err != nil {
+			return nil, err
+		}
+	}
+	if ipt6 == nil && want6 {
+		if ipt6, err = nfq.NewIPTables(true); err != nil {
+			if !want4 {
+				return nil, err
+			}
+			log.Warn("IPv6 segments will not be hooked", "err", err)
+			ipt6 = nil
+		}
+	}
+	if !want4 {
+		ipt4 = nil
+	}
+	if !want6 {
+		ipt6 = nil
+	}
+
+	s := &sink{ready: make(chan struct{})}
+	var undecodable atomic.Uint64
+	eopts := rules.Options{Sink: s, Logger: log}
+	eopts.Log = func(r rules.Record) {
+		if elog != nil {
+			elog.write(r)
+		}
+		if o.OnRecord != nil {
+			o.OnRecord(r)
+		}
+	}
+	eng := rules.NewEngine(cfg, eopts)
+
+	dec := segment.NewDecoder()
+	handler := func(p nfq.Packet) {
+		var seg segment.Segment
+		if derr := dec.Decode(p.Data, &seg); derr != nil {
+			undecodable.Add(1)
+			_ = s.Verdict(p.ID, rules.Accept)
+			return
+		}
+		eng.Handle(rules.Packet{ID: p.ID, Time: p.Time, Seg: seg, Data: p.Data})
+	}
+
+	// The queue outlives ctx: after the hooks are gone it must still read what the kernel
+	// queued meanwhile, so that nothing is dropped by closing it.
+	qctx, qcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer qcancel()
+	q, err := nfq.Open(qctx, nfq.Config{Num: spec.Queue, Logger: log}, handler)
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	var hooks *nfq.Hooks
+	s.q = q
+	close(s.ready)
+	defer func() {
+		// Teardown order: verdicts for everything held, then hooks, then the queue.
+		eng.Close()
+		res.Counters = eng.Counters()
+		if hooks != nil {
+			if rerr := hooks.Remove(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove iptables hooks (run `finproxy cleanup`): %w", rerr))
+			}
+		}
+		// Let the reader drain what the kernel queued before the hooks went away.
+		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			ks, kerr := nfq.KernelStats(spec.Queue)
+			if kerr != nil || ks.Waiting == 0 {
+				break
+			}
+		}
+		if ks, kerr := nfq.KernelStats(spec.Queue); kerr == nil {
+			res.Kernel = &ks
+		}
+		res.Queue = q.Stats()
+		if cerr := q.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close queue: %w", cerr))
+		}
+		res.Undecodable = undecodable.Load()
+	}()
+
+	hooks, err = nfq.Install(ipt4, ipt6, spec)
+	if err != nil {
+		return res, fmt.Errorf("install iptables hooks: %w", err)
+	}
+	log.Info("hooks installed", "queue", spec.Queue, "hook", cfg.Target.Hook, "port", spec.Port,
+		"addresses", cfg.Target.Addresses, "queued", cfg.QueueScope().String())
+	if o.Ready != nil {
+		o.Ready()
+	}
+	<-ctx.Done()
+	return res, nil
+}
