@@ -314,3 +314,23 @@ type Config struct {
 	Target Target
 	Rules  []*Rule
 }
+
+// UnmarshalText parses a side as written by MarshalText.
+func (s *Side) UnmarshalText(b []byte) error {
+	v, err := ParseSide(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// UnmarshalText parses a verdict as written by MarshalText.
+func (v *Verdict) UnmarshalText(b []byte) error {
+	x, err := ParseVerdict(string(b))
+	if err != nil {
+		return err
+	}
+	*v = x
+	return nil
+}

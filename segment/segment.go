@@ -107,3 +107,13 @@ func (s *Segment) SeqLen() uint32 {
 func (s *Segment) String() string {
 	return fmt.Sprintf("%s > %s %s seq=%d ack=%d len=%d", s.Src, s.Dst, s.Flags, s.Seq, s.Ack, s.PayloadLen)
 }
+
+// UnmarshalText parses flags as written by MarshalText.
+func (f *Flags) UnmarshalText(b []byte) error {
+	v, err := ParseFlags(string(b))
+	if err != nil {
+		return err
+	}
+	*f = v
+	return nil
+}

@@ -20,7 +20,7 @@ func newCheckCmd() *cobra.Command {
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("check: -c CONFIG is required")}
 			}
-			cfg, err := rules.Load(cfgPath)
+			cfg, err := loadConfig(cfgPath)
 			if err != nil {
 				return &exitError{1, err}
 			}
@@ -36,7 +36,7 @@ func newCheckCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config (TOML)")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config: a TOML file, or a built-in preset name such as lost-fin")
 	tf.add(cmd)
 	return cmd
 }

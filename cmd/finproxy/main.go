@@ -14,6 +14,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// errSilent is an error whose message was already printed.
+var errSilent = errors.New("")
+
 // exitError carries an exit code through cobra.
 type exitError struct {
 	code int

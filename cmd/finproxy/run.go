@@ -68,7 +68,7 @@ func newRunCmd() *cobra.Command {
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("run: -c CONFIG is required")}
 			}
-			cfg, err := rules.Load(cfgPath)
+			cfg, err := loadConfig(cfgPath)
 			if err != nil {
 				return &exitError{2, err}
 			}
@@ -98,7 +98,7 @@ func newRunCmd() *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config (TOML)")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config: a TOML file, or a built-in preset name such as lost-fin")
 	cmd.Flags().StringVar(&logPath, "log", "", "write the event log (JSON lines) to this file")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop by itself after this long (0: until Ctrl-C)")
 	tf.add(cmd)

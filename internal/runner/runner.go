@@ -77,6 +77,8 @@ type eventLog struct {
 	enc *json.Encoder
 	n   atomic.Uint64
 	err error
+
+	stop, done chan struct{}
 }
 
 func openLog(path string) (*eventLog, error) {
@@ -85,7 +87,27 @@ func openLog(path string) (*eventLog, error) {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
 	w := bufio.NewWriterSize(f, 64<<10)
-	return &eventLog{f: f, w: w, enc: json.NewEncoder(w)}, nil
+	l := &eventLog{f: f, w: w, enc: json.NewEncoder(w), stop: make(chan struct{}), done: make(chan struct{})}
+	// Flush a few times a second, so that a reader following the file (the lab, tail -f)
+	// sees segments promptly without a write per segment on the hot path.
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-t.C:
+				l.mu.Lock()
+				if l.err == nil {
+					l.err = l.w.Flush()
+				}
+				l.mu.Unlock()
+			}
+		}
+	}()
+	return l, nil
 }
 
 func (l *eventLog) write(r rules.Record) {
@@ -98,6 +120,8 @@ func (l *eventLog) write(r rules.Record) {
 }
 
 func (l *eventLog) close() error {
+	close(l.stop)
+	<-l.done
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	err := errors.Join(l.err, l.w.Flush(), l.f.Close())
