@@ -334,3 +334,16 @@ func (v *Verdict) UnmarshalText(b []byte) error {
 	*v = x
 	return nil
 }
+
+// MarshalText renders the event as in the TOML files ("peer-fin", ...).
+func (e Event) MarshalText() ([]byte, error) { return []byte(e.String()), nil }
+
+// UnmarshalText parses an event name such as "peer-fin".
+func (e *Event) UnmarshalText(b []byte) error {
+	v, err := ParseEvent(string(b))
+	if err != nil {
+		return err
+	}
+	*e = v
+	return nil
+}
