@@ -1,0 +1,457 @@
+package rules
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/finproxy/finproxy/segment"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Sink receives every verdict (required).
+	Sink Sink
+	// Log, when set, receives one Record per segment, when its verdict is given.
+	Log func(Record)
+	// Clock is the source of time (nil: SystemClock).
+	Clock Clock
+	// Logger reports action panics and failed verdicts (nil: discard).
+	Logger *slog.Logger
+	// MaxConns bounds the connection table (0: DefaultMaxConns).
+	MaxConns int
+	// IdleTimeout forgets a connection silent this long (0: DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// FinishedTimeout forgets a finished connection (both FINs acknowledged, or a RST
+	// seen) silent this long (0: DefaultFinishedTimeout; never more than IdleTimeout).
+	FinishedTimeout time.Duration
+}
+
+// Engine applies a config's rules to queued segments and gives each its verdict.
+//
+// Handle is meant to be called from one goroutine (the queue reader); it never blocks on
+// anything but the engine's own lock. Timers (delays, hold timeouts) run on other
+// goroutines and take the same lock. Sink.Verdict and Options.Log are called with the
+// lock held, in verdict order: they must not block for long and must not call the Engine.
+//
+// Every segment handed to Handle gets exactly one verdict and one Record.
+type Engine struct {
+	mu sync.Mutex
+
+	rules    []*Rule
+	names    []string // rule names for records and counters
+	actions  []string // action names for records
+	counters []Counters
+
+	sink   Sink
+	log    func(Record)
+	clock  Clock
+	logger *slog.Logger
+	rng    *rand.Rand
+	tr     *tracker
+
+	// Segments awaiting a verdict (delayed or held), in the order they came.
+	first, last *pending
+	npending    int
+
+	closed bool
+	ctx    Context
+	cur    Packet
+
+	// observe, when set (tests), sees each segment's connection and phases before rules run.
+	observe func(c *Conn, side Side, phases Phase)
+}
+
+// pending is a segment awaiting its verdict.
+type pending struct {
+	id     uint32
+	queued time.Time
+	seg    segment.Segment
+	conn   *Conn
+	side   Side
+	rule   int
+	isHold bool
+	hold   Hold
+	timer  Timer
+	done   bool
+
+	prev, next *pending
+}
+
+// expireBudget is how many idle connections each Handle may expire per list: more than
+// the one connection a Handle can create, so the table keeps up.
+const expireBudget = 2
+
+// NewEngine returns an engine for cfg (nil: no rules). It panics without a Sink.
+func NewEngine(cfg *Config, opts Options) *Engine {
+	if opts.Sink == nil {
+		panic("rules: NewEngine needs a Sink")
+	}
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	e := &Engine{
+		rules:  cfg.Rules,
+		sink:   opts.Sink,
+		log:    opts.Log,
+		clock:  opts.Clock,
+		logger: opts.Logger,
+		rng:    rand.New(rand.NewPCG(uint64(cfg.Seed), 0)),
+		tr:     newTracker(opts.MaxConns, opts.IdleTimeout, opts.FinishedTimeout, cfg.Target.Port, len(cfg.Rules)),
+	}
+	if e.clock == nil {
+		e.clock = SystemClock()
+	}
+	if e.logger == nil {
+		e.logger = slog.New(slog.DiscardHandler)
+	}
+	e.names = make([]string, len(e.rules))
+	e.actions = make([]string, len(e.rules))
+	e.counters = make([]Counters, len(e.rules))
+	for i, r := range e.rules {
+		e.names[i] = r.Name
+		if e.names[i] == "" {
+			e.names[i] = fmt.Sprintf("rule[%d]", i+1)
+		}
+		e.actions[i] = r.ActionName
+		if e.actions[i] == "" && r.Action != nil {
+			e.actions[i] = fmt.Sprintf("%T", r.Action)
+		}
+		e.counters[i].Rule = e.names[i]
+	}
+	return e
+}
+
+// Handle decides the fate of one queued segment: now (pass, drop), or later (delay,
+// hold). After Close it accepts at once.
+//
+// The segment is first applied to its connection (the phases it is matched against are
+// computed before); then the connection's held segments whose release condition now holds
+// get their verdicts, in the order they were held; then the rules are tried in order and
+// the first that matches acts. A segment no rule matches is accepted.
+func (e *Engine) Handle(p Packet) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.clock.Now()
+	if p.Time.IsZero() {
+		p.Time = now
+	}
+	if e.closed {
+		e.handleClosed(&p, now)
+		return
+	}
+	e.tr.expire(now, expireBudget)
+	c, side := e.tr.get(&p.Seg, now)
+	phases := c.phases(side, &p.Seg)
+	c.apply(side, &p.Seg, now)
+	e.tr.touch(c)
+	if e.observe != nil {
+		e.observe(c, side, phases)
+	}
+	if len(c.held) > 0 {
+		e.recheck(c, now)
+	}
+	ri := e.match(c, side, &p.Seg, phases)
+	if ri < 0 {
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, -1, Accept, now)
+		return
+	}
+	e.act(ri, &p, c, side, phases, now)
+}
+
+// handleClosed accepts a segment that came after Close, without tracking it.
+func (e *Engine) handleClosed(p *Packet, now time.Time) {
+	var client, server netip.AddrPort
+	if c := e.tr.lookup(&p.Seg); c != nil {
+		client, server = c.client, c.server
+	} else {
+		client, server, _ = inferSides(&p.Seg, e.tr.targetPort)
+	}
+	side := Server
+	if p.Seg.Src == client {
+		side = Client
+	}
+	e.finish(p.ID, p.Time, &p.Seg, client, server, side, -1, Accept, now)
+}
+
+// match returns the index of the rule that acts on the segment, or -1. It counts the
+// segment for the nth condition of every rule it satisfies.
+func (e *Engine) match(c *Conn, side Side, s *segment.Segment, phases Phase) int {
+	chosen := -1
+	for i, r := range e.rules {
+		m := &r.Match
+		if !m.Matches(side, s, phases) {
+			continue
+		}
+		st := &c.rules[i]
+		st.seen++
+		switch {
+		case chosen >= 0:
+		case m.Nth > 0 && st.seen != uint32(m.Nth):
+		case m.Limit > 0 && st.acted >= uint32(m.Limit):
+		case m.GlobalLimit > 0 && e.counters[i].Matched >= uint64(m.GlobalLimit):
+		case m.Probability > 0 && m.Probability < 1 && e.rng.Float64() >= m.Probability:
+		default:
+			chosen = i
+		}
+	}
+	if chosen >= 0 {
+		c.rules[chosen].acted++
+		e.counters[chosen].Matched++
+	}
+	return chosen
+}
+
+// act runs rule ri's action on the segment and carries out its decision.
+func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now time.Time) {
+	e.cur = *p
+	e.ctx = Context{Packet: &e.cur, Conn: c, Rule: e.rules[ri], Side: side, Phases: phases, e: e}
+	ok := e.apply(ri)
+	d := e.ctx.dec
+	e.ctx = Context{}
+	e.cur = Packet{}
+	cnt := &e.counters[ri]
+	if !ok {
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now)
+		return
+	}
+	switch d.kind {
+	case decideDrop:
+		cnt.Dropped++
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now)
+	case decideDelay:
+		cnt.Delayed++
+		if d.delay <= 0 {
+			e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now)
+			return
+		}
+		it := e.newPending(p, c, side, ri)
+		it.timer = e.clock.AfterFunc(d.delay, func() { e.fire(it) })
+	case decideHold:
+		e.startHold(ri, p, c, side, d.hold, now)
+	default: // pass, or no decision
+		cnt.Passed++
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now)
+	}
+}
+
+// apply calls rule ri's action, recovering from a panic (reported false).
+func (e *Engine) apply(ri int) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			e.logger.Error("action panicked; the segment is accepted",
+				"rule", e.names[ri], "action", e.actions[ri], "segment", e.cur.Seg.String(),
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			ok = false
+		}
+	}()
+	if a := e.rules[ri].Action; a != nil {
+		a.Apply(&e.ctx)
+	}
+	return true
+}
+
+func (e *Engine) startHold(ri int, p *Packet, c *Conn, side Side, h Hold, now time.Time) {
+	if h.Kind == "" {
+		h.Kind = KindHold
+	}
+	if h.Kind != KindMerge {
+		e.counters[ri].Held++
+	}
+	if h.Timeout <= 0 {
+		h.Timeout = DefaultHoldTimeout
+	}
+	it := e.newPending(p, c, side, ri)
+	it.isHold, it.hold = true, h
+	if release, v := e.check(it); release {
+		e.resolve(it, v, true, now)
+		return
+	}
+	c.held = append(c.held, it)
+	it.timer = e.clock.AfterFunc(h.Timeout, func() { e.fire(it) })
+}
+
+// check evaluates a held segment's release condition: whether to release it, and with
+// which verdict. A panicking condition releases the segment with Accept.
+func (e *Engine) check(it *pending) (release bool, v Verdict) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.logger.Error("hold condition panicked; the segment is accepted",
+				"rule", e.names[it.rule], "action", e.actions[it.rule], "segment", it.seg.String(),
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			release, v = true, Accept
+		}
+	}()
+	h := &it.hold
+	if h.Until == nil || !h.Until(it.conn) {
+		return false, 0
+	}
+	if h.Decide != nil {
+		return true, h.Decide(it.conn)
+	}
+	return true, h.OnRelease
+}
+
+// recheck releases the held segments of c whose condition now holds, in hold order.
+func (e *Engine) recheck(c *Conn, now time.Time) {
+	kept := c.held[:0]
+	for _, it := range c.held {
+		if release, v := e.check(it); release {
+			e.resolve(it, v, true, now)
+		} else {
+			kept = append(kept, it)
+		}
+	}
+	clear(c.held[len(kept):])
+	c.held = kept
+}
+
+// fire gives a delayed segment its verdict, or a held one its timeout verdict.
+func (e *Engine) fire(it *pending) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if it.done {
+		return
+	}
+	v := Accept
+	if it.isHold {
+		it.conn.unhold(it)
+		v = it.hold.OnTimeout
+	}
+	e.resolve(it, v, false, e.clock.Now())
+}
+
+func (c *Conn) unhold(it *pending) {
+	if i := slices.Index(c.held, it); i >= 0 {
+		c.held = slices.Delete(c.held, i, i+1)
+	}
+}
+
+func (e *Engine) newPending(p *Packet, c *Conn, side Side, ri int) *pending {
+	it := &pending{id: p.ID, queued: p.Time, seg: p.Seg, conn: c, side: side, rule: ri}
+	it.prev = e.last
+	if e.last != nil {
+		e.last.next = it
+	} else {
+		e.first = it
+	}
+	e.last = it
+	e.npending++
+	return it
+}
+
+// resolve gives a pending segment its verdict (byCondition: its hold's Until released it).
+func (e *Engine) resolve(it *pending, v Verdict, byCondition bool, now time.Time) {
+	it.done = true
+	if it.timer != nil {
+		it.timer.Stop()
+		it.timer = nil
+	}
+	if it.prev != nil {
+		it.prev.next = it.next
+	} else {
+		e.first = it.next
+	}
+	if it.next != nil {
+		it.next.prev = it.prev
+	} else {
+		e.last = it.prev
+	}
+	it.prev, it.next = nil, nil
+	e.npending--
+	if it.isHold && it.hold.Kind == KindMerge {
+		cnt := &e.counters[it.rule]
+		switch {
+		case v == Drop && byCondition:
+			cnt.Merged++
+		case v == Drop:
+			cnt.Dropped++
+		default:
+			cnt.Passed++
+		}
+	}
+	c := it.conn
+	e.finish(it.id, it.queued, &it.seg, c.client, c.server, it.side, it.rule, v, now)
+}
+
+// finish gives a segment its verdict and writes its record.
+func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client, server netip.AddrPort,
+	side Side, ri int, v Verdict, now time.Time) {
+	if err := e.sink.Verdict(id, v); err != nil {
+		e.logger.Warn("verdict failed", "id", id, "verdict", v.String(), "err", err)
+	}
+	if e.log == nil {
+		return
+	}
+	r := Record{
+		Time:        queued.UnixNano(),
+		VerdictTime: now.UnixNano(),
+		Client:      client,
+		Server:      server,
+		Side:        side,
+		Flags:       s.Flags,
+		Seq:         s.Seq,
+		Ack:         s.Ack,
+		Len:         s.PayloadLen,
+		Verdict:     v,
+		HeldNS:      max(0, now.Sub(queued).Nanoseconds()),
+	}
+	if ri >= 0 {
+		r.Rule, r.Action = e.names[ri], e.actions[ri]
+	}
+	e.log(r)
+}
+
+// Close gives every delayed and held segment its verdict now (accept: nothing queued is
+// lost), in the order they came, and stops their timers. Later calls to Handle accept at
+// once. Close is idempotent.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	e.closed = true
+	now := e.clock.Now()
+	for it := e.first; it != nil; {
+		next := it.next
+		if it.isHold {
+			it.conn.held = nil
+		}
+		e.resolve(it, Accept, false, now)
+		it = next
+	}
+}
+
+// Counters returns what each rule did so far, in config order. Every segment a rule
+// acted on (Matched) is counted once more when its fate is known: as Passed, Dropped,
+// Delayed or Held by the rule's decision (a hold counts as Held whatever its outcome),
+// and for a merge as Merged when the held ACK was dropped into its FIN, otherwise as
+// Passed or Dropped. A segment whose action panicked is only counted as Matched.
+func (e *Engine) Counters() []Counters {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Counters, len(e.counters))
+	copy(out, e.counters)
+	return out
+}
+
+// Conns reports how many connections are tracked, after forgetting the expired ones.
+func (e *Engine) Conns() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tr.expire(e.clock.Now(), -1)
+	return e.tr.len()
+}
+
+// Pending reports how many segments await their verdict (delayed or held).
+func (e *Engine) Pending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.npending
+}
