@@ -1,0 +1,164 @@
+package rules
+
+// A scenario is a TOML file. Every key below is optional unless marked required; a key
+// finproxy does not know, a value of the wrong type and a value out of range are all
+// errors, reported together with file:line:col and the key's path (rule[2].delay: rules
+// and array elements are numbered from 1 in the order they appear).
+//
+//	name = "lost-final-ack"          # defaults to the file's base name without extension
+//	description = "..."
+//	seed = 42                        # makes probability reproducible
+//
+//	[target]                         # required: at least a port or an address
+//	port = 8080                      # server TCP port, 1-65535
+//	address = ["198.18.2.2", "fd00::2/128"]   # server side: a string or a list;
+//	                                 # addresses or prefixes (no host bits set)
+//	hook = "forward"                 # "local" (default) or "forward"
+//	queue = 7400                     # NFQUEUE number, 1-65535 (default 7400)
+//
+//	[[rule]]                         # any number of rules, tried in order
+//	name = "drop-final-ack"          # required, unique
+//	side = "client"                  # sender of the segment: client | server | any (default)
+//	flags = "ACK"                    # exact set over SYN, FIN, RST, PSH, ACK, URG, joined by
+//	                                 # '|', '+' or ',' ("FIN|ACK"; "none" for no flags);
+//	                                 # or "pure-ack": ACK without SYN, FIN, RST or payload
+//	has_flags = "FIN"                # these must be set, others may be too
+//	payload = "none"                 # "none" | "some" | "any" (default)
+//	phase = "ack-of-server-fin"      # a phase or a list of phases, all must hold:
+//	                                 # handshake, established, after-client-fin,
+//	                                 # after-server-fin, after-both-fins,
+//	                                 # ack-of-client-fin, ack-of-server-fin
+//	nth = 1                          # only the nth matching segment per connection (from 1)
+//	probability = 0.5                # in (0, 1]
+//	limit = 1                        # act at most this often per connection (>= 1)
+//	global_limit = 10                # and over the whole run (>= 1)
+//	action = "drop"                  # required: pass, drop, delay, hold, merge, ...
+//
+// An action's parameters are keys of the rule's table too. A key that is neither a rule
+// key above nor a parameter of the rule's action is an error, even when another action
+// takes it:
+//
+//	delay:  delay = "200ms", jitter = "50ms"
+//	hold:   until = "peer-fin", timeout = "2s", on_timeout = "pass"   # or "drop"
+//	        (events: peer-fin, own-fin, client-fin, server-fin, both-fins)
+//	merge:  timeout = "1s"
+//
+// Durations are strings such as "250ms" or "2s".
+
+import (
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/finproxy/finproxy/segment"
+)
+
+// ConfigError is one problem in a config file.
+type ConfigError struct {
+	// Pos is where the problem is: the offending value, or the key when the key itself is
+	// wrong, or the enclosing table's header when something is missing.
+	Pos Position
+	// Key is the key path, such as "rule[2].delay" or "target.port"; "" when the problem
+	// is the file's syntax.
+	Key string
+	Msg string
+}
+
+func (e *ConfigError) Error() string {
+	pos := e.Pos
+	if pos.File == "" {
+		pos.File = "<config>"
+	}
+	if e.Key == "" {
+		return pos.String() + ": " + e.Msg
+	}
+	return pos.String() + ": " + e.Key + ": " + e.Msg
+}
+
+// ConfigErrors are all the problems found in a config file, sorted by position.
+type ConfigErrors []*ConfigError
+
+func (es ConfigErrors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap returns the errors one by one, for errors.As and errors.Is.
+func (es ConfigErrors) Unwrap() []error {
+	errs := make([]error, len(es))
+	for i, e := range es {
+		errs[i] = e
+	}
+	return errs
+}
+
+func (es ConfigErrors) sort() {
+	slices.SortStableFunc(es, func(a, b *ConfigError) int {
+		if a.Pos.Line != b.Pos.Line {
+			return a.Pos.Line - b.Pos.Line
+		}
+		if a.Pos.Col != b.Pos.Col {
+			return a.Pos.Col - b.Pos.Col
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+}
+
+// Load reads and parses the config file at path. Problems in the file are reported as
+// ConfigErrors, all at once.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
+}
+
+// Parse parses and checks a config. file names it in positions and error messages and
+// gives the config its default name; it may be "". The error, if any, is a ConfigErrors
+// listing every problem found, sorted by position (a syntax error stops the parse: it
+// is then the only one).
+func Parse(data []byte, file string) (*Config, error) {
+	cfg, errs := parse(data, file)
+	if len(errs) > 0 {
+		errs.sort()
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+// queueFromFIN are the phases that only hold once a FIN has been seen.
+const queueFromFIN = PhaseAfterClientFIN | PhaseAfterServerFIN | PhaseAfterBothFINs |
+	PhaseAckOfClientFIN | PhaseAckOfServerFIN
+
+// QueueScope says which segments the hook must queue for the rules of c to see every
+// segment they could act on: QueueControl when every rule requires SYN, FIN or RST (in
+// flags or has_flags) and its action needs no other segments (NeedsData); otherwise
+// QueueFromFIN when each of the other rules requires a phase that only holds after a FIN;
+// otherwise QueueAll. A config without rules needs QueueControl.
+func (c *Config) QueueScope() QueueScope {
+	scope := QueueControl
+	for _, r := range c.Rules {
+		scope = max(scope, r.queueScope())
+	}
+	return scope
+}
+
+func (r *Rule) queueScope() QueueScope {
+	const control = segment.SYN | segment.FIN | segment.RST
+	m := &r.Match
+	needsData := false
+	if nd, ok := r.Action.(NeedsData); ok && nd.NeedsData() {
+		needsData = true
+	}
+	if !needsData && (m.FlagsSet && m.Flags&control != 0 || m.HasFlags&control != 0) {
+		return QueueControl
+	}
+	if m.Phases&queueFromFIN != 0 {
+		return QueueFromFIN
+	}
+	return QueueAll
+}

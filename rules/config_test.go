@@ -1,0 +1,682 @@
+package rules
+
+import (
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/finproxy/finproxy/segment"
+)
+
+// go test ./rules -update rewrites the golden files of TestConfigBad. The flag is defined
+// only if no other test file of the package defines it.
+func init() {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite golden files")
+	}
+}
+
+func updateGolden() bool {
+	f := flag.Lookup("update")
+	if f == nil {
+		return false
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return false
+	}
+	b, _ := g.Get().(bool)
+	return b
+}
+
+// Test-only actions. Their parameters are named t_... so that they do not show up in the
+// messages about the real actions' parameters.
+
+type testDrop struct{}
+
+func (*testDrop) Apply(*Context) {}
+
+type testDelay struct {
+	Delay  Duration      `toml:"t_delay"`
+	Jitter Duration      `toml:"t_jitter"`
+	Step   time.Duration `toml:"t_step"`
+	Count  int8          `toml:"t_count"`
+	Tags   []string      `toml:"t_tags"`
+	Side   Side          `toml:"t_side"`
+	Ignore string        `toml:"-"`
+}
+
+func (*testDelay) Apply(*Context) {}
+
+func (d *testDelay) Validate() error {
+	if d.Delay == 0 {
+		return errors.New("t_delay: required")
+	}
+	if d.Jitter > d.Delay {
+		return errors.New("t_jitter must not exceed t_delay")
+	}
+	return nil
+}
+
+type testParamError struct {
+	param string
+	err   error
+}
+
+func (e *testParamError) Error() string { return e.err.Error() }
+func (e *testParamError) Param() string { return e.param }
+
+type testHold struct {
+	Until     string   `toml:"t_until"`
+	Timeout   Duration `toml:"t_timeout"`
+	OnTimeout Verdict  `toml:"t_on_timeout"`
+	until     Event
+}
+
+func (*testHold) Apply(*Context) {}
+
+func (h *testHold) Validate() error {
+	e, err := ParseEvent(h.Until)
+	if err != nil {
+		return &testParamError{"t_until", err}
+	}
+	h.until = e
+	return nil
+}
+
+type testMerge struct {
+	Timeout Duration `toml:"t_timeout"`
+}
+
+func (*testMerge) Apply(*Context)  {}
+func (*testMerge) NeedsData() bool { return true }
+
+type testNoData struct{}
+
+func (*testNoData) Apply(*Context)  {}
+func (*testNoData) NeedsData() bool { return false }
+
+func init() {
+	Register("test-drop", func() Action { return &testDrop{} })
+	Register("test-delay", func() Action { return &testDelay{} })
+	Register("test-hold", func() Action { return &testHold{} })
+	Register("test-merge", func() Action { return &testMerge{} })
+	Register("test-nodata", func() Action { return &testNoData{} })
+}
+
+// realActions are the engine's actions that the golden files and testdata/good use.
+var realActions = []string{"pass", "drop", "delay", "hold", "merge"}
+
+func needRealActions(t *testing.T) {
+	t.Helper()
+	var missing []string
+	for _, name := range realActions {
+		if _, ok := NewAction(name); !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		t.Skipf("actions %s are not registered yet", strings.Join(missing, ", "))
+	}
+}
+
+// TestConfigBad checks every file of testdata/bad against its golden error text. The list
+// of registered actions, which some messages give, is written {actions} in golden files.
+func TestConfigBad(t *testing.T) {
+	needRealActions(t)
+	files, err := filepath.Glob("testdata/bad/*.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 15 {
+		t.Fatalf("only %d files in testdata/bad", len(files))
+	}
+	actions := strings.Join(Actions(), ", ")
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".toml")
+		t.Run(name, func(t *testing.T) {
+			cfg, err := Load(file)
+			if err == nil {
+				t.Fatalf("Load(%s) = %+v, want an error", file, cfg)
+			}
+			if cfg != nil {
+				t.Errorf("Load(%s) returned a config with its error", file)
+			}
+			var errs ConfigErrors
+			if !errors.As(err, &errs) || len(errs) == 0 {
+				t.Fatalf("Load(%s) error is %T, want ConfigErrors", file, err)
+			}
+			got := strings.ReplaceAll(err.Error(), actions, "{actions}") + "\n"
+			golden := strings.TrimSuffix(file, ".toml") + ".golden"
+			if updateGolden() {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./rules -run TestConfigBad -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("Load(%s) error:\n%s\nwant:\n%s", file, got, want)
+			}
+		})
+	}
+}
+
+func mustPrefix(t *testing.T, s string) netip.Prefix {
+	t.Helper()
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// ruleView is what TestConfigGood compares of a rule: everything but the action's value.
+type ruleView struct {
+	Name   string
+	Match  Match
+	Action string
+	Line   int
+	Col    int
+}
+
+func viewRules(rs []*Rule) []ruleView {
+	var v []ruleView
+	for _, r := range rs {
+		v = append(v, ruleView{r.Name, r.Match, r.ActionName, r.Pos.Line, r.Pos.Col})
+	}
+	return v
+}
+
+func TestConfigGood(t *testing.T) {
+	needRealActions(t)
+	tests := []struct {
+		file        string
+		name, descr string
+		seed        int64
+		target      Target
+		rules       []ruleView
+	}{
+		{
+			file:   "minimal.toml",
+			name:   "minimal",
+			target: Target{Port: 8080, Hook: HookLocal, Queue: DefaultQueue},
+		},
+		{
+			file:  "full.toml",
+			name:  "everything",
+			descr: "every key of the format",
+			seed:  42,
+			target: Target{
+				Port:      8080,
+				Addresses: []netip.Prefix{mustPrefix(t, "198.18.2.2/32"), mustPrefix(t, "fd00::2/128"), mustPrefix(t, "198.18.0.0/16")},
+				Hook:      HookForward,
+				Queue:     7401,
+			},
+			rules: []ruleView{
+				{"drop-final-ack", Match{Side: Client, PureACK: true, Phases: PhaseAfterBothFINs | PhaseAckOfServerFIN,
+					Nth: 1, Probability: 0.5, Limit: 1, GlobalLimit: 10}, "drop", 12, 1},
+				{"hold-server-fin", Match{Side: Server, Flags: segment.FIN | segment.ACK, FlagsSet: true, HasFlags: segment.FIN,
+					Payload: -1, Phases: PhaseAfterClientFIN}, "hold", 23, 1},
+				{"delay-data", Match{HasFlags: segment.ACK, Payload: 1}, "delay", 35, 1},
+				{"merge-ack", Match{Side: Server, PureACK: true, Phases: PhaseAckOfClientFIN}, "merge", 44, 1},
+			},
+		},
+		{
+			file:   "address-only.toml",
+			name:   "address-only",
+			target: Target{Addresses: []netip.Prefix{mustPrefix(t, "fd00::2/128")}, Hook: HookLocal, Queue: 1},
+			rules: []ruleView{
+				{"drop-rst", Match{HasFlags: segment.RST}, "drop", 4, 3},
+				{"pass-syn", Match{Flags: segment.SYN, FlagsSet: true}, "pass", 5, 3},
+			},
+		},
+		{
+			file:   "dotted.toml",
+			name:   "dotted",
+			target: Target{Port: 443, Hook: HookLocal, Queue: DefaultQueue},
+			rules:  []ruleView{{"drop-fin", Match{HasFlags: segment.FIN}, "drop", 6, 1}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("testdata", "good", tt.file)
+			cfg, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.File != path || cfg.Name != tt.name || cfg.Description != tt.descr || cfg.Seed != tt.seed {
+				t.Errorf("file, name, description, seed = %q, %q, %q, %d; want %q, %q, %q, %d",
+					cfg.File, cfg.Name, cfg.Description, cfg.Seed, path, tt.name, tt.descr, tt.seed)
+			}
+			if !reflect.DeepEqual(cfg.Target, tt.target) {
+				t.Errorf("target = %+v\nwant %+v", cfg.Target, tt.target)
+			}
+			if got := viewRules(cfg.Rules); !reflect.DeepEqual(got, tt.rules) {
+				t.Errorf("rules = %+v\nwant %+v", got, tt.rules)
+			}
+			for _, r := range cfg.Rules {
+				if r.Action == nil || r.Pos.File != path {
+					t.Errorf("rule %s: action %v, pos %v", r.Name, r.Action, r.Pos)
+				}
+			}
+		})
+	}
+}
+
+// TestConfigPresets loads the presets of configs/: they must stay valid.
+func TestConfigPresets(t *testing.T) {
+	needRealActions(t)
+	files, _ := filepath.Glob("../configs/*.toml")
+	for _, file := range files {
+		if _, err := Load(file); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}
+
+// TestConfigParse covers what needs no real action: action parameters, Validate, positions
+// in unusual layouts, and the messages.
+func TestConfigParse(t *testing.T) {
+	const head = "[target]\nport = 1\n[[rule]]\nname = \"r\"\n" // the rule starts at line 3
+	tests := []struct {
+		name    string
+		src     string
+		wantErr string // "" for success; else the whole error text, file "t.toml"
+		check   func(t *testing.T, c *Config)
+	}{
+		{
+			name: "params decoded",
+			src: head + `action = "test-delay"
+t_delay = "200ms"
+t_jitter = "50ms"
+t_step = "1s"
+t_count = 3
+t_tags = ["a", "b"]
+t_side = "server"`,
+			check: func(t *testing.T, c *Config) {
+				want := &testDelay{Delay: Duration(200 * time.Millisecond), Jitter: Duration(50 * time.Millisecond),
+					Step: time.Second, Count: 3, Tags: []string{"a", "b"}, Side: Server}
+				if got := c.Rules[0].Action; !reflect.DeepEqual(got, want) {
+					t.Errorf("action = %+v, want %+v", got, want)
+				}
+				if c.Rules[0].ActionName != "test-delay" || c.Rules[0].Pos != (Position{"t.toml", 3, 1}) {
+					t.Errorf("rule = %+v", c.Rules[0])
+				}
+			},
+		},
+		{
+			name: "every action gets a fresh instance",
+			src: "[target]\nport = 1\n" +
+				"[[rule]]\nname = \"a\"\naction = \"test-delay\"\nt_delay = \"1s\"\n" +
+				"[[rule]]\nname = \"b\"\naction = \"test-delay\"\nt_delay = \"2s\"\n",
+			check: func(t *testing.T, c *Config) {
+				a, b := c.Rules[0].Action.(*testDelay), c.Rules[1].Action.(*testDelay)
+				if a == b || a.Delay != Duration(time.Second) || b.Delay != Duration(2*time.Second) {
+					t.Errorf("actions %+v %+v", a, b)
+				}
+			},
+		},
+		{
+			name: "Validate ran",
+			src:  head + "action = \"test-hold\"\nt_until = \"own-fin\"\nt_on_timeout = \"drop\"",
+			check: func(t *testing.T, c *Config) {
+				h := c.Rules[0].Action.(*testHold)
+				if h.until != EventOwnFIN || h.OnTimeout != Drop {
+					t.Errorf("hold = %+v", h)
+				}
+			},
+		},
+		{
+			name:    "param type",
+			src:     head + "action = \"test-delay\"\nt_delay = 200\nt_count = \"3\"\nt_tags = \"a\"",
+			wantErr: "t.toml:6:11: rule[1].t_delay: must be a duration string (such as \"250ms\"), not an integer (200)\nt.toml:7:11: rule[1].t_count: must be an integer, not a string (\"3\")\nt.toml:8:10: rule[1].t_tags: must be an array, not a string (\"a\")",
+		},
+		{
+			name:    "param range",
+			src:     head + "action = \"test-delay\"\nt_delay = \"1s\"\nt_count = 300",
+			wantErr: "t.toml:7:11: rule[1].t_count: 300 is out of range for int8",
+		},
+		{
+			name:    "param text error",
+			src:     head + "action = \"test-delay\"\nt_delay = \"1s\"\nt_side = \"left\"",
+			wantErr: "t.toml:7:10: rule[1].t_side: unknown side \"left\" (want client, server or any)",
+		},
+		{
+			name:    "Validate error naming a given param",
+			src:     head + "action = \"test-delay\"\nt_delay = \"1s\"\nt_jitter = \"2s\"",
+			wantErr: "t.toml:7:12: rule[1].t_jitter: t_jitter must not exceed t_delay",
+		},
+		{
+			name:    "Validate error naming a missing param",
+			src:     head + "action = \"test-delay\"",
+			wantErr: "t.toml:3:1: rule[1].t_delay: required",
+		},
+		{
+			name:    "Validate error with Param()",
+			src:     head + "action = \"test-hold\"\nt_until = \"never\"",
+			wantErr: "t.toml:6:11: rule[1].t_until: unknown event \"never\" (want peer-fin, own-fin, client-fin, server-fin or both-fins)",
+		},
+		{
+			name:    "param of another action",
+			src:     head + "action = \"test-drop\"\nt_timeout = \"1s\"",
+			wantErr: "t.toml:6:1: rule[1].t_timeout: action test-drop has no parameter t_timeout (test-hold and test-merge do)",
+		},
+		{
+			name:    "unknown param with suggestion",
+			src:     head + "action = \"test-delay\"\nt_dealy = \"1s\"",
+			wantErr: "t.toml:6:1: rule[1].t_dealy: unknown key (did you mean t_delay?)",
+		},
+		{
+			name:    "unknown key, unknown action",
+			src:     head + "action = \"nope\"\nt_until = \"x\"\nwhatever = 1",
+			wantErr: "t.toml:5:10: rule[1].action: unknown action \"nope\" (want one of " + strings.Join(Actions(), ", ") + ")\nt.toml:7:1: rule[1].whatever: unknown key (known keys: name, side, flags, has_flags, payload, phase, nth, probability, limit, global_limit, action, " + strings.Join(newLoader().allParams(), ", ") + ")",
+		},
+		{
+			name:    "case matters",
+			src:     "[target]\nPort = 1",
+			wantErr: "t.toml:2:1: target.Port: unknown key (did you mean port?)",
+		},
+		{
+			name:    "nested table in a rule",
+			src:     head + "action = \"test-drop\"\n[rule.extra]\nx = 1\n",
+			wantErr: "t.toml:6:1: rule[1].extra: unknown key (known keys: name, side, flags, has_flags, payload, phase, nth, probability, limit, global_limit, action)",
+		},
+		{
+			name:    "wrong types",
+			src:     "name = 1\ndescription = [\"a\"]\nseed = 1.5\ntarget = \"x\"\n",
+			wantErr: "t.toml:1:8: name: must be a string, not an integer (1)\nt.toml:2:15: description: must be a string, not an array\nt.toml:3:8: seed: must be an integer, not a float (1.5)\nt.toml:4:10: target: must be a table, not a string (\"x\")",
+		},
+		{
+			name:    "rule element not a table",
+			src:     "target.port = 1\nrule = [{name = \"a\", action = \"test-drop\"}, 5]",
+			wantErr: "t.toml:2:45: rule[2]: must be a table, not an integer (5)",
+		},
+		{
+			name:    "phase list element type and contradiction",
+			src:     head + "action = \"test-drop\"\nphase = [\"established\", 3]",
+			wantErr: "t.toml:6:25: rule[1].phase[2]: must be a string, not an integer (3)",
+		},
+		{
+			name:    "contradictory phases",
+			src:     head + "action = \"test-drop\"\nside = \"client\"\nphase = [\"ack-of-client-fin\"]",
+			wantErr: "t.toml:7:9: rule[1].phase: ack-of-client-fin is about segments from the server, but side is client: the rule can never match",
+		},
+		{
+			name:    "established excludes FIN phases",
+			src:     head + "action = \"test-drop\"\nphase = [\"established\", \"after-client-fin\"]",
+			wantErr: "t.toml:6:9: rule[1].phase: established cannot hold with after-client-fin: the rule can never match",
+		},
+		{
+			name:    "pure-ack with some payload",
+			src:     head + "action = \"test-drop\"\nflags = \"pure-ack\"\npayload = \"some\"",
+			wantErr: "t.toml:7:11: rule[1].payload: \"some\" contradicts flags = \"pure-ack\" (which carries no payload): the rule can never match",
+		},
+		{
+			name:    "ECE in exact flags",
+			src:     head + "action = \"test-drop\"\nflags = \"ACK|ECE\"",
+			wantErr: "t.toml:6:9: rule[1].flags: flags compares SYN, FIN, RST, PSH, ACK and URG only: require ECE or CWR with has_flags",
+		},
+		{
+			name: "flags spellings",
+			src:  head + "action = \"test-drop\"\nflags = \"fin+ack\"\nhas_flags = \"none\"\npayload = \"any\"\nside = \"any\"",
+			check: func(t *testing.T, c *Config) {
+				m := c.Rules[0].Match
+				if m.Flags != segment.FIN|segment.ACK || !m.FlagsSet || m.HasFlags != 0 || m.Payload != 0 || m.Side != AnySide {
+					t.Errorf("match = %+v", m)
+				}
+			},
+		},
+		{
+			name: "integer probability, mapped address, no name",
+			src:  "[target]\naddress = \"::ffff:198.18.2.2\"\n[[rule]]\nname = \"r\"\naction = \"test-drop\"\nprobability = 1",
+			check: func(t *testing.T, c *Config) {
+				if c.Rules[0].Match.Probability != 1 || c.Target.Addresses[0] != mustPrefix(t, "198.18.2.2/32") || c.Name != "t" {
+					t.Errorf("config = %+v", c)
+				}
+			},
+		},
+		{
+			name:    "empty lists",
+			src:     "[target]\naddress = []\n",
+			wantErr: "t.toml:2:11: target.address: empty list: give at least one, or leave address out",
+		},
+		{
+			name:    "zone, bad prefix, queue",
+			src:     "[target]\naddress = [\"fe80::1%eth0\", \"1.2.3.0/33\"]\nqueue = 0",
+			wantErr: "t.toml:2:12: target.address[1]: address \"fe80::1%eth0\" has a zone: leave it out\nt.toml:2:28: target.address[2]: invalid prefix \"1.2.3.0/33\" (write it like \"198.18.2.0/24\" or \"fd00::/64\")\nt.toml:3:9: target.queue: 0 is out of range: want an NFQUEUE number, 1 to 65535 (0 reads as the default, 7400)",
+		},
+		{
+			name:    "syntax error",
+			src:     "[target]\nport = = 1",
+			wantErr: "t.toml:2:8: expected value but found '=' instead",
+		},
+		{
+			name:    "empty file",
+			src:     "",
+			wantErr: "t.toml:1:1: target: no scope: give target.port or target.address",
+		},
+		{
+			name:    "multi-line string before the error",
+			src:     "description = \"\"\"\nline\n[target]\n\"\"\"\n[target]\nport = 1\n[[rule]]\nname = 'x'\naction = \"test-drop\"\nside = \"top\"",
+			wantErr: "t.toml:10:8: rule[1].side: unknown side \"top\" (want client, server or any)",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.src), "t.toml")
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				if tt.check != nil {
+					tt.check(t, cfg)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse = %+v, want error %s", cfg, tt.wantErr)
+			}
+			if err.Error() != tt.wantErr {
+				t.Errorf("Parse error:\n%s\nwant:\n%s", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// newLoader returns a loader for looking at the registry as Parse sees it.
+func newLoader() *loader { return &loader{} }
+
+func TestConfigErrorText(t *testing.T) {
+	e := &ConfigError{Pos: Position{"a.toml", 3, 9}, Key: "rule[2].delay", Msg: `invalid duration "2x" (write it like "250ms" or "2s")`}
+	if got, want := e.Error(), `a.toml:3:9: rule[2].delay: invalid duration "2x" (write it like "250ms" or "2s")`; got != want {
+		t.Errorf("Error() = %s, want %s", got, want)
+	}
+	es := ConfigErrors{e, {Pos: Position{Line: 1, Col: 1}, Msg: "syntax"}}
+	if got, want := es.Error(), e.Error()+"\n<config>:1:1: syntax"; got != want {
+		t.Errorf("Error() = %s, want %s", got, want)
+	}
+	var ce *ConfigError
+	if !errors.As(error(es), &ce) || ce != e {
+		t.Errorf("errors.As did not find the first ConfigError")
+	}
+	if _, err := Load("testdata/no-such-file.toml"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of a missing file: %v", err)
+	}
+}
+
+func TestConfigSuggest(t *testing.T) {
+	known := []string{"delay", "jitter", "name", "global_limit", "on_timeout", "rule"}
+	for k, want := range map[string]string{
+		"dealy": "delay", "Name": "name", "nme": "name", "globallimit": "global_limit",
+		"on-timeout": "on_timeout", "rules": "rule", "jittr": "jitter",
+		"x": "", "delayed_by": "", "timeout": "",
+	} {
+		if got := suggest(k, known); got != want {
+			t.Errorf("suggest(%q) = %q, want %q", k, got, want)
+		}
+	}
+}
+
+func TestConfigQueueScope(t *testing.T) {
+	var (
+		drop   = &testDrop{}
+		merge  = &testMerge{}
+		nodata = &testNoData{}
+	)
+	rule := func(m Match, a Action) *Rule { return &Rule{Name: "r", Match: m, Action: a} }
+	tests := []struct {
+		name  string
+		rules []*Rule
+		want  QueueScope
+	}{
+		{"no rules", nil, QueueControl},
+		{"has FIN", []*Rule{rule(Match{HasFlags: segment.FIN}, drop)}, QueueControl},
+		{"exact SYN|ACK", []*Rule{rule(Match{Flags: segment.SYN | segment.ACK, FlagsSet: true}, drop)}, QueueControl},
+		{"has RST|ACK", []*Rule{rule(Match{HasFlags: segment.RST | segment.ACK}, drop)}, QueueControl},
+		{"NeedsData false", []*Rule{rule(Match{HasFlags: segment.FIN}, nodata)}, QueueControl},
+		{"flags not set", []*Rule{rule(Match{Flags: segment.FIN}, drop)}, QueueAll},
+		{"exact ACK", []*Rule{rule(Match{Flags: segment.ACK, FlagsSet: true}, drop)}, QueueAll},
+		{"exact none", []*Rule{rule(Match{FlagsSet: true}, drop)}, QueueAll},
+		{"pure ACK", []*Rule{rule(Match{PureACK: true}, drop)}, QueueAll},
+		{"has PSH", []*Rule{rule(Match{HasFlags: segment.PSH}, drop)}, QueueAll},
+		{"pure ACK of server FIN", []*Rule{rule(Match{PureACK: true, Phases: PhaseAckOfServerFIN}, drop)}, QueueFromFIN},
+		{"data after client FIN", []*Rule{rule(Match{Payload: 1, Phases: PhaseAfterClientFIN}, drop)}, QueueFromFIN},
+		{"after server FIN", []*Rule{rule(Match{Phases: PhaseAfterServerFIN}, drop)}, QueueFromFIN},
+		{"after both FINs", []*Rule{rule(Match{Phases: PhaseAfterBothFINs}, drop)}, QueueFromFIN},
+		{"ack of client FIN", []*Rule{rule(Match{Phases: PhaseAckOfClientFIN}, drop)}, QueueFromFIN},
+		{"established", []*Rule{rule(Match{Phases: PhaseEstablished}, drop)}, QueueAll},
+		{"handshake", []*Rule{rule(Match{Phases: PhaseHandshake}, drop)}, QueueAll},
+		{"merge on FIN", []*Rule{rule(Match{HasFlags: segment.FIN}, merge)}, QueueAll},
+		{"merge on FIN after client FIN", []*Rule{rule(Match{HasFlags: segment.FIN, Phases: PhaseAfterClientFIN}, merge)}, QueueFromFIN},
+		{"merge on pure ACK of client FIN", []*Rule{rule(Match{PureACK: true, Phases: PhaseAckOfClientFIN}, merge)}, QueueFromFIN},
+		{"control and from-FIN", []*Rule{
+			rule(Match{HasFlags: segment.FIN}, drop),
+			rule(Match{PureACK: true, Phases: PhaseAckOfServerFIN}, drop),
+		}, QueueFromFIN},
+		{"from-FIN and all", []*Rule{
+			rule(Match{PureACK: true, Phases: PhaseAckOfServerFIN}, drop),
+			rule(Match{Payload: 1}, drop),
+			rule(Match{HasFlags: segment.SYN}, drop),
+		}, QueueAll},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Config{Rules: tt.rules}
+			if got := c.QueueScope(); got != tt.want {
+				t.Errorf("QueueScope() = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestConfigLocate(t *testing.T) {
+	src := `# comment [not] a = "table"
+top = 1 # [[fake]]
+"quoted key" = 'lit'
+ml = """
+x = 1
+[fake]
+"""
+lit = '''
+[[rule]]
+'''
+a.b . c = { d = 1, e = [1, { f = 2 }] , "g.h" = 3 }
+arr = [
+  "x", # comment ]
+  [ 1, 2 ],
+]
+
+[t1]
+k = 1
+[t1.sub]
+k2 = 2
+
+[[rule]]
+name = "one"
+[rule.extra]
+x = 1
+
+  [[ rule ]]
+	name = "two"
+[[rule.nested]]
+y = 1
+[[rule.nested]]
+y = 2
+[rule.nested.deep]
+z = 3
+[[other]]
+w = 4
+x = 1979-05-27 07:32:00Z
+`
+	l := locate([]byte(src))
+	for path, want := range map[string]lineCol{
+		"top":                      {2, 1},
+		`"quoted key"`:             {3, 1},
+		"ml":                       {4, 1},
+		"lit":                      {8, 1},
+		"a":                        {11, 1},
+		"a.b":                      {11, 3},
+		"a.b.c":                    {11, 7},
+		"a.b.c.d":                  {11, 13},
+		"a.b.c.e":                  {11, 20},
+		"a.b.c.e[2]":               {11, 28},
+		"a.b.c.e[2].f":             {11, 30},
+		`a.b.c."g.h"`:              {11, 41},
+		"arr":                      {12, 1},
+		"arr[2]":                   {14, 3},
+		"arr[2][2]":                {14, 8},
+		"t1":                       {17, 1},
+		"t1.k":                     {18, 1},
+		"t1.sub":                   {19, 1},
+		"t1.sub.k2":                {20, 1},
+		"rule":                     {22, 1},
+		"rule[1]":                  {22, 1},
+		"rule[1].name":             {23, 1},
+		"rule[1].extra":            {24, 1},
+		"rule[1].extra.x":          {25, 1},
+		"rule[2]":                  {27, 3},
+		"rule[2].name":             {28, 2},
+		"rule[2].nested[1]":        {29, 1},
+		"rule[2].nested[1].y":      {30, 1},
+		"rule[2].nested[2].y":      {32, 1},
+		"rule[2].nested[2].deep.z": {34, 1},
+		"other[1].w":               {36, 1},
+		"other[1].x":               {37, 1},
+	} {
+		if got := l.keys[path]; got != want {
+			t.Errorf("key %s at %v, want %v", path, got, want)
+		}
+	}
+	for path, want := range map[string]lineCol{
+		"top":        {2, 7},
+		"a.b.c":      {11, 11},
+		"a.b.c.e[1]": {11, 25},
+		"arr[1]":     {13, 3},
+		"other[1].x": {37, 5},
+	} {
+		if got := l.vals[path]; got != want {
+			t.Errorf("value %s at %v, want %v", path, got, want)
+		}
+	}
+	for _, bogus := range []string{"fake", "fake[1]", "x", "rule[3]"} {
+		if lc, ok := l.keys[bogus]; ok {
+			t.Errorf("found %s at %v", bogus, lc)
+		}
+	}
+	if got := l.at(keyPath{"rule", "[2]", "missing"}); got != (lineCol{27, 3}) {
+		t.Errorf("fallback to the table: %v", got)
+	}
+	if got := l.at(keyPath{"nothing"}); got != (lineCol{1, 1}) {
+		t.Errorf("fallback to 1:1: %v", got)
+	}
+}

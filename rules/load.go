@@ -1,0 +1,916 @@
+package rules
+
+import (
+	"encoding"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/segment"
+)
+
+// The loader decodes a config key by key rather than into one struct: BurntSushi/toml stops
+// at the first error and matches struct fields case-insensitively, while a config must
+// report every problem and accept its keys exactly as documented. Every table is decoded into
+// map[string]toml.Primitive; each value is then checked against its key's expected type
+// and range, and an action's parameters are decoded one by one into its struct fields.
+
+// section loads one top-level key of a config file into l.cfg.
+type section struct {
+	key  string
+	load func(l *loader, p keyPath, v toml.Primitive)
+}
+
+// sections are the top-level keys of a config file. A new section ([lab], [expect], ...) is
+// one more entry here, with its field in Config.
+var sections = []section{
+	{"name", (*loader).loadName},
+	{"description", (*loader).loadDescription},
+	{"seed", (*loader).loadSeed},
+	{"target", (*loader).loadTarget},
+	{"rule", (*loader).loadRules},
+}
+
+// targetKeys are the keys of [target].
+var targetKeys = []string{"port", "address", "hook", "queue"}
+
+// ruleKeys are the keys of a [[rule]] that select segments, and the action's name. The rest
+// of a rule's keys are its action's parameters; where an action names a parameter like one
+// of these, the rule key wins.
+var ruleKeys = []string{"name", "side", "flags", "has_flags", "payload", "phase", "nth",
+	"probability", "limit", "global_limit", "action"}
+
+type loader struct {
+	file string
+	md   *toml.MetaData
+	loc  *locator
+	cfg  *Config
+	errs ConfigErrors
+	// scope is set when target.port or target.address is given, even if wrong.
+	scope bool
+	// params holds the parameters of every registered action, by action name (lazily).
+	params map[string]map[string][]int
+}
+
+func parse(data []byte, file string) (*Config, ConfigErrors) {
+	l := &loader{file: file}
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
+	if err != nil {
+		return nil, ConfigErrors{l.syntaxError(err)}
+	}
+	l.md = &md
+	l.loc = locate(data)
+	l.cfg = &Config{
+		File:   file,
+		Name:   defaultName(file),
+		Target: Target{Hook: HookLocal, Queue: DefaultQueue},
+	}
+	known := make([]string, len(sections))
+	for i, s := range sections {
+		known[i] = s.key
+	}
+	for _, k := range sortedKeys(top) {
+		p := keyPath{}.key(k)
+		if i := slices.Index(known, k); i >= 0 {
+			sections[i].load(l, p, top[k])
+		} else {
+			l.unknownKey(p, k, known)
+		}
+	}
+	if !l.scope {
+		l.keyErr(keyPath{"target"}, "no scope: give target.port or target.address")
+	}
+	return l.cfg, l.errs
+}
+
+func defaultName(file string) string {
+	if file == "" {
+		return ""
+	}
+	base := filepath.Base(file)
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Errors.
+
+func (l *loader) syntaxError(err error) *ConfigError {
+	e := &ConfigError{Pos: Position{File: l.file, Line: 1, Col: 1}, Msg: err.Error()}
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		e.Msg = pe.Message
+		if pe.Position.Line > 0 {
+			e.Pos.Line = pe.Position.Line
+			e.Pos.Col = max(pe.Position.Col, 1)
+		}
+	}
+	return e
+}
+
+func (l *loader) errAt(lc lineCol, p keyPath, format string, args ...any) {
+	l.errs = append(l.errs, &ConfigError{
+		Pos: Position{File: l.file, Line: lc.line, Col: lc.col},
+		Key: p.String(),
+		Msg: fmt.Sprintf(format, args...),
+	})
+}
+
+// keyErr reports a problem with the key at p itself (or with the table at p).
+func (l *loader) keyErr(p keyPath, format string, args ...any) {
+	l.errAt(l.loc.at(p), p, format, args...)
+}
+
+// valErr reports a problem with the value of the key at p.
+func (l *loader) valErr(p keyPath, format string, args ...any) {
+	l.errAt(l.loc.value(p), p, format, args...)
+}
+
+func (l *loader) typeErr(p keyPath, want string, got any) {
+	l.valErr(p, "must be %s, not %s", want, tomlType(got))
+}
+
+func (l *loader) unknownKey(p keyPath, k string, known []string) {
+	if s := suggest(k, known); s != "" {
+		l.keyErr(p, "unknown key (did you mean %s?)", s)
+		return
+	}
+	l.keyErr(p, "unknown key (known keys: %s)", strings.Join(known, ", "))
+}
+
+// tomlType names the TOML type of a decoded value, for messages.
+func tomlType(v any) string {
+	switch v := v.(type) {
+	case string:
+		return fmt.Sprintf("a string (%q)", v)
+	case int64:
+		return fmt.Sprintf("an integer (%d)", v)
+	case float64:
+		return fmt.Sprintf("a float (%s)", strconv.FormatFloat(v, 'g', -1, 64))
+	case bool:
+		return fmt.Sprintf("a boolean (%t)", v)
+	case time.Time:
+		return "a date-time"
+	case []map[string]any:
+		return "an array of tables"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	}
+	return fmt.Sprintf("a %T", v)
+}
+
+// suggest returns the known name closest to k when it is close enough to be a typo.
+func suggest(k string, known []string) string {
+	best, bestD := "", math.MaxInt
+	for _, n := range known {
+		if d := editDistance(strings.ToLower(k), strings.ToLower(n)); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	limit := 1
+	if len(best) > 5 {
+		limit = 2
+	}
+	if best == "" || bestD > limit {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance: insertions, deletions,
+// substitutions and transpositions of adjacent bytes.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
+// Values.
+
+// raw returns a value as the TOML parser decoded it: string, int64, float64, bool,
+// time.Time, []any, []map[string]any or map[string]any.
+func (l *loader) raw(v toml.Primitive) any {
+	var x any
+	if err := l.md.PrimitiveDecode(v, &x); err != nil {
+		return nil
+	}
+	return x
+}
+
+func (l *loader) str(p keyPath, v toml.Primitive) (string, bool) {
+	raw := l.raw(v)
+	s, ok := raw.(string)
+	if !ok {
+		l.typeErr(p, "a string", raw)
+	}
+	return s, ok
+}
+
+func (l *loader) integer(p keyPath, v toml.Primitive) (int64, bool) {
+	raw := l.raw(v)
+	n, ok := raw.(int64)
+	if !ok {
+		l.typeErr(p, "an integer", raw)
+	}
+	return n, ok
+}
+
+// count reads an integer that must be at least 1.
+func (l *loader) count(p keyPath, v toml.Primitive, hint string) (int, bool) {
+	n, ok := l.integer(p, v)
+	if !ok {
+		return 0, false
+	}
+	if n < 1 || n > math.MaxInt32 {
+		l.valErr(p, "%d is out of range: want 1 or more (%s)", n, hint)
+		return 0, false
+	}
+	return int(n), true
+}
+
+// number reads a float; an integer will do.
+func (l *loader) number(p keyPath, v toml.Primitive) (float64, bool) {
+	switch raw := l.raw(v).(type) {
+	case float64:
+		return raw, true
+	case int64:
+		return float64(raw), true
+	default:
+		l.typeErr(p, "a number", raw)
+		return 0, false
+	}
+}
+
+// strs reads a string or an array of strings, and returns the path of each string.
+func (l *loader) strs(p keyPath, v toml.Primitive) ([]string, []keyPath, bool) {
+	switch raw := l.raw(v).(type) {
+	case string:
+		return []string{raw}, []keyPath{p}, true
+	case []any:
+		ss := make([]string, 0, len(raw))
+		ps := make([]keyPath, 0, len(raw))
+		ok := true
+		for i, e := range raw {
+			s, isStr := e.(string)
+			if !isStr {
+				l.typeErr(p.index(i+1), "a string", e)
+				ok = false
+			}
+			ss = append(ss, s)
+			ps = append(ps, p.index(i+1))
+		}
+		if ok && len(ss) == 0 {
+			l.valErr(p, "empty list: give at least one, or leave %s out", p[len(p)-1])
+			ok = false
+		}
+		return ss, ps, ok
+	default:
+		l.typeErr(p, "a string or an array of strings", raw)
+		return nil, nil, false
+	}
+}
+
+func (l *loader) table(p keyPath, v toml.Primitive) (map[string]toml.Primitive, bool) {
+	raw := l.raw(v)
+	if _, ok := raw.(map[string]any); !ok {
+		l.typeErr(p, "a table", raw)
+		return nil, false
+	}
+	var m map[string]toml.Primitive
+	if err := l.md.PrimitiveDecode(v, &m); err != nil {
+		l.valErr(p, "%v", err)
+		return nil, false
+	}
+	return m, true
+}
+
+// tables reads an array of tables, written [[key]] or key = [{...}, ...].
+func (l *loader) tables(p keyPath, v toml.Primitive) ([]map[string]toml.Primitive, bool) {
+	switch raw := l.raw(v).(type) {
+	case []map[string]any:
+	case []any:
+		ok := true
+		for i, e := range raw {
+			if _, isTable := e.(map[string]any); !isTable {
+				l.typeErr(p.index(i+1), "a table", e)
+				ok = false
+			}
+		}
+		if !ok {
+			return nil, false
+		}
+	default:
+		l.typeErr(p, fmt.Sprintf("an array of tables ([[%s]])", p[len(p)-1]), raw)
+		return nil, false
+	}
+	var ts []map[string]toml.Primitive
+	if err := l.md.PrimitiveDecode(v, &ts); err != nil {
+		l.valErr(p, "%v", err)
+		return nil, false
+	}
+	return ts, true
+}
+
+// Top level.
+
+func (l *loader) loadName(p keyPath, v toml.Primitive) {
+	if s, ok := l.str(p, v); ok {
+		if strings.TrimSpace(s) == "" {
+			l.valErr(p, "must not be empty (leave it out to use the file's name)")
+			return
+		}
+		l.cfg.Name = s
+	}
+}
+
+func (l *loader) loadDescription(p keyPath, v toml.Primitive) {
+	if s, ok := l.str(p, v); ok {
+		l.cfg.Description = s
+	}
+}
+
+func (l *loader) loadSeed(p keyPath, v toml.Primitive) {
+	if n, ok := l.integer(p, v); ok {
+		l.cfg.Seed = n
+	}
+}
+
+// Target.
+
+func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
+	tbl, ok := l.table(p, v)
+	if !ok {
+		l.scope = true // the type error says enough
+		return
+	}
+	t := &l.cfg.Target
+	for _, k := range sortedKeys(tbl) {
+		kp, v := p.key(k), tbl[k]
+		switch k {
+		case "port":
+			l.scope = true
+			if n, ok := l.integer(kp, v); ok {
+				if n < 1 || n > math.MaxUint16 {
+					l.valErr(kp, "%d is out of range: want a TCP port, 1 to 65535", n)
+				} else {
+					t.Port = uint16(n)
+				}
+			}
+		case "address":
+			l.scope = true
+			ss, ps, ok := l.strs(kp, v)
+			if !ok {
+				break
+			}
+			for i, s := range ss {
+				if pfx, err := parsePrefix(s); err != nil {
+					l.valErr(ps[i], "%v", err)
+				} else {
+					t.Addresses = append(t.Addresses, pfx)
+				}
+			}
+		case "hook":
+			if s, ok := l.str(kp, v); ok {
+				switch h := HookMode(s); h {
+				case HookLocal, HookForward:
+					t.Hook = h
+				default:
+					l.valErr(kp, "unknown hook %q (want local or forward)", s)
+				}
+			}
+		case "queue":
+			if n, ok := l.integer(kp, v); ok {
+				// 0 is a valid queue number, but finproxy reads a zero Queue as "the default".
+				if n < 1 || n > math.MaxUint16 {
+					l.valErr(kp, "%d is out of range: want an NFQUEUE number, 1 to 65535 (0 reads as the default, %d)", n, DefaultQueue)
+				} else {
+					t.Queue = uint16(n)
+				}
+			}
+		default:
+			if s := suggest(k, targetKeys); s == "port" || s == "address" {
+				l.scope = true // a misspelt scope: "no scope" would say it again
+			}
+			l.unknownKey(kp, k, targetKeys)
+		}
+	}
+}
+
+// parsePrefix parses an address (a single-host prefix) or a prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid prefix %q (write it like \"198.18.2.0/24\" or \"fd00::/64\")", s)
+		}
+		if m := pfx.Masked(); m != pfx {
+			return netip.Prefix{}, fmt.Errorf("prefix %q has host bits set (did you mean %q?)", s, m.String())
+		}
+		return pfx, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid address %q (write it like \"198.18.2.2\" or \"fd00::2\", or a prefix like \"198.18.2.0/24\")", s)
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("address %q has a zone: leave it out", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Rules.
+
+func (l *loader) loadRules(p keyPath, v toml.Primitive) {
+	tbls, ok := l.tables(p, v)
+	if !ok {
+		return
+	}
+	first := map[string]keyPath{}
+	for i, t := range tbls {
+		rp := p.index(i + 1)
+		r := l.loadRule(rp, t)
+		if r.Name != "" {
+			if fp, dup := first[r.Name]; dup {
+				l.valErr(rp.key("name"), "duplicate rule name %q (%s has it too, at line %d)",
+					r.Name, fp, l.loc.at(fp).line)
+			} else {
+				first[r.Name] = rp
+			}
+		}
+		l.cfg.Rules = append(l.cfg.Rules, r)
+	}
+}
+
+// ruleLoad is the state of loading one rule.
+type ruleLoad struct {
+	*loader
+	p keyPath
+	r *Rule
+	// given holds the rule's keys that were read without error, with their paths.
+	given map[string]keyPath
+	// payload as given (0 when not).
+	payload int
+}
+
+func (l *loader) loadRule(p keyPath, tbl map[string]toml.Primitive) *Rule {
+	lc := l.loc.at(p)
+	rl := &ruleLoad{
+		loader: l,
+		p:      p,
+		r:      &Rule{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}},
+		given:  map[string]keyPath{},
+	}
+	for _, k := range ruleKeys {
+		if v, ok := tbl[k]; ok {
+			rl.ruleKey(k, p.key(k), v)
+		}
+	}
+	if _, ok := tbl["name"]; !ok {
+		l.keyErr(p, "missing name (every rule needs a unique name)")
+	}
+	if _, ok := tbl["action"]; !ok {
+		l.keyErr(p, "missing action (one of %s)", strings.Join(Actions(), ", "))
+	}
+	rl.params(tbl)
+	rl.crossCheck()
+	return rl.r
+}
+
+func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
+	m := &rl.r.Match
+	ok := false
+	switch k {
+	case "name":
+		var s string
+		if s, ok = rl.str(p, v); ok {
+			if strings.TrimSpace(s) == "" {
+				rl.valErr(p, "must not be empty")
+				ok = false
+			}
+			rl.r.Name = s
+		}
+	case "side":
+		var s string
+		if s, ok = rl.str(p, v); ok {
+			var err error
+			if m.Side, err = ParseSide(s); err != nil {
+				rl.valErr(p, "%v", err)
+				ok = false
+			}
+		}
+	case "flags":
+		var s string
+		if s, ok = rl.str(p, v); !ok {
+			break
+		}
+		if strings.EqualFold(strings.TrimSpace(s), "pure-ack") {
+			m.PureACK = true
+			break
+		}
+		f, err := segment.ParseFlags(s)
+		switch {
+		case err != nil:
+			rl.valErr(p, "%v", err)
+			ok = false
+		case f&(segment.ECE|segment.CWR) != 0:
+			rl.valErr(p, "flags compares SYN, FIN, RST, PSH, ACK and URG only: require ECE or CWR with has_flags")
+			ok = false
+		default:
+			m.Flags, m.FlagsSet = f, true
+		}
+	case "has_flags":
+		var s string
+		if s, ok = rl.str(p, v); !ok {
+			break
+		}
+		if strings.EqualFold(strings.TrimSpace(s), "pure-ack") {
+			rl.valErr(p, "\"pure-ack\" goes in flags, not has_flags")
+			ok = false
+			break
+		}
+		f, err := segment.ParseFlags(s)
+		if err != nil {
+			rl.valErr(p, "%v", err)
+			ok = false
+		}
+		m.HasFlags = f
+	case "payload":
+		var s string
+		if s, ok = rl.str(p, v); ok {
+			switch s {
+			case "none":
+				m.Payload = -1
+			case "some":
+				m.Payload = 1
+			case "any":
+				m.Payload = 0
+			default:
+				rl.valErr(p, "unknown payload %q (want none, some or any)", s)
+				ok = false
+			}
+			rl.payload = m.Payload
+		}
+	case "phase":
+		var (
+			ss []string
+			ps []keyPath
+		)
+		if ss, ps, ok = rl.strs(p, v); !ok {
+			break
+		}
+		for i, s := range ss {
+			ph, err := ParsePhase(s)
+			if err != nil {
+				rl.valErr(ps[i], "%v", err)
+				ok = false
+			}
+			m.Phases |= ph
+		}
+	case "nth":
+		m.Nth, ok = rl.count(p, v, "nth = 1 is the first matching segment of a connection")
+	case "limit":
+		m.Limit, ok = rl.count(p, v, "leave limit out for no limit")
+	case "global_limit":
+		m.GlobalLimit, ok = rl.count(p, v, "leave global_limit out for no limit")
+	case "probability":
+		var f float64
+		if f, ok = rl.number(p, v); ok {
+			if !(f > 0 && f <= 1) {
+				rl.valErr(p, "%s is out of range: want more than 0 and at most 1",
+					strconv.FormatFloat(f, 'g', -1, 64))
+				ok = false
+			}
+			m.Probability = f
+		}
+	case "action":
+		var s string
+		if s, ok = rl.str(p, v); !ok {
+			break
+		}
+		a, found := NewAction(s)
+		if !found || a == nil {
+			names := Actions()
+			if sug := suggest(s, names); sug != "" {
+				rl.valErr(p, "unknown action %q (did you mean %s?)", s, sug)
+			} else {
+				rl.valErr(p, "unknown action %q (want one of %s)", s, strings.Join(names, ", "))
+			}
+			ok = false
+			break
+		}
+		rl.r.ActionName, rl.r.Action = s, a
+	}
+	if ok {
+		rl.given[k] = p
+	}
+}
+
+// params decodes the keys of the rule that are not rule keys into its action's parameters,
+// then validates the action.
+func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
+	var (
+		act    = rl.r.Action
+		fields map[string][]int
+		known  = ruleKeys
+		given  = map[string]keyPath{}
+		failed bool
+	)
+	if act != nil {
+		fields = rl.paramsOf(rl.r.ActionName)
+		known = append(slices.Clone(ruleKeys), sortedKeys(fields)...)
+	}
+	for _, k := range sortedKeys(tbl) {
+		if slices.Contains(ruleKeys, k) {
+			continue
+		}
+		kp, v := rl.p.key(k), tbl[k]
+		owners := rl.owners(k)
+		if act == nil {
+			// Without a known action a parameter cannot be judged; anything else is wrong.
+			if len(owners) == 0 {
+				rl.unknownKey(kp, k, append(slices.Clone(ruleKeys), rl.allParams()...))
+			}
+			continue
+		}
+		idx, ok := fields[k]
+		if !ok {
+			failed = true
+			if len(owners) > 0 {
+				rl.keyErr(kp, "action %s has no parameter %s (%s)", rl.r.ActionName, k, ownersText(owners))
+			} else {
+				rl.unknownKey(kp, k, known)
+			}
+			continue
+		}
+		if rl.decodeParam(kp, v, reflect.ValueOf(act).Elem().FieldByIndex(idx)) {
+			given[k] = kp
+		} else {
+			failed = true
+		}
+	}
+	if act == nil || failed {
+		return
+	}
+	if val, ok := act.(Validator); ok {
+		if err := val.Validate(); err != nil {
+			rl.validateErr(err, given, sortedKeys(fields))
+		}
+	}
+}
+
+func ownersText(owners []string) string {
+	verb := "does"
+	if len(owners) > 1 {
+		verb = "do"
+	}
+	if len(owners) <= 2 {
+		return strings.Join(owners, " and ") + " " + verb
+	}
+	return strings.Join(owners[:len(owners)-1], ", ") + " and " + owners[len(owners)-1] + " " + verb
+}
+
+func (rl *ruleLoad) decodeParam(p keyPath, v toml.Primitive, f reflect.Value) bool {
+	raw := rl.raw(v)
+	if _, isText := f.Addr().Interface().(encoding.TextUnmarshaler); isText {
+		if _, isStr := raw.(string); !isStr {
+			rl.typeErr(p, wantType(f.Type()), raw)
+			return false
+		}
+	}
+	err := rl.md.PrimitiveDecode(v, f.Addr().Interface())
+	if err == nil {
+		return true
+	}
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		rl.valErr(p, "%s", pe.Message)
+	} else {
+		rl.typeErr(p, wantType(f.Type()), raw)
+	}
+	return false
+}
+
+// wantType names, for messages, the TOML type a parameter field reads.
+func wantType(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[Duration]() || t == reflect.TypeFor[time.Duration]():
+		return "a duration string (such as \"250ms\")"
+	case reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()):
+		return "a string"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "a table"
+	}
+	return "a " + t.String()
+}
+
+// validateErr reports an error from an action's Validate at the parameter it names: the one
+// given by a Param() string method, or else the parameter the message names first, given
+// ones first. A parameter that is not given is reported at the rule's header.
+func (rl *ruleLoad) validateErr(err error, given map[string]keyPath, params []string) {
+	msg := err.Error()
+	param := ""
+	var pe interface {
+		error
+		Param() string
+	}
+	if errors.As(err, &pe) {
+		param = pe.Param()
+	} else {
+		param = firstWord(msg, sortedKeys(given))
+		if param == "" {
+			param = firstWord(msg, params)
+		}
+	}
+	if param == "" {
+		rl.keyErr(rl.p, "%s", msg)
+		return
+	}
+	msg = strings.TrimPrefix(msg, param+": ")
+	if p, ok := given[param]; ok {
+		rl.valErr(p, "%s", msg)
+	} else {
+		rl.errAt(rl.loc.at(rl.p), rl.p.key(param), "%s", msg)
+	}
+}
+
+// firstWord returns the word of words that occurs first in s (the longest at one place), or "".
+func firstWord(s string, words []string) string {
+	best, at := "", len(s)+1
+	for _, w := range words {
+		if i := wordIndex(s, w); i >= 0 && (i < at || i == at && len(w) > len(best)) {
+			best, at = w, i
+		}
+	}
+	return best
+}
+
+// wordIndex is the index of the first occurrence of word in s that is not part of a longer
+// key name, or -1.
+func wordIndex(s, word string) int {
+	for off := 0; off <= len(s); {
+		i := strings.Index(s[off:], word)
+		if i < 0 {
+			return -1
+		}
+		i += off
+		end := i + len(word)
+		if (i == 0 || !isBareKeyByte(s[i-1])) && (end == len(s) || !isBareKeyByte(s[end])) {
+			return i
+		}
+		off = i + 1
+	}
+	return -1
+}
+
+// crossCheck reports rules whose keys contradict one another, so that they could never match.
+func (rl *ruleLoad) crossCheck() {
+	m := &rl.r.Match
+	const compared = segment.SYN | segment.FIN | segment.RST | segment.PSH | segment.ACK | segment.URG
+	hp, hasGiven := rl.given["has_flags"]
+	_, flagsGiven := rl.given["flags"]
+	if hasGiven && flagsGiven {
+		switch {
+		case m.FlagsSet && m.HasFlags&compared&^m.Flags != 0:
+			rl.valErr(hp, "%s is not in flags %s: the rule can never match", m.HasFlags&compared&^m.Flags, m.Flags)
+		case m.PureACK && m.HasFlags&(segment.SYN|segment.FIN|segment.RST) != 0:
+			rl.valErr(hp, "%s contradicts flags = \"pure-ack\": the rule can never match",
+				m.HasFlags&(segment.SYN|segment.FIN|segment.RST))
+		}
+	}
+	if pp, ok := rl.given["payload"]; ok && m.PureACK && rl.payload > 0 {
+		rl.valErr(pp, "\"some\" contradicts flags = \"pure-ack\" (which carries no payload): the rule can never match")
+	}
+	pp, ok := rl.given["phase"]
+	if !ok {
+		return
+	}
+	ph := m.Phases
+	switch {
+	case ph&PhaseEstablished != 0 && ph&^PhaseEstablished != 0:
+		rl.valErr(pp, "established cannot hold with %s: the rule can never match", ph&^PhaseEstablished)
+	case ph&PhaseAckOfClientFIN != 0 && ph&PhaseAckOfServerFIN != 0:
+		rl.valErr(pp, "a segment acknowledges the client's FIN when sent by the server and the server's when sent by the client, not both: the rule can never match")
+	case ph&PhaseAckOfClientFIN != 0 && m.Side == Client:
+		rl.valErr(pp, "ack-of-client-fin is about segments from the server, but side is client: the rule can never match")
+	case ph&PhaseAckOfServerFIN != 0 && m.Side == Server:
+		rl.valErr(pp, "ack-of-server-fin is about segments from the client, but side is server: the rule can never match")
+	}
+}
+
+// paramsOf returns the parameters of the named action: the exported fields of its struct,
+// named by their toml tag (or the field's name when untagged), with their index.
+func (l *loader) paramsOf(action string) map[string][]int {
+	if l.params == nil {
+		l.params = map[string]map[string][]int{}
+		for _, name := range Actions() {
+			fields := map[string][]int{}
+			if a, ok := NewAction(name); ok && a != nil {
+				if v := reflect.ValueOf(a); v.Kind() == reflect.Pointer && !v.IsNil() && v.Elem().Kind() == reflect.Struct {
+					collectParams(v.Elem(), nil, fields)
+				}
+			}
+			l.params[name] = fields
+		}
+	}
+	return l.params[action]
+}
+
+func collectParams(v reflect.Value, index []int, out map[string][]int) {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		idx := append(index[:len(index):len(index)], i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			collectParams(v.Field(i), idx, out)
+			continue
+		}
+		if !f.IsExported() || !v.Field(i).CanSet() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if _, dup := out[name]; !dup {
+			out[name] = idx
+		}
+	}
+}
+
+// owners lists the registered actions that take parameter k.
+func (l *loader) owners(k string) []string {
+	var names []string
+	for _, name := range Actions() {
+		if _, ok := l.paramsOf(name)[k]; ok {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// allParams lists the parameters of all registered actions.
+func (l *loader) allParams() []string {
+	var all []string
+	for _, name := range Actions() {
+		for k := range l.paramsOf(name) {
+			if !slices.Contains(all, k) {
+				all = append(all, k)
+			}
+		}
+	}
+	slices.Sort(all)
+	return all
+}
