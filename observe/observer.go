@@ -1,0 +1,482 @@
+package observe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure an Observer.
+type Options struct {
+	// Filter selects the connections. Its ports are also filtered in the kernel (tracefs
+	// event filters, inet_diag bytecode). Without ports every TCP socket of the host
+	// (tracepoints) and of NetNS (sock_diag) is followed.
+	Filter Filter
+	// NetNS is the network namespace sock_diag polls: "" for the current one, an
+	// `ip netns` name, or a path such as /proc/PID/ns/net. The tracepoints see every
+	// namespace (filtered by Filter only).
+	NetNS string
+	// PollInterval is the sock_diag period (25 ms if zero). It bounds the time resolution
+	// of what only sock_diag sees (timewait substate changes other than TIME_WAIT's entry,
+	// the end of a timewait socket).
+	PollInterval time.Duration
+	// Logger receives the warnings (and debug details); nil discards them.
+	Logger *slog.Logger
+	// MaxConnections bounds the connections kept; the oldest finished ones are forgotten
+	// beyond it (65536 if zero).
+	MaxConnections int
+	// NoTrace and NoDiag turn a source off.
+	NoTrace, NoDiag bool
+}
+
+// Observer follows TCP connections through the kernel's tracepoints and sock_diag and
+// assembles per-connection timelines. Create it with New, run it with Run, read it with
+// Snapshot, Leaks and Events; Close releases it (Run does too on return).
+type Observer struct {
+	opts   Options
+	log    *slog.Logger
+	clock  Clock
+	start  time.Duration
+	trace  *traceInstance
+	diag   *Diag
+	owners *Owners
+
+	mu          sync.Mutex
+	tl          *timeline
+	stats       Stats
+	warnings    []string
+	parseWarned int
+	stream      chan Event
+	traceAlive  bool
+	diagAlive   bool
+	markerSeen  uint64
+	lastPoll    time.Duration // start of the last poll applied
+	changed     chan struct{} // closed and replaced when markerSeen, lastPoll or liveness change
+	released    bool
+
+	syncSeq   atomic.Uint64
+	running   atomic.Bool
+	cancel    context.CancelFunc
+	runDone   chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts the sources: it creates the tracefs instance (events are recorded from
+// then on, read or not) and the sock_diag socket. A source that cannot start is reported
+// in Warnings and the Observer carries on with the other; New fails only when none starts.
+func New(opts Options) (*Observer, error) {
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 25 * time.Millisecond
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	o := &Observer{opts: opts, log: log, clock: NewClock(), owners: &Owners{}, changed: make(chan struct{})}
+	o.start = MonoNow()
+	var errs []error
+	if !opts.NoTrace {
+		t, warns, err := openTraceInstance(opts.Filter)
+		for _, w := range warns {
+			o.warn(w)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			o.warn(fmt.Sprintf("tracepoints unavailable, states come from sock_diag polls only: %v", err))
+		} else {
+			o.trace, o.traceAlive = t, true
+		}
+	}
+	if !opts.NoDiag {
+		d, err := OpenDiag(opts.NetNS, opts.Filter)
+		if err != nil {
+			errs = append(errs, err)
+			o.warn(fmt.Sprintf("sock_diag unavailable, no TIME_WAIT, timers or owners: %v", err))
+		} else {
+			o.diag, o.diagAlive = d, true
+		}
+	}
+	if o.trace == nil && o.diag == nil {
+		if len(errs) == 0 {
+			errs = append(errs, errors.New("both sources are turned off"))
+		}
+		return nil, fmt.Errorf("observe: no source could start: %w", errors.Join(errs...))
+	}
+	o.tl = newTimeline(opts.Filter, o.trace != nil, opts.MaxConnections)
+	return o, nil
+}
+
+func (o *Observer) warn(msg string) {
+	o.warnings = append(o.warnings, msg)
+	o.log.Warn(msg)
+}
+
+// Warnings returns what did not work: sources that failed to start or stopped, stale
+// instances removed, unparsable lines.
+func (o *Observer) Warnings() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.warnings...)
+}
+
+// Clock returns the mapping between the kernel's CLOCK_MONOTONIC and Go times used for
+// every time the Observer reports.
+func (o *Observer) Clock() Clock { return o.clock }
+
+// Instance returns the tracefs instance directory ("" without the tracepoint source).
+func (o *Observer) Instance() string {
+	if o.trace == nil {
+		return ""
+	}
+	return o.trace.dir
+}
+
+// Events returns a live stream of the events: every tracepoint event that passes the
+// Filter (as the kernel reported it, FIN_WAIT2 -> CLOSE included), followed by what the
+// Observer derived (StateChange with Source sock_diag, or with Source trace for a
+// timewait socket confirmed by sock_diag). The stream starts with the first call; events
+// that do not fit in its buffer are dropped and counted (Stats.StreamDropped). It is
+// closed when Run returns.
+func (o *Observer) Events() <-chan Event {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stream == nil {
+		o.stream = make(chan Event, 4096)
+		if o.runDone != nil {
+			select {
+			case <-o.runDone:
+				close(o.stream)
+			default:
+			}
+		}
+	}
+	return o.stream
+}
+
+// send puts e on the stream; o.mu is held.
+func (o *Observer) send(e Event) {
+	if o.stream == nil {
+		return
+	}
+	select {
+	case o.stream <- withTime(e, o.clock):
+	default:
+		o.stats.StreamDropped++
+	}
+}
+
+func (o *Observer) notify() {
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// Run reads the sources until ctx ends (then it returns nil) or until every source has
+// failed. It releases the Observer (Close) before returning.
+func (o *Observer) Run(ctx context.Context) error {
+	if !o.running.CompareAndSwap(false, true) {
+		return errors.New("observe: Run called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	o.mu.Lock()
+	if o.released {
+		o.mu.Unlock()
+		cancel()
+		return errors.New("observe: Run after Close")
+	}
+	o.cancel = cancel
+	o.runDone = make(chan struct{})
+	o.mu.Unlock()
+	defer cancel()
+
+	var wg sync.WaitGroup
+	failed := make(chan struct{}, 2)
+	sources := 0
+	if o.trace != nil {
+		sources++
+		wg.Go(func() {
+			err := o.trace.read(ctx, o.line)
+			o.mu.Lock()
+			o.traceAlive = false
+			o.tl.trace = false
+			if err != nil {
+				o.warn(fmt.Sprintf("tracepoint reader stopped, states come from sock_diag polls from now on: %v", err))
+			}
+			o.notify()
+			o.mu.Unlock()
+			if err != nil {
+				failed <- struct{}{}
+			}
+		})
+	}
+	if o.diag != nil {
+		sources++
+		wg.Go(func() {
+			o.pollLoop(ctx)
+			o.mu.Lock()
+			o.diagAlive = false
+			o.notify()
+			o.mu.Unlock()
+		})
+	}
+	var err error
+	for n := 0; ; n++ {
+		if n == sources {
+			err = errors.New("observe: every source failed")
+			cancel()
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-failed:
+			continue
+		}
+		break
+	}
+	wg.Wait()
+	cerr := o.release()
+	o.mu.Lock()
+	close(o.runDone)
+	if o.stream != nil {
+		close(o.stream)
+	}
+	o.mu.Unlock()
+	return errors.Join(err, cerr)
+}
+
+// line handles one line of trace_pipe.
+func (o *Observer) line(l string) {
+	ev, err := ParseLine(l)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.stats.TraceLines++
+	switch {
+	case errors.Is(err, ErrNotEvent):
+		return
+	case errors.Is(err, ErrUnknownEvent):
+		o.stats.UnknownEvents++
+		return
+	case err != nil:
+		o.stats.ParseErrors++
+		if o.parseWarned < 5 {
+			o.parseWarned++
+			o.warn(err.Error())
+		}
+		return
+	}
+	switch e := ev.(type) {
+	case Marker:
+		if n, ok := strings.CutPrefix(e.Text, "finproxy-sync "); ok {
+			if v, err := strconv.ParseUint(strings.TrimSpace(n), 10, 64); err == nil && v > o.markerSeen {
+				o.markerSeen = v
+				o.notify()
+			}
+		}
+		return
+	case Lost:
+		o.stats.LostEvents += e.Count
+		o.warn(fmt.Sprintf("the trace ring buffer of CPU %d lost %d events", e.CPU, e.Count))
+		return
+	}
+	if o.tl.apply(ev) {
+		o.send(ev)
+	}
+	o.drain()
+}
+
+// drain streams the derived events of the timeline; o.mu is held.
+func (o *Observer) drain() {
+	for _, e := range o.tl.out {
+		o.send(e)
+	}
+	o.tl.out = o.tl.out[:0]
+	o.stats.Filtered = o.tl.filtered
+	o.stats.Evicted = o.tl.evicted
+}
+
+func (o *Observer) pollLoop(ctx context.Context) {
+	t := time.NewTicker(o.opts.PollInterval)
+	defer t.Stop()
+	failures := 0
+	for {
+		o.pollOnce(&failures)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (o *Observer) pollOnce(failures *int) {
+	start := MonoNow()
+	socks, err := o.diag.Dump()
+	end := MonoNow()
+	o.mu.Lock()
+	if err != nil {
+		o.stats.PollErrors++
+		*failures++
+		if *failures == 1 {
+			o.warn(fmt.Sprintf("sock_diag poll failed: %v", err))
+		}
+		o.mu.Unlock()
+		return
+	}
+	*failures = 0
+	o.stats.Polls++
+	need := o.tl.applyPoll(poll{start: start, at: start + (end-start)/2}, socks)
+	o.lastPoll = start
+	o.drain()
+	o.notify()
+	o.mu.Unlock()
+	o.resolveOwners(need)
+}
+
+// resolveOwners looks inodes up in /proc without holding o.mu.
+func (o *Observer) resolveOwners(inodes []uint32) {
+	for _, ino := range inodes {
+		if p, ok := o.owners.Lookup(ino); ok {
+			o.mu.Lock()
+			o.tl.setOwner(ino, p)
+			o.mu.Unlock()
+		}
+	}
+}
+
+// Sync waits until every event that happened before the call has been applied: a
+// marker written to the trace instance has come out of trace_pipe (events are read in
+// time order) and a sock_diag poll started after the call has been applied. It returns
+// early for a source that is not running.
+func (o *Observer) Sync(ctx context.Context) error {
+	seq := o.syncSeq.Add(1)
+	now := MonoNow()
+	o.mu.Lock()
+	traceAlive := o.traceAlive
+	o.mu.Unlock()
+	if traceAlive {
+		if err := o.trace.mark(fmt.Sprintf("finproxy-sync %d", seq)); err != nil {
+			return fmt.Errorf("observe: write trace marker: %w", err)
+		}
+	}
+	for {
+		o.mu.Lock()
+		done := (!o.traceAlive || o.markerSeen >= seq) && (!o.diagAlive || o.lastPoll > now)
+		ch := o.changed
+		o.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Snapshot returns what has been observed so far.
+func (o *Observer) Snapshot() Report {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := MonoNow()
+	r := Report{
+		Start: o.clock.Time(o.start),
+		Taken: o.clock.Time(now),
+		Sources: Sources{Trace: o.trace != nil, Diag: o.diag != nil, NetNS: o.opts.NetNS,
+			Poll: Duration(o.opts.PollInterval)},
+		Warnings:    append([]string(nil), o.warnings...),
+		Stats:       o.stats,
+		Connections: o.tl.report(o.clock, now),
+	}
+	if o.trace != nil {
+		r.Sources.Instance = o.trace.dir
+		if !o.released {
+			r.Stats.LostEvents = max(r.Stats.LostEvents, o.trace.overruns())
+		}
+	}
+	if o.diag == nil {
+		r.Sources.Poll = 0
+	}
+	return r
+}
+
+// Leaks lists the sockets held in CLOSE_WAIT for at least threshold, with the process
+// holding each (looked up now if it was not known).
+func (o *Observer) Leaks(threshold time.Duration) []Leak {
+	o.mu.Lock()
+	ls := o.tl.leaks(o.clock, MonoNow(), threshold)
+	o.mu.Unlock()
+	for i := range ls {
+		if ls[i].Owner == nil && ls[i].Inode != 0 {
+			if p, ok := o.owners.Lookup(ls[i].Inode); ok {
+				ls[i].Owner = &p
+				o.mu.Lock()
+				o.tl.setOwner(ls[i].Inode, p)
+				o.mu.Unlock()
+			}
+		}
+	}
+	return ls
+}
+
+// Annotate puts an external event (a segment verdict of the fault engine, say) on the
+// timeline of the connection of its 4-tuple. n.At is converted with Clock, exactly when
+// it comes from time.Now() in this process.
+func (o *Observer) Annotate(n Note) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.tl.annotate(noteRec{at: o.clock.Mono(n.At), src: unmapAP(n.Src), dst: unmapAP(n.Dst), text: n.Text})
+}
+
+func unmapAP(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// Close stops Run (if it runs) and waits for it, removes the tracefs instance and
+// closes the sock_diag socket. It is idempotent.
+func (o *Observer) Close() error {
+	o.mu.Lock()
+	cancel, done := o.cancel, o.runDone
+	o.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return o.release()
+}
+
+// release frees the sources once; the readers must have stopped.
+func (o *Observer) release() error {
+	o.closeOnce.Do(func() {
+		var errs []error
+		if o.trace != nil {
+			lost := o.trace.overruns()
+			o.mu.Lock()
+			o.stats.LostEvents = max(o.stats.LostEvents, lost)
+			o.released = true
+			o.mu.Unlock()
+			if err := o.trace.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if o.diag != nil {
+			if err := o.diag.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		o.mu.Lock()
+		o.released = true
+		o.traceAlive, o.diagAlive = false, false
+		o.notify()
+		o.mu.Unlock()
+		o.closeErr = errors.Join(errs...)
+	})
+	return o.closeErr
+}

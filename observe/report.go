@@ -1,0 +1,161 @@
+package observe
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Duration is a time.Duration that JSON encodes as its String ("41.207ms").
+type Duration time.Duration
+
+// MarshalText encodes d as time.Duration.String does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText parses what time.ParseDuration accepts.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	*d = Duration(v)
+	return err
+}
+
+// Report is what the Observer saw, from Snapshot. It encodes to JSON as is.
+type Report struct {
+	Start       time.Time    `json:"start"` // when the Observer was created
+	Taken       time.Time    `json:"taken"` // when the snapshot was taken
+	Sources     Sources      `json:"sources"`
+	Warnings    []string     `json:"warnings,omitempty"`
+	Stats       Stats        `json:"stats"`
+	Connections []Connection `json:"connections"`
+}
+
+// Sources tells which sources ran.
+type Sources struct {
+	Trace    bool     `json:"trace"`              // the tracepoints were read
+	Instance string   `json:"instance,omitempty"` // the tracefs instance directory
+	Diag     bool     `json:"sock_diag"`          // sock_diag was polled
+	NetNS    string   `json:"netns,omitempty"`    // the namespace sock_diag polled
+	Poll     Duration `json:"poll_interval,omitzero"`
+}
+
+// Stats counts what went through the Observer, and what was lost.
+type Stats struct {
+	TraceLines    uint64 `json:"trace_lines"`
+	ParseErrors   uint64 `json:"parse_errors"`   // malformed lines (see Warnings for the first ones)
+	UnknownEvents uint64 `json:"unknown_events"` // records of other events
+	Filtered      uint64 `json:"filtered"`       // events outside the Filter (addresses are filtered here)
+	LostEvents    uint64 `json:"lost_events"`    // events the trace ring buffer overwrote before they were read
+	Polls         uint64 `json:"polls"`
+	PollErrors    uint64 `json:"poll_errors"`
+	StreamDropped uint64 `json:"stream_dropped"` // events not delivered on Events() because it was full
+	Evicted       uint64 `json:"evicted"`        // finished connections forgotten (Options.MaxConnections)
+}
+
+// Connection is one incarnation of a 4-tuple: from the handshake (or from when it was
+// first seen) to the end of both sides. The client is the side that sent the SYN
+// (SYN_SENT); when that was not seen, the side whose port is not a listening port.
+type Connection struct {
+	// Incarnation counts the connections seen on this 4-tuple, from 1: a new SYN_SENT or
+	// SYN_RECV after a side went past its handshake starts a new one.
+	Incarnation int       `json:"incarnation"`
+	FirstSeen   time.Time `json:"first_seen"`
+	Client      Side      `json:"client"`
+	Server      Side      `json:"server"`
+	Notes       []Note    `json:"notes,omitempty"`
+}
+
+// Side is one end of a connection: one socket (a full socket, then possibly a timewait
+// socket) as both sources saw it. A side with no observed events has only Addr.
+type Side struct {
+	Addr netip.AddrPort `json:"addr"`
+	// States are the states the socket entered, in order: for a client from SYN_SENT, for
+	// a server from SYN_RECV (the child socket the listener creates when the handshake's
+	// last ACK arrives: the tracepoint reports it as LISTEN -> SYN_RECV, immediately
+	// followed by SYN_RECV -> ESTABLISHED; the request socket before it is invisible to
+	// the tracepoint, sock_diag may show it as SYN_RECV). The timewait phase (FIN_WAIT2,
+	// TIME_WAIT) comes from sock_diag. CLOSE appears only when the socket really closed:
+	// the full socket died (reset, LAST_ACK acknowledged, abort, no timewait socket
+	// available) or the timewait socket expired or was killed.
+	States         []StateEntry      `json:"states"`
+	Retransmits    []RetransmitEntry `json:"retransmits,omitempty"`
+	ResetsSent     []ResetEntry      `json:"resets_sent,omitempty"`
+	ResetsReceived []ResetEntry      `json:"resets_received,omitempty"`
+	// Timewait describes the timewait socket that replaced the full socket, if one was seen.
+	Timewait *Timewait `json:"timewait,omitempty"`
+	// HandedToTimewait is true when the tracepoint showed the full socket being replaced
+	// by a timewait socket (FIN_WAIT2 -> CLOSE or CLOSING -> CLOSE without a reset) and
+	// sock_diag has not (yet, or at all when it is not running) confirmed or refuted it.
+	HandedToTimewait bool `json:"handed_to_timewait,omitempty"`
+	// Socket is the full socket as the last sock_diag poll that saw it reported it.
+	Socket *Socket  `json:"socket,omitempty"`
+	Owner  *Process `json:"owner,omitempty"` // the process holding the full socket (by inode)
+}
+
+// StateEntry is one state of a side.
+type StateEntry struct {
+	State State     `json:"state"`
+	At    time.Time `json:"at"`
+	// Dwell is the time until the next state; for the last state (other than CLOSE) the
+	// time until the snapshot, with Ongoing set.
+	Dwell   Duration `json:"dwell"`
+	Ongoing bool     `json:"ongoing,omitempty"`
+	// Source is SourceTrace (At exact to the microsecond) or SourceDiag. From sock_diag,
+	// TIME_WAIT's At is computed from the timewait timer (exact to a few milliseconds);
+	// other states' At is the first poll that showed them (up to one poll interval late;
+	// for a socket that existed before the Observer started, when it was first seen).
+	Source string `json:"source"`
+}
+
+// RetransmitEntry is one retransmission by a side, in the state it happened in.
+type RetransmitEntry struct {
+	State  State     `json:"state"`
+	At     time.Time `json:"at"`
+	SynAck bool      `json:"synack,omitempty"`
+}
+
+// ResetEntry is one RST sent or received by a side. State and Reason are those of
+// tcp_send_reset (empty for resets received).
+type ResetEntry struct {
+	At     time.Time `json:"at"`
+	State  State     `json:"state,omitzero"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Timewait is a timewait socket as sock_diag showed it.
+type Timewait struct {
+	State     State     `json:"state"` // substate at the last sighting: FIN_WAIT2 or TIME_WAIT
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	// Expires is when its timer fires (the socket then goes away); Remaining is the time
+	// from the snapshot to then, 0 once gone.
+	Expires   time.Time `json:"expires"`
+	Remaining Duration  `json:"remaining"`
+	// Restarts are the times the TIME_WAIT timer was restarted (2*MSL again), which the
+	// kernel does when it re-acknowledges a retransmitted FIN.
+	Restarts []time.Time `json:"restarts,omitempty"`
+	Gone     bool        `json:"gone,omitempty"`
+}
+
+// Note is an external event put on a connection's timeline with Observer.Annotate, such
+// as a segment verdict of the fault engine.
+type Note struct {
+	At   time.Time      `json:"at"`
+	Src  netip.AddrPort `json:"src"`
+	Dst  netip.AddrPort `json:"dst"`
+	Text string         `json:"text"`
+}
+
+// Leak is a socket held in CLOSE_WAIT longer than a threshold: its peer closed, its
+// application has not.
+type Leak struct {
+	Local  netip.AddrPort `json:"local"`
+	Remote netip.AddrPort `json:"remote"`
+	// Since is when the socket entered CLOSE_WAIT (Source trace), or when it was first
+	// seen in CLOSE_WAIT (Source sock_diag: it was already there when observation began).
+	Since  time.Time `json:"since"`
+	Age    Duration  `json:"age"`
+	Source string    `json:"source"`
+	Owner  *Process  `json:"owner,omitempty"`
+	Inode  uint32    `json:"inode,omitempty"`
+	RecvQ  uint32    `json:"recv_q"` // unread bytes, the FIN counting as one while EOF is unread
+	SendQ  uint32    `json:"send_q"`
+}

@@ -1,0 +1,756 @@
+package observe
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// twLen is TCP_TIMEWAIT_LEN, the kernel's fixed TIME_WAIT duration (2*MSL): a timewait
+// socket in TIME_WAIT has its timer set to it on entry and on every restart.
+const twLen = 60 * time.Second
+
+// twTolerance absorbs the imprecision of times computed from a timer that sock_diag
+// reports in milliseconds of jiffies (4 ms at HZ=250) against a poll's timestamp.
+const twTolerance = 20 * time.Millisecond
+
+type role int
+
+const (
+	client role = 0
+	server role = 1
+)
+
+// pair is a connection's key: client and server ends, IPv4-mapped addresses unmapped.
+type pair struct{ client, server netip.AddrPort }
+
+// ends is one socket's view of a 4-tuple.
+type ends struct{ local, remote netip.AddrPort }
+
+type stateRec struct {
+	state State
+	at    time.Duration
+	src   string
+}
+
+type retransRec struct {
+	state  State
+	at     time.Duration
+	synack bool
+}
+
+type resetRec struct {
+	at     time.Duration
+	state  State
+	reason string
+}
+
+// handoff records the tracepoint's X -> CLOSE that replaces a full socket by a timewait
+// socket (X is FIN_WAIT2 or CLOSING), until sock_diag confirms or refutes it.
+type handoff struct {
+	at   time.Duration
+	from State
+}
+
+type twRec struct {
+	state     State
+	first     time.Duration // poll time of the first sighting
+	last      time.Duration // poll time of the last sighting
+	lastStart time.Duration // start of the last poll that saw it
+	deadline  time.Duration // when its timer fires
+	restarts  []time.Duration
+	gone      bool
+}
+
+type side struct {
+	addr      netip.AddrPort
+	states    []stateRec
+	retrans   []retransRec
+	sent      []resetRec
+	recv      []resetRec
+	lastReset time.Duration
+	hasReset  bool
+	handoff   *handoff
+	tw        *twRec
+	sock      *Socket
+	owner     *Process
+	diagSeen  int
+	diagFirst time.Duration
+}
+
+type noteRec struct {
+	at       time.Duration
+	src, dst netip.AddrPort
+	text     string
+}
+
+type conn struct {
+	key         pair
+	incarnation int
+	first       time.Duration
+	sides       [2]*side
+	notes       []noteRec
+}
+
+type pendingSyn struct {
+	at   time.Duration
+	addr netip.Addr
+}
+
+// twSight is a timewait socket seen by a poll.
+type twSight struct {
+	sock  Socket
+	start time.Duration // when the poll's dump was requested
+	at    time.Duration // the poll's time (midpoint of the dump)
+}
+
+// poll identifies one sock_diag poll.
+type poll struct {
+	start, at time.Duration
+}
+
+// timeline assembles events from both sources into connections. It is a pure state
+// machine driven by apply (tracepoint events) and applyPoll (sock_diag results), so that
+// recorded sequences can drive it in tests. Not safe for concurrent use.
+type timeline struct {
+	filter   Filter
+	trace    bool // the tracepoint source runs: it is authoritative for full sockets
+	maxConns int
+
+	conns        []*conn
+	current      map[pair]*conn
+	incarnations map[pair]int
+	pendingSyn   map[netip.AddrPort][]pendingSyn
+	listenPorts  map[uint16]bool
+	tw           map[ends]twSight // timewait sockets of the last poll
+	pendingTW    map[*side]*conn  // handoffs awaiting sock_diag
+	twSides      map[*side]*conn  // sides whose timewait socket is followed
+	fullSides    map[*side]*conn  // sides whose full socket the last poll saw
+	out          []Event          // derived events, drained by the Observer
+	polled       bool             // a poll was applied
+	lastPoll     poll
+	filtered     uint64
+	evicted      uint64
+}
+
+func newTimeline(f Filter, trace bool, maxConns int) *timeline {
+	if maxConns <= 0 {
+		maxConns = 1 << 16
+	}
+	return &timeline{
+		filter:       f,
+		trace:        trace,
+		maxConns:     maxConns,
+		current:      map[pair]*conn{},
+		incarnations: map[pair]int{},
+		pendingSyn:   map[netip.AddrPort][]pendingSyn{},
+		listenPorts:  map[uint16]bool{},
+		tw:           map[ends]twSight{},
+		pendingTW:    map[*side]*conn{},
+		twSides:      map[*side]*conn{},
+		fullSides:    map[*side]*conn{},
+	}
+}
+
+func (s *side) last() State {
+	if len(s.states) == 0 {
+		return Unknown
+	}
+	return s.states[len(s.states)-1].state
+}
+
+// started reports whether the side went past its handshake (a new SYN on its 4-tuple is
+// then a new incarnation).
+func (s *side) started() bool {
+	for _, e := range s.states {
+		if e.state != SynSent && e.state != SynRecv {
+			return true
+		}
+	}
+	return false
+}
+
+// ended reports whether the full socket of this side is gone (closed or replaced by a
+// timewait socket).
+func (s *side) ended() bool {
+	return s.last() == Close || s.handoff != nil || s.tw != nil
+}
+
+func (s *side) resetSinceLastState() bool {
+	if !s.hasReset {
+		return false
+	}
+	return len(s.states) == 0 || s.lastReset >= s.states[len(s.states)-1].at
+}
+
+// add records that the side entered st at at. Entries stay in time order; a state equal
+// to its predecessor is not repeated (the earlier time wins). It reports whether an entry
+// was added and the state before it.
+func (s *side) add(st State, at time.Duration, src string) (bool, State) {
+	i := len(s.states)
+	for i > 0 && s.states[i-1].at > at {
+		i--
+	}
+	prev := Unknown
+	if i > 0 {
+		prev = s.states[i-1].state
+	}
+	if prev == st && i > 0 {
+		return false, prev
+	}
+	if i < len(s.states) && s.states[i].state == st {
+		s.states[i].at, s.states[i].src = at, src
+		return false, prev
+	}
+	s.states = slices.Insert(s.states, i, stateRec{state: st, at: at, src: src})
+	return true, prev
+}
+
+func (c *conn) peer(r role) netip.AddrPort { return c.sides[1-r].addr }
+
+// find returns the current connection of a 4-tuple and the role of local in it.
+func (tl *timeline) find(local, remote netip.AddrPort) (*conn, role, bool) {
+	if c, ok := tl.current[pair{local, remote}]; ok {
+		return c, client, true
+	}
+	if c, ok := tl.current[pair{remote, local}]; ok {
+		return c, server, true
+	}
+	return nil, 0, false
+}
+
+// infer guesses local's role when no event says it: the end on a listening port (seen
+// as a listener by either source) is the server, then the end whose port the Filter
+// names, then the lower port.
+func (tl *timeline) infer(local, remote netip.AddrPort) role {
+	switch {
+	case tl.listenPorts[local.Port()] && !tl.listenPorts[remote.Port()]:
+		return server
+	case tl.listenPorts[remote.Port()] && !tl.listenPorts[local.Port()]:
+		return client
+	}
+	lp, rp := slices.Contains(tl.filter.Ports, local.Port()), slices.Contains(tl.filter.Ports, remote.Port())
+	switch {
+	case lp && !rp:
+		return server
+	case rp && !lp:
+		return client
+	case local.Port() < remote.Port():
+		return server
+	}
+	return client
+}
+
+// lookup returns the connection an event of local's socket belongs to, creating it (or a
+// new incarnation) as needed. hint is local's role when the event tells it (-1 if not);
+// fresh is set by events that start a connection.
+func (tl *timeline) lookup(local, remote netip.AddrPort, hint role, fresh bool, at time.Duration) (*conn, role) {
+	if c, r, ok := tl.find(local, remote); ok {
+		if hint >= 0 && hint != r {
+			if !c.sides[0].started() && !c.sides[1].started() {
+				// Roles were guessed wrong (sock_diag saw it first): swap them.
+				delete(tl.current, c.key)
+				c.key = pair{c.key.server, c.key.client}
+				c.sides[0], c.sides[1] = c.sides[1], c.sides[0]
+				tl.current[c.key] = c
+				return c, hint
+			}
+			return tl.create(local, remote, hint, at), hint
+		}
+		if fresh && c.sides[r].started() {
+			return tl.create(local, remote, r, at), r
+		}
+		return c, r
+	}
+	r := hint
+	if r < 0 {
+		r = tl.infer(local, remote)
+	}
+	return tl.create(local, remote, r, at), r
+}
+
+func (tl *timeline) create(local, remote netip.AddrPort, r role, at time.Duration) *conn {
+	key := pair{local, remote}
+	if r == server {
+		key = pair{remote, local}
+	}
+	tl.incarnations[key]++
+	c := &conn{key: key, incarnation: tl.incarnations[key], first: at,
+		sides: [2]*side{{addr: key.client}, {addr: key.server}}}
+	tl.conns = append(tl.conns, c)
+	tl.current[key] = c
+	if len(tl.conns) > tl.maxConns+tl.maxConns/8 {
+		tl.evict()
+	}
+	return c
+}
+
+// evict forgets the oldest finished connections down to maxConns.
+func (tl *timeline) evict() {
+	excess := len(tl.conns) - tl.maxConns
+	kept := tl.conns[:0]
+	for _, c := range tl.conns {
+		if excess > 0 && tl.finished(c) {
+			excess--
+			tl.evicted++
+			if tl.current[c.key] == c {
+				delete(tl.current, c.key)
+			}
+			continue
+		}
+		kept = append(kept, c)
+	}
+	clear(tl.conns[len(kept):])
+	tl.conns = kept
+}
+
+func (tl *timeline) finished(c *conn) bool {
+	for _, s := range c.sides {
+		if len(s.states) > 0 && s.last() != Close {
+			return false
+		}
+		if s.handoff != nil || (s.tw != nil && !s.tw.gone) {
+			return false
+		}
+	}
+	return true
+}
+
+func (tl *timeline) emit(c *conn, r role, prev, st State, at time.Duration, src string) {
+	tl.out = append(tl.out, StateChange{
+		EventMeta: EventMeta{Mono: at, Src: c.sides[r].addr, Dst: c.peer(r)},
+		Old:       prev, New: st, Source: src,
+	})
+}
+
+// addDerived adds a state that is not a tracepoint event as is and emits it.
+func (tl *timeline) addDerived(c *conn, r role, st State, at time.Duration, src string) {
+	if added, prev := c.sides[r].add(st, at, src); added {
+		tl.emit(c, r, prev, st, at, src)
+	}
+}
+
+// apply takes one tracepoint event. It reports false when the Filter excludes it.
+func (tl *timeline) apply(ev Event) bool {
+	switch e := ev.(type) {
+	case StateChange:
+		if !tl.filter.Match(e.Src, e.Dst) {
+			tl.filtered++
+			return false
+		}
+		tl.applyState(e)
+	case Retransmit:
+		if !tl.filter.Match(e.Src, e.Dst) {
+			tl.filtered++
+			return false
+		}
+		hint := role(-1)
+		if e.SynAck {
+			hint = server
+		} else if e.State == SynSent {
+			hint = client
+		}
+		c, r := tl.lookup(e.Src, e.Dst, hint, false, e.Mono)
+		s := c.sides[r]
+		s.retrans = append(s.retrans, retransRec{state: e.State, at: e.Mono, synack: e.SynAck})
+	case ResetSent:
+		if !tl.filter.Match(e.Src, e.Dst) {
+			tl.filtered++
+			return false
+		}
+		c, r := tl.lookup(e.Src, e.Dst, -1, false, e.Mono)
+		s := c.sides[r]
+		s.sent = append(s.sent, resetRec{at: e.Mono, state: e.State, reason: e.Reason})
+		s.lastReset, s.hasReset = e.Mono, true
+		if s.handoff != nil && s.tw == nil && e.State == Close {
+			// The full socket was aborted in FIN_WAIT2/CLOSING, not handed over.
+			tl.resolveClosed(c, r)
+		}
+	case ResetReceived:
+		if !tl.filter.Match(e.Src, e.Dst) {
+			tl.filtered++
+			return false
+		}
+		c, r := tl.lookup(e.Src, e.Dst, -1, false, e.Mono)
+		s := c.sides[r]
+		s.recv = append(s.recv, resetRec{at: e.Mono})
+		s.lastReset, s.hasReset = e.Mono, true
+	default:
+		return false
+	}
+	return true
+}
+
+func (tl *timeline) applyState(e StateChange) {
+	if e.Proto != "" && e.Proto != "IPPROTO_TCP" {
+		return
+	}
+	if e.Dst.Port() == 0 {
+		// A listener (or an unconnected socket).
+		switch {
+		case e.New == Listen:
+			tl.listenPorts[e.Src.Port()] = true
+		case e.Old == Listen:
+			delete(tl.listenPorts, e.Src.Port())
+		}
+		return
+	}
+	if e.Src.Port() == 0 {
+		// connect() sets SYN_SENT before it chooses the source port: keep the entry until
+		// the socket's next change names its 4-tuple.
+		switch {
+		case e.New == SynSent:
+			q := tl.pendingSyn[e.Dst]
+			if len(q) >= 1024 {
+				q = q[1:]
+			}
+			tl.pendingSyn[e.Dst] = append(q, pendingSyn{at: e.Mono, addr: e.Src.Addr()})
+		case e.Old == SynSent:
+			tl.popPending(e.Dst, e.Src.Addr(), e.Mono)
+		}
+		return
+	}
+	hint := role(-1)
+	switch {
+	case e.New == SynSent || e.Old == SynSent:
+		hint = client
+	case e.Old == Listen && e.New == SynRecv:
+		hint = server
+	}
+	fresh := hint >= 0
+	c, r := tl.lookup(e.Src, e.Dst, hint, fresh, e.Mono)
+	s := c.sides[r]
+	if r == client && e.Old == SynSent && len(s.states) == 0 {
+		if at, ok := tl.popPending(e.Dst, e.Src.Addr(), e.Mono); ok {
+			s.add(SynSent, at, SourceTrace)
+		}
+	}
+	if e.New == Close && (e.Old == FinWait2 || e.Old == Closing) && !s.resetSinceLastState() {
+		s.handoff = &handoff{at: e.Mono, from: e.Old}
+		tl.pendingTW[s] = c
+		if sight, ok := tl.tw[ends{s.addr, c.peer(r)}]; ok && sight.start > e.Mono {
+			tl.twApply(c, r, sight)
+		}
+		return
+	}
+	s.add(e.New, e.Mono, SourceTrace)
+}
+
+// popPending takes the oldest SYN_SENT recorded for dst from addr (or an unspecified
+// address) at or before at.
+func (tl *timeline) popPending(dst netip.AddrPort, addr netip.Addr, at time.Duration) (time.Duration, bool) {
+	q := tl.pendingSyn[dst]
+	for i, p := range q {
+		if p.at <= at && (p.addr == addr || !p.addr.IsValid() || p.addr.IsUnspecified() || addr.IsUnspecified()) {
+			q = slices.Delete(q, i, i+1)
+			if len(q) == 0 {
+				delete(tl.pendingSyn, dst)
+			} else {
+				tl.pendingSyn[dst] = q
+			}
+			return p.at, true
+		}
+	}
+	return 0, false
+}
+
+// resolveClosed ends a pending handoff as a real close at its time.
+func (tl *timeline) resolveClosed(c *conn, r role) {
+	s := c.sides[r]
+	at := s.handoff.at
+	s.handoff = nil
+	delete(tl.pendingTW, s)
+	tl.addDerived(c, r, Close, at, SourceTrace)
+}
+
+// twApply follows the timewait socket of side r from a sighting.
+func (tl *timeline) twApply(c *conn, r role, g twSight) {
+	s := c.sides[r]
+	deadline := g.at + g.sock.Expires
+	if s.tw == nil {
+		s.tw = &twRec{state: g.sock.State, first: g.at, last: g.at, lastStart: g.start, deadline: deadline}
+		h := s.handoff
+		s.handoff = nil
+		delete(tl.pendingTW, s)
+		tl.twSides[s] = c
+		switch g.sock.State {
+		case FinWait2:
+			at, src := g.at, SourceDiag
+			if h != nil {
+				at, src = h.at, SourceTrace // the full socket's FIN_WAIT2 goes on
+			}
+			tl.addDerived(c, r, FinWait2, at, src)
+		case TimeWait:
+			at, src := min(deadline-twLen, g.at), SourceDiag
+			if n := len(s.states); n > 0 {
+				at = max(at, s.states[n-1].at)
+			}
+			if h != nil {
+				at = max(at, h.at)
+				if h.from == Closing || at-h.at <= twTolerance {
+					// CLOSING -> TIME_WAIT, or FIN_WAIT2 -> TIME_WAIT on the peer's FIN:
+					// the timewait socket was born in TIME_WAIT at the tracepoint's time.
+					at, src = h.at, SourceTrace
+				}
+			}
+			tl.addDerived(c, r, TimeWait, at, src)
+		}
+		return
+	}
+	if g.sock.State != s.tw.state {
+		if g.sock.State == TimeWait {
+			// Timewait FIN_WAIT2 -> TIME_WAIT (the peer's FIN arrived): the timer was set to
+			// twLen then.
+			at := min(max(deadline-twLen, s.tw.last), g.at)
+			tl.addDerived(c, r, TimeWait, at, SourceDiag)
+		}
+		s.tw.state = g.sock.State
+	} else if g.sock.State == TimeWait && deadline > s.tw.deadline+twTolerance {
+		s.tw.restarts = append(s.tw.restarts, deadline-twLen)
+	}
+	s.tw.deadline = deadline
+	s.tw.last, s.tw.lastStart = g.at, g.start
+}
+
+// applyPoll takes the sockets of one sock_diag poll. It returns the inodes of full
+// sockets whose owner is not known yet.
+func (tl *timeline) applyPoll(p poll, socks []Socket) (needOwner []uint32) {
+	tw := map[ends]twSight{}
+	var full []Socket
+	for _, s := range socks {
+		if !tl.filter.Match(s.Local, s.Remote) {
+			continue
+		}
+		switch {
+		case s.State == Listen:
+			tl.listenPorts[s.Local.Port()] = true
+		case s.Remote.Port() == 0:
+		case s.Timewait():
+			tw[ends{s.Local, s.Remote}] = twSight{sock: s, start: p.start, at: p.at}
+		default:
+			full = append(full, s)
+		}
+	}
+	tl.tw = tw
+
+	// Timewait sockets: first those already followed (an older incarnation may still
+	// have its timewait socket while a new one has started), then the others.
+	followed := map[ends]*conn{}
+	for s, c := range tl.twSides {
+		followed[ends{s.addr, c.peer(sideRole(c, s))}] = c
+	}
+	for k, g := range tw {
+		c, ok := followed[k]
+		var r role
+		if ok {
+			r = client
+			if c.sides[server].addr == k.local {
+				r = server
+			}
+		} else if c, r, ok = tl.find(k.local, k.remote); !ok {
+			c, r = tl.lookup(k.local, k.remote, -1, false, p.at)
+		}
+		s := c.sides[r]
+		switch {
+		case s.tw != nil && !s.tw.gone:
+			tl.twApply(c, r, g)
+		case s.tw != nil:
+			// Seen again after it was found gone: a poll missed it. Take it back.
+			s.tw.gone = false
+			tl.twSides[s] = c
+			if n := len(s.states); n > 0 && s.states[n-1].state == Close && s.states[n-1].src == SourceDiag {
+				s.states = s.states[:n-1]
+			}
+			tl.twApply(c, r, g)
+		case s.handoff != nil:
+			if g.start > s.handoff.at {
+				tl.twApply(c, r, g)
+			}
+		case !tl.trace || (len(s.states) == 0 && tl.seenAgain(s, p)):
+			// Without the tracepoint, or for a connection older than the Observer.
+			tl.twApply(c, r, g)
+		}
+	}
+
+	// Full sockets.
+	seen := map[*side]*conn{}
+	for _, sk := range full {
+		c, r, ok := tl.find(sk.Local, sk.Remote)
+		if !ok || (!tl.trace && c.sides[r].ended()) {
+			hint := role(-1)
+			switch {
+			case sk.State == SynSent:
+				hint = client
+			case sk.State == SynRecv && sk.Inode == 0:
+				hint = server // a request socket
+			}
+			c, r = tl.lookup(sk.Local, sk.Remote, hint, ok, p.at)
+		}
+		s := c.sides[r]
+		if tl.trace && s.ended() {
+			// A newer incarnation whose tracepoint events are not applied yet.
+			continue
+		}
+		cp := sk
+		s.sock = &cp
+		seen[s] = c
+		if sk.Inode != 0 && s.owner == nil {
+			needOwner = append(needOwner, sk.Inode)
+		}
+		if !tl.trace {
+			tl.addDerived(c, r, sk.State, p.at, SourceDiag)
+		} else if len(s.states) == 0 && tl.seenAgain(s, p) {
+			tl.addDerived(c, r, sk.State, s.diagFirst, SourceDiag)
+		}
+	}
+
+	// What the poll did not see.
+	for s, c := range tl.twSides {
+		if _, ok := tw[ends{s.addr, c.sides[1-sideRole(c, s)].addr}]; ok || p.start <= s.tw.lastStart {
+			continue
+		}
+		s.tw.gone = true
+		delete(tl.twSides, s)
+		tl.addDerived(c, sideRole(c, s), Close, min(max(s.tw.deadline, s.tw.last), p.at), SourceDiag)
+	}
+	for s, c := range tl.pendingTW {
+		if p.start > s.handoff.at {
+			// No timewait socket after the handoff: the full socket really closed (for
+			// example no timewait bucket was available).
+			tl.resolveClosed(c, sideRole(c, s))
+		}
+	}
+	if !tl.trace {
+		for s, c := range tl.fullSides {
+			if _, ok := seen[s]; ok || s.tw != nil {
+				continue
+			}
+			if _, ok := tw[ends{s.addr, c.peer(sideRole(c, s))}]; ok {
+				continue
+			}
+			tl.addDerived(c, sideRole(c, s), Close, p.at, SourceDiag)
+		}
+	}
+	tl.fullSides = seen
+	tl.polled, tl.lastPoll = true, p
+	return needOwner
+}
+
+// seenAgain counts sightings of a side that has no state yet: a state is taken from
+// sock_diag on the second poll only, so that the tracepoint (read with some latency)
+// has the first word.
+func (tl *timeline) seenAgain(s *side, p poll) bool {
+	s.diagSeen++
+	if s.diagSeen == 1 {
+		s.diagFirst = p.at
+	}
+	return s.diagSeen >= 2
+}
+
+func sideRole(c *conn, s *side) role {
+	if c.sides[0] == s {
+		return client
+	}
+	return server
+}
+
+// setOwner records the process holding the full socket with this inode.
+func (tl *timeline) setOwner(inode uint32, p Process) {
+	for s := range tl.fullSides {
+		if s.sock != nil && s.sock.Inode == inode && s.owner == nil {
+			cp := p
+			s.owner = &cp
+		}
+	}
+}
+
+// annotate puts an external event on the connection of its 4-tuple.
+func (tl *timeline) annotate(n noteRec) {
+	c, _ := tl.lookup(n.src, n.dst, -1, false, n.at)
+	i := len(c.notes)
+	for i > 0 && c.notes[i-1].at > n.at {
+		i--
+	}
+	c.notes = slices.Insert(c.notes, i, n)
+}
+
+// report converts the timeline; now is the snapshot's time.
+func (tl *timeline) report(clk Clock, now time.Duration) []Connection {
+	out := make([]Connection, 0, len(tl.conns))
+	for _, c := range tl.conns {
+		rc := Connection{Incarnation: c.incarnation, FirstSeen: clk.Time(c.first)}
+		rc.Client = c.sides[client].report(clk, now)
+		rc.Server = c.sides[server].report(clk, now)
+		for _, n := range c.notes {
+			rc.Notes = append(rc.Notes, Note{At: clk.Time(n.at), Src: n.src, Dst: n.dst, Text: n.text})
+		}
+		out = append(out, rc)
+	}
+	return out
+}
+
+func (s *side) report(clk Clock, now time.Duration) Side {
+	rs := Side{Addr: s.addr, States: []StateEntry{}, HandedToTimewait: s.handoff != nil, Owner: s.owner}
+	for i, e := range s.states {
+		se := StateEntry{State: e.state, At: clk.Time(e.at), Source: e.src}
+		switch {
+		case i+1 < len(s.states):
+			se.Dwell = Duration(s.states[i+1].at - e.at)
+		case e.state != Close:
+			se.Dwell, se.Ongoing = Duration(max(now-e.at, 0)), true
+		}
+		rs.States = append(rs.States, se)
+	}
+	for _, e := range s.retrans {
+		rs.Retransmits = append(rs.Retransmits, RetransmitEntry{State: e.state, At: clk.Time(e.at), SynAck: e.synack})
+	}
+	for _, e := range s.sent {
+		rs.ResetsSent = append(rs.ResetsSent, ResetEntry{At: clk.Time(e.at), State: e.state, Reason: e.reason})
+	}
+	for _, e := range s.recv {
+		rs.ResetsReceived = append(rs.ResetsReceived, ResetEntry{At: clk.Time(e.at)})
+	}
+	if s.tw != nil {
+		t := &Timewait{State: s.tw.state, FirstSeen: clk.Time(s.tw.first), LastSeen: clk.Time(s.tw.last),
+			Expires: clk.Time(s.tw.deadline), Gone: s.tw.gone}
+		if !s.tw.gone {
+			t.Remaining = Duration(max(s.tw.deadline-now, 0))
+		}
+		for _, r := range s.tw.restarts {
+			t.Restarts = append(t.Restarts, clk.Time(r))
+		}
+		rs.Timewait = t
+	}
+	if s.sock != nil {
+		cp := *s.sock
+		rs.Socket = &cp
+	}
+	return rs
+}
+
+// leaks lists the sides in CLOSE_WAIT for at least threshold at now.
+func (tl *timeline) leaks(clk Clock, now, threshold time.Duration) []Leak {
+	var out []Leak
+	for _, c := range tl.conns {
+		for r, s := range c.sides {
+			if s.last() != CloseWait {
+				continue
+			}
+			e := s.states[len(s.states)-1]
+			if now-e.at < threshold {
+				continue
+			}
+			if _, seen := tl.fullSides[s]; tl.polled && !seen && e.at < tl.lastPoll.start {
+				// sock_diag no longer sees the socket: its close was missed (lost events).
+				continue
+			}
+			l := Leak{Local: s.addr, Remote: c.peer(role(r)), Since: clk.Time(e.at), Age: Duration(now - e.at),
+				Source: e.src, Owner: s.owner}
+			if s.sock != nil {
+				l.Inode, l.RecvQ, l.SendQ = s.sock.Inode, s.sock.RecvQ, s.sock.SendQ
+			}
+			out = append(out, l)
+		}
+	}
+	return out
+}
