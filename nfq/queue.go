@@ -1,0 +1,419 @@
+package nfq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxLen = 4096
+	DefaultRcvBuf = 8 << 20
+	// copyRange asks for whole packets. The kernel caps it at 0xffff minus a
+	// netlink attribute header (65531 bytes); longer packets (only possible on
+	// loopback, MTU 65536) arrive truncated, see Packet.OrigLen.
+	copyRange = 0xffff
+	// fatalReadErrors consecutive unexplained read errors stop the reader.
+	fatalReadErrors = 100
+)
+
+// Config configures Open.
+type Config struct {
+	Num    uint16 // queue number (--queue-num)
+	MaxLen uint32 // kernel queue length; 0 means DefaultMaxLen
+	// NetNS is a network namespace file descriptor to bind the queue in; 0 means
+	// the namespace of the calling thread. Open duplicates it: the caller may
+	// close it after Open returns.
+	NetNS int
+	// FailOpen sets NFQA_CFG_F_FAIL_OPEN: when the kernel queue is full (or the
+	// socket cannot take the packet), accept the packet instead of dropping it.
+	// Either way the event shows in KernelStats, never in Stats.
+	FailOpen bool
+	// RcvBuf is the netlink receive buffer in bytes; 0 means DefaultRcvBuf.
+	RcvBuf int
+	Logger *slog.Logger // nil means slog.Default()
+}
+
+// Packet is one queued packet.
+type Packet struct {
+	ID uint32
+	// Time is the kernel's timestamp when it sent one, else the time the reader
+	// received the packet. (Measured: the kernel sends none for TCP on these
+	// paths, see doc.go.)
+	Time time.Time
+	// Data is the IP packet (IPv4 or IPv6 header first). It points into the
+	// reader's buffer: valid only during the Handler call; copy it to keep it.
+	Data []byte
+	// OrigLen is the packet's length in the kernel; larger than len(Data) when
+	// the copy was truncated: the kernel copies at most 65531 bytes, and
+	// loopback carries TCP segments of up to 65535 (measured: 4 bytes cut).
+	OrigLen int
+}
+
+// Truncated reports whether Data is shorter than the packet (see OrigLen): such
+// a packet must not be given back with AcceptModified as it is.
+func (p Packet) Truncated() bool { return p.OrigLen > len(p.Data) }
+
+// Handler receives each queued packet, one at a time, on the reader goroutine.
+// It must not block; the verdict (Accept, Drop, AcceptModified) may be given
+// later, from any goroutine, in any order. Every packet needs exactly one verdict,
+// or it stays in the kernel queue (taking one of MaxLen places) until Close.
+type Handler func(Packet)
+
+// Stats counts events of a Queue. All fields are read atomically.
+type Stats struct {
+	Received      uint64 `json:"received"`       // packets handed to the Handler
+	Verdicts      uint64 `json:"verdicts"`       // verdicts sent
+	ENOBUFS       uint64 `json:"enobufs"`        // receive overruns reported (packets were lost)
+	ENOENT        uint64 `json:"enoent"`         // verdicts for ids the kernel no longer held
+	VerdictErrors uint64 `json:"verdict_errors"` // verdicts that could not be sent
+	ReadErrors    uint64 `json:"read_errors"`    // other receive errors
+}
+
+// ErrClosed is returned by verdicts given after Close.
+var ErrClosed = errors.New("nfq: queue closed")
+
+// Queue is a bound NFQUEUE with its reader.
+type Queue struct {
+	cfg    Config
+	log    *slog.Logger
+	nf     *nfqueue.Nfqueue
+	h      Handler
+	ctx    context.Context
+	cancel context.CancelFunc
+	nsfd   int // dup of cfg.NetNS, or -1
+
+	stopMu sync.Mutex
+	stop   func() bool // unregisters the AfterFunc on Open's context
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{}
+	fatalMu   sync.Mutex
+	fatal     error
+
+	received, verdicts, enobufs, enoent, verdictErrors, readErrors atomic.Uint64
+	consecutive                                                    atomic.Uint64
+	kernelTS                                                       atomic.Uint64 // packets that carried a kernel timestamp
+}
+
+// Open binds queue cfg.Num and starts reading it: h gets every packet until
+// ctx ends or Close is called (either closes the queue).
+//
+// The queue is bound before Open returns; install the iptables hooks after.
+// A queue number is held by one netlink socket per network namespace: if
+// another process (or another Queue) holds it, Open fails with an error saying
+// "queue N is in use by another process".
+func Open(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
+	if h == nil {
+		return nil, errors.New("nfq: Open needs a Handler")
+	}
+	if cfg.MaxLen == 0 {
+		cfg.MaxLen = DefaultMaxLen
+	}
+	if cfg.RcvBuf == 0 {
+		cfg.RcvBuf = DefaultRcvBuf
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	q := &Queue{cfg: cfg, log: cfg.Logger.With("queue", cfg.Num), h: h, nsfd: -1, done: make(chan struct{})}
+
+	if cfg.NetNS != 0 {
+		fd, err := unix.FcntlInt(uintptr(cfg.NetNS), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("nfq: duplicate namespace fd %d: %w", cfg.NetNS, err)
+		}
+		q.nsfd = fd
+	}
+	var flags uint32
+	if cfg.FailOpen {
+		flags |= nfqueue.NfQaCfgFlagFailOpen
+	}
+	nf, err := nfqueue.Open(&nfqueue.Config{
+		NfQueue:      cfg.Num,
+		MaxQueueLen:  cfg.MaxLen,              // sent as is: 0 would be a queue of length 0
+		Copymode:     nfqueue.NfQnlCopyPacket, // sent as is: 0 would be COPY_NONE
+		MaxPacketLen: copyRange,
+		Flags:        flags,
+		NetNS:        cfg.NetNS,
+		Logger:       nfLogger{q},
+	})
+	if err != nil {
+		q.closeNS()
+		return nil, fmt.Errorf("nfq: open netlink socket for queue %d: %w", cfg.Num, err)
+	}
+	q.nf = nf
+	fail := func(err error) (*Queue, error) {
+		_ = nf.Close()
+		q.closeNS()
+		return nil, err
+	}
+	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
+		return fail(fmt.Errorf("nfq: queue %d: set NETLINK_NO_ENOBUFS: %w", cfg.Num, err))
+	}
+	q.setRcvBuf()
+
+	q.ctx, q.cancel = context.WithCancel(ctx)
+	if err := nf.RegisterWithErrorFunc(q.ctx, q.hook, q.onError); err != nil {
+		q.cancel()
+		return fail(bindError(cfg.Num, err))
+	}
+	// A parent context that ends closes the queue, so Done and Close agree.
+	q.stopMu.Lock()
+	q.stop = context.AfterFunc(ctx, func() { _ = q.Close() })
+	q.stopMu.Unlock()
+	q.log.Debug("nfq: queue bound", "max_len", cfg.MaxLen, "fail_open", cfg.FailOpen, "netns_fd", cfg.NetNS)
+	return q, nil
+}
+
+// bindError explains a failed RegisterWithErrorFunc.
+func bindError(num uint16, err error) error {
+	if errors.Is(err, unix.EPERM) {
+		if !hasCapNetAdmin() {
+			return fmt.Errorf("nfq: bind queue %d: finproxy needs CAP_NET_ADMIN (run it as root): %w", num, err)
+		}
+		return fmt.Errorf("nfq: bind queue %d: queue %d is in use by another process in this network namespace "+
+			"(stop it, or pick another queue number): %w", num, num, err)
+	}
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPROTONOSUPPORT) {
+		return fmt.Errorf("nfq: bind queue %d: the kernel lacks NFQUEUE support (nfnetlink_queue): %w", num, err)
+	}
+	return fmt.Errorf("nfq: bind queue %d: %w", num, err)
+}
+
+// hasCapNetAdmin reports whether the effective capability set holds
+// CAP_NET_ADMIN (true when it cannot tell).
+func hasCapNetAdmin() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return true
+	}
+	for line := range strings.Lines(string(b)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			var caps uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(hex), "%x", &caps); err != nil {
+				return true
+			}
+			return caps&(1<<unix.CAP_NET_ADMIN) != 0
+		}
+	}
+	return true
+}
+
+// setRcvBuf enlarges the socket's receive buffer: SO_RCVBUFFORCE (not capped
+// by net.core.rmem_max; needs CAP_NET_ADMIN, which binding a queue needs too),
+// else SO_RCVBUF (capped by rmem_max). Failure is logged, not fatal.
+func (q *Queue) setRcvBuf() {
+	want := q.cfg.RcvBuf
+	var serr error
+	rc, err := q.nf.Con.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, want)
+		})
+	}
+	if err != nil || serr != nil {
+		if err2 := q.nf.Con.SetReadBuffer(want); err2 != nil {
+			q.log.Warn("nfq: cannot enlarge the netlink receive buffer; bursts may overflow it (see Stats.ENOBUFS and KernelStats.UserDropped)",
+				"want_bytes", want, "err", errors.Join(err, serr, err2))
+			return
+		}
+	}
+	got, err := q.nf.Con.ReadBuffer()
+	q.log.Debug("nfq: netlink receive buffer", "want_bytes", want, "kernel_bytes", got, "err", err)
+}
+
+func (q *Queue) hook(a nfqueue.Attribute) int {
+	q.consecutive.Store(0)
+	if a.PacketID == nil {
+		q.log.Warn("nfq: kernel message without packet id ignored")
+		return 0
+	}
+	q.received.Add(1)
+	p := Packet{ID: *a.PacketID}
+	if a.Timestamp != nil {
+		p.Time = *a.Timestamp
+		q.kernelTS.Add(1)
+	} else {
+		p.Time = time.Now()
+	}
+	if a.Payload != nil {
+		p.Data = *a.Payload
+	}
+	p.OrigLen = len(p.Data)
+	if a.CapLen != nil {
+		p.OrigLen = int(*a.CapLen)
+	}
+	q.h(p)
+	return 0
+}
+
+// onError decides whether the reader goes on (0) or stops (1).
+func (q *Queue) onError(err error) int {
+	switch {
+	case errors.Is(err, unix.ENOBUFS):
+		// The socket overflowed; packets were lost (dropped, or accepted with FailOpen).
+		if q.enobufs.Add(1) == 1 {
+			q.log.Warn("nfq: netlink receive buffer overflowed: packets were lost (counted in Stats.ENOBUFS)", "err", err)
+		}
+		return 0
+	case errors.Is(err, unix.ENOENT):
+		// A verdict for an id the kernel no longer holds (given twice, or after a flush).
+		q.enoent.Add(1)
+		return 0
+	}
+	if q.ctx.Err() != nil || q.closed.Load() {
+		return 1 // shutting down: the read deadline was moved into the past
+	}
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		q.setFatal(fmt.Errorf("nfq: queue %d: netlink socket closed under the reader: %w", q.cfg.Num, err))
+		return 1
+	}
+	var te interface{ Timeout() bool }
+	if errors.As(err, &te) && te.Timeout() {
+		return 0
+	}
+	q.readErrors.Add(1)
+	if n := q.consecutive.Add(1); n >= fatalReadErrors {
+		q.setFatal(fmt.Errorf("nfq: queue %d: reader stopped after %d consecutive receive errors: %w", q.cfg.Num, n, err))
+		return 1
+	}
+	q.log.Warn("nfq: receive error", "err", err)
+	return 0
+}
+
+func (q *Queue) setFatal(err error) {
+	q.fatalMu.Lock()
+	q.fatal = err
+	q.fatalMu.Unlock()
+	q.log.Error("nfq: reader stopped; matching packets now wait in the kernel queue until it is full", "err", err)
+	go func() { _ = q.Close() }() // Close waits for the reader, which is this goroutine's caller
+}
+
+// Done is closed when the queue is closed: by Close, by the end of Open's
+// context, or because the reader failed (see Err).
+func (q *Queue) Done() <-chan struct{} { return q.done }
+
+// Err returns why the reader stopped on its own, or nil.
+func (q *Queue) Err() error {
+	q.fatalMu.Lock()
+	defer q.fatalMu.Unlock()
+	return q.fatal
+}
+
+// Accept lets packet id go on.
+func (q *Queue) Accept(id uint32) error { return q.verdict(id, nfqueue.NfAccept, "accept") }
+
+// Drop drops packet id.
+func (q *Queue) Drop(id uint32) error { return q.verdict(id, nfqueue.NfDrop, "drop") }
+
+// AcceptModified lets packet id go on with data in its place. data replaces the
+// whole IP packet: lengths and IP/TCP checksums must be right, or the kernel
+// drops it silently later.
+func (q *Queue) AcceptModified(id uint32, data []byte) error {
+	if len(data) == 0 {
+		return fmt.Errorf("nfq: accept modified packet %d: empty packet", id)
+	}
+	return q.verdict(id, nfqueue.NfAccept, "accept modified", nfqueue.WithAlteredPacket(data))
+}
+
+func (q *Queue) verdict(id uint32, v int, what string, opts ...nfqueue.VerdictOption) error {
+	if q.closed.Load() {
+		return fmt.Errorf("nfq: %s packet %d on queue %d: %w", what, id, q.cfg.Num, ErrClosed)
+	}
+	var err error
+	if len(opts) == 0 {
+		err = q.nf.SetVerdict(id, v)
+	} else {
+		err = q.nf.SetVerdictWithOption(id, v, opts...)
+	}
+	if err != nil {
+		q.verdictErrors.Add(1)
+		return fmt.Errorf("nfq: %s packet %d on queue %d: %w", what, id, q.cfg.Num, err)
+	}
+	q.verdicts.Add(1)
+	return nil
+}
+
+// Stats returns the queue's counters.
+func (q *Queue) Stats() Stats {
+	return Stats{
+		Received:      q.received.Load(),
+		Verdicts:      q.verdicts.Load(),
+		ENOBUFS:       q.enobufs.Load(),
+		ENOENT:        q.enoent.Load(),
+		VerdictErrors: q.verdictErrors.Load(),
+		ReadErrors:    q.readErrors.Load(),
+	}
+}
+
+// KernelStats reads the kernel's counters for this queue, in its namespace.
+func (q *Queue) KernelStats() (KernelQueueStats, error) {
+	return kernelStatsIn(q.nsfd, q.cfg.Num)
+}
+
+// Close stops the reader, unbinds the queue and closes the socket. The kernel
+// drops the packets still waiting for a verdict when the socket goes (measured,
+// see TestCloseDropsHeld). Remove the hooks first, and give held packets their
+// verdicts, to lose nothing. Close is safe to call more than once and from any
+// goroutine.
+func (q *Queue) Close() error {
+	q.closeOnce.Do(func() {
+		q.closed.Store(true)
+		q.stopMu.Lock()
+		if q.stop != nil {
+			q.stop()
+		}
+		q.stopMu.Unlock()
+		// Cancel first: go-nfqueue's Close waits for a goroutine that only
+		// ends when the register context is done.
+		q.cancel()
+		err := q.nf.Close()
+		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {
+			q.closeErr = fmt.Errorf("nfq: close queue %d: %w", q.cfg.Num, err)
+		}
+		q.closeNS()
+		close(q.done)
+		q.log.Debug("nfq: queue closed", "stats", q.Stats())
+	})
+	return q.closeErr
+}
+
+func (q *Queue) closeNS() {
+	if q.nsfd >= 0 {
+		_ = unix.Close(q.nsfd)
+		q.nsfd = -1
+	}
+}
+
+// nfLogger routes go-nfqueue's log lines to slog. It reports problems as
+// warnings, except while the queue shuts down, when it logs the expected
+// "context canceled" and failed-unbind lines at debug level.
+type nfLogger struct{ q *Queue }
+
+func (l nfLogger) Debugf(format string, args ...any) {
+	l.q.log.Debug("go-nfqueue: " + fmt.Sprintf(format, args...))
+}
+
+func (l nfLogger) Errorf(format string, args ...any) {
+	msg := "go-nfqueue: " + fmt.Sprintf(format, args...)
+	if l.q.closed.Load() || (l.q.ctx != nil && l.q.ctx.Err() != nil) {
+		l.q.log.Debug(msg)
+		return
+	}
+	l.q.log.Warn(msg)
+}
