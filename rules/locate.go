@@ -245,12 +245,7 @@ func (s *scanner) key() ([]string, []lineCol, bool) {
 		var part string
 		switch s.peek() {
 		case '"':
-			raw := s.basicString()
-			if v, err := strconv.Unquote(raw); err == nil {
-				part = v
-			} else if len(raw) >= 2 {
-				part = raw[1 : len(raw)-1]
-			}
+			part = unescapeBasic(s.basicString())
 		case '\'':
 			raw := s.literalString()
 			if len(raw) >= 2 {
@@ -427,4 +422,52 @@ func (s *scanner) literalString() string {
 		s.i++
 	}
 	return s.src[start:s.i]
+}
+
+// unescapeBasic returns the value of a one-line basic string given with its quotes.
+func unescapeBasic(raw string) string {
+	raw = strings.TrimPrefix(raw, `"`)
+	raw = strings.TrimSuffix(raw, `"`)
+	if !strings.Contains(raw, `\`) {
+		return raw
+	}
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' || i+1 >= len(raw) {
+			b.WriteByte(c)
+			continue
+		}
+		i++
+		hex := 0
+		switch raw[i] {
+		case 'b':
+			b.WriteByte('\b')
+		case 't':
+			b.WriteByte('\t')
+		case 'n':
+			b.WriteByte('\n')
+		case 'f':
+			b.WriteByte('\f')
+		case 'r':
+			b.WriteByte('\r')
+		case 'e':
+			b.WriteByte(0x1b)
+		case 'x':
+			hex = 2
+		case 'u':
+			hex = 4
+		case 'U':
+			hex = 8
+		default: // \" and \\; others do not parse
+			b.WriteByte(raw[i])
+		}
+		if hex > 0 && i+hex < len(raw) {
+			if r, err := strconv.ParseUint(raw[i+1:i+1+hex], 16, 32); err == nil {
+				b.WriteRune(rune(r))
+				i += hex
+			}
+		}
+	}
+	return b.String()
 }
