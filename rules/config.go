@@ -1,50 +1,5 @@
 package rules
 
-// A scenario is a TOML file. Every key below is optional unless marked required; a key
-// finproxy does not know, a value of the wrong type and a value out of range are all
-// errors, reported together with file:line:col and the key's path (rule[2].delay: rules
-// and array elements are numbered from 1 in the order they appear).
-//
-//	name = "lost-final-ack"          # defaults to the file's base name without extension
-//	description = "..."
-//	seed = 42                        # makes probability reproducible
-//
-//	[target]                         # required: at least a port or an address
-//	port = 8080                      # server TCP port, 1-65535
-//	address = ["198.18.2.2", "fd00::2/128"]   # server side: a string or a list;
-//	                                 # addresses or prefixes (no host bits set)
-//	hook = "forward"                 # "local" (default) or "forward"
-//	queue = 7400                     # NFQUEUE number, 1-65535 (default 7400)
-//
-//	[[rule]]                         # any number of rules, tried in order
-//	name = "drop-final-ack"          # required, unique
-//	side = "client"                  # sender of the segment: client | server | any (default)
-//	flags = "ACK"                    # exact set over SYN, FIN, RST, PSH, ACK, URG, joined by
-//	                                 # '|', '+' or ',' ("FIN|ACK"; "none" for no flags);
-//	                                 # or "pure-ack": ACK without SYN, FIN, RST or payload
-//	has_flags = "FIN"                # these must be set, others may be too
-//	payload = "none"                 # "none" | "some" | "any" (default)
-//	phase = "ack-of-server-fin"      # a phase or a list of phases, all must hold:
-//	                                 # handshake, established, after-client-fin,
-//	                                 # after-server-fin, after-both-fins,
-//	                                 # ack-of-client-fin, ack-of-server-fin
-//	nth = 1                          # only the nth matching segment per connection (from 1)
-//	probability = 0.5                # in (0, 1]
-//	limit = 1                        # act at most this often per connection (>= 1)
-//	global_limit = 10                # and over the whole run (>= 1)
-//	action = "drop"                  # required: pass, drop, delay, hold, merge, ...
-//
-// An action's parameters are keys of the rule's table too. A key that is neither a rule
-// key above nor a parameter of the rule's action is an error, even when another action
-// takes it:
-//
-//	delay:  delay = "200ms", jitter = "50ms"
-//	hold:   until = "peer-fin", timeout = "2s", on_timeout = "pass"   # or "drop"
-//	        (events: peer-fin, own-fin, client-fin, server-fin, both-fins)
-//	merge:  timeout = "1s"
-//
-// Durations are strings such as "250ms" or "2s".
-
 import (
 	"os"
 	"slices"
@@ -109,6 +64,52 @@ func (es ConfigErrors) sort() {
 
 // Load reads and parses the config file at path. Problems in the file are reported as
 // ConfigErrors, all at once.
+//
+// A scenario is a TOML file. Every key below is optional unless marked required; a key
+// finproxy does not know, a value of the wrong type and a value out of range are all
+// errors, reported together with file:line:col and the key's path (rule[2].delay: rules
+// and array elements are numbered from 1 in the order they appear).
+//
+//	name = "lost-final-ack"          # defaults to the file's base name without extension
+//	description = "..."
+//	seed = 42                        # makes probability reproducible
+//
+//	[target]                         # required: at least a port or an address
+//	port = 8080                      # server TCP port, 1-65535
+//	address = ["198.18.2.2", "fd00::2/128"]   # server side: a string or a list;
+//	                                 # addresses or prefixes (no host bits set)
+//	hook = "forward"                 # "local" (default) or "forward"
+//	queue = 7400                     # NFQUEUE number, 1-65535 (default 7400)
+//
+//	[[rule]]                         # any number of rules; the first that matches acts
+//	name = "drop-final-ack"          # required, unique
+//	side = "client"                  # sender of the segment: client | server | any (default)
+//	flags = "ACK"                    # exact set over SYN, FIN, RST, PSH, ACK, URG, joined by
+//	                                 # '|', '+' or ',' ("FIN|ACK"; "none" for no flags);
+//	                                 # or "pure-ack": ACK without SYN, FIN, RST or payload
+//	has_flags = "FIN"                # these must be set, others may be too
+//	payload = "none"                 # "none" | "some" | "any" (default)
+//	phase = "ack-of-server-fin"      # a phase or a list of phases, all must hold:
+//	                                 # handshake, established, after-client-fin,
+//	                                 # after-server-fin, after-both-fins,
+//	                                 # ack-of-client-fin, ack-of-server-fin
+//	nth = 1                          # only the nth matching segment per connection (from 1)
+//	probability = 0.5                # in (0, 1]
+//	limit = 1                        # act at most this often per connection (>= 1)
+//	global_limit = 10                # and over the whole run (>= 1)
+//	action = "drop"                  # required: pass, drop, delay, hold, merge, ...
+//
+// An action's parameters are keys of the rule's table too. A key that is neither a rule
+// key above nor a parameter of the rule's action is an error, even when another action
+// takes it:
+//
+//	delay:  delay = "200ms", jitter = "50ms"      # delay required
+//	hold:   until = "peer-fin"                     # required: peer-fin, own-fin,
+//	                                               # client-fin, server-fin, both-fins
+//	        timeout = "2s", on_timeout = "pass"    # or "drop"; defaults 2s and pass
+//	merge:  timeout = "1s"                         # default 1s
+//
+// Durations are strings such as "250ms" or "2s".
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
