@@ -649,7 +649,7 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 		act    = rl.r.Action
 		fields map[string][]int
 		known  = ruleKeys
-		given  = map[string]keyPath{}
+		set    = map[string]keyPath{} // parameters decoded
 		failed bool
 	)
 	if act != nil {
@@ -680,7 +680,7 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 			continue
 		}
 		if rl.decodeParam(kp, v, reflect.ValueOf(act).Elem().FieldByIndex(idx)) {
-			given[k] = kp
+			set[k] = kp
 		} else {
 			failed = true
 		}
@@ -690,7 +690,7 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 	}
 	if val, ok := act.(Validator); ok {
 		if err := val.Validate(); err != nil {
-			rl.validateErr(err, given, sortedKeys(fields))
+			rl.validateErr(err, set, sortedKeys(fields))
 		}
 	}
 }
