@@ -42,12 +42,6 @@ var (
 	v6net = netip.MustParsePrefix("fd00:1::/64")
 )
 
-type famCase struct {
-	name   string
-	v4, v6 bool // iptables given
-	addrs  []netip.Prefix
-}
-
 func TestInstallRemoveSymmetry(t *testing.T) {
 	modes := []Mode{Local, Forward}
 	scopes := []Scope{Control, FromFIN, All}

@@ -21,8 +21,8 @@ type KernelQueueStats struct {
 	CopyMode  uint8  `json:"copy_mode"`  // 2 = whole packet
 	CopyRange uint32 `json:"copy_range"` // bytes copied per packet
 	// Dropped counts packets dropped because the queue was full (MaxLen). With
-	// FailOpen they are accepted unqueued instead, and this counter stays put
-	// (kernel source; not measured here).
+	// FailOpen they are accepted unqueued instead and this counter stays put
+	// (measured, TestQueueFull).
 	Dropped uint32 `json:"dropped"`
 	// UserDropped counts packets the kernel could not hand to the socket (receive
 	// buffer full, the ENOBUFS case); dropped, or accepted with FailOpen.

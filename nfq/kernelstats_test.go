@@ -9,8 +9,9 @@ import (
 )
 
 func TestParseKernelStats(t *testing.T) {
-	// Lines as the kernel writes them ("%5u %6u %5u %1u %5u %5u %5u %8u %2d"),
-	// recorded from a 6.18 kernel, plus damaged ones.
+	// Lines as the kernel writes them ("%5u %6u %5u %1u %5u %5u %5u %8u %2d"):
+	// "recorded" ones were read on this project's 6.18 VM; the others are made
+	// from them, some damaged.
 	for _, tc := range []struct {
 		name    string
 		in      string
@@ -18,6 +19,14 @@ func TestParseKernelStats(t *testing.T) {
 		wantErr string
 	}{
 		{name: "empty", in: ""},
+		{
+			name: "recorded: two bound queues",
+			in:   "  100   4807     0 2 65531     0     0        0  1\n    7 3858127395     0 2 65531     0     0        0  1\n",
+			want: []KernelQueueStats{
+				{Queue: 100, PortID: 4807, CopyMode: 2, CopyRange: 65531},
+				{Queue: 7, PortID: 3858127395, CopyMode: 2, CopyRange: 65531},
+			},
+		},
 		{
 			name: "one queue",
 			in:   "  100 3456789    12 2 65531     0     0       42  1\n",

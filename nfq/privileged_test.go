@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -861,5 +862,118 @@ func TestQueueFull(t *testing.T) {
 				t.Errorf("kernel reports %d waiting, want the 1 held", ks.Waiting)
 			}
 		})
+	}
+}
+
+// TestReceiveBufferOverflow stalls the reader with a tiny receive buffer and
+// shows where the kernel counts the packets it could not deliver: with
+// NETLINK_NO_ENOBUFS set, not as ENOBUFS on the socket but in user_dropped.
+func TestReceiveBufferOverflow(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := newNS(t)
+	rec := newRecorder()
+	var stall sync.Once
+	rec.setDecide(func(r *recorder, s seg) {
+		stall.Do(func() { time.Sleep(300 * time.Millisecond) }) // the reader stops reading
+		_ = r.q().Accept(s.id)
+	})
+	rec.setQ(openQueue(t, ns, Config{Num: 95, RcvBuf: 1}, rec.handle)) // the kernel's minimum
+	spec := NewHookSpec(Local, 95)
+	spec.Port = 5095
+	spec.Scope = All
+	installHooks(t, ns, spec)
+	addr, got := echoServer(t, ns, "127.0.0.1:5095", false)
+
+	c, err := dialIn(ns, addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 4 << 20
+	if _, err := io.Copy(c, io.LimitReader(zeros{}, size)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case n := <-got:
+		if n != size {
+			t.Errorf("server got %d bytes, want %d", n, size)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("transfer did not finish")
+	}
+	ks, err := rec.q().KernelStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _ := rec.q().nf.Con.ReadBuffer()
+	st := rec.q().Stats()
+	t.Logf("receive buffer %d bytes; kernel stats %+v; queue stats %+v", rb, ks, st)
+	if ks.UserDropped == 0 {
+		t.Errorf("no user_dropped with a stalled reader and a %d-byte buffer", rb)
+	}
+	if st.ENOBUFS != 0 {
+		t.Logf("ENOBUFS reported despite NETLINK_NO_ENOBUFS: %d", st.ENOBUFS)
+	}
+}
+
+// veth connects a and b with a veth pair (ifA in a, ifB in b) and gives each
+// end an address (CIDR notation).
+func veth(t *testing.T, a, b *nstest.NS, ifA, ifB, addrA, addrB string) {
+	t.Helper()
+	a.MustRun(t, "ip", "link", "add", ifA, "type", "veth", "peer", "name", ifB)
+	a.MustRun(t, "ip", "link", "set", ifB, "netns", b.Name)
+	a.MustRun(t, "ip", "addr", "add", addrA, "dev", ifA)
+	b.MustRun(t, "ip", "addr", "add", addrB, "dev", ifB)
+	a.MustRun(t, "ip", "link", "set", ifA, "up")
+	b.MustRun(t, "ip", "link", "set", ifB, "up")
+}
+
+// TestQueueOverVeth runs finproxy's hooks off loopback: Local mode in the
+// server's namespace (segments arrive through INPUT, leave through OUTPUT), and
+// Forward mode in a router namespace between client and server.
+func TestQueueOverVeth(t *testing.T) {
+	nstest.RequireRoot(t)
+	t.Run("local", func(t *testing.T) {
+		client, server := newNS(t), newNS(t)
+		veth(t, client, server, "c0", "s0", "10.0.0.1/24", "10.0.0.2/24")
+		rec := newRecorder()
+		rec.setQ(openQueue(t, server, Config{Num: 11}, rec.handle))
+		spec := NewHookSpec(Local, 11)
+		spec.Addrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.2/32")}
+		spec.Port = 5011
+		installHooks(t, server, spec)
+		addr, _ := echoServer(t, server, "10.0.0.2:5011", true)
+		exchange(t, client, addr, "over veth")
+		checkOnce(t, rec)
+	})
+	t.Run("forward", func(t *testing.T) {
+		client, router, server := newNS(t), newNS(t), newNS(t)
+		veth(t, client, router, "c0", "r0", "10.1.0.2/24", "10.1.0.1/24")
+		veth(t, server, router, "s0", "r1", "10.2.0.2/24", "10.2.0.1/24")
+		client.MustRun(t, "ip", "route", "add", "default", "via", "10.1.0.1")
+		server.MustRun(t, "ip", "route", "add", "default", "via", "10.2.0.1")
+		router.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		rec := newRecorder()
+		rec.setQ(openQueue(t, router, Config{Num: 12}, rec.handle))
+		spec := NewHookSpec(Forward, 12)
+		spec.Port = 5012
+		installHooks(t, router, spec)
+		addr, _ := echoServer(t, server, "10.2.0.2:5012", true)
+		exchange(t, client, addr, "through a router")
+		checkOnce(t, rec)
+	})
+}
+
+// checkOnce checks that handshake and teardown were each queued exactly once.
+func checkOnce(t *testing.T, rec *recorder) {
+	t.Helper()
+	rec.waitFor(t, "SYN, SYN-ACK and both FINs", 3*time.Second, func(s []seg) bool {
+		return countFlags(s, fSYN, fACK) >= 1 && countFlags(s, fSYN|fACK, 0) >= 1 && countFlags(s, fFIN, 0) >= 2
+	})
+	time.Sleep(50 * time.Millisecond)
+	segs := rec.snapshot()
+	t.Logf("queued:\n%s; packets with a kernel timestamp: %d", rec.dump(), rec.q().kernelTS.Load())
+	if countFlags(segs, fSYN, fACK) != 1 || countFlags(segs, fSYN|fACK, 0) != 1 || countFlags(segs, fFIN, 0) != 2 || len(segs) != 4 {
+		t.Errorf("want SYN, SYN-ACK and two FINs, each queued once")
 	}
 }
