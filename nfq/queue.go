@@ -378,7 +378,8 @@ func (q *Queue) KernelStats() (KernelQueueStats, error) {
 // drops the packets still waiting for a verdict when the socket goes (measured,
 // see TestCloseDropsHeld). Remove the hooks first, and give held packets their
 // verdicts, to lose nothing. Close is safe to call more than once and from any
-// goroutine.
+// goroutine except the Handler's (Close waits for the reader, which waits for
+// the Handler to return).
 func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
 		q.closed.Store(true)
