@@ -69,8 +69,8 @@
 // Install undoes itself on error; Hooks.Remove takes out exactly what Install
 // added; Cleanup removes every FINPROXY chain and finproxy rule from any run.
 //
-// On loopback (and any interface with segmentation offload) one queued packet
-// may be a GSO super-packet: the rule matches its header, then the kernel
+// On loopback (measured; inferred for veth and other interfaces with
+// segmentation offload on) one matched packet may be a GSO super-packet: the rule matches its header, then the kernel
 // splits it and queues each part with its own id. A FIN ending a large write
 // thus brings the data segments of the same super-packet to the queue too,
 // even with Scope Control (measured); only the last part carries the FIN.
