@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/finproxy/finproxy/rules"
 	"github.com/spf13/cobra"
 )
 

@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,10 +29,13 @@ type Spec struct {
 	Config string
 	// Port is the server's port for this run (overrides the config's).
 	Port uint16
-	// Server and Client are argv of the applications; "{server_addr}" and "{port}" are
-	// replaced. They run inside the server and client namespaces.
+	// Server and Client are argv of the applications; "{server_addr}", "{client_addr}",
+	// "{port}" and "{finproxy}" (the finproxy executable, for its built-in apps) are replaced. They run inside the server and client namespaces.
 	Server []string
 	Client []string
+	// ServerReady is the text the server prints (stdout or stderr) once it listens
+	// (default "ready", as the built-in server prints).
+	ServerReady string
 	// Finproxy is the finproxy executable (for `finproxy run` in the router namespace).
 	Finproxy string
 	// Dir receives the event log and the applications' output.
@@ -58,9 +60,10 @@ type Result struct {
 	RunErr  error
 }
 
-func expand(args []string, t *lab.Topology, port uint16) []string {
+func expand(args []string, t *lab.Topology, port uint16, finproxy string) []string {
 	out := make([]string, len(args))
 	for i, a := range args {
+		a = strings.ReplaceAll(a, "{finproxy}", finproxy)
 		a = strings.ReplaceAll(a, "{server_addr}", t.ServerAddr.String())
 		a = strings.ReplaceAll(a, "{client_addr}", t.ClientAddr.String())
 		a = strings.ReplaceAll(a, "{port}", fmt.Sprint(port))
@@ -132,28 +135,34 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	res := &Result{}
 	logPath := filepath.Join(s.Dir, "events.jsonl")
 
-	// 1. The server, until it says it is ready.
-	sargs := expand(s.Server, t, s.Port)
+	// 1. The server, until it says it is ready (a line containing ServerReady on its
+	// stdout or stderr).
+	sargs := expand(s.Server, t, s.Port, s.Finproxy)
 	srv := t.Command(ctx, "server", sargs[0], sargs[1:]...)
-	srvOut, err := srv.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	var srvBuf, srvErrBuf syncBuffer
-	srv.Stderr = writerFunc(func(p []byte) { srvErrBuf.WriteLine(strings.TrimRight(string(p), "\n")) })
+	pr, pw := io.Pipe()
+	srv.Stdout, srv.Stderr = pw, pw
+	var srvBuf syncBuffer
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("start server %v: %w", sargs, err)
 	}
 	srvDone := make(chan error, 1)
+	go func() {
+		err := srv.Wait()
+		pw.Close()
+		srvDone <- err
+	}()
 	defer func() {
 		_ = srv.Process.Kill()
-		<-srvDone
+		err := <-srvDone
+		srvDone <- err
 	}()
-	if err := waitLine(ctx, srvOut, "ready", &srvBuf); err != nil {
-		go func() { srvDone <- srv.Wait() }()
-		return nil, fmt.Errorf("server %v: %w%s", sargs, err, srvErrBuf.String())
+	ready := s.ServerReady
+	if ready == "" {
+		ready = "ready"
 	}
-	go func() { srvDone <- srv.Wait() }()
+	if err := waitLine(ctx, pr, ready, &srvBuf); err != nil {
+		return nil, fmt.Errorf("server %v: %w", sargs, err)
+	}
 
 	// 2. finproxy on the router, until its hooks are in place.
 	fp := t.Command(ctx, "router", s.Finproxy, "run", "-c", s.Config, "--hook", "forward",
@@ -189,7 +198,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	go func() { fpDone <- fp.Wait() }()
 
 	// 3. The client, to completion.
-	cargs := expand(s.Client, t, s.Port)
+	cargs := expand(s.Client, t, s.Port, s.Finproxy)
 	cl := t.Command(ctx, "client", cargs[0], cargs[1:]...)
 	var clOut bytes.Buffer
 	cl.Stdout = &clOut
@@ -204,7 +213,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	case <-time.After(s.Timeout / 2):
 		res.ServerErr = errors.New("server did not exit")
 	}
-	res.ServerOutput = srvBuf.String() + srvErrBuf.String()
+	res.ServerOutput = srvBuf.String()
 
 	// 5. The teardown goes on in the kernels (retransmissions, TIME_WAIT ACKs): wait until
 	// the event log has been quiet for Settle.
@@ -222,10 +231,6 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	res.Records = recs
 	return res, nil
 }
-
-type writerFunc func(p []byte)
-
-func (w writerFunc) Write(p []byte) (int, error) { w(p); return len(p), nil }
 
 // waitQuiet returns once the file at path has not grown for quiet, or ctx ends.
 func waitQuiet(ctx context.Context, path string, quiet time.Duration) {
