@@ -562,3 +562,49 @@ func TestCleanupCrashedRun(t *testing.T) {
 	}
 	assertNothingLeft(t, prefix)
 }
+
+// TestParallel builds several topologies at once, as parallel e2e tests do.
+func TestParallel(t *testing.T) {
+	requireLab(t)
+	const prefix = "fplabp"
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	topos := make(chan *Topology, 6)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topo, err := New(context.Background(), Options{Prefix: prefix})
+			if err != nil {
+				errs <- err
+				return
+			}
+			topos <- topo
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(topos)
+	for err := range errs {
+		t.Error(err)
+	}
+	ids := map[string]bool{}
+	for topo := range topos {
+		ids[topo.ID] = true
+		if err := topo.checkConnectivity(context.Background()); err != nil {
+			t.Error(err)
+		}
+		for _, r := range []string{RoleClient, RoleServer} {
+			if n := tcpRetransSegs(t, topo, r); n != 0 {
+				t.Errorf("%s %s: %d TCP segments retransmitted", topo.ID, r, n)
+			}
+		}
+		if err := topo.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	if len(ids) != 6 {
+		t.Errorf("%d distinct topologies, want 6", len(ids))
+	}
+	assertNothingLeft(t, prefix)
+}
