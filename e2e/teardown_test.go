@@ -16,6 +16,7 @@ type apps struct {
 	server, client []string
 	ready          string
 	tool           string // a program the pair needs on PATH
+	mustMerge      bool   // three-way close: the server's pure ACK must have been merged
 }
 
 // closeFirstApps: the client sends and closes first, the server closes after reading EOF.
@@ -139,7 +140,13 @@ func TestSimultaneousClose(t *testing.T) {
 }
 
 func TestThreeWayClose(t *testing.T) {
-	for _, a := range closeFirstApps {
+	// The built-in server closes 100 ms after EOF: its kernel's delayed ACK of the client's
+	// FIN (about 40 ms) leaves first as a pure ACK, which finproxy must merge into the FIN.
+	delayed := closeFirstApps[0]
+	delayed.name = "builtin-close-delay"
+	delayed.server = builtin("server", "--listen", "{server_addr}:{port}", "--mode", "echo-close", "--count", "1", "--close-delay", "100ms")
+	delayed.mustMerge = true
+	for _, a := range append([]apps{delayed}, closeFirstApps...) {
 		t.Run(a.name, func(t *testing.T) {
 			if a.tool != "" {
 				nstest.RequireTool(t, a.tool)
@@ -159,6 +166,18 @@ func TestThreeWayClose(t *testing.T) {
 			for _, r := range res.Records {
 				if r.Side == rules.Server && r.Flags == segment.ACK && r.Len == 0 && r.Ack == cf[0].Seq+1 && r.Verdict == rules.Accept {
 					t.Errorf("the server's pure ACK of the client's FIN passed (held %dns, rule %q): four segments, not three", r.HeldNS, r.Rule)
+				}
+			}
+			if a.mustMerge {
+				merged := false
+				for _, r := range res.Records {
+					if r.Side == rules.Server && r.Flags == segment.ACK && r.Ack == cf[0].Seq+1 &&
+						r.Action == "merge" && r.Verdict == rules.Drop && r.VerdictTime >= sf[0].Time {
+						merged = true
+					}
+				}
+				if !merged {
+					t.Errorf("no pure ACK of the client's FIN was held and dropped when the server's FIN came: the merge did not happen")
 				}
 			}
 			if res.ClientErr != nil || res.ServerErr != nil {
