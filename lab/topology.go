@@ -79,7 +79,6 @@ type Topology struct {
 	ClientPrefix6, ServerPrefix6 netip.Prefix
 
 	log     *slog.Logger
-	prefix  string
 	mu      sync.RWMutex // Do holds it for reading, Close for writing
 	closed  bool
 	lock    *runLock
@@ -145,7 +144,6 @@ func New(ctx context.Context, opts Options) (_ *Topology, err error) {
 		ClientPrefix6:     clientPrefix6.Masked(),
 		ServerPrefix6:     serverPrefix6.Masked(),
 		log:               log.With("lab", prefix+"-"+id),
-		prefix:            prefix,
 		handles:           map[string]netns.NsHandle{},
 	}
 	defer func() {
