@@ -84,12 +84,29 @@ func (d *Diag) Close() error { return d.conn.Close() }
 // Dump lists the TCP sockets (IPv4 and IPv6, every state, timewait and request sockets
 // included) that match the filter.
 func (d *Diag) Dump() ([]Socket, error) {
-	var out []Socket
+	ts, err := d.dumpTimed()
+	out := make([]Socket, len(ts))
+	for i, t := range ts {
+		out[i] = t.Socket
+	}
+	return out, err
+}
+
+// timedSocket is a Socket with the CLOCK_MONOTONIC window of the dump that reported it.
+type timedSocket struct {
+	Socket
+	lo, hi time.Duration
+}
+
+func (d *Diag) dumpTimed() ([]timedSocket, error) {
+	var out []timedSocket
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		lo := MonoNow()
 		msgs, err := d.conn.Execute(netlink.Message{
 			Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
 			Data:   diagRequest(fam, d.filter.Ports),
 		})
+		hi := MonoNow()
 		if err != nil {
 			return out, fmt.Errorf("sock_diag dump: %w", err)
 		}
@@ -99,7 +116,7 @@ func (d *Diag) Dump() ([]Socket, error) {
 				return out, err
 			}
 			if d.filter.Match(s.Local, s.Remote) {
-				out = append(out, s)
+				out = append(out, timedSocket{s, lo, hi})
 			}
 		}
 	}

@@ -317,7 +317,7 @@ func (o *Observer) pollLoop(ctx context.Context) {
 
 func (o *Observer) pollOnce(failures *int) {
 	start := MonoNow()
-	socks, err := o.diag.Dump()
+	socks, err := o.diag.dumpTimed()
 	end := MonoNow()
 	o.mu.Lock()
 	if err != nil {

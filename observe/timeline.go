@@ -10,9 +10,11 @@ import (
 // socket in TIME_WAIT has its timer set to it on entry and on every restart.
 const twLen = 60 * time.Second
 
-// twTolerance absorbs the imprecision of times computed from a timer that sock_diag
-// reports in milliseconds of jiffies (4 ms at HZ=250) against a poll's timestamp.
-const twTolerance = 20 * time.Millisecond
+// maxJiffy is the timer granularity assumed until the one of this kernel is known: timers
+// run in jiffies (4 ms at HZ=250, 10 ms at HZ=100) and sock_diag reports their expiry in
+// milliseconds, multiples of a jiffy; the greatest common divisor of the expiries seen
+// gives the jiffy.
+const maxJiffy = 10 * time.Millisecond
 
 type role int
 
@@ -54,13 +56,32 @@ type handoff struct {
 
 type twRec struct {
 	state     State
-	first     time.Duration // poll time of the first sighting
-	last      time.Duration // poll time of the last sighting
-	lastStart time.Duration // start of the last poll that saw it
-	deadline  time.Duration // when its timer fires
-	restarts  []time.Duration
-	gone      bool
+	first     time.Duration // time of the first sighting
+	last      time.Duration // time of the last sighting
+	lastStart time.Duration // start of the dump of the last sighting
+	// The timer fires in [dlo, dhi]: the intersection of what each sighting since the
+	// timer was last set allows.
+	dlo, dhi time.Duration
+	restarts []time.Duration
+	gone     bool
+	// When the timer was last set is known only from the timer: the entry (TIME_WAIT's
+	// state entry, or the last restart) is refined as sightings narrow [dlo, dhi]. It
+	// happened in [floor, ceil]; handoff, if set, is the tracepoint time it would be if
+	// the timewait socket was born in TIME_WAIT.
+	refine      refineTarget
+	floor, ceil time.Duration
+	handoff     time.Duration
 }
+
+type refineTarget int
+
+const (
+	refineNone refineTarget = iota
+	refineState
+	refineRestart
+)
+
+func (t *twRec) deadline() time.Duration { return t.dlo + (t.dhi-t.dlo)/2 }
 
 type side struct {
 	addr      netip.AddrPort
@@ -97,12 +118,13 @@ type pendingSyn struct {
 	addr netip.Addr
 }
 
-// twSight is a timewait socket seen by a poll.
+// twSight is a timewait socket seen by a poll's dump, made within [lo, hi].
 type twSight struct {
-	sock  Socket
-	start time.Duration // when the poll's dump was requested
-	at    time.Duration // the poll's time (midpoint of the dump)
+	sock   Socket
+	lo, hi time.Duration
 }
+
+func (g twSight) at() time.Duration { return g.lo + (g.hi-g.lo)/2 }
 
 // poll identifies one sock_diag poll.
 type poll struct {
@@ -131,6 +153,7 @@ type timeline struct {
 	lastPoll     poll
 	filtered     uint64
 	evicted      uint64
+	expGCD       time.Duration // GCD of the timer expiries seen, in whole milliseconds
 }
 
 func newTimeline(f Filter, trace bool, maxConns int) *timeline {
@@ -428,7 +451,7 @@ func (tl *timeline) applyState(e StateChange) {
 	if e.New == Close && (e.Old == FinWait2 || e.Old == Closing) && !s.resetSinceLastState() {
 		s.handoff = &handoff{at: e.Mono, from: e.Old}
 		tl.pendingTW[s] = c
-		if sight, ok := tl.tw[ends{s.addr, c.peer(r)}]; ok && sight.start > e.Mono {
+		if sight, ok := tl.tw[ends{s.addr, c.peer(r)}]; ok && sight.lo > e.Mono {
 			tl.twApply(c, r, sight)
 		}
 		return
@@ -463,72 +486,146 @@ func (tl *timeline) resolveClosed(c *conn, r role) {
 	tl.addDerived(c, r, Close, at, SourceTrace)
 }
 
+// jiffy is the timer granularity: learnt from the expiries, maxJiffy until then.
+func (tl *timeline) jiffy() time.Duration {
+	if tl.expGCD > 0 && tl.expGCD < maxJiffy {
+		return tl.expGCD
+	}
+	return maxJiffy
+}
+
+func (tl *timeline) learnJiffy(exp time.Duration) {
+	ms := exp.Truncate(time.Millisecond)
+	if ms <= 0 {
+		return
+	}
+	a, b := tl.expGCD, ms
+	for b != 0 {
+		a, b = b, a%b
+	}
+	tl.expGCD = a
+}
+
 // twApply follows the timewait socket of side r from a sighting.
+//
+// Times come from its timer: a timewait socket's timer is set to twLen when it enters
+// TIME_WAIT (and again when it re-acknowledges a retransmitted FIN). A dump made within
+// [lo, hi] that reports e ms left (whole jiffies) puts the deadline within
+// [lo+e-jiffy, hi+e+jiffy]; the sightings of one setting of the timer narrow it.
 func (tl *timeline) twApply(c *conn, r role, g twSight) {
 	s := c.sides[r]
-	deadline := g.at + g.sock.Expires
+	jf := tl.jiffy()
+	dlo, dhi := g.lo+g.sock.Expires-jf, g.hi+g.sock.Expires+jf
 	if s.tw == nil {
-		s.tw = &twRec{state: g.sock.State, first: g.at, last: g.at, lastStart: g.start, deadline: deadline}
+		t := &twRec{state: g.sock.State, first: g.at(), last: g.at(), lastStart: g.lo, dlo: dlo, dhi: dhi}
+		s.tw = t
 		h := s.handoff
 		s.handoff = nil
 		delete(tl.pendingTW, s)
 		tl.twSides[s] = c
 		switch g.sock.State {
 		case FinWait2:
-			at, src := g.at, SourceDiag
+			at, src := g.at(), SourceDiag
 			if h != nil {
 				at, src = h.at, SourceTrace // the full socket's FIN_WAIT2 goes on
 			}
 			tl.addDerived(c, r, FinWait2, at, src)
 		case TimeWait:
-			at, src := min(deadline-twLen, g.at), SourceDiag
+			if h != nil && h.from == Closing {
+				// CLOSING -> TIME_WAIT: born in TIME_WAIT at the tracepoint's time.
+				tl.addDerived(c, r, TimeWait, h.at, SourceTrace)
+				break
+			}
+			t.refine, t.floor, t.ceil = refineState, 0, g.hi
 			if n := len(s.states); n > 0 {
-				at = max(at, s.states[n-1].at)
+				t.floor = s.states[n-1].at
 			}
 			if h != nil {
-				at = max(at, h.at)
-				if h.from == Closing || at-h.at <= twTolerance {
-					// CLOSING -> TIME_WAIT, or FIN_WAIT2 -> TIME_WAIT on the peer's FIN:
-					// the timewait socket was born in TIME_WAIT at the tracepoint's time.
-					at, src = h.at, SourceTrace
-				}
+				// FIN_WAIT2 -> CLOSE: born in TIME_WAIT (the peer's FIN arrived) or in
+				// FIN_WAIT2 (an orphan whose FIN was acknowledged) and moved to TIME_WAIT
+				// when the peer's FIN came; the timer tells which.
+				t.floor, t.handoff = h.at, h.at
 			}
-			tl.addDerived(c, r, TimeWait, at, src)
+			if added, prev := s.add(TimeWait, t.estimate(), SourceDiag); added {
+				tl.emit(c, r, prev, TimeWait, t.estimate(), SourceDiag)
+			}
+			t.refineEntry(s)
 		}
 		return
 	}
-	if g.sock.State != s.tw.state {
+	t := s.tw
+	switch {
+	case g.sock.State != t.state:
+		t.state, t.dlo, t.dhi, t.refine = g.sock.State, dlo, dhi, refineNone
 		if g.sock.State == TimeWait {
-			// Timewait FIN_WAIT2 -> TIME_WAIT (the peer's FIN arrived): the timer was set to
-			// twLen then.
-			at := min(max(deadline-twLen, s.tw.last), g.at)
+			// Timewait FIN_WAIT2 -> TIME_WAIT: the peer's FIN arrived.
+			t.refine, t.floor, t.ceil, t.handoff = refineState, t.last, g.hi, 0
+			at := t.estimate()
 			tl.addDerived(c, r, TimeWait, at, SourceDiag)
 		}
-		s.tw.state = g.sock.State
-	} else if g.sock.State == TimeWait && deadline > s.tw.deadline+twTolerance {
-		s.tw.restarts = append(s.tw.restarts, deadline-twLen)
+	case g.sock.State == TimeWait && dlo > t.dhi:
+		// The deadline moved later: the timer was set again.
+		t.dlo, t.dhi = dlo, dhi
+		t.refine, t.floor, t.ceil, t.handoff = refineRestart, t.last, g.hi, 0
+		t.restarts = append(t.restarts, t.estimate())
+	case dlo > t.dhi || dhi < t.dlo:
+		t.dlo, t.dhi = dlo, dhi // inconsistent (a FIN_WAIT2 timer reset): start over
+	default:
+		t.dlo, t.dhi = max(t.dlo, dlo), min(t.dhi, dhi)
 	}
-	s.tw.deadline = deadline
-	s.tw.last, s.tw.lastStart = g.at, g.start
+	t.last, t.lastStart = g.at(), g.lo
+	t.refineEntry(s)
+}
+
+// estimate is when the timer was set: the middle of what [dlo, dhi] allows within
+// [floor, ceil].
+func (t *twRec) estimate() time.Duration {
+	lo, hi := max(t.dlo-twLen, t.floor), min(t.dhi-twLen, t.ceil)
+	if lo > hi {
+		return min(max(t.deadline()-twLen, t.floor), t.ceil)
+	}
+	return lo + (hi-lo)/2
+}
+
+// refineEntry updates the entry whose time the timer gives.
+func (t *twRec) refineEntry(s *side) {
+	switch t.refine {
+	case refineState:
+		n := len(s.states)
+		if n == 0 || s.states[n-1].state != TimeWait {
+			return
+		}
+		e := &s.states[n-1]
+		if t.handoff != 0 && t.handoff >= t.dlo-twLen && t.handoff <= t.dhi-twLen {
+			e.at, e.src = t.handoff, SourceTrace
+		} else {
+			e.at, e.src = t.estimate(), SourceDiag
+		}
+	case refineRestart:
+		t.restarts[len(t.restarts)-1] = t.estimate()
+	}
 }
 
 // applyPoll takes the sockets of one sock_diag poll. It returns the inodes of full
 // sockets whose owner is not known yet.
-func (tl *timeline) applyPoll(p poll, socks []Socket) (needOwner []uint32) {
+func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) {
 	tw := map[ends]twSight{}
 	var full []Socket
 	for _, s := range socks {
 		if !tl.filter.Match(s.Local, s.Remote) {
 			continue
 		}
+		if s.Timer != TimerOff {
+			tl.learnJiffy(s.Expires)
+		}
 		switch {
 		case s.State == Listen:
 			tl.listenPorts[s.Local.Port()] = true
 		case s.Remote.Port() == 0:
 		case s.Timewait():
-			tw[ends{s.Local, s.Remote}] = twSight{sock: s, start: p.start, at: p.at}
+			tw[ends{s.Local, s.Remote}] = twSight{sock: s.Socket, lo: s.lo, hi: s.hi}
 		default:
-			full = append(full, s)
+			full = append(full, s.Socket)
 		}
 	}
 	tl.tw = tw
@@ -563,7 +660,7 @@ func (tl *timeline) applyPoll(p poll, socks []Socket) (needOwner []uint32) {
 			}
 			tl.twApply(c, r, g)
 		case s.handoff != nil:
-			if g.start > s.handoff.at {
+			if g.lo > s.handoff.at {
 				tl.twApply(c, r, g)
 			}
 		case !tl.trace || (len(s.states) == 0 && tl.seenAgain(s, p)):
@@ -611,7 +708,7 @@ func (tl *timeline) applyPoll(p poll, socks []Socket) (needOwner []uint32) {
 		}
 		s.tw.gone = true
 		delete(tl.twSides, s)
-		tl.addDerived(c, sideRole(c, s), Close, min(max(s.tw.deadline, s.tw.last), p.at), SourceDiag)
+		tl.addDerived(c, sideRole(c, s), Close, min(max(s.tw.deadline(), s.tw.last), p.at), SourceDiag)
 	}
 	for s, c := range tl.pendingTW {
 		if p.start > s.handoff.at {
@@ -712,9 +809,9 @@ func (s *side) report(clk Clock, now time.Duration) Side {
 	}
 	if s.tw != nil {
 		t := &Timewait{State: s.tw.state, FirstSeen: clk.Time(s.tw.first), LastSeen: clk.Time(s.tw.last),
-			Expires: clk.Time(s.tw.deadline), Gone: s.tw.gone}
+			Expires: clk.Time(s.tw.deadline()), Gone: s.tw.gone}
 		if !s.tw.gone {
-			t.Remaining = Duration(max(s.tw.deadline-now, 0))
+			t.Remaining = Duration(max(s.tw.deadline()-now, 0))
 		}
 		for _, r := range s.tw.restarts {
 			t.Restarts = append(t.Restarts, clk.Time(r))
