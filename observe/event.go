@@ -17,7 +17,7 @@ type EventMeta struct {
 	// microsecond resolution in trace_pipe's text).
 	Mono time.Duration `json:"mono_ns"`
 	// Time is Mono on the wall clock, set by the Observer (see Clock); ParseLine leaves it zero.
-	Time time.Time `json:"time"`
+	Time time.Time `json:"time,omitzero"`
 	// Task is the task that was on the CPU ("comm-pid") as the trace prints it. Events
 	// raised in softirq context (an arriving segment, a timer) name whatever task was
 	// interrupted, often "<idle>-0": it is not the socket's owner.

@@ -358,13 +358,13 @@ func TestPrivilegedLastAckRetransmit(t *testing.T) {
 		return cn != nil && len(cn.Server.Retransmits) >= 2 && cn.Client.Timewait != nil && len(cn.Client.Timewait.Restarts) >= 1
 	})
 	l.ns.MustRun(t, "iptables", append([]string{"-D"}, rule...)...)
-	r := l.waitFor("server CLOSE", func(r Report) bool {
+	l.waitFor("server CLOSE", func(r Report) bool {
 		cn := findConn(r, ca, sa)
 		return cn != nil && lastState(cn.Server) == Close
 	})
 	// Later sightings of the timewait socket narrow the time of its last restart.
 	time.Sleep(300 * time.Millisecond)
-	r = l.waitFor("a sync", func(Report) bool { return true })
+	r := l.waitFor("a sync", func(Report) bool { return true })
 	cn := findConn(r, ca, sa)
 	for _, rt := range cn.Server.Retransmits {
 		if rt.State != LastAck {

@@ -297,14 +297,14 @@ func (tl *timeline) create(local, remote netip.AddrPort, r role, at time.Duratio
 	if r == server {
 		key = pair{remote, local}
 	}
+	if len(tl.conns) >= tl.maxConns+tl.maxConns/8 {
+		tl.evict()
+	}
 	tl.incarnations[key]++
 	c := &conn{key: key, incarnation: tl.incarnations[key], first: at,
 		sides: [2]*side{{addr: key.client}, {addr: key.server}}}
 	tl.conns = append(tl.conns, c)
 	tl.current[key] = c
-	if len(tl.conns) > tl.maxConns+tl.maxConns/8 {
-		tl.evict()
-	}
 	return c
 }
 
@@ -318,6 +318,7 @@ func (tl *timeline) evict() {
 			tl.evicted++
 			if tl.current[c.key] == c {
 				delete(tl.current, c.key)
+				delete(tl.incarnations, c.key)
 			}
 			continue
 		}

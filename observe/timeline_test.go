@@ -1,0 +1,579 @@
+package observe
+
+import (
+	"bufio"
+	"net/netip"
+	"os"
+	"slices"
+	"testing"
+	"time"
+)
+
+// The timeline tests drive the assembly with the recorded tracepoint lines of
+// testdata/trace and with sock_diag polls made up to match them.
+
+var epoch = time.Unix(0, 0).UTC()
+
+// testClock puts mono 0 at the Unix epoch, so that At - epoch is the mono time.
+var testClock = Clock{wall: epoch, mono: 0}
+
+func mono(t time.Time) time.Duration { return t.Sub(epoch) }
+
+func loadEvents(t *testing.T, name string) []Event {
+	t.Helper()
+	f, err := os.Open("testdata/trace/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var evs []Event
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		ev, err := ParseLine(sc.Text())
+		if err != nil {
+			continue
+		}
+		switch ev.(type) {
+		case Marker, Lost:
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func evMono(ev Event) time.Duration {
+	switch e := ev.(type) {
+	case StateChange:
+		return e.Mono
+	case Retransmit:
+		return e.Mono
+	case ResetSent:
+		return e.Mono
+	case ResetReceived:
+		return e.Mono
+	}
+	return 0
+}
+
+// findState returns the time of the first event of a socket's state change.
+func findState(t *testing.T, evs []Event, src string, from, to State) time.Duration {
+	t.Helper()
+	for _, ev := range evs {
+		if e, ok := ev.(StateChange); ok && e.Src == mustAP(src) && e.Old == from && e.New == to {
+			return e.Mono
+		}
+	}
+	t.Fatalf("no %v %v -> %v", src, from, to)
+	return 0
+}
+
+// applyUntil applies the events up to time until (included) and returns the rest.
+func applyUntil(tl *timeline, evs []Event, until time.Duration) []Event {
+	for len(evs) > 0 && evMono(evs[0]) <= until {
+		tl.apply(evs[0])
+		evs = evs[1:]
+	}
+	return evs
+}
+
+const testJiffy = 4 * time.Millisecond
+
+// twSock is a timewait socket in state st whose timer (twLen) was set at setAt, as a
+// dump at pollAt reports it: whole jiffies left.
+func twSock(local, remote string, st State, setAt, pollAt time.Duration) timedSocket {
+	left := (setAt + twLen - pollAt) / testJiffy * testJiffy
+	return timedSocket{Socket{Family: "AF_INET", Local: mustAP(local), Remote: mustAP(remote), State: st,
+		Timer: TimerTimewait, Expires: left}, pollAt, pollAt}
+}
+
+func fullSock(local, remote string, st State, inode, recvQ uint32, pollAt time.Duration) timedSocket {
+	return timedSocket{Socket{Family: "AF_INET", Local: mustAP(local), Remote: mustAP(remote), State: st,
+		Inode: inode, RecvQ: recvQ}, pollAt, pollAt}
+}
+
+func applyPoll(tl *timeline, at time.Duration, socks ...timedSocket) {
+	tl.applyPoll(poll{start: at, at: at}, socks)
+}
+
+func report(t *testing.T, tl *timeline, now time.Duration) []Connection {
+	t.Helper()
+	return tl.report(testClock, now)
+}
+
+func only(t *testing.T, cs []Connection) Connection {
+	t.Helper()
+	if len(cs) != 1 {
+		t.Fatalf("%d connections, want 1: %s", len(cs), dump(cs))
+	}
+	return cs[0]
+}
+
+func wantStates(t *testing.T, who string, s Side, want ...State) {
+	t.Helper()
+	if got := states(s); !slices.Equal(got, want) {
+		t.Errorf("%s states %v, want %v\n%s", who, got, want, dump(s))
+	}
+}
+
+func near(a, b, tol time.Duration) bool { return a-b <= tol && b-a <= tol }
+
+const (
+	v4client = "127.0.0.1:36666"
+	v4server = "127.0.0.1:9101"
+)
+
+// The four-way close of v4close.txt: the client (orphaned) gets a timewait FIN_WAIT2
+// socket when its FIN is acknowledged, TIME_WAIT when the server's FIN arrives.
+func TestTimelineNormalClose(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	handoff := findState(t, evs, v4client, FinWait2, Close)
+	lastAck := findState(t, evs, v4server, CloseWait, LastAck)
+	tl := newTimeline(Filter{Ports: []uint16{9101}}, true, 0)
+	rest := applyUntil(tl, evs, handoff)
+
+	// Between the handoff and the first poll: handed over, not closed.
+	c := only(t, report(t, tl, handoff))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2)
+	if !c.Client.HandedToTimewait || c.Client.Timewait != nil {
+		t.Errorf("client before a poll: %s", dump(c.Client))
+	}
+	if c.Client.Addr != mustAP(v4client) || c.Server.Addr != mustAP(v4server) || c.Incarnation != 1 {
+		t.Errorf("connection %s", dump(c))
+	}
+
+	// Polls every 20 ms: timewait FIN_WAIT2 until the server's FIN, TIME_WAIT after.
+	finArrives := lastAck + 50*time.Microsecond
+	var p time.Duration
+	for p = handoff + 7*time.Millisecond; p < lastAck+100*time.Millisecond; p += 20 * time.Millisecond {
+		rest = applyUntil(tl, rest, p)
+		sk := twSock(v4client, v4server, FinWait2, handoff, p)
+		if p > finArrives {
+			sk = twSock(v4client, v4server, TimeWait, finArrives, p)
+		}
+		server := fullSock(v4server, v4client, CloseWait, 77, 1, p)
+		if p > lastAck {
+			applyPoll(tl, p, sk)
+		} else {
+			applyPoll(tl, p, sk, server)
+		}
+		if p < finArrives {
+			c := only(t, report(t, tl, p))
+			wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2)
+			if tw := c.Client.Timewait; tw == nil || tw.State != FinWait2 || c.Client.HandedToTimewait {
+				t.Fatalf("client in timewait FIN_WAIT2: %s", dump(c.Client))
+			}
+		}
+	}
+	applyUntil(tl, rest, p)
+	c = only(t, report(t, tl, p))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2, TimeWait)
+	wantStates(t, "server", c.Server, SynRecv, Established, CloseWait, LastAck, Close)
+	tw := c.Client.States[4]
+	if tw.Source != SourceDiag || !near(mono(tw.At), finArrives, testJiffy) || !tw.Ongoing {
+		t.Errorf("TIME_WAIT %s, want from sock_diag at %v", dump(tw), finArrives)
+	}
+	if fw2 := c.Client.States[3]; fw2.Source != SourceTrace || time.Duration(fw2.Dwell) != mono(tw.At)-mono(fw2.At) {
+		t.Errorf("FIN_WAIT2 %s", dump(fw2))
+	}
+	if r := time.Duration(c.Client.Timewait.Remaining); !near(r, finArrives+twLen-p, 2*testJiffy) {
+		t.Errorf("timewait remaining %v, want %v", r, finArrives+twLen-p)
+	}
+	if last := c.Server.States[4]; last.Dwell != 0 || last.Ongoing {
+		t.Errorf("CLOSE has a dwell: %s", dump(last))
+	}
+	if c.Server.Socket == nil || c.Server.Socket.Inode != 77 {
+		t.Errorf("server socket %s", dump(c.Server.Socket))
+	}
+
+	// The timewait socket expires: the client is then really closed.
+	end := finArrives + twLen + 10*time.Millisecond
+	applyPoll(tl, end)
+	c = only(t, report(t, tl, end))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2, TimeWait, Close)
+	if cl := c.Client.States[5]; !near(mono(cl.At), finArrives+twLen, 2*testJiffy) || !c.Client.Timewait.Gone {
+		t.Errorf("CLOSE %s after the timer", dump(c.Client))
+	}
+	if !tl.finished(tl.conns[0]) {
+		t.Error("connection not finished")
+	}
+}
+
+// Without sock_diag, an orphan's FIN_WAIT2 -> CLOSE is reported as handed to a timewait
+// socket, never as CLOSE.
+func TestTimelineOrphanWithoutDiag(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, evs, 1<<62)
+	c := only(t, report(t, tl, 2000*time.Second))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2)
+	if !c.Client.HandedToTimewait || !c.Client.States[3].Ongoing {
+		t.Errorf("client %s", dump(c.Client))
+	}
+}
+
+// No timewait socket after the handoff (tcp_max_tw_buckets exhausted, say): CLOSE.
+func TestTimelineHandoffRefuted(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	handoff := findState(t, evs, v4client, FinWait2, Close)
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, evs, handoff)
+	applyPoll(tl, handoff-time.Millisecond) // started before: proves nothing
+	if c := only(t, report(t, tl, handoff)); !c.Client.HandedToTimewait {
+		t.Fatalf("resolved by a poll older than the handoff: %s", dump(c.Client))
+	}
+	applyPoll(tl, handoff+time.Millisecond)
+	c := only(t, report(t, tl, handoff+time.Millisecond))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2, Close)
+	if cl := c.Client.States[4]; mono(cl.At) != handoff || cl.Source != SourceTrace || c.Client.HandedToTimewait {
+		t.Errorf("CLOSE %s", dump(c.Client))
+	}
+}
+
+// A reset received in FIN_WAIT2 closes the socket: no timewait.
+func TestTimelineResetInFinWait2(t *testing.T) {
+	c, s := mustAP("10.0.0.1:5000"), mustAP("10.0.0.2:80")
+	meta := func(at time.Duration) EventMeta { return EventMeta{Mono: at, Src: c, Dst: s} }
+	tl := newTimeline(Filter{}, true, 0)
+	for _, ev := range []Event{
+		StateChange{EventMeta: meta(1 * time.Second), Old: SynSent, New: Established},
+		StateChange{EventMeta: meta(2 * time.Second), Old: Established, New: FinWait1},
+		StateChange{EventMeta: meta(3 * time.Second), Old: FinWait1, New: FinWait2},
+		ResetReceived{EventMeta: meta(4 * time.Second)},
+		StateChange{EventMeta: meta(4*time.Second + 1), Old: FinWait2, New: Close},
+	} {
+		tl.apply(ev)
+	}
+	cn := only(t, report(t, tl, 5*time.Second))
+	wantStates(t, "client", cn.Client, Established, FinWait1, FinWait2, Close)
+	if len(cn.Client.ResetsReceived) != 1 || cn.Client.HandedToTimewait {
+		t.Errorf("client %s", dump(cn.Client))
+	}
+}
+
+// sock_diag may see the timewait socket before the tracepoint's handoff is read.
+func TestTimelineTimewaitSeenFirst(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	handoff := findState(t, evs, v4client, FinWait2, Close)
+	tl := newTimeline(Filter{}, true, 0)
+	rest := applyUntil(tl, evs, handoff-1)
+	applyPoll(tl, handoff+time.Millisecond, twSock(v4client, v4server, FinWait2, handoff, handoff+time.Millisecond))
+	applyUntil(tl, rest, handoff)
+	c := only(t, report(t, tl, handoff+time.Millisecond))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2)
+	if c.Client.HandedToTimewait || c.Client.Timewait == nil || c.Client.Timewait.State != FinWait2 {
+		t.Errorf("client %s", dump(c.Client))
+	}
+}
+
+// threeway.txt: the server's FIN+ACK reaches the client in FIN_WAIT1: FIN_WAIT1 ->
+// FIN_WAIT2 -> CLOSE in one segment, the timewait socket born in TIME_WAIT.
+func TestTimelineThreeWay(t *testing.T) {
+	evs := loadEvents(t, "threeway.txt")
+	cl, sv := "127.0.0.1:50584", "127.0.0.1:9108"
+	handoff := findState(t, evs, cl, FinWait2, Close)
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, evs, 1<<62)
+	p := handoff + 13*time.Millisecond
+	applyPoll(tl, p, twSock(cl, sv, TimeWait, handoff, p))
+	c := only(t, report(t, tl, p))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2, TimeWait)
+	wantStates(t, "server", c.Server, SynRecv, Established, CloseWait, LastAck, Close)
+	if tw := c.Client.States[4]; mono(tw.At) != handoff || tw.Source != SourceTrace {
+		t.Errorf("TIME_WAIT %s, want at the handoff %v", dump(tw), handoff)
+	}
+}
+
+// lastack.txt: the client's ACK of the server's FIN is lost twice; the server
+// retransmits from LAST_ACK and the client's TIME_WAIT timer restarts each time.
+func TestTimelineLastAckRetransmit(t *testing.T) {
+	evs := loadEvents(t, "lastack.txt")
+	cl, sv := "127.0.0.1:40105", "127.0.0.1:9105"
+	handoff := findState(t, evs, cl, FinWait2, Close)
+	lastAck := findState(t, evs, sv, CloseWait, LastAck)
+	var retrans []time.Duration
+	for _, ev := range evs {
+		if r, ok := ev.(Retransmit); ok {
+			retrans = append(retrans, r.Mono)
+		}
+	}
+	if len(retrans) != 2 {
+		t.Fatalf("fixture has %d retransmissions", len(retrans))
+	}
+	sets := append([]time.Duration{lastAck}, retrans...) // when the client's timer was set
+	tl := newTimeline(Filter{}, true, 0)
+	rest := evs
+	var p time.Duration
+	for p = handoff + 5*time.Millisecond; p < retrans[1]+300*time.Millisecond; p += 20 * time.Millisecond {
+		rest = applyUntil(tl, rest, p)
+		sk := twSock(cl, sv, FinWait2, handoff, p)
+		for _, s := range sets {
+			if s < p {
+				sk = twSock(cl, sv, TimeWait, s, p)
+			}
+		}
+		applyPoll(tl, p, sk)
+	}
+	c := only(t, report(t, tl, p))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2, TimeWait)
+	wantStates(t, "server", c.Server, SynRecv, Established, CloseWait, LastAck, Close)
+	if len(c.Server.Retransmits) != 2 || c.Server.Retransmits[0].State != LastAck || c.Server.Retransmits[1].State != LastAck {
+		t.Errorf("server retransmits %s", dump(c.Server.Retransmits))
+	}
+	if tw := c.Client.States[4]; !near(mono(tw.At), lastAck, testJiffy) {
+		t.Errorf("TIME_WAIT at %v, want %v", mono(tw.At), lastAck)
+	}
+	rs := c.Client.Timewait.Restarts
+	if len(rs) != 2 {
+		t.Fatalf("restarts %s, want 2", dump(rs))
+	}
+	for i, r := range rs {
+		if !near(mono(r), retrans[i], testJiffy) {
+			t.Errorf("restart %d at %v, want %v", i, mono(r), retrans[i])
+		}
+	}
+}
+
+// A side in CLOSE_WAIT past the threshold is a leak until it closes.
+func TestTimelineCloseWaitLeak(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	closeWait := findState(t, evs, v4server, Established, CloseWait)
+	lastAck := findState(t, evs, v4server, CloseWait, LastAck)
+	tl := newTimeline(Filter{}, true, 0)
+	rest := applyUntil(tl, evs, lastAck-1)
+	p := closeWait + 10*time.Millisecond
+	applyPoll(tl, p, fullSock(v4server, v4client, CloseWait, 4242, 1, p))
+	const threshold = 50 * time.Millisecond
+	if ls := tl.leaks(testClock, closeWait+threshold-1, threshold); len(ls) != 0 {
+		t.Errorf("leak before the threshold: %s", dump(ls))
+	}
+	tl.setOwner(4242, Process{Pid: 42, Comm: "server"})
+	ls := tl.leaks(testClock, closeWait+threshold, threshold)
+	if len(ls) != 1 {
+		t.Fatalf("leaks %s, want one", dump(ls))
+	}
+	l := ls[0]
+	if l.Local != mustAP(v4server) || l.Remote != mustAP(v4client) || mono(l.Since) != closeWait ||
+		time.Duration(l.Age) != threshold || l.Source != SourceTrace || l.Inode != 4242 || l.RecvQ != 1 ||
+		l.Owner == nil || l.Owner.Pid != 42 {
+		t.Errorf("leak %s", dump(l))
+	}
+	// Gone from sock_diag without a CLOSE (events lost): not reported.
+	applyPoll(tl, p+20*time.Millisecond)
+	if ls := tl.leaks(testClock, lastAck, threshold); len(ls) != 0 {
+		t.Errorf("leak of a socket sock_diag no longer sees: %s", dump(ls))
+	}
+	applyPoll(tl, p+40*time.Millisecond, fullSock(v4server, v4client, CloseWait, 4242, 1, p+40*time.Millisecond))
+	applyUntil(tl, rest, 1<<62)
+	if ls := tl.leaks(testClock, lastAck+time.Second, threshold); len(ls) != 0 {
+		t.Errorf("leak after close: %s", dump(ls))
+	}
+}
+
+// A CLOSE_WAIT socket older than the Observer: seen by sock_diag only, from its first
+// sighting (taken on the second, to give the tracepoint the first word).
+func TestTimelineLeakSeenByDiagOnly(t *testing.T) {
+	tl := newTimeline(Filter{}, true, 0)
+	s, c := "127.0.0.1:80", "127.0.0.1:50000"
+	applyPoll(tl, 1*time.Second, fullSock(s, c, CloseWait, 9, 0, 1*time.Second))
+	if cs := report(t, tl, time.Second); len(cs[0].Server.States) != 0 {
+		t.Errorf("state taken on the first sighting: %s", dump(cs))
+	}
+	applyPoll(tl, 2*time.Second, fullSock(s, c, CloseWait, 9, 0, 2*time.Second))
+	ls := tl.leaks(testClock, 3*time.Second, time.Second)
+	if len(ls) != 1 || ls[0].Source != SourceDiag || mono(ls[0].Since) != time.Second || ls[0].Local != mustAP(s) {
+		t.Errorf("leaks %s", dump(ls))
+	}
+}
+
+func TestTimelineRefused(t *testing.T) {
+	tl := newTimeline(Filter{Ports: []uint16{9104}}, true, 0)
+	applyUntil(tl, loadEvents(t, "refused.txt"), 1<<62)
+	c := only(t, report(t, tl, 1300*time.Second))
+	wantStates(t, "client", c.Client, SynSent, Close)
+	wantStates(t, "server", c.Server)
+	if len(c.Client.ResetsReceived) != 1 || len(c.Server.ResetsSent) != 1 ||
+		c.Server.ResetsSent[0].Reason != "NO_SOCKET" || c.Server.ResetsSent[0].State != Unknown {
+		t.Errorf("resets: %s", dump(c))
+	}
+	if c.Server.Addr != mustAP("127.0.0.1:9104") {
+		t.Errorf("server %v", c.Server.Addr)
+	}
+}
+
+// mapped.txt: a dual-stack server (IPv4-mapped addresses) and an IPv4 client are one
+// connection; the server aborts.
+func TestTimelineMapped(t *testing.T) {
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, loadEvents(t, "mapped.txt"), 1<<62)
+	c := only(t, report(t, tl, 1300*time.Second))
+	wantStates(t, "client", c.Client, SynSent, Established, Close)
+	wantStates(t, "server", c.Server, SynRecv, Established, Close)
+	if len(c.Client.ResetsReceived) != 1 || len(c.Server.ResetsSent) != 1 || c.Server.ResetsSent[0].State != Close {
+		t.Errorf("resets: %s", dump(c))
+	}
+}
+
+// synack.txt: the server's SYN-ACK is retransmitted by its request socket before the
+// child socket exists.
+func TestTimelineSynAck(t *testing.T) {
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, loadEvents(t, "synack.txt"), 1<<62)
+	c := only(t, report(t, tl, 1300*time.Second))
+	wantStates(t, "server", c.Server, SynRecv, Established, CloseWait, LastAck, Close)
+	if rt := c.Server.Retransmits; len(rt) != 1 || !rt[0].SynAck || rt[0].State != SynRecv || !rt[0].At.Before(c.Server.States[0].At) {
+		t.Errorf("server retransmits %s", dump(rt))
+	}
+}
+
+// A new SYN on the 4-tuple of a finished connection starts incarnation 2.
+func TestTimelineIncarnations(t *testing.T) {
+	evs := loadEvents(t, "lastack.txt")
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, evs, 1<<62)
+	for _, ev := range evs {
+		switch e := ev.(type) {
+		case StateChange:
+			e.Mono += 10 * time.Second
+			tl.apply(e)
+		case Retransmit:
+			e.Mono += 10 * time.Second
+			tl.apply(e)
+		}
+	}
+	cs := report(t, tl, 1400*time.Second)
+	if len(cs) != 2 || cs[0].Incarnation != 1 || cs[1].Incarnation != 2 {
+		t.Fatalf("connections %s", dump(cs))
+	}
+	for _, c := range cs {
+		wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2)
+		wantStates(t, "server", c.Server, SynRecv, Established, CloseWait, LastAck, Close)
+	}
+}
+
+// connect() reports SYN_SENT before choosing the port: concurrent connects to one
+// server get their SYN_SENT times in order.
+func TestTimelinePendingSynSent(t *testing.T) {
+	dst := mustAP("10.0.0.2:80")
+	src := func(p uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), p) }
+	tl := newTimeline(Filter{}, true, 0)
+	for _, ev := range []Event{
+		StateChange{EventMeta: EventMeta{Mono: 1, Src: src(0), Dst: dst}, Old: Close, New: SynSent},
+		StateChange{EventMeta: EventMeta{Mono: 2, Src: src(0), Dst: dst}, Old: Close, New: SynSent},
+		StateChange{EventMeta: EventMeta{Mono: 3, Src: src(1000), Dst: dst}, Old: SynSent, New: Established},
+		StateChange{EventMeta: EventMeta{Mono: 4, Src: src(1001), Dst: dst}, Old: SynSent, New: Established},
+	} {
+		tl.apply(ev)
+	}
+	cs := report(t, tl, 10)
+	if len(cs) != 2 {
+		t.Fatalf("connections %s", dump(cs))
+	}
+	for i, c := range cs {
+		wantStates(t, "client", c.Client, SynSent, Established)
+		if mono(c.Client.States[0].At) != time.Duration(i+1) || c.Client.Addr != src(uint16(1000+i)) || c.Server.Addr != dst {
+			t.Errorf("connection %d: %s", i, dump(c))
+		}
+	}
+	if len(tl.pendingSyn) != 0 {
+		t.Errorf("pending SYN_SENT left: %v", tl.pendingSyn)
+	}
+}
+
+// sock_diag saw the connection first and guessed the roles wrong; the tracepoint's
+// SYN_SENT sets them right.
+func TestTimelineRoleSwap(t *testing.T) {
+	a, b := "10.0.0.1:40000", "10.0.0.2:50000"
+	tl := newTimeline(Filter{}, true, 0)
+	applyPoll(tl, 1, fullSock(b, a, Established, 1, 0, 1)) // b guessed client (higher port)
+	tl.apply(StateChange{EventMeta: EventMeta{Mono: 2, Src: mustAP(b), Dst: mustAP(a)}, Old: SynSent, New: Established})
+	c := only(t, report(t, tl, 3))
+	if c.Client.Addr != mustAP(b) || c.Server.Addr != mustAP(a) {
+		t.Errorf("roles: %s", dump(c))
+	}
+}
+
+// Without the tracepoints every state comes from the polls.
+func TestTimelineDiagOnly(t *testing.T) {
+	tl := newTimeline(Filter{}, false, 0)
+	cl, sv := "127.0.0.1:50000", "127.0.0.1:80"
+	ms := time.Millisecond
+	applyPoll(tl, 100*ms, fullSock(cl, sv, Established, 1, 0, 100*ms), fullSock(sv, cl, Established, 2, 0, 100*ms),
+		timedSocket{Socket{Local: mustAP(sv), State: Listen, Inode: 3}, 100 * ms, 100 * ms})
+	applyPoll(tl, 120*ms, fullSock(cl, sv, FinWait2, 1, 0, 120*ms), fullSock(sv, cl, CloseWait, 2, 1, 120*ms))
+	applyPoll(tl, 140*ms, twSock(cl, sv, TimeWait, 130*ms, 140*ms))
+	c := only(t, report(t, tl, 150*ms))
+	wantStates(t, "client", c.Client, Established, FinWait2, TimeWait)
+	wantStates(t, "server", c.Server, Established, CloseWait, Close)
+	if tw := c.Client.States[2]; !near(mono(tw.At), 130*ms, testJiffy) || tw.Source != SourceDiag {
+		t.Errorf("TIME_WAIT %s", dump(tw))
+	}
+	if c.Server.States[2].Source != SourceDiag || mono(c.Server.States[2].At) != 140*ms {
+		t.Errorf("server CLOSE %s", dump(c.Server.States[2]))
+	}
+	if tl.out == nil {
+		t.Error("no derived events")
+	}
+	for _, ev := range tl.out {
+		if e := ev.(StateChange); e.Source != SourceDiag {
+			t.Errorf("derived event %+v", e)
+		}
+	}
+}
+
+func TestTimelineFilterAndEviction(t *testing.T) {
+	tl := newTimeline(Filter{Ports: []uint16{9999}}, true, 0)
+	applyUntil(tl, loadEvents(t, "v4close.txt"), 1<<62)
+	if len(tl.conns) != 0 || tl.filtered == 0 {
+		t.Errorf("filtered: %d conns, %d filtered", len(tl.conns), tl.filtered)
+	}
+	tl = newTimeline(Filter{}, true, 8)
+	for i := range 20 {
+		src := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i))
+		dst := mustAP("10.0.0.2:80")
+		at := time.Duration(i) * time.Second
+		tl.apply(StateChange{EventMeta: EventMeta{Mono: at, Src: src, Dst: dst}, Old: SynSent, New: Established})
+		if i%2 == 0 {
+			tl.apply(StateChange{EventMeta: EventMeta{Mono: at + 1, Src: src, Dst: dst}, Old: Established, New: Close})
+		}
+	}
+	if tl.evicted == 0 || len(tl.conns) >= 20 {
+		t.Errorf("%d connections kept, %d evicted", len(tl.conns), tl.evicted)
+	}
+	open := 0
+	for _, c := range tl.conns {
+		if !tl.finished(c) {
+			open++
+		}
+	}
+	if open != 10 {
+		t.Errorf("%d open connections kept, want all 10", open)
+	}
+}
+
+func TestTimelineAnnotate(t *testing.T) {
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, loadEvents(t, "v4close.txt"), 1<<62)
+	tl.annotate(noteRec{at: 1286 * time.Second, src: mustAP(v4server), dst: mustAP(v4client), text: "drop FIN"})
+	tl.annotate(noteRec{at: 1285 * time.Second, src: mustAP(v4client), dst: mustAP(v4server), text: "pass SYN"})
+	c := only(t, report(t, tl, 1300*time.Second))
+	if len(c.Notes) != 2 || c.Notes[0].Text != "pass SYN" || c.Notes[1].Text != "drop FIN" {
+		t.Errorf("notes %s", dump(c.Notes))
+	}
+}
+
+func TestClock(t *testing.T) {
+	c := NewClock()
+	now := time.Now()
+	m := c.Mono(now)
+	if d := m - MonoNow(); d > 0 || d < -time.Second {
+		t.Errorf("Mono(now) %v from MonoNow", d)
+	}
+	if back := c.Time(m); !back.Equal(now) || back.Sub(now) != 0 {
+		t.Errorf("Time(Mono(now)) = %v, want %v", back, now)
+	}
+	// The pairing of the two clocks is good to well under a microsecond.
+	if d := time.Since(c.Time(MonoNow())); d < -10*time.Microsecond || d > time.Second {
+		t.Errorf("Time(MonoNow()) is %v from time.Now", d)
+	}
+}
