@@ -64,6 +64,12 @@ func TestFourWayClose(t *testing.T) {
 		{"server FIN acked", c.FINAcked(Server), true},
 		{"client RST", c.RSTSeen(Client), false},
 		{"finished", c.Finished(), true},
+		{"client ISN", c.ISN(Client), uint32(1000)},
+		{"server ISN", c.ISN(Server), uint32(5000)},
+		{"client next seq", c.NextSeq(Client), uint32(1102)},
+		{"server next seq", c.NextSeq(Server), uint32(5202)},
+		{"client highest ack", c.HighestAck(Client), uint32(5202)},
+		{"server highest ack", c.HighestAck(Server), uint32(1102)},
 		{"client segments", c.Segments(Client), uint64(6)},
 		{"server segments", c.Segments(Server), uint64(5)},
 		{"created", c.Created(), t0},
@@ -623,7 +629,7 @@ func TestEviction(t *testing.T) {
 	h.handle(seg(port(1001), testServer, fRST, 2, 0, 0)) // finished
 	h.clk.Advance(time.Millisecond)
 	h.handle(seg(port(1003), testServer, fSYN, 1, 0, 0))
-	h.handle(seg(port(1004), testServer, fSYN, 1, 0, 0)) // evicts the finished one first
+	h.handle(seg(port(1004), testServer, fSYN, 1, 0, 0)) // evicts the finished one: it expires first
 	tracked := func(p uint16) bool {
 		s := seg(port(p), testServer, fACK, 0, 0, 0)
 		return h.eng.tr.lookup(&s) != nil
@@ -634,6 +640,13 @@ func TestEviction(t *testing.T) {
 	h.handle(seg(port(1005), testServer, fSYN, 1, 0, 0)) // evicts the oldest open one
 	if tracked(1002) || !tracked(1005) || h.eng.Conns() != 3 {
 		t.Errorf("after 5: 1002 %v, 1005 %v, %d conns", tracked(1002), tracked(1005), h.eng.Conns())
+	}
+	// A finished connection seen long after an open one expires later: the open one goes.
+	h.clk.Advance(time.Minute)
+	h.handle(seg(port(1004), testServer, fRST, 2, 0, 0)) // finished now: expires in 75s
+	h.handle(seg(port(1006), testServer, fSYN, 1, 0, 0)) // 1003, idle a minute, expires in 60s
+	if tracked(1003) || !tracked(1004) || !tracked(1005) || !tracked(1006) {
+		t.Errorf("after 6: %v %v %v %v", tracked(1003), tracked(1004), tracked(1005), tracked(1006))
 	}
 }
 

@@ -138,6 +138,17 @@ func (c *Conn) FINAcked(s Side) bool { return c.side(s).finAcked }
 // RSTSeen reports whether side s has sent a RST.
 func (c *Conn) RSTSeen(s Side) bool { return c.side(s).rstSeen }
 
+// ISN is side s's initial sequence number (zero when its SYN was not seen, nor implied by
+// the peer's SYN|ACK).
+func (c *Conn) ISN(s Side) uint32 { return c.side(s).isn }
+
+// NextSeq is the highest sequence number side s has used, plus one: the highest seq plus
+// the sequence space of its segment (zero before side s sent anything).
+func (c *Conn) NextSeq(s Side) uint32 { return c.side(s).seqNext }
+
+// HighestAck is the highest ack number side s has sent (zero before its first ACK).
+func (c *Conn) HighestAck(s Side) uint32 { return c.side(s).ackHigh }
+
 // Segments counts the segments side s has sent.
 func (c *Conn) Segments(s Side) uint64 { return c.side(s).segments }
 
@@ -424,14 +435,20 @@ func (t *tracker) drop(c *Conn) {
 	}
 }
 
-// evictOne drops the least recently seen finished connection, or else the least recently
-// seen open one.
+// evictOne drops the connection that would expire first: the least recently seen of the
+// open ones or of the finished ones, whichever is nearer its timeout.
 func (t *tracker) evictOne() {
+	o, d := t.open.head, t.done.head
 	switch {
-	case t.done.head != nil:
-		t.drop(t.done.head)
-	case t.open.head != nil:
-		t.drop(t.open.head)
+	case o == nil && d == nil:
+	case o == nil:
+		t.drop(d)
+	case d == nil:
+		t.drop(o)
+	case d.lastSeen.Add(t.finished).After(o.lastSeen.Add(t.idle)):
+		t.drop(o)
+	default:
+		t.drop(d)
 	}
 }
 
