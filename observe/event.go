@@ -35,9 +35,9 @@ type StateChange struct {
 	EventMeta
 	Old    State  `json:"old"`
 	New    State  `json:"new"`
-	Family string `json:"family"`          // AF_INET or AF_INET6: the socket's family
-	Proto  string `json:"proto,omitempty"` // IPPROTO_TCP (or IPPROTO_MPTCP, IPPROTO_SCTP: not followed)
-	Source string `json:"source"`          // SourceTrace or SourceDiag
+	Family string `json:"family,omitempty"` // AF_INET or AF_INET6: the socket's family
+	Proto  string `json:"proto,omitempty"`  // IPPROTO_TCP (or IPPROTO_MPTCP, IPPROTO_SCTP: not followed)
+	Source string `json:"source"`           // SourceTrace or SourceDiag
 }
 
 // Retransmit is tcp:tcp_retransmit_skb (a segment retransmitted by a full socket, in

@@ -547,10 +547,11 @@ func (tl *timeline) twApply(c *conn, r role, g twSight) {
 				// when the peer's FIN came; the timer tells which.
 				t.floor, t.handoff = h.at, h.at
 			}
-			if added, prev := s.add(TimeWait, t.estimate(), SourceDiag); added {
-				tl.emit(c, r, prev, TimeWait, t.estimate(), SourceDiag)
-			}
+			added, prev := s.add(TimeWait, t.estimate(), SourceDiag)
 			t.refineEntry(s)
+			if e := s.states[len(s.states)-1]; added {
+				tl.emit(c, r, prev, TimeWait, e.at, e.src)
+			}
 		}
 		return
 	}
