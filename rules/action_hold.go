@@ -10,7 +10,7 @@ func init() { Register("hold", func() Action { return &HoldAction{} }) }
 //
 //	action = "hold"
 //	until = "peer-fin"    # required: peer-fin | own-fin | client-fin | server-fin | both-fins
-//	timeout = "2s"        # default 2s
+//	timeout = "2s"        # default 2s (DefaultHoldTimeout)
 //	on_timeout = "pass"   # or "drop"; default pass
 //
 // The event is checked at once (already seen: the segment passes now), then after every
@@ -21,9 +21,6 @@ type HoldAction struct {
 	Timeout   Duration `toml:"timeout"`
 	OnTimeout Verdict  `toml:"on_timeout"`
 }
-
-// DefaultHoldActionTimeout is the hold action's timeout when none is given.
-const DefaultHoldActionTimeout = 2 * time.Second
 
 // Validate checks that an event was given.
 func (a *HoldAction) Validate() error {
@@ -39,14 +36,10 @@ func (a *HoldAction) Validate() error {
 // Apply holds the segment.
 func (a *HoldAction) Apply(c *Context) {
 	ev, side := a.Until, c.Side
-	timeout := time.Duration(a.Timeout)
-	if timeout <= 0 {
-		timeout = DefaultHoldActionTimeout
-	}
 	c.Hold(Hold{
 		Until:     func(conn *Conn) bool { return conn.EventSeen(ev, side) },
 		OnRelease: Accept,
-		Timeout:   timeout,
+		Timeout:   time.Duration(a.Timeout), // 0: DefaultHoldTimeout
 		OnTimeout: a.OnTimeout,
 		Kind:      KindHold,
 	})

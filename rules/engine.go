@@ -102,7 +102,7 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 		clock:  opts.Clock,
 		logger: opts.Logger,
 		rng:    rand.New(rand.NewPCG(uint64(cfg.Seed), 0)),
-		tr:     newTracker(opts.MaxConns, opts.IdleTimeout, opts.FinishedTimeout, cfg.Target.Port, len(cfg.Rules)),
+		tr:     newTracker(opts.MaxConns, opts.IdleTimeout, opts.FinishedTimeout, cfg.Target, len(cfg.Rules)),
 	}
 	if e.clock == nil {
 		e.clock = SystemClock()
@@ -170,7 +170,7 @@ func (e *Engine) handleClosed(p *Packet, now time.Time) {
 	if c := e.tr.lookup(&p.Seg); c != nil {
 		client, server = c.client, c.server
 	} else {
-		client, server, _ = inferSides(&p.Seg, e.tr.targetPort)
+		client, server, _ = inferSides(&p.Seg, &e.tr.target)
 	}
 	side := Server
 	if p.Seg.Src == client {

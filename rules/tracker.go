@@ -277,8 +277,9 @@ func keyOf(x, y netip.AddrPort) tupleKey {
 
 // inferSides says who is client and who is server for segment s when its connection is
 // new: the sender of a SYN is the client, the sender of a SYN|ACK the server; otherwise
-// the endpoint on targetPort is the server, or else the one with the lower port.
-func inferSides(s *segment.Segment, targetPort uint16) (client, server netip.AddrPort, inferred bool) {
+// the endpoint on the target's port is the server, or else the one within the target's
+// addresses, or else the one with the lower port.
+func inferSides(s *segment.Segment, target *Target) (client, server netip.AddrPort, inferred bool) {
 	switch {
 	case s.Flags&(segment.SYN|segment.ACK) == segment.SYN:
 		return s.Src, s.Dst, false
@@ -286,10 +287,16 @@ func inferSides(s *segment.Segment, targetPort uint16) (client, server netip.Add
 		return s.Dst, s.Src, false
 	}
 	sp, dp := s.Src.Port(), s.Dst.Port()
+	targetPort := target.Port
+	srcIn, dstIn := inPrefixes(s.Src.Addr(), target.Addresses), inPrefixes(s.Dst.Addr(), target.Addresses)
 	switch {
 	case targetPort != 0 && dp == targetPort && sp != targetPort:
 		return s.Src, s.Dst, true
 	case targetPort != 0 && sp == targetPort && dp != targetPort:
+		return s.Dst, s.Src, true
+	case dstIn && !srcIn:
+		return s.Src, s.Dst, true
+	case srcIn && !dstIn:
 		return s.Dst, s.Src, true
 	case sp < dp:
 		return s.Dst, s.Src, true
@@ -301,6 +308,16 @@ func inferSides(s *segment.Segment, targetPort uint16) (client, server netip.Add
 		return s.Dst, s.Src, true
 	}
 	return s.Src, s.Dst, true
+}
+
+func inPrefixes(a netip.Addr, prefixes []netip.Prefix) bool {
+	a = a.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // connList is a list of connections, least recently seen first.
@@ -345,11 +362,11 @@ type tracker struct {
 	max        int
 	idle       time.Duration
 	finished   time.Duration
-	targetPort uint16
+	target     Target
 	nrules     int
 }
 
-func newTracker(maxConns int, idle, finished time.Duration, targetPort uint16, nrules int) *tracker {
+func newTracker(maxConns int, idle, finished time.Duration, target Target, nrules int) *tracker {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConns
 	}
@@ -361,12 +378,12 @@ func newTracker(maxConns int, idle, finished time.Duration, targetPort uint16, n
 	}
 	finished = min(finished, idle)
 	return &tracker{
-		conns:      make(map[tupleKey]*Conn),
-		max:        maxConns,
-		idle:       idle,
-		finished:   finished,
-		targetPort: targetPort,
-		nrules:     nrules,
+		conns:    make(map[tupleKey]*Conn),
+		max:      maxConns,
+		idle:     idle,
+		finished: finished,
+		target:   target,
+		nrules:   nrules,
 	}
 }
 
@@ -391,7 +408,7 @@ func (t *tracker) get(s *segment.Segment, now time.Time) (*Conn, Side) {
 		t.evictOne()
 	}
 	c = &Conn{key: k, incarnation: incarnation, created: now, lastSeen: now}
-	c.client, c.server, c.inferred = inferSides(s, t.targetPort)
+	c.client, c.server, c.inferred = inferSides(s, &t.target)
 	if c.inferred {
 		c.sides[0].synAcked, c.sides[1].synAcked = true, true
 	}

@@ -51,20 +51,30 @@ func TestInferSides(t *testing.T) {
 		name         string
 		s            segment.Segment
 		port         uint16
+		addrs        string
 		server       netip.AddrPort
 		wantInferred bool
 	}{
-		{"SYN", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fSYN, 1, 0, 0), 5000, ap("2.2.2.2:5000"), false},
-		{"SYN|ACK", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fSYN|fACK, 1, 1, 0), 5000, ap("1.1.1.1:80"), false},
-		{"to target port", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fACK, 1, 1, 0), 5000, ap("2.2.2.2:5000"), true},
-		{"from target port", seg(ap("2.2.2.2:5000"), ap("1.1.1.1:80"), fACK, 1, 1, 0), 5000, ap("2.2.2.2:5000"), true},
-		{"lower port", seg(ap("1.1.1.1:40000"), ap("2.2.2.2:443"), fACK, 1, 1, 0), 0, ap("2.2.2.2:443"), true},
-		{"lower port, reversed", seg(ap("2.2.2.2:443"), ap("1.1.1.1:40000"), fACK, 1, 1, 0), 0, ap("2.2.2.2:443"), true},
-		{"both on target port", seg(ap("1.1.1.1:443"), ap("2.2.2.2:80"), fACK, 1, 1, 0), 7, ap("2.2.2.2:80"), true},
-		{"same ports", seg(ap("2.2.2.2:7"), ap("1.1.1.1:7"), fACK, 1, 1, 0), 7, ap("1.1.1.1:7"), true},
-		{"same ports, reversed", seg(ap("1.1.1.1:7"), ap("2.2.2.2:7"), fACK, 1, 1, 0), 7, ap("1.1.1.1:7"), true},
+		{"SYN", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fSYN, 1, 0, 0), 5000, "", ap("2.2.2.2:5000"), false},
+		{"SYN|ACK", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fSYN|fACK, 1, 1, 0), 5000, "", ap("1.1.1.1:80"), false},
+		{"to target port", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fACK, 1, 1, 0), 5000, "", ap("2.2.2.2:5000"), true},
+		{"from target port", seg(ap("2.2.2.2:5000"), ap("1.1.1.1:80"), fACK, 1, 1, 0), 5000, "", ap("2.2.2.2:5000"), true},
+		{"lower port", seg(ap("1.1.1.1:40000"), ap("2.2.2.2:443"), fACK, 1, 1, 0), 0, "", ap("2.2.2.2:443"), true},
+		{"lower port, reversed", seg(ap("2.2.2.2:443"), ap("1.1.1.1:40000"), fACK, 1, 1, 0), 0, "", ap("2.2.2.2:443"), true},
+		{"both on target port", seg(ap("1.1.1.1:443"), ap("2.2.2.2:80"), fACK, 1, 1, 0), 7, "", ap("2.2.2.2:80"), true},
+		{"same ports", seg(ap("2.2.2.2:7"), ap("1.1.1.1:7"), fACK, 1, 1, 0), 7, "", ap("1.1.1.1:7"), true},
+		{"same ports, reversed", seg(ap("1.1.1.1:7"), ap("2.2.2.2:7"), fACK, 1, 1, 0), 7, "", ap("1.1.1.1:7"), true},
+		{"target address", seg(ap("2.2.2.2:443"), ap("1.1.1.1:40000"), fACK, 1, 1, 0), 0, "1.1.1.0/24", ap("1.1.1.1:40000"), true},
+		{"target address, reversed", seg(ap("1.1.1.1:40000"), ap("2.2.2.2:443"), fACK, 1, 1, 0), 0, "1.1.1.1/32", ap("1.1.1.1:40000"), true},
+		{"target v4-mapped address", seg(ap("[::ffff:1.1.1.1]:40000"), ap("2.2.2.2:443"), fACK, 1, 1, 0), 0, "1.1.1.1/32", ap("[::ffff:1.1.1.1]:40000"), true},
+		{"port beats address", seg(ap("1.1.1.1:40000"), ap("2.2.2.2:443"), fACK, 1, 1, 0), 443, "1.1.1.1/32", ap("2.2.2.2:443"), true},
+		{"both in addresses", seg(ap("1.1.1.1:40000"), ap("1.1.1.2:443"), fACK, 1, 1, 0), 0, "1.1.1.0/24", ap("1.1.1.2:443"), true},
 	} {
-		client, server, inferred := inferSides(&tt.s, tt.port)
+		target := Target{Port: tt.port}
+		if tt.addrs != "" {
+			target.Addresses = []netip.Prefix{netip.MustParsePrefix(tt.addrs)}
+		}
+		client, server, inferred := inferSides(&tt.s, &target)
 		if server != tt.server || inferred != tt.wantInferred || client == server {
 			t.Errorf("%s: client %s server %s inferred %v; want server %s inferred %v",
 				tt.name, client, server, inferred, tt.server, tt.wantInferred)
@@ -75,7 +85,7 @@ func TestInferSides(t *testing.T) {
 // finproxy started between the SYN and the SYN|ACK: the handshake still completes, and
 // the client's retransmitted SYN is recognised by the ISN the SYN|ACK implies.
 func TestMissedSYN(t *testing.T) {
-	tr := newTracker(0, 0, 0, 8080, 0)
+	tr := newTracker(0, 0, 0, Target{Port: 8080}, 0)
 	apply := func(s segment.Segment) (*Conn, Side, Phase) {
 		c, side := tr.get(&s, t0)
 		p := c.phases(side, &s)
@@ -101,7 +111,7 @@ func TestMissedSYN(t *testing.T) {
 // With only SYN, FIN and RST queued, the handshake's last ACK is never seen: a FIN
 // completes it.
 func TestHandshakeByFIN(t *testing.T) {
-	tr := newTracker(0, 0, 0, 8080, 0)
+	tr := newTracker(0, 0, 0, Target{Port: 8080}, 0)
 	for _, s := range []segment.Segment{
 		seg(testClient, testServer, fSYN, 1000, 0, 0),
 		seg(testServer, testClient, fSYN|fACK, 5000, 1001, 0),
@@ -145,7 +155,7 @@ func TestEventSeen(t *testing.T) {
 }
 
 func TestConnPhases(t *testing.T) {
-	tr := newTracker(0, 0, 0, 8080, 0)
+	tr := newTracker(0, 0, 0, Target{Port: 8080}, 0)
 	s := seg(testClient, testServer, fFIN|fACK, 1000, 5000, 0) // a connection seen from its FIN
 	c, side := tr.get(&s, t0)
 	c.apply(side, &s, t0)
@@ -160,11 +170,11 @@ func TestConnPhases(t *testing.T) {
 }
 
 func TestTrackerDefaults(t *testing.T) {
-	tr := newTracker(0, 0, 0, 0, 0)
+	tr := newTracker(0, 0, 0, Target{}, 0)
 	if tr.max != DefaultMaxConns || tr.idle != DefaultIdleTimeout || tr.finished != DefaultFinishedTimeout {
 		t.Errorf("defaults %d %v %v", tr.max, tr.idle, tr.finished)
 	}
-	if tr := newTracker(0, 10*time.Second, 0, 0, 0); tr.finished != 10*time.Second {
+	if tr := newTracker(0, 10*time.Second, 0, Target{}, 0); tr.finished != 10*time.Second {
 		t.Errorf("finished timeout %v above the idle one", tr.finished)
 	}
 }
