@@ -96,7 +96,7 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 		cfg = &Config{}
 	}
 	e := &Engine{
-		rules:  cfg.Rules,
+		rules:  slices.Clone(cfg.Rules),
 		sink:   opts.Sink,
 		log:    opts.Log,
 		clock:  opts.Clock,
@@ -134,6 +134,8 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 // computed before); then the connection's held segments whose release condition now holds
 // get their verdicts, in the order they were held; then the rules are tried in order and
 // the first that matches acts. A segment no rule matches is accepted.
+//
+// Handle does not keep p.Data: a held or delayed segment is given its verdict by id.
 func (e *Engine) Handle(p Packet) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
