@@ -85,9 +85,11 @@ type Side struct {
 	// by a timewait socket (FIN_WAIT2 -> CLOSE or CLOSING -> CLOSE without a reset) and
 	// sock_diag has not (yet, or at all when it is not running) confirmed or refuted it.
 	HandedToTimewait bool `json:"handed_to_timewait,omitempty"`
-	// Socket is the full socket as the last sock_diag poll that saw it reported it.
-	Socket *Socket  `json:"socket,omitempty"`
-	Owner  *Process `json:"owner,omitempty"` // the process holding the full socket (by inode)
+	// Socket is the full socket as the last sock_diag poll that saw it (at SocketSeen)
+	// reported it.
+	Socket     *Socket   `json:"socket,omitempty"`
+	SocketSeen time.Time `json:"socket_seen,omitzero"`
+	Owner      *Process  `json:"owner,omitempty"` // the process holding the full socket (by inode)
 }
 
 // StateEntry is one state of a side.

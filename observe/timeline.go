@@ -94,6 +94,7 @@ type side struct {
 	handoff   *handoff
 	tw        *twRec
 	sock      *Socket
+	sockSeen  time.Duration
 	owner     *Process
 	diagSeen  int
 	diagFirst time.Duration
@@ -230,6 +231,26 @@ func (s *side) add(st State, at time.Duration, src string) (bool, State) {
 }
 
 func (c *conn) peer(r role) netip.AddrPort { return c.sides[1-r].addr }
+
+// firstSeen is the earliest time known of the connection.
+func (c *conn) firstSeen() time.Duration {
+	t := c.first
+	for _, s := range c.sides {
+		if len(s.states) > 0 {
+			t = min(t, s.states[0].at)
+		}
+		for _, e := range s.retrans {
+			t = min(t, e.at)
+		}
+		for _, e := range s.sent {
+			t = min(t, e.at)
+		}
+		for _, e := range s.recv {
+			t = min(t, e.at)
+		}
+	}
+	return t
+}
 
 // find returns the current connection of a 4-tuple and the role of local in it.
 func (tl *timeline) find(local, remote netip.AddrPort) (*conn, role, bool) {
@@ -425,7 +446,8 @@ func (tl *timeline) applyState(e StateChange) {
 		switch {
 		case e.New == SynSent:
 			q := tl.pendingSyn[e.Dst]
-			if len(q) >= 1024 {
+			// Forget entries whose socket never said more (filtered, or lost events).
+			for len(q) > 0 && (len(q) >= 1024 || e.Mono-q[0].at > 5*time.Minute) {
 				q = q[1:]
 			}
 			tl.pendingSyn[e.Dst] = append(q, pendingSyn{at: e.Mono, addr: e.Src.Addr()})
@@ -612,7 +634,7 @@ func (t *twRec) refineEntry(s *side) {
 // sockets whose owner is not known yet.
 func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) {
 	tw := map[ends]twSight{}
-	var full []Socket
+	var full []timedSocket
 	for _, s := range socks {
 		if !tl.filter.Match(s.Local, s.Remote) {
 			continue
@@ -627,7 +649,7 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 		case s.Timewait():
 			tw[ends{s.Local, s.Remote}] = twSight{sock: s.Socket, lo: s.lo, hi: s.hi}
 		default:
-			full = append(full, s.Socket)
+			full = append(full, s)
 		}
 	}
 	tl.tw = tw
@@ -647,7 +669,7 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 				r = server
 			}
 		} else if c, r, ok = tl.find(k.local, k.remote); !ok {
-			c, r = tl.lookup(k.local, k.remote, -1, false, p.at)
+			c, r = tl.lookup(k.local, k.remote, -1, false, g.hi)
 		}
 		s := c.sides[r]
 		switch {
@@ -665,7 +687,7 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 			if g.lo > s.handoff.at {
 				tl.twApply(c, r, g)
 			}
-		case !tl.trace || (len(s.states) == 0 && tl.seenAgain(s, p)):
+		case !tl.trace || (len(s.states) == 0 && tl.seenAgain(s, g.hi)):
 			// Without the tracepoint, or for a connection older than the Observer.
 			tl.twApply(c, r, g)
 		}
@@ -673,7 +695,8 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 
 	// Full sockets.
 	seen := map[*side]*conn{}
-	for _, sk := range full {
+	for _, ts := range full {
+		sk := ts.Socket
 		c, r, ok := tl.find(sk.Local, sk.Remote)
 		if !ok || (!tl.trace && c.sides[r].ended()) {
 			hint := role(-1)
@@ -683,7 +706,7 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 			case sk.State == SynRecv && sk.Inode == 0:
 				hint = server // a request socket
 			}
-			c, r = tl.lookup(sk.Local, sk.Remote, hint, ok, p.at)
+			c, r = tl.lookup(sk.Local, sk.Remote, hint, ok, ts.hi)
 		}
 		s := c.sides[r]
 		if tl.trace && s.ended() {
@@ -691,14 +714,14 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 			continue
 		}
 		cp := sk
-		s.sock = &cp
+		s.sock, s.sockSeen = &cp, ts.hi
 		seen[s] = c
 		if sk.Inode != 0 && s.owner == nil {
 			needOwner = append(needOwner, sk.Inode)
 		}
 		if !tl.trace {
-			tl.addDerived(c, r, sk.State, p.at, SourceDiag)
-		} else if len(s.states) == 0 && tl.seenAgain(s, p) {
+			tl.addDerived(c, r, sk.State, ts.hi, SourceDiag)
+		} else if len(s.states) == 0 && tl.seenAgain(s, ts.hi) {
 			tl.addDerived(c, r, sk.State, s.diagFirst, SourceDiag)
 		}
 	}
@@ -738,10 +761,10 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 // seenAgain counts sightings of a side that has no state yet: a state is taken from
 // sock_diag on the second poll only, so that the tracepoint (read with some latency)
 // has the first word.
-func (tl *timeline) seenAgain(s *side, p poll) bool {
+func (tl *timeline) seenAgain(s *side, at time.Duration) bool {
 	s.diagSeen++
 	if s.diagSeen == 1 {
-		s.diagFirst = p.at
+		s.diagFirst = at
 	}
 	return s.diagSeen >= 2
 }
@@ -777,7 +800,7 @@ func (tl *timeline) annotate(n noteRec) {
 func (tl *timeline) report(clk Clock, now time.Duration) []Connection {
 	out := make([]Connection, 0, len(tl.conns))
 	for _, c := range tl.conns {
-		rc := Connection{Incarnation: c.incarnation, FirstSeen: clk.Time(c.first)}
+		rc := Connection{Incarnation: c.incarnation, FirstSeen: clk.Time(c.firstSeen())}
 		rc.Client = c.sides[client].report(clk, now)
 		rc.Server = c.sides[server].report(clk, now)
 		for _, n := range c.notes {
@@ -822,7 +845,7 @@ func (s *side) report(clk Clock, now time.Duration) Side {
 	}
 	if s.sock != nil {
 		cp := *s.sock
-		rs.Socket = &cp
+		rs.Socket, rs.SocketSeen = &cp, clk.Time(s.sockSeen)
 	}
 	return rs
 }
