@@ -53,6 +53,7 @@ type Observer struct {
 	stats       Stats
 	warnings    []string
 	parseWarned int
+	lostWarned  int
 	stream      chan Event
 	traceAlive  bool
 	diagAlive   bool
@@ -60,6 +61,7 @@ type Observer struct {
 	lastPoll    time.Duration // start of the last poll applied
 	changed     chan struct{} // closed and replaced when markerSeen, lastPoll or liveness change
 	released    bool
+	streamDone  bool
 
 	syncSeq   atomic.Uint64
 	running   atomic.Bool
@@ -150,20 +152,24 @@ func (o *Observer) Events() <-chan Event {
 	defer o.mu.Unlock()
 	if o.stream == nil {
 		o.stream = make(chan Event, 4096)
-		if o.runDone != nil {
-			select {
-			case <-o.runDone:
-				close(o.stream)
-			default:
-			}
+		if o.streamDone {
+			close(o.stream)
 		}
 	}
 	return o.stream
 }
 
+// closeStream ends the stream once no reader can send; o.mu is held.
+func (o *Observer) closeStream() {
+	if !o.streamDone && o.stream != nil {
+		close(o.stream)
+	}
+	o.streamDone = true
+}
+
 // send puts e on the stream; o.mu is held.
 func (o *Observer) send(e Event) {
-	if o.stream == nil {
+	if o.stream == nil || o.streamDone {
 		return
 	}
 	select {
@@ -244,9 +250,7 @@ func (o *Observer) Run(ctx context.Context) error {
 	cerr := o.release()
 	o.mu.Lock()
 	close(o.runDone)
-	if o.stream != nil {
-		close(o.stream)
-	}
+	o.closeStream()
 	o.mu.Unlock()
 	return errors.Join(err, cerr)
 }
@@ -282,7 +286,10 @@ func (o *Observer) line(l string) {
 		return
 	case Lost:
 		o.stats.LostEvents += e.Count
-		o.warn(fmt.Sprintf("the trace ring buffer of CPU %d lost %d events", e.CPU, e.Count))
+		if o.lostWarned < 5 {
+			o.lostWarned++
+			o.warn(fmt.Sprintf("the trace ring buffer of CPU %d lost %d events", e.CPU, e.Count))
+		}
 		return
 	}
 	if o.tl.apply(ev) {
@@ -474,6 +481,9 @@ func (o *Observer) release() error {
 		o.mu.Lock()
 		o.released = true
 		o.traceAlive, o.diagAlive = false, false
+		if o.runDone == nil {
+			o.closeStream() // Run never ran: nothing sends
+		}
 		o.notify()
 		o.mu.Unlock()
 		o.closeErr = errors.Join(errs...)

@@ -299,6 +299,8 @@ func (tl *timeline) lookup(local, remote netip.AddrPort, hint role, fresh bool, 
 				tl.current[c.key] = c
 				return c, hint
 			}
+			// The 4-tuple is used again with the roles reversed.
+			delete(tl.current, c.key)
 			return tl.create(local, remote, hint, at), hint
 		}
 		if fresh && c.sides[r].started() {
@@ -395,7 +397,9 @@ func (tl *timeline) apply(ev Event) bool {
 		} else if e.State == SynSent {
 			hint = client
 		}
-		c, r := tl.lookup(e.Src, e.Dst, hint, false, e.Mono)
+		// A SYN or SYN-ACK retransmitted on the 4-tuple of a finished connection belongs
+		// to a new one.
+		c, r := tl.lookup(e.Src, e.Dst, hint, hint >= 0, e.Mono)
 		s := c.sides[r]
 		s.retrans = append(s.retrans, retransRec{state: e.State, at: e.Mono, synack: e.SynAck})
 	case ResetSent:

@@ -577,3 +577,38 @@ func TestClock(t *testing.T) {
 		t.Errorf("Time(MonoNow()) is %v from time.Now", d)
 	}
 }
+
+// Scenario 13 on a reused 4-tuple: the SYN of incarnation 2 is retransmitted before its
+// SYN_SENT -> ESTABLISHED names the 4-tuple.
+func TestTimelineSynRetransmitNewIncarnation(t *testing.T) {
+	cl, sv := mustAP("10.0.0.1:40000"), mustAP("10.0.0.2:80")
+	m := func(at time.Duration, src, dst netip.AddrPort) EventMeta { return EventMeta{Mono: at, Src: src, Dst: dst} }
+	tl := newTimeline(Filter{}, true, 0)
+	for _, ev := range []Event{
+		StateChange{EventMeta: m(1, cl, sv), Old: SynSent, New: Established},
+		StateChange{EventMeta: m(2, cl, sv), Old: Established, New: Close},
+		StateChange{EventMeta: m(3, netip.AddrPortFrom(cl.Addr(), 0), sv), Old: Close, New: SynSent},
+		Retransmit{EventMeta: m(4, cl, sv), State: SynSent},
+		StateChange{EventMeta: m(5, cl, sv), Old: SynSent, New: Established},
+	} {
+		tl.apply(ev)
+	}
+	cs := report(t, tl, 10)
+	if len(cs) != 2 {
+		t.Fatalf("connections %s", dump(cs))
+	}
+	wantStates(t, "client 1", cs[0].Client, Established, Close)
+	wantStates(t, "client 2", cs[1].Client, SynSent, Established)
+	if len(cs[0].Client.Retransmits) != 0 || len(cs[1].Client.Retransmits) != 1 || cs[1].Incarnation != 2 {
+		t.Errorf("retransmission on the wrong incarnation: %s", dump(cs))
+	}
+}
+
+func TestNewWithoutSources(t *testing.T) {
+	if _, err := New(Options{NoTrace: true, NoDiag: true}); err == nil {
+		t.Error("New without sources succeeded")
+	}
+	if _, err := New(Options{NoTrace: true, NetNS: "finproxy-no-such-namespace"}); err == nil {
+		t.Error("New with a missing namespace and no tracepoints succeeded")
+	}
+}
