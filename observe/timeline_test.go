@@ -582,7 +582,9 @@ func TestClock(t *testing.T) {
 // SYN_SENT -> ESTABLISHED names the 4-tuple.
 func TestTimelineSynRetransmitNewIncarnation(t *testing.T) {
 	cl, sv := mustAP("10.0.0.1:40000"), mustAP("10.0.0.2:80")
-	m := func(at time.Duration, src, dst netip.AddrPort) EventMeta { return EventMeta{Mono: at, Src: src, Dst: dst} }
+	m := func(at time.Duration, src, dst netip.AddrPort) EventMeta {
+		return EventMeta{Mono: at, Src: src, Dst: dst}
+	}
 	tl := newTimeline(Filter{}, true, 0)
 	for _, ev := range []Event{
 		StateChange{EventMeta: m(1, cl, sv), Old: SynSent, New: Established},
