@@ -66,9 +66,14 @@ func ensureTracefs() error {
 }
 
 // RemoveStaleInstances removes the tracefs instances named finproxy-<pid>[-n] whose
-// process is gone (left behind by a finproxy that was killed) and returns their names.
+// process is gone (left behind by a finproxy that was killed) and returns their
+// directories. Without tracefs mounted there is nothing to remove. It suits
+// `finproxy cleanup`.
 func RemoveStaleInstances() ([]string, error) {
 	ents, err := os.ReadDir(filepath.Join(TracefsRoot, "instances"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -83,11 +88,12 @@ func RemoveStaleInstances() ([]string, error) {
 		if err != nil || pid <= 0 || pid == os.Getpid() || processAlive(pid) {
 			continue
 		}
-		if err := os.Remove(filepath.Join(TracefsRoot, "instances", e.Name())); err != nil {
+		dir := filepath.Join(TracefsRoot, "instances", e.Name())
+		if err := os.Remove(dir); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		removed = append(removed, e.Name())
+		removed = append(removed, dir)
 	}
 	return removed, errors.Join(errs...)
 }
