@@ -20,8 +20,9 @@ type Options struct {
 	// (tracepoints) and of NetNS (sock_diag) is followed.
 	Filter Filter
 	// NetNS is the network namespace sock_diag polls: "" for the current one, an
-	// `ip netns` name, or a path such as /proc/PID/ns/net. The tracepoints see every
-	// namespace (filtered by Filter only).
+	// `ip netns` name, or a path such as /proc/PID/ns/net (for an open handle h,
+	// fmt.Sprintf("/proc/self/fd/%d", h)). The tracepoints see every namespace
+	// (filtered by Filter only).
 	NetNS string
 	// PollInterval is the sock_diag period (25 ms if zero). It bounds the time resolution
 	// of what only sock_diag sees (timewait substate changes other than TIME_WAIT's entry,
@@ -359,8 +360,8 @@ func (o *Observer) resolveOwners(inodes []uint32) {
 
 // Sync waits until every event that happened before the call has been applied: a
 // marker written to the trace instance has come out of trace_pipe (events are read in
-// time order) and a sock_diag poll started after the call has been applied. It returns
-// early for a source that is not running.
+// time order) and a sock_diag poll started after the call has been applied. It needs
+// Run to be running; it does not wait for a source that has stopped.
 func (o *Observer) Sync(ctx context.Context) error {
 	seq := o.syncSeq.Add(1)
 	now := MonoNow()
