@@ -164,6 +164,8 @@ func TestModePairs(t *testing.T) {
 			serverSent: reply, serverRecv: req, clientSent: req, clientRecv: reply},
 		{name: "server-closes-first", server: []string{"--mode", "reply-close"}, client: []string{"--mode", "request-close"},
 			serverSent: reply, serverRecv: req, clientSent: req, clientRecv: reply},
+		{name: "send-delay", server: []string{"--mode", "reply-wait-close"}, client: []string{"--mode", "request-close", "--send-delay", "30ms"},
+			serverSent: reply, serverRecv: req, clientSent: req, clientRecv: reply},
 		{name: "shutdown", server: []string{"--mode", "reply-wait-close"}, client: []string{"--mode", "request-shutdown"},
 			serverSent: reply, serverRecv: req, clientSent: req, clientRecv: reply},
 		{name: "shutdown-server-first", server: []string{"--mode", "reply-close"}, client: []string{"--mode", "request-shutdown"},

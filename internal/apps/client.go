@@ -58,6 +58,7 @@ type clientConfig struct {
 	bytes       int
 	localPort   int
 	pause       time.Duration
+	sendDelay   time.Duration
 	expectBytes int64
 }
 
@@ -72,6 +73,7 @@ func clientFlags(stderr io.Writer) (*flag.FlagSet, *clientConfig) {
 	fs.IntVar(&c.bytes, "bytes", 1000, "send-close, send-shutdown-read: bytes to send")
 	fs.IntVar(&c.localPort, "local-port", 0, "bind this local `PORT` (with SO_REUSEADDR, so that it can be reused while in TIME_WAIT); 0: ephemeral")
 	fs.DurationVar(&c.pause, "pause", 0, "wait between connections")
+	fs.DurationVar(&c.sendDelay, "send-delay", 0, "wait this long after connecting before sending anything (so that only the handshake's own ACK can complete it)")
 	fs.Int64Var(&c.expectBytes, "expect-bytes", -1, "send-shutdown-read: fail unless exactly this many bytes are received (-1: any)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `usage: app client --connect ADDR:PORT --mode MODE [flags]
@@ -111,7 +113,7 @@ func clientMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case c.count < 1:
 		fmt.Fprintln(stderr, "app client: --count must be at least 1")
 		return ExitUsage
-	case c.timeout <= 0 || c.bytes < 0 || c.pause < 0 || c.localPort < 0 || c.localPort > 65535:
+	case c.timeout <= 0 || c.bytes < 0 || c.pause < 0 || c.sendDelay < 0 || c.localPort < 0 || c.localPort > 65535:
 		fmt.Fprintln(stderr, "app client: bad --timeout, --bytes, --pause or --local-port")
 		return ExitUsage
 	}
@@ -175,6 +177,14 @@ func runConn(ctx context.Context, c *clientConfig, i int) (Record, error) {
 	// ctx ends the connection's I/O at once.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 
+	if c.sendDelay > 0 {
+		t := time.NewTimer(c.sendDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	err = clientDo(c, i, tc, &rec)
 	stop()
 	if cerr := conn.Close(); cerr != nil && err == nil {
