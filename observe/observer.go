@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,14 @@ type Options struct {
 	// fmt.Sprintf("/proc/self/fd/%d", h)). The tracepoints see every namespace
 	// (filtered by Filter only).
 	NetNS string
+	// NetNSs, when not empty, replaces NetNS: sock_diag polls each of these namespaces
+	// (each written as NetNS takes it, "" being the current one) and merges their sockets
+	// into one set of timelines, for applications that live in different namespaces (a
+	// client and a server namespace around a router). Each poll dumps them one after the
+	// other; a namespace that cannot be opened is a warning, the others are polled. Two
+	// namespaces holding the same 4-tuple (the same addresses on both ends) cannot be told
+	// apart. Setting both NetNS and NetNSs is an error.
+	NetNSs []string
 	// PollInterval is the sock_diag period (25 ms if zero). It bounds the time resolution
 	// of what only sock_diag sees (timewait substate changes other than TIME_WAIT's entry,
 	// the end of a timewait socket).
@@ -46,7 +55,8 @@ type Observer struct {
 	clock  Clock
 	start  time.Duration
 	trace  *traceInstance
-	diag   *Diag
+	diags  []*Diag  // one per namespace polled
+	netns  []string // the namespaces of diags
 	owners *Owners
 
 	mu          sync.Mutex
@@ -76,6 +86,9 @@ type Observer struct {
 // then on, read or not) and the sock_diag socket. A source that cannot start is reported
 // in Warnings and the Observer carries on with the other; New fails only when none starts.
 func New(opts Options) (*Observer, error) {
+	if opts.NetNS != "" && len(opts.NetNSs) > 0 {
+		return nil, errors.New("observe: set NetNS or NetNSs, not both")
+	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 25 * time.Millisecond
 	}
@@ -99,15 +112,26 @@ func New(opts Options) (*Observer, error) {
 		}
 	}
 	if !opts.NoDiag {
-		d, err := OpenDiag(opts.NetNS, opts.Filter)
-		if err != nil {
+		var failed []error
+		for _, ns := range namespaces(opts) {
+			d, err := OpenDiag(ns, opts.Filter)
+			if err != nil {
+				failed = append(failed, err)
+				continue
+			}
+			o.diags, o.netns = append(o.diags, d), append(o.netns, ns)
+		}
+		switch {
+		case len(o.diags) == 0:
+			err := errors.Join(failed...)
 			errs = append(errs, err)
 			o.warn(fmt.Sprintf("sock_diag unavailable, no TIME_WAIT, timers or owners: %v", err))
-		} else {
-			o.diag, o.diagAlive = d, true
+		case len(failed) > 0:
+			o.warn(fmt.Sprintf("sock_diag polls only %s: %v", nsList(o.netns), errors.Join(failed...)))
 		}
+		o.diagAlive = len(o.diags) > 0
 	}
-	if o.trace == nil && o.diag == nil {
+	if o.trace == nil && len(o.diags) == 0 {
 		if len(errs) == 0 {
 			errs = append(errs, errors.New("both sources are turned off"))
 		}
@@ -115,6 +139,32 @@ func New(opts Options) (*Observer, error) {
 	}
 	o.tl = newTimeline(opts.Filter, o.trace != nil, opts.MaxConnections)
 	return o, nil
+}
+
+// namespaces lists the namespaces sock_diag polls, without repetitions.
+func namespaces(opts Options) []string {
+	if len(opts.NetNSs) == 0 {
+		return []string{opts.NetNS}
+	}
+	var out []string
+	for _, ns := range opts.NetNSs {
+		if !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// nsList names namespaces for a message ("" is the current one).
+func nsList(nss []string) string {
+	names := make([]string, len(nss))
+	for i, ns := range nss {
+		names[i] = ns
+		if ns == "" {
+			names[i] = "the current namespace"
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 func (o *Observer) warn(msg string) {
@@ -223,7 +273,7 @@ func (o *Observer) Run(ctx context.Context) error {
 			}
 		})
 	}
-	if o.diag != nil {
+	if len(o.diags) > 0 {
 		sources++
 		wg.Go(func() {
 			o.pollLoop(ctx)
@@ -325,7 +375,17 @@ func (o *Observer) pollLoop(ctx context.Context) {
 
 func (o *Observer) pollOnce(failures *int) {
 	start := MonoNow()
-	socks, err := o.diag.dumpTimed()
+	var socks []timedSocket
+	var err error
+	for _, d := range o.diags {
+		// A poll is applied whole or not at all: a namespace missing from it would make
+		// its sockets look gone.
+		var s []timedSocket
+		if s, err = d.dumpTimed(); err != nil {
+			break
+		}
+		socks = append(socks, s...)
+	}
 	end := MonoNow()
 	o.mu.Lock()
 	if err != nil {
@@ -395,10 +455,9 @@ func (o *Observer) Snapshot() Report {
 	defer o.mu.Unlock()
 	now := MonoNow()
 	r := Report{
-		Start: o.clock.Time(o.start),
-		Taken: o.clock.Time(now),
-		Sources: Sources{Trace: o.trace != nil, Diag: o.diag != nil, NetNS: o.opts.NetNS,
-			Poll: Duration(o.opts.PollInterval)},
+		Start:       o.clock.Time(o.start),
+		Taken:       o.clock.Time(now),
+		Sources:     Sources{Trace: o.trace != nil, Diag: len(o.diags) > 0, Poll: Duration(o.opts.PollInterval)},
 		Warnings:    append([]string(nil), o.warnings...),
 		Stats:       o.stats,
 		Connections: o.tl.report(o.clock, now),
@@ -409,8 +468,13 @@ func (o *Observer) Snapshot() Report {
 			r.Stats.LostEvents = max(r.Stats.LostEvents, o.trace.overruns())
 		}
 	}
-	if o.diag == nil {
+	switch len(o.diags) {
+	case 0:
 		r.Sources.Poll = 0
+	case 1:
+		r.Sources.NetNS = o.netns[0]
+	default:
+		r.Sources.NetNSs = slices.Clone(o.netns)
 	}
 	return r
 }
@@ -474,8 +538,8 @@ func (o *Observer) release() error {
 				errs = append(errs, err)
 			}
 		}
-		if o.diag != nil {
-			if err := o.diag.Close(); err != nil {
+		for _, d := range o.diags {
+			if err := d.Close(); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -39,7 +39,7 @@ func newLab(t *testing.T, port uint16) *lab {
 	if w := o.Warnings(); len(w) > 0 {
 		t.Logf("warnings: %q", w)
 	}
-	if o.trace == nil || o.diag == nil {
+	if o.trace == nil || len(o.diags) == 0 {
 		o.Close()
 		nstest.Skip(t, fmt.Sprintf("needs both tracepoints and sock_diag: %q", o.Warnings()))
 	}

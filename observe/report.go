@@ -30,10 +30,11 @@ type Report struct {
 
 // Sources tells which sources ran.
 type Sources struct {
-	Trace    bool     `json:"trace"`              // the tracepoints were read
-	Instance string   `json:"instance,omitempty"` // the tracefs instance directory
-	Diag     bool     `json:"sock_diag"`          // sock_diag was polled
-	NetNS    string   `json:"netns,omitempty"`    // the namespace sock_diag polled
+	Trace    bool     `json:"trace"`                // the tracepoints were read
+	Instance string   `json:"instance,omitempty"`   // the tracefs instance directory
+	Diag     bool     `json:"sock_diag"`            // sock_diag was polled
+	NetNS    string   `json:"netns,omitempty"`      // the namespace sock_diag polled, when one
+	NetNSs   []string `json:"netns_list,omitempty"` // the namespaces sock_diag polled, when several
 	Poll     Duration `json:"poll_interval,omitzero"`
 }
 
