@@ -38,6 +38,12 @@ type StateChange struct {
 	Family string `json:"family,omitempty"` // AF_INET or AF_INET6: the socket's family
 	Proto  string `json:"proto,omitempty"`  // IPPROTO_TCP (or IPPROTO_MPTCP, IPPROTO_SCTP: not followed)
 	Source string `json:"source"`           // SourceTrace or SourceDiag
+	// Handoff marks, on the Observer's stream, a tracepoint X -> CLOSE (X FIN_WAIT2 or
+	// CLOSING) that the timeline takes for the full socket being replaced by a timewait
+	// socket: not a close. sock_diag then confirms it (a StateChange to TIME_WAIT follows,
+	// or none when the side stays in timewait FIN_WAIT2) or refutes it (a StateChange to
+	// CLOSE follows).
+	Handoff bool `json:"handoff,omitempty"`
 }
 
 // Retransmit is tcp:tcp_retransmit_skb (a segment retransmitted by a full socket, in

@@ -343,7 +343,7 @@ func (o *Observer) line(l string) {
 		}
 		return
 	}
-	if o.tl.apply(ev) {
+	if ev, ok := o.tl.applyEvent(ev); ok {
 		o.send(ev)
 	}
 	o.drain()

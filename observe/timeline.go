@@ -379,17 +379,27 @@ func (tl *timeline) addDerived(c *conn, r role, st State, at time.Duration, src 
 
 // apply takes one tracepoint event. It reports false when the Filter excludes it.
 func (tl *timeline) apply(ev Event) bool {
+	_, ok := tl.applyEvent(ev)
+	return ok
+}
+
+// applyEvent is apply, returning the event as the stream gives it: a StateChange the
+// timeline takes for a handoff to a timewait socket is marked so.
+func (tl *timeline) applyEvent(ev Event) (Event, bool) {
 	switch e := ev.(type) {
 	case StateChange:
 		if !tl.filter.Match(e.Src, e.Dst) {
 			tl.filtered++
-			return false
+			return ev, false
 		}
-		tl.applyState(e)
+		if tl.applyState(e) {
+			e.Handoff = true
+			ev = e
+		}
 	case Retransmit:
 		if !tl.filter.Match(e.Src, e.Dst) {
 			tl.filtered++
-			return false
+			return ev, false
 		}
 		hint := role(-1)
 		if e.SynAck {
@@ -405,7 +415,7 @@ func (tl *timeline) apply(ev Event) bool {
 	case ResetSent:
 		if !tl.filter.Match(e.Src, e.Dst) {
 			tl.filtered++
-			return false
+			return ev, false
 		}
 		c, r := tl.lookup(e.Src, e.Dst, -1, false, e.Mono)
 		s := c.sides[r]
@@ -418,21 +428,22 @@ func (tl *timeline) apply(ev Event) bool {
 	case ResetReceived:
 		if !tl.filter.Match(e.Src, e.Dst) {
 			tl.filtered++
-			return false
+			return ev, false
 		}
 		c, r := tl.lookup(e.Src, e.Dst, -1, false, e.Mono)
 		s := c.sides[r]
 		s.recv = append(s.recv, resetRec{at: e.Mono})
 		s.lastReset, s.hasReset = e.Mono, true
 	default:
-		return false
+		return ev, false
 	}
-	return true
+	return ev, true
 }
 
-func (tl *timeline) applyState(e StateChange) {
+// applyState applies a state change; it reports whether it was taken for a handoff.
+func (tl *timeline) applyState(e StateChange) bool {
 	if e.Proto != "" && e.Proto != "IPPROTO_TCP" {
-		return
+		return false
 	}
 	if e.Dst.Port() == 0 {
 		// A listener (or an unconnected socket).
@@ -442,7 +453,7 @@ func (tl *timeline) applyState(e StateChange) {
 		case e.Old == Listen:
 			delete(tl.listenPorts, e.Src.Port())
 		}
-		return
+		return false
 	}
 	if e.Src.Port() == 0 {
 		// connect() sets SYN_SENT before it chooses the source port: keep the entry until
@@ -458,7 +469,7 @@ func (tl *timeline) applyState(e StateChange) {
 		case e.Old == SynSent:
 			tl.popPending(e.Dst, e.Src.Addr(), e.Mono)
 		}
-		return
+		return false
 	}
 	hint := role(-1)
 	switch {
@@ -481,9 +492,10 @@ func (tl *timeline) applyState(e StateChange) {
 		if sight, ok := tl.tw[ends{s.addr, c.peer(r)}]; ok && sight.lo > e.Mono {
 			tl.twApply(c, r, sight)
 		}
-		return
+		return true
 	}
 	s.add(e.New, e.Mono, SourceTrace)
+	return false
 }
 
 // popPending takes the oldest SYN_SENT recorded for dst from addr (or an unspecified

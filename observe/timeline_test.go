@@ -614,3 +614,20 @@ func TestNewWithoutSources(t *testing.T) {
 		t.Error("New with a missing namespace and no tracepoints succeeded")
 	}
 }
+
+// The stream marks the tracepoint's FIN_WAIT2 -> CLOSE of a handoff; other changes to
+// CLOSE are not marked.
+func TestTimelineHandoffMarked(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	tl := newTimeline(Filter{}, true, 0)
+	var marked []StateChange
+	for _, ev := range evs {
+		out, ok := tl.applyEvent(ev)
+		if sc, isState := out.(StateChange); ok && isState && sc.Handoff {
+			marked = append(marked, sc)
+		}
+	}
+	if len(marked) != 1 || marked[0].Old != FinWait2 || marked[0].New != Close || marked[0].Src != mustAP(v4client) {
+		t.Fatalf("handoffs marked %s, want the client's FIN_WAIT2 -> CLOSE", dump(marked))
+	}
+}
