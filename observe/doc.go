@@ -14,7 +14,8 @@
 //     a full socket, exact to the microsecond, but nothing of timewait sockets and no
 //     network namespace.
 //   - sock_diag (netlink inet_diag, what ss uses), polled every Options.PollInterval in
-//     the namespace of the application. It lists timewait sockets (TIME_WAIT, and
+//     the namespace of the application (Options.NetNS), or in several (Options.NetNSs:
+//     a client and a server namespace, merged into one timeline). It lists timewait sockets (TIME_WAIT, and
 //     FIN_WAIT2 of an orphan) with their timer, and full sockets with their inode (hence
 //     their owning process, found in /proc/PID/fd), uid and queues.
 //

@@ -504,7 +504,7 @@ func (o *Observer) Leaks(threshold time.Duration) []Leak {
 func (o *Observer) Annotate(n Note) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.tl.annotate(noteRec{at: o.clock.Mono(n.At), src: unmapAP(n.Src), dst: unmapAP(n.Dst), text: n.Text})
+	o.tl.annotate(noteRec{at: o.clock.Mono(n.At), src: unmapAP(n.Src), dst: unmapAP(n.Dst), text: n.Text, data: n.Data})
 }
 
 func unmapAP(a netip.AddrPort) netip.AddrPort {

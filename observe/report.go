@@ -62,6 +62,9 @@ type Connection struct {
 	Client      Side      `json:"client"`
 	Server      Side      `json:"server"`
 	Notes       []Note    `json:"notes,omitempty"`
+	// NotesDropped counts the notes forgotten beyond 512 (the first 256 and the latest
+	// are kept).
+	NotesDropped int `json:"notes_dropped,omitempty"`
 }
 
 // Side is one end of a connection: one socket (a full socket, then possibly a timewait
@@ -145,6 +148,10 @@ type Note struct {
 	Src  netip.AddrPort `json:"src"`
 	Dst  netip.AddrPort `json:"dst"`
 	Text string         `json:"text"`
+	// Data is the annotator's own record of the event (finproxy run puts its event log
+	// record, rules.Record, there), encoded to JSON as is. Decoded from JSON it is what
+	// encoding/json makes of an object (map[string]any).
+	Data any `json:"data,omitempty"`
 }
 
 // Leak is a socket held in CLOSE_WAIT longer than a threshold: its peer closed, its

@@ -104,7 +104,13 @@ type noteRec struct {
 	at       time.Duration
 	src, dst netip.AddrPort
 	text     string
+	data     any
 }
+
+// maxNotes bounds the notes kept per connection: beyond it the notes after the first
+// half are forgotten oldest first, so that a long connection keeps its beginning (the
+// handshake) and its latest notes (the teardown).
+const maxNotes = 512
 
 type conn struct {
 	key         pair
@@ -112,6 +118,7 @@ type conn struct {
 	first       time.Duration
 	sides       [2]*side
 	notes       []noteRec
+	notesLost   int
 }
 
 type pendingSyn struct {
@@ -810,17 +817,21 @@ func (tl *timeline) annotate(n noteRec) {
 		i--
 	}
 	c.notes = slices.Insert(c.notes, i, n)
+	if len(c.notes) > maxNotes {
+		c.notes = slices.Delete(c.notes, maxNotes/2, maxNotes/2+1)
+		c.notesLost++
+	}
 }
 
 // report converts the timeline; now is the snapshot's time.
 func (tl *timeline) report(clk Clock, now time.Duration) []Connection {
 	out := make([]Connection, 0, len(tl.conns))
 	for _, c := range tl.conns {
-		rc := Connection{Incarnation: c.incarnation, FirstSeen: clk.Time(c.firstSeen())}
+		rc := Connection{Incarnation: c.incarnation, FirstSeen: clk.Time(c.firstSeen()), NotesDropped: c.notesLost}
 		rc.Client = c.sides[client].report(clk, now)
 		rc.Server = c.sides[server].report(clk, now)
 		for _, n := range c.notes {
-			rc.Notes = append(rc.Notes, Note{At: clk.Time(n.at), Src: n.src, Dst: n.dst, Text: n.text})
+			rc.Notes = append(rc.Notes, Note{At: clk.Time(n.at), Src: n.src, Dst: n.dst, Text: n.text, Data: n.data})
 		}
 		out = append(out, rc)
 	}

@@ -2,6 +2,7 @@ package observe
 
 import (
 	"bufio"
+	"fmt"
 	"net/netip"
 	"os"
 	"slices"
@@ -629,5 +630,26 @@ func TestTimelineHandoffMarked(t *testing.T) {
 	}
 	if len(marked) != 1 || marked[0].Old != FinWait2 || marked[0].New != Close || marked[0].Src != mustAP(v4client) {
 		t.Fatalf("handoffs marked %s, want the client's FIN_WAIT2 -> CLOSE", dump(marked))
+	}
+}
+
+// Notes beyond maxNotes are dropped from the middle: the first half and the latest stay.
+func TestTimelineAnnotateCap(t *testing.T) {
+	tl := newTimeline(Filter{}, true, 0)
+	c, s := mustAP(v4client), mustAP(v4server)
+	const n = maxNotes + 10
+	for i := range n {
+		tl.annotate(noteRec{at: time.Duration(i+1) * time.Millisecond, src: c, dst: s, text: fmt.Sprint(i), data: i})
+	}
+	cn := only(t, report(t, tl, time.Second))
+	if len(cn.Notes) != maxNotes || cn.NotesDropped != 10 {
+		t.Fatalf("%d notes, %d dropped; want %d, 10", len(cn.Notes), cn.NotesDropped, maxNotes)
+	}
+	if cn.Notes[0].Text != "0" || cn.Notes[maxNotes/2-1].Text != fmt.Sprint(maxNotes/2-1) ||
+		cn.Notes[maxNotes/2].Text != fmt.Sprint(maxNotes/2+10) || cn.Notes[maxNotes-1].Text != fmt.Sprint(n-1) {
+		t.Errorf("kept notes %s ... %s, %s ... %s", cn.Notes[0].Text, cn.Notes[maxNotes/2-1].Text, cn.Notes[maxNotes/2].Text, cn.Notes[maxNotes-1].Text)
+	}
+	if cn.Notes[1].Data != 1 {
+		t.Errorf("note data %v, want 1", cn.Notes[1].Data)
 	}
 }
