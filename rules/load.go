@@ -27,16 +27,20 @@ import (
 type section struct {
 	key  string
 	load func(l *loader, p keyPath, v toml.Primitive)
+	// check, when set, runs once every section is loaded (whether or not the key is in the
+	// file), for what a section says about the others.
+	check func(l *loader)
 }
 
 // sections are the top-level keys of a config file. A new section ([lab], [expect], ...) is
 // one more entry here, with its field in Config.
 var sections = []section{
-	{"name", (*loader).loadName},
-	{"description", (*loader).loadDescription},
-	{"seed", (*loader).loadSeed},
-	{"target", (*loader).loadTarget},
-	{"rule", (*loader).loadRules},
+	{"name", (*loader).loadName, nil},
+	{"description", (*loader).loadDescription, nil},
+	{"seed", (*loader).loadSeed, nil},
+	{"target", (*loader).loadTarget, nil},
+	{"rule", (*loader).loadRules, nil},
+	{"lab", (*loader).loadLab, nil},
 }
 
 // targetKeys are the keys of [target].
@@ -84,6 +88,11 @@ func parse(data []byte, file string) (*Config, ConfigErrors) {
 			sections[i].load(l, p, top[k])
 		} else {
 			l.unknownKey(p, k, known)
+		}
+	}
+	for _, s := range sections {
+		if s.check != nil {
+			s.check(l)
 		}
 	}
 	if !l.scope {

@@ -313,6 +313,9 @@ type Config struct {
 	Seed   int64
 	Target Target
 	Rules  []*Rule
+	// Lab is the [lab] section: the applications to run the scenario against (nil when
+	// absent).
+	Lab *Lab
 }
 
 // UnmarshalText parses a side as written by MarshalText.

@@ -1,0 +1,441 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Lab is the [lab] section of a config: the real applications a scenario runs against, in
+// a client, a router and a server network namespace, and how to run them.
+type Lab struct {
+	// Server and Client are the applications' argv, with their placeholders not yet
+	// expanded (see ExpandArg). A command written as a string was split into words as a
+	// shell would split it (quotes and backslashes honoured), but no shell runs it.
+	Server []string
+	Client []string
+	// Ready is the text the server prints (stdout or stderr) once it listens.
+	Ready string
+	// Family is the address family {server_addr} and {client_addr} expand to.
+	Family Family
+	// Timeout bounds one run; Settle is the quiet time after both applications are done
+	// before the run ends.
+	Timeout time.Duration
+	Settle  time.Duration
+	// Sysctls are set in the lab's namespaces before the applications start: role
+	// ("client", "router", "server") -> key ("net.ipv4.tcp_fin_timeout") -> value.
+	// Nil when none are given.
+	Sysctls map[string]map[string]string
+	// Pos is where the [lab] table starts.
+	Pos Position
+}
+
+// Family is an address family of the lab.
+type Family string
+
+// Families.
+const (
+	FamilyIPv4 Family = "ipv4"
+	FamilyIPv6 Family = "ipv6"
+)
+
+// Defaults of [lab].
+const (
+	DefaultReady       = "ready"
+	DefaultLabTimeout  = 20 * time.Second
+	DefaultLabSettle   = 800 * time.Millisecond
+	DefaultLabFamily   = FamilyIPv4
+	placeholderPattern = `\{[A-Za-z_][A-Za-z0-9_]*\}`
+)
+
+// Placeholders are the names a lab command may use, written {name}:
+//
+//	{server_addr}  the server's address in the lab (of Lab.Family)
+//	{client_addr}  the client's address in the lab
+//	{port}         the server's TCP port
+//	{finproxy}     the finproxy executable (for its built-in applications)
+//
+// Any other {name} (letters, digits and underscores in braces) is a config error; other
+// braces are kept as written ("{}", "{ print }"). An IPv6 address is not bracketed: write
+// "[{server_addr}]:{port}" where a program wants host:port.
+var Placeholders = []string{"server_addr", "client_addr", "port", "finproxy"}
+
+// LabRoles are the namespaces of a lab, the roles [lab.sysctl] takes.
+var LabRoles = []string{"client", "router", "server"}
+
+// labKeys are the keys of [lab].
+var labKeys = []string{"server", "client", "ready", "family", "timeout", "settle", "sysctl"}
+
+var placeholderRE = regexp.MustCompile(placeholderPattern)
+
+// LabVars are the values of the placeholders of one run.
+type LabVars struct {
+	ServerAddr, ClientAddr netip.Addr
+	Port                   uint16
+	Finproxy               string
+}
+
+// ExpandArg replaces the placeholders of arg (see Placeholders) by their values.
+// Placeholders a loaded config cannot contain are left as written.
+func ExpandArg(arg string, v LabVars) string {
+	return placeholderRE.ReplaceAllStringFunc(arg, func(ph string) string {
+		switch ph[1 : len(ph)-1] {
+		case "server_addr":
+			return v.ServerAddr.String()
+		case "client_addr":
+			return v.ClientAddr.String()
+		case "port":
+			return strconv.Itoa(int(v.Port))
+		case "finproxy":
+			return v.Finproxy
+		}
+		return ph
+	})
+}
+
+// ExpandArgs returns a copy of args with ExpandArg applied to each.
+func ExpandArgs(args []string, v LabVars) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = ExpandArg(a, v)
+	}
+	return out
+}
+
+// ServerArgv is the server's argv for a run.
+func (l *Lab) ServerArgv(v LabVars) []string { return ExpandArgs(l.Server, v) }
+
+// ClientArgv is the client's argv for a run.
+func (l *Lab) ClientArgv(v LabVars) []string { return ExpandArgs(l.Client, v) }
+
+func (l *loader) loadLab(p keyPath, v toml.Primitive) {
+	tbl, ok := l.table(p, v)
+	if !ok {
+		return
+	}
+	lc := l.loc.at(p)
+	lab := &Lab{
+		Ready:   DefaultReady,
+		Family:  DefaultLabFamily,
+		Timeout: DefaultLabTimeout,
+		Settle:  DefaultLabSettle,
+		Pos:     Position{File: l.file, Line: lc.line, Col: lc.col},
+	}
+	l.cfg.Lab = lab
+	var timeoutOK, settleOK bool
+	for _, k := range sortedKeys(tbl) {
+		kp, v := p.key(k), tbl[k]
+		switch k {
+		case "server":
+			lab.Server = l.command(kp, v)
+		case "client":
+			lab.Client = l.command(kp, v)
+		case "ready":
+			if s, ok := l.str(kp, v); ok {
+				if s == "" {
+					l.valErr(kp, "must not be empty (leave it out for %q)", DefaultReady)
+				} else {
+					lab.Ready = s
+				}
+			}
+		case "family":
+			if s, ok := l.str(kp, v); ok {
+				switch f := Family(s); f {
+				case FamilyIPv4, FamilyIPv6:
+					lab.Family = f
+				default:
+					l.valErr(kp, "unknown family %q (want ipv4 or ipv6)", s)
+				}
+			}
+		case "timeout":
+			if d, ok := l.duration(kp, v); ok {
+				if d == 0 {
+					l.valErr(kp, "must be more than 0 (leave it out for %s)", DefaultLabTimeout)
+				} else {
+					lab.Timeout, timeoutOK = d, true
+				}
+			}
+		case "settle":
+			if d, ok := l.duration(kp, v); ok {
+				if d == 0 {
+					l.valErr(kp, "must be more than 0: a retransmission timer needs time to fire (leave it out for %s)", DefaultLabSettle)
+				} else {
+					lab.Settle, settleOK = d, true
+				}
+			}
+		case "sysctl":
+			lab.Sysctls = l.sysctls(kp, v)
+		default:
+			l.unknownKey(kp, k, labKeys)
+		}
+	}
+	for _, k := range []string{"server", "client"} {
+		if _, ok := tbl[k]; !ok {
+			l.keyErr(p, "missing %s (the %s program's command, such as %s)", k, k, exampleCommand[k])
+		}
+	}
+	if (timeoutOK || settleOK) && lab.Settle >= lab.Timeout {
+		at := p.key("settle")
+		if !settleOK {
+			at = p.key("timeout")
+		}
+		l.valErr(at, "settle (%s) must be shorter than timeout (%s): every run would time out", lab.Settle, lab.Timeout)
+	}
+}
+
+var exampleCommand = map[string]string{
+	"server": `"{finproxy} app server --listen {server_addr}:{port}"`,
+	"client": `["socat", "-", "TCP:{server_addr}:{port}"]`,
+}
+
+// duration reads a duration string such as "250ms".
+func (l *loader) duration(p keyPath, v toml.Primitive) (time.Duration, bool) {
+	raw := l.raw(v)
+	s, ok := raw.(string)
+	if !ok {
+		l.typeErr(p, wantType(reflect.TypeFor[Duration]()), raw)
+		return 0, false
+	}
+	var d Duration
+	if err := d.UnmarshalText([]byte(s)); err != nil {
+		l.valErr(p, "%v", err)
+		return 0, false
+	}
+	return time.Duration(d), true
+}
+
+// command reads a command: a string split into words, or an array of strings (argv).
+func (l *loader) command(p keyPath, v toml.Primitive) []string {
+	var (
+		argv []string
+		at   []keyPath // where each word is written
+	)
+	switch raw := l.raw(v).(type) {
+	case string:
+		words, err := splitCommand(raw)
+		if err != nil {
+			l.valErr(p, "%v", err)
+			return nil
+		}
+		if len(words) == 0 {
+			l.valErr(p, "empty command")
+			return nil
+		}
+		argv = words
+		for range words {
+			at = append(at, p)
+		}
+	case []any:
+		if len(raw) == 0 {
+			l.valErr(p, "empty command")
+			return nil
+		}
+		ok := true
+		for i, e := range raw {
+			s, isStr := e.(string)
+			if !isStr {
+				l.typeErr(p.index(i+1), "a string", e)
+				ok = false
+			}
+			argv = append(argv, s)
+			at = append(at, p.index(i+1))
+		}
+		if s, isStr := raw[0].(string); isStr && s == "" {
+			l.valErr(at[0], "empty program name")
+			ok = false
+		}
+		if !ok {
+			l.placeholders(argv, at)
+			return nil
+		}
+	default:
+		l.typeErr(p, "a string or an array of strings (argv)", raw)
+		return nil
+	}
+	if !l.placeholders(argv, at) {
+		return nil
+	}
+	return argv
+}
+
+// placeholders reports the unknown placeholders of argv, whose words are written at at.
+func (l *loader) placeholders(argv []string, at []keyPath) bool {
+	ok := true
+	for i, w := range argv {
+		for _, ph := range placeholderRE.FindAllString(w, -1) {
+			name := ph[1 : len(ph)-1]
+			if slices.Contains(Placeholders, name) {
+				continue
+			}
+			ok = false
+			if s := suggest(name, Placeholders); s != "" {
+				l.valErr(at[i], "unknown placeholder %s (did you mean {%s}?)", ph, s)
+			} else {
+				l.valErr(at[i], "unknown placeholder %s (known: {%s})", ph, strings.Join(Placeholders, "}, {"))
+			}
+		}
+	}
+	return ok
+}
+
+// shellOnly are characters that mean something only to a shell, which finproxy does not run.
+const shellOnly = "|&;<>()`$"
+
+// splitCommand splits s into words as a POSIX shell does, without any expansion: words are
+// separated by unquoted blanks; '...' keeps everything literally; "..." keeps everything
+// but \ before " \ $ ` and newline; an unquoted \ keeps the next character. An unquoted
+// character of shellOnly is an error: the command would need a shell.
+func splitCommand(s string) ([]string, error) {
+	var (
+		words []string
+		cur   strings.Builder
+		in    bool // inside a word
+	)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+				in = false
+			}
+		case c == '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				return nil, fmt.Errorf("unterminated ' quote")
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+			in = true
+		case c == '"':
+			in = true
+			closed := false
+			for i++; i < len(s); i++ {
+				c := s[i]
+				if c == '"' {
+					closed = true
+					break
+				}
+				if c == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`\n", s[i+1]) >= 0 {
+					i++
+					if s[i] != '\n' {
+						cur.WriteByte(s[i])
+					}
+					continue
+				}
+				cur.WriteByte(c)
+			}
+			if !closed {
+				return nil, fmt.Errorf(`unterminated " quote`)
+			}
+		case c == '\\':
+			if i+1 >= len(s) {
+				return nil, fmt.Errorf(`trailing \ escapes nothing`)
+			}
+			i++
+			if s[i] != '\n' {
+				cur.WriteByte(s[i])
+				in = true
+			}
+		case strings.IndexByte(shellOnly, c) >= 0:
+			return nil, fmt.Errorf("%q needs a shell, and finproxy runs the command without one: quote it, or write [\"sh\", \"-c\", \"...\"]", c)
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words, nil
+}
+
+// sysctlKeyRE is the form of a sysctl key finproxy sets: a per-namespace net.* key, with
+// dots or, as sysctl(8) also allows, slashes.
+var sysctlKeyRE = regexp.MustCompile(`^net[./][A-Za-z0-9_./:-]+$`)
+
+// sysctls reads [lab.sysctl]: role -> key -> value. A key written unquoted (net.ipv4.x = 1)
+// is a dotted key, a nest of tables in TOML: it reads as the quoted key would.
+func (l *loader) sysctls(p keyPath, v toml.Primitive) map[string]map[string]string {
+	roles, ok := l.raw(v).(map[string]any)
+	if !ok {
+		l.typeErr(p, "a table (role -> sysctl key -> value)", l.raw(v))
+		return nil
+	}
+	out := map[string]map[string]string{}
+	for _, role := range sortedKeys(roles) {
+		rp := p.key(role)
+		if !slices.Contains(LabRoles, role) {
+			if s := suggest(role, LabRoles); s != "" {
+				l.keyErr(rp, "unknown role %q (did you mean %s?)", role, s)
+			} else {
+				l.keyErr(rp, "unknown role %q (want client, router or server)", role)
+			}
+			continue
+		}
+		keys, ok := roles[role].(map[string]any)
+		if !ok {
+			l.typeErr(rp, `a table of sysctls, such as "net.ipv4.tcp_fin_timeout" = 3`, roles[role])
+			continue
+		}
+		m := map[string]string{}
+		written := map[string]keyPath{}
+		l.sysctlTable(rp, "", keys, m, written)
+		if len(m) > 0 {
+			out[role] = m
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// sysctlTable reads the sysctls of one role; prefix is the dotted key of a nested table.
+func (l *loader) sysctlTable(p keyPath, prefix string, tbl map[string]any, out map[string]string, written map[string]keyPath) {
+	for _, k := range sortedKeys(tbl) {
+		kp, v := p.key(k), tbl[k]
+		key := k
+		if prefix != "" {
+			key = prefix + "." + k
+		}
+		if sub, ok := v.(map[string]any); ok {
+			l.sysctlTable(kp, key, sub, out, written)
+			continue
+		}
+		if !sysctlKeyRE.MatchString(key) || strings.Contains(key, "..") || strings.Contains(key, "//") {
+			l.keyErr(kp, "only net.* keys can be set (they belong to the lab's namespace; others would change the host)")
+			continue
+		}
+		var val string
+		switch x := v.(type) {
+		case string:
+			val = x
+		case int64:
+			val = strconv.FormatInt(x, 10)
+		default:
+			l.typeErr(kp, "a string or an integer", v)
+			continue
+		}
+		norm := strings.ReplaceAll(key, "/", ".")
+		if first, dup := written[norm]; dup {
+			// Report the one written later.
+			a, b := l.loc.at(first), l.loc.at(kp)
+			if b.line < a.line || b.line == a.line && b.col < a.col {
+				kp, a = first, b
+			}
+			l.keyErr(kp, "sysctl %s is set twice (also at line %d)", norm, a.line)
+			continue
+		}
+		written[norm] = kp
+		out[key] = val
+	}
+}
