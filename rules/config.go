@@ -109,6 +109,42 @@ func (es ConfigErrors) sort() {
 //	        timeout = "2s", on_timeout = "pass"    # or "drop"; defaults 2s and pass
 //	merge:  timeout = "1s"                         # default 1s
 //
+// Two optional sections describe a run against real applications and what it must show
+// (see Lab and Expect for the meaning of each key):
+//
+//	[lab]
+//	server = "{finproxy} app server --listen {server_addr}:{port}"  # required; a string
+//	client = ["socat", "-", "TCP:{server_addr}:{port}"]  # (split like a shell, none runs
+//	                                 # it) or an argv list; placeholders {server_addr},
+//	                                 # {client_addr}, {port}, {finproxy}
+//	ready = "ready"                  # what the server prints once it listens (default)
+//	family = "ipv4"                  # or "ipv6": the addresses the placeholders give
+//	timeout = "20s"                  # bounds one run (default 20s)
+//	settle = "800ms"                 # quiet time after both are done (default 800ms)
+//	[lab.sysctl.client]              # per namespace: client, router, server
+//	"net.ipv4.tcp_max_tw_buckets" = 0    # net.* keys only; a string or an integer
+//
+//	[expect]
+//	leak_threshold = "1s"            # for close_wait_leak (default 1s)
+//	[expect.client]                  # and [expect.server]; states are the kernel's names
+//	states = ["FIN_WAIT1", "TIME_WAIT"]  # entered in this order (others may come between)
+//	absent = ["CLOSING"]             # never entered
+//	retransmits_in = ["FIN_WAIT1"]   # at least one retransmission in each
+//	no_retransmits = true            # none at all
+//	resets_sent = true               # true: at least one; false: none
+//	resets_received = false
+//	max_dwell = { FIN_WAIT2 = "10ms" }   # no longer than this in the state, if entered
+//	min_dwell = { CLOSE_WAIT = "1s" }    # entered, and at least this long
+//	close_wait_leak = true           # reported as a CLOSE_WAIT leak (true) or not (false)
+//	exit = 0                         # the application's exit code, 0-255
+//	[[expect.segment]]               # a count of event log records
+//	side = "client"                  # side, flags, has_flags, payload: as in a rule
+//	has_flags = "FIN"
+//	verdict = "drop"                 # accept | drop
+//	rule = "drop-first-client-fin"   # a rule of this config acted on it
+//	min = 2                          # bounds, 0 or more; without either: min = 1
+//	max = 2
+//
 // Durations are strings such as "250ms" or "2s".
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)

@@ -41,6 +41,7 @@ var sections = []section{
 	{"target", (*loader).loadTarget, nil},
 	{"rule", (*loader).loadRules, nil},
 	{"lab", (*loader).loadLab, nil},
+	{"expect", (*loader).loadExpect, (*loader).checkExpect},
 }
 
 // targetKeys are the keys of [target].

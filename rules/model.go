@@ -316,6 +316,8 @@ type Config struct {
 	// Lab is the [lab] section: the applications to run the scenario against (nil when
 	// absent).
 	Lab *Lab
+	// Expect is the [expect] section: what must be observed (nil when absent).
+	Expect *Expect
 }
 
 // UnmarshalText parses a side as written by MarshalText.

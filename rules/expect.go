@@ -1,0 +1,468 @@
+package rules
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/segment"
+)
+
+// Expect is the [expect] section of a config: what must be observed on the real sockets
+// of a run (and, in [[expect.segment]], in the event log) for the scenario to pass. It is
+// checked against what the observer saw, never against what the rules intended; package
+// verify does that.
+type Expect struct {
+	// LeakThreshold is how long a socket must stay in CLOSE_WAIT to be reported as a leak
+	// (for SideExpect.CloseWaitLeak).
+	LeakThreshold time.Duration
+	// Client and Server are the expectations of each side (nil: none).
+	Client *SideExpect
+	Server *SideExpect
+	// Segments are the checks on the event log, in the order written.
+	Segments []*SegmentExpect
+	// Pos is where the [expect] table starts.
+	Pos Position
+}
+
+// DefaultLeakThreshold is Expect.LeakThreshold when leak_threshold is not given.
+const DefaultLeakThreshold = time.Second
+
+// SideExpect is what must be observed of one side's socket. Zero values expect nothing.
+// States are kernel names as in TCPStates.
+type SideExpect struct {
+	// States must appear in this order among the states the side entered (a subsequence:
+	// other states may come before, between and after them).
+	States []string
+	// Absent must never be entered.
+	Absent []string
+	// RetransmitsIn: at least one retransmission must be seen in each of these states.
+	RetransmitsIn []string
+	// NoRetransmits: no retransmission at all.
+	NoRetransmits bool
+	// ResetsSent and ResetsReceived: true, at least one; false, none; nil, either.
+	ResetsSent     *bool
+	ResetsReceived *bool
+	// MaxDwell: the side must not stay longer than Limit in State, if it enters it (each
+	// stay, the ongoing one included). MinDwell: the side must enter State and stay there
+	// at least Limit (its longest stay; the ongoing one counts). In the order written.
+	MaxDwell []Dwell
+	MinDwell []Dwell
+	// CloseWaitLeak: true, the leak detector must report this side's socket (in
+	// CLOSE_WAIT for Expect.LeakThreshold or more); false, it must not; nil, either.
+	CloseWaitLeak *bool
+	// Exit is the application's exit code (the client program for the client side, the
+	// server program for the server side); nil, any.
+	Exit *int
+	// Pos is where the side's table starts.
+	Pos Position
+}
+
+// Dwell is a time limit on a state.
+type Dwell struct {
+	State string
+	Limit time.Duration
+}
+
+// SegmentExpect is a count of event log records. A record counts when it satisfies
+// Match's side, flags, pure-ACK, has-flags and payload conditions, and Verdict and Rule
+// when set.
+type SegmentExpect struct {
+	Match   Match
+	Verdict *Verdict
+	// Rule is the name of the rule that must have acted on the segment ("" any or none).
+	Rule string
+	// Min and Max bound the count; Max is -1 for no bound.
+	Min, Max int
+	// Pos is where the expectation's table starts.
+	Pos Position
+}
+
+// TCPStates are the state names [expect] takes: the kernel's, in the order a connection
+// goes through them.
+var TCPStates = []string{"LISTEN", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT1",
+	"FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT", "CLOSE"}
+
+// noRetransmitStates are the states no socket retransmits in: nothing unacknowledged
+// (FIN_WAIT2, TIME_WAIT: a timewait socket re-acknowledges a FIN, which is no
+// retransmission) or nothing sent (LISTEN, CLOSE).
+var noRetransmitStates = map[string]string{
+	"LISTEN":    "a listener sends nothing of its own",
+	"FIN_WAIT2": "everything it sent, its FIN included, is acknowledged",
+	"TIME_WAIT": "a timewait socket only re-acknowledges a FIN, which is not a retransmission",
+	"CLOSE":     "a closed socket sends nothing",
+}
+
+var (
+	expectKeys        = []string{"leak_threshold", "client", "server", "segment"}
+	sideExpectKeys    = []string{"states", "absent", "retransmits_in", "no_retransmits", "resets_sent", "resets_received", "max_dwell", "min_dwell", "close_wait_leak", "exit"}
+	segmentExpectKeys = []string{"side", "flags", "has_flags", "payload", "verdict", "rule", "min", "max"}
+)
+
+// Matches reports whether the record r counts for s.
+func (s *SegmentExpect) Matches(r *Record) bool {
+	seg := segment.Segment{Flags: r.Flags, Seq: r.Seq, Ack: r.Ack, PayloadLen: r.Len}
+	if !s.Match.Matches(r.Side, &seg, 0) {
+		return false
+	}
+	if s.Verdict != nil && r.Verdict != *s.Verdict {
+		return false
+	}
+	return s.Rule == "" || r.Rule == s.Rule
+}
+
+// String describes which records s counts, for messages: "client has FIN verdict drop",
+// "server flags FIN|ACK with data rule merge-ack", "any".
+func (s *SegmentExpect) String() string {
+	var parts []string
+	m := &s.Match
+	if m.Side != AnySide {
+		parts = append(parts, m.Side.String())
+	}
+	switch {
+	case m.PureACK:
+		parts = append(parts, "pure-ack")
+	case m.FlagsSet:
+		parts = append(parts, "flags "+m.Flags.String())
+	}
+	if m.HasFlags != 0 {
+		parts = append(parts, "has "+m.HasFlags.String())
+	}
+	switch {
+	case m.Payload > 0:
+		parts = append(parts, "with data")
+	case m.Payload < 0 && !m.PureACK:
+		parts = append(parts, "without data")
+	}
+	if s.Verdict != nil {
+		parts = append(parts, "verdict "+s.Verdict.String())
+	}
+	if s.Rule != "" {
+		parts = append(parts, "rule "+s.Rule)
+	}
+	if len(parts) == 0 {
+		return "any"
+	}
+	return strings.Join(parts, " ")
+}
+
+// Loading.
+
+func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
+	tbl, ok := l.table(p, v)
+	if !ok {
+		return
+	}
+	lc := l.loc.at(p)
+	e := &Expect{LeakThreshold: DefaultLeakThreshold, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	l.cfg.Expect = e
+	for _, k := range sortedKeys(tbl) {
+		kp, v := p.key(k), tbl[k]
+		switch k {
+		case "leak_threshold":
+			if d, ok := l.duration(kp, v); ok {
+				if d == 0 {
+					l.valErr(kp, "must be more than 0 (leave it out for %s)", DefaultLeakThreshold)
+				} else {
+					e.LeakThreshold = d
+				}
+			}
+		case "client":
+			e.Client = l.sideExpect(kp, v)
+		case "server":
+			e.Server = l.sideExpect(kp, v)
+		case "segment":
+			tbls, ok := l.tables(kp, v)
+			if !ok {
+				break
+			}
+			for i, t := range tbls {
+				e.Segments = append(e.Segments, l.segmentExpect(kp.index(i+1), t))
+			}
+		default:
+			l.unknownKey(kp, k, expectKeys)
+		}
+	}
+}
+
+// checkExpect checks what [expect] says of the rest of the config: the rules it names.
+func (l *loader) checkExpect() {
+	e := l.cfg.Expect
+	if e == nil {
+		return
+	}
+	var names []string
+	for _, r := range l.cfg.Rules {
+		if r.Name != "" {
+			names = append(names, r.Name)
+		}
+	}
+	for i, s := range e.Segments {
+		if s.Rule == "" || slices.Contains(names, s.Rule) {
+			continue
+		}
+		p := keyPath{"expect", "segment"}.index(i + 1).key("rule")
+		switch sug := suggest(s.Rule, names); {
+		case len(names) == 0:
+			l.valErr(p, "no rule named %q: the config has no [[rule]]", s.Rule)
+		case sug != "":
+			l.valErr(p, "no rule named %q (did you mean %s?)", s.Rule, sug)
+		default:
+			l.valErr(p, "no rule named %q (rules: %s)", s.Rule, strings.Join(names, ", "))
+		}
+	}
+}
+
+func (l *loader) boolean(p keyPath, v toml.Primitive) (bool, bool) {
+	raw := l.raw(v)
+	b, ok := raw.(bool)
+	if !ok {
+		l.typeErr(p, "a boolean (true or false)", raw)
+	}
+	return b, ok
+}
+
+// state checks a state name; p is where it is written (as a value, or as a key when isKey).
+func (l *loader) state(p keyPath, s string, isKey bool) bool {
+	if slices.Contains(TCPStates, s) {
+		return true
+	}
+	report := l.valErr
+	if isKey {
+		report = l.keyErr
+	}
+	list := strings.Join(TCPStates, ", ")
+	if sug := suggest(s, TCPStates); sug != "" {
+		report(p, "unknown state %q (did you mean %s? states are %s)", s, sug, list)
+	} else {
+		report(p, "unknown state %q (states are %s)", s, list)
+	}
+	return false
+}
+
+// stateList reads a state name or a list of them; it returns the valid ones with their paths.
+func (l *loader) stateList(p keyPath, v toml.Primitive) ([]string, []keyPath, bool) {
+	ss, ps, ok := l.strs(p, v)
+	if !ok {
+		return nil, nil, false
+	}
+	var (
+		out []string
+		at  []keyPath
+	)
+	for i, s := range ss {
+		if l.state(ps[i], s, false) {
+			out = append(out, s)
+			at = append(at, ps[i])
+		} else {
+			ok = false
+		}
+	}
+	return out, at, ok
+}
+
+// dwells reads a table state -> duration, in the order written.
+func (l *loader) dwells(p keyPath, v toml.Primitive) ([]Dwell, map[string]keyPath) {
+	tbl, ok := l.table(p, v)
+	if !ok {
+		return nil, nil
+	}
+	keys := sortedKeys(tbl)
+	slices.SortStableFunc(keys, func(a, b string) int {
+		la, lb := l.loc.at(p.key(a)), l.loc.at(p.key(b))
+		if la.line != lb.line {
+			return la.line - lb.line
+		}
+		return la.col - lb.col
+	})
+	var out []Dwell
+	at := map[string]keyPath{}
+	for _, k := range keys {
+		kp := p.key(k)
+		if !l.state(kp, k, true) {
+			continue
+		}
+		if d, ok := l.duration(kp, tbl[k]); ok {
+			out = append(out, Dwell{State: k, Limit: d})
+			at[k] = kp
+		}
+	}
+	if len(keys) == 0 {
+		l.valErr(p, "empty table: give at least one state, such as { FIN_WAIT2 = \"10ms\" }, or leave %s out", p[len(p)-1])
+	}
+	return out, at
+}
+
+func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
+	tbl, ok := l.table(p, v)
+	if !ok {
+		return nil
+	}
+	lc := l.loc.at(p)
+	se := &SideExpect{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	var (
+		statesAt, absentAt, retransAt []keyPath
+		minAt                         map[string]keyPath
+		noRetransAt, leakAt           keyPath
+	)
+	for _, k := range sortedKeys(tbl) {
+		kp, v := p.key(k), tbl[k]
+		switch k {
+		case "states":
+			se.States, statesAt, _ = l.stateList(kp, v)
+		case "absent":
+			se.Absent, absentAt, _ = l.stateList(kp, v)
+		case "retransmits_in":
+			var ss []string
+			var ps []keyPath
+			ss, ps, _ = l.stateList(kp, v)
+			for i, s := range ss {
+				if why, never := noRetransmitStates[s]; never {
+					l.valErr(ps[i], "no socket retransmits in %s (%s): the expectation can never hold", s, why)
+					continue
+				}
+				se.RetransmitsIn = append(se.RetransmitsIn, s)
+				retransAt = append(retransAt, ps[i])
+			}
+		case "no_retransmits":
+			if b, ok := l.boolean(kp, v); ok {
+				se.NoRetransmits = b
+				noRetransAt = kp
+			}
+		case "resets_sent":
+			if b, ok := l.boolean(kp, v); ok {
+				se.ResetsSent = &b
+			}
+		case "resets_received":
+			if b, ok := l.boolean(kp, v); ok {
+				se.ResetsReceived = &b
+			}
+		case "close_wait_leak":
+			if b, ok := l.boolean(kp, v); ok {
+				se.CloseWaitLeak = &b
+				leakAt = kp
+			}
+		case "max_dwell":
+			se.MaxDwell, _ = l.dwells(kp, v)
+		case "min_dwell":
+			se.MinDwell, minAt = l.dwells(kp, v)
+		case "exit":
+			if n, ok := l.integer(kp, v); ok {
+				if n < 0 || n > 255 {
+					l.valErr(kp, "%d is out of range: want an exit code, 0 to 255", n)
+				} else {
+					x := int(n)
+					se.Exit = &x
+				}
+			}
+		default:
+			l.unknownKey(kp, k, sideExpectKeys)
+		}
+	}
+
+	// Contradictions: the expectation could never hold.
+	for i, s := range se.Absent {
+		if slices.Contains(se.States, s) {
+			l.valErr(absentAt[i], "%s is in states too (at line %d): the expectation can never hold", s, l.loc.at(statesAt[slices.Index(se.States, s)]).line)
+		}
+	}
+	for i, s := range se.RetransmitsIn {
+		if slices.Contains(se.Absent, s) {
+			l.valErr(retransAt[i], "a retransmission in %s needs %s, which absent excludes: the expectation can never hold", s, s)
+		}
+	}
+	if se.NoRetransmits && len(se.RetransmitsIn) > 0 {
+		l.valErr(noRetransAt, "contradicts retransmits_in (%s): the expectation can never hold", strings.Join(se.RetransmitsIn, ", "))
+	}
+	for _, d := range se.MinDwell {
+		if slices.Contains(se.Absent, d.State) {
+			l.valErr(minAt[d.State], "a dwell in %s needs %s, which absent excludes: the expectation can never hold", d.State, d.State)
+		}
+		for _, m := range se.MaxDwell {
+			if m.State == d.State && m.Limit < d.Limit {
+				l.valErr(minAt[d.State], "%s is longer than max_dwell %s = %s: the expectation can never hold", d.Limit, d.State, m.Limit)
+			}
+		}
+	}
+	if se.CloseWaitLeak != nil && *se.CloseWaitLeak && slices.Contains(se.Absent, "CLOSE_WAIT") {
+		l.valErr(leakAt, "a leak is a socket held in CLOSE_WAIT, which absent excludes: the expectation can never hold")
+	}
+	return se
+}
+
+func (l *loader) segmentExpect(p keyPath, tbl map[string]toml.Primitive) *SegmentExpect {
+	lc := l.loc.at(p)
+	se := &SegmentExpect{Max: -1, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	// side, flags, has_flags and payload read as in a rule.
+	rl := &ruleLoad{loader: l, p: p, r: &Rule{}, given: map[string]keyPath{}}
+	var minGiven, maxGiven bool
+	for _, k := range sortedKeys(tbl) {
+		kp, v := p.key(k), tbl[k]
+		switch k {
+		case "side", "flags", "has_flags", "payload":
+			rl.ruleKey(k, kp, v)
+		case "verdict":
+			if s, ok := l.str(kp, v); ok {
+				switch s {
+				case "accept", "pass":
+					x := Accept
+					se.Verdict = &x
+				case "drop":
+					x := Drop
+					se.Verdict = &x
+				default:
+					l.valErr(kp, "unknown verdict %q (want accept or drop)", s)
+				}
+			}
+		case "rule":
+			if s, ok := l.str(kp, v); ok {
+				if strings.TrimSpace(s) == "" {
+					l.valErr(kp, "must not be empty (leave it out to count segments whatever acted on them)")
+				} else {
+					se.Rule = s
+				}
+			}
+		case "min", "max":
+			n, ok := l.integer(kp, v)
+			if !ok {
+				break
+			}
+			if n < 0 || n > math.MaxInt32 {
+				l.valErr(kp, "%d is out of range: want a count, 0 or more", n)
+				break
+			}
+			if k == "min" {
+				se.Min, minGiven = int(n), true
+			} else {
+				se.Max, maxGiven = int(n), true
+			}
+		default:
+			l.unknownKey(kp, k, segmentExpectKeys)
+		}
+	}
+	if !minGiven && !maxGiven {
+		se.Min = 1 // "such segments were seen"
+	}
+	if minGiven && maxGiven && se.Min > se.Max {
+		l.valErr(p.key("min"), "min %d is more than max %d: the expectation can never hold", se.Min, se.Max)
+	}
+	se.Match = rl.r.Match
+	m := &se.Match
+	const compared = segment.SYN | segment.FIN | segment.RST | segment.PSH | segment.ACK | segment.URG
+	if hp, ok := rl.given["has_flags"]; ok {
+		if _, ok := rl.given["flags"]; ok {
+			switch {
+			case m.FlagsSet && m.HasFlags&compared&^m.Flags != 0:
+				l.valErr(hp, "%s is not in flags %s: no segment can match", m.HasFlags&compared&^m.Flags, m.Flags)
+			case m.PureACK && m.HasFlags&(segment.SYN|segment.FIN|segment.RST) != 0:
+				l.valErr(hp, "%s contradicts flags = \"pure-ack\": no segment can match", m.HasFlags&(segment.SYN|segment.FIN|segment.RST))
+			}
+		}
+	}
+	if pp, ok := rl.given["payload"]; ok && m.PureACK && rl.payload > 0 {
+		l.valErr(pp, "\"some\" contradicts flags = \"pure-ack\" (which carries no payload): no segment can match")
+	}
+	return se
+}
