@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,6 +55,7 @@ func (f *targetFlags) apply(cfg *rules.Config) error {
 func newRunCmd() *cobra.Command {
 	var (
 		tf       targetFlags
+		of       runObserveFlags
 		cfgPath  string
 		logPath  string
 		duration time.Duration
@@ -62,7 +64,8 @@ func newRunCmd() *cobra.Command {
 		Use:   "run -c CONFIG",
 		Short: "Inject the config's faults until Ctrl-C (or --duration)",
 		Example: `  sudo finproxy run -c configs/lost-final-ack.toml
-  sudo finproxy run -c configs/lost-fin.toml --port 6379 --netns app --duration 30s --log events.jsonl`,
+  sudo finproxy run -c configs/lost-fin.toml --port 6379 --netns app --duration 30s --log events.jsonl
+  sudo finproxy run -c lost-final-ack --hook forward --netns router --observe-netns client,server --report run.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfgPath == "" {
@@ -73,6 +76,10 @@ func newRunCmd() *cobra.Command {
 				return &exitError{2, err}
 			}
 			if err := tf.apply(cfg); err != nil {
+				return &exitError{2, err}
+			}
+			observeOpts, err := of.options()
+			if err != nil {
 				return &exitError{2, err}
 			}
 			if err := enterNetns(tf.netns); err != nil {
@@ -87,6 +94,7 @@ func newRunCmd() *cobra.Command {
 				LogPath:  logPath,
 				Duration: duration,
 				Logger:   slog.Default(),
+				Observe:  observeOpts,
 				Ready: func() {
 					fmt.Fprintf(cmd.ErrOrStderr(), "finproxy: ready: %s on queue %d (%s hook, port %d)\n",
 						cfg.Name, queueOf(cfg), hookOf(cfg), cfg.Target.Port)
@@ -94,6 +102,9 @@ func newRunCmd() *cobra.Command {
 			})
 			if res != nil {
 				printSummary(out, res)
+				if rerr := of.finish(out, cfg, res); rerr != nil {
+					err = errors.Join(err, rerr)
+				}
 			}
 			return err
 		},
@@ -102,6 +113,7 @@ func newRunCmd() *cobra.Command {
 	cmd.Flags().StringVar(&logPath, "log", "", "write the event log (JSON lines) to this file")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop by itself after this long (0: until Ctrl-C)")
 	tf.add(cmd)
+	of.add(cmd)
 	return cmd
 }
 

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/nfq"
+	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
@@ -40,6 +41,12 @@ type Options struct {
 	IPT4, IPT6 nfq.IPTables
 	// OnRecord, when set, sees every event log record (after it is written).
 	OnRecord func(rules.Record)
+	// Observe, when not nil, follows the target's connections on both ends with an
+	// observe.Observer started before the hooks (tracepoints and sock_diag, filtered by the
+	// target's port and addresses) and puts every segment record on the timeline of its
+	// connection (observe.Note, Data the rules.Record), on the Observer's clock. Observation
+	// never fails a run: what did not work is in Result.ObserveWarnings.
+	Observe *ObserveOptions
 }
 
 // Result is what a finished run reports.
@@ -53,6 +60,15 @@ type Result struct {
 	Undecodable uint64 `json:"undecodable"`
 	// Records is the number of event log lines.
 	Records uint64 `json:"records"`
+	// Started is when the run began, Ended when its teardown was complete.
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended"`
+	// Observed is set when Options.Observe was; Observation is then what the Observer saw
+	// by the end of the teardown (nil when no source could start), ObserveWarnings what
+	// did not work.
+	Observed        bool            `json:"observed"`
+	Observation     *observe.Report `json:"observation,omitempty"`
+	ObserveWarnings []string        `json:"observe_warnings,omitempty"`
 }
 
 // sink hands the engine's verdicts to the queue once it is open.
@@ -174,7 +190,7 @@ func families(addrs []netip.Prefix) (v4, v6 bool) {
 }
 
 // Run runs the engine until ctx ends or the duration passes.
-func Run(ctx context.Context, o Options) (res *Result, err error) {
+func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	cfg := o.Config
 	log := o.Logger
 	if log == nil {
@@ -186,7 +202,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		defer cancel()
 	}
 	spec := HookSpec(cfg)
-	res = &Result{}
+	// res is filled in by the deferred teardown steps, also when an error returns nil.
+	res := &Result{Started: time.Now()}
+	defer func() { res.Ended = time.Now() }()
 
 	var elog *eventLog
 	if o.LogPath != "" {
@@ -224,12 +242,26 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		ipt6 = nil
 	}
 
+	// The Observer starts before the queue and the hooks, so that it sees the handshakes
+	// of the first connections; it stops after the teardown, having seen its effects.
+	var obs *observation
+	if o.Observe != nil {
+		res.Observed = true
+		obs = startObservation(ctx, cfg, o.Observe, log)
+		defer func() {
+			res.Observation, res.ObserveWarnings = obs.finish(log)
+		}()
+	}
+
 	s := &sink{ready: make(chan struct{})}
 	var undecodable atomic.Uint64
 	eopts := rules.Options{Sink: s, Logger: log}
 	eopts.Log = func(r rules.Record) {
 		if elog != nil {
 			elog.write(r)
+		}
+		if obs != nil {
+			obs.annotate(r)
 		}
 		if o.OnRecord != nil {
 			o.OnRecord(r)

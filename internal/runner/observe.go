@@ -1,0 +1,117 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/finproxy/finproxy/observe"
+	"github.com/finproxy/finproxy/rules"
+)
+
+// ObserveOptions configure the observation that runs alongside the engine.
+type ObserveOptions struct {
+	// NetNS are the network namespaces where sock_diag looks for the applications'
+	// sockets, as observe.Options.NetNSs takes them (`ip netns` names or paths). Empty:
+	// the namespace finproxy runs in (right for the local hook; for the forward hook give
+	// the client's and the server's namespaces, or TIME_WAIT and the owners stay unknown).
+	NetNS []string
+	// PollInterval is the sock_diag period (observe's default if zero).
+	PollInterval time.Duration
+}
+
+// observation is an Observer running for one run.
+type observation struct {
+	o      *observe.Observer
+	cancel context.CancelFunc
+	done   chan error
+	warns  []string
+}
+
+// startObservation starts an Observer filtered by the config's target. It never fails:
+// when no source starts it returns an observation without an Observer that carries the
+// reason.
+func startObservation(ctx context.Context, cfg *rules.Config, oo *ObserveOptions, log *slog.Logger) *observation {
+	f := observe.Filter{Addrs: cfg.Target.Addresses}
+	if cfg.Target.Port != 0 {
+		f.Ports = []uint16{cfg.Target.Port}
+	}
+	o, err := observe.New(observe.Options{Filter: f, NetNSs: oo.NetNS, PollInterval: oo.PollInterval})
+	if err != nil {
+		msg := fmt.Sprintf("observation off: %v", err)
+		log.Warn(msg)
+		return &observation{warns: []string{msg}}
+	}
+	for _, w := range o.Warnings() {
+		log.Warn("observation: " + w)
+	}
+	octx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ob := &observation{o: o, cancel: cancel, done: make(chan error, 1)}
+	go func() { ob.done <- o.Run(octx) }()
+	return ob
+}
+
+// annotate puts a segment's record on the timeline of its connection, on the Observer's
+// clock. Record times are Unix nanoseconds of the wall clock; they are taken back to
+// time.Now()'s monotonic reading through the verdict, which was given just now.
+func (ob *observation) annotate(r rules.Record) {
+	if ob.o == nil {
+		return
+	}
+	now := time.Now()
+	at := now.Add(time.Duration(r.Time - now.UnixNano()))
+	src, dst := r.Client, r.Server
+	if r.Side == rules.Server {
+		src, dst = dst, src
+	}
+	ob.o.Annotate(observe.Note{At: at, Src: src, Dst: dst, Text: NoteText(r), Data: r})
+}
+
+// finish waits (a little) until the sources caught up, takes the report and stops the
+// Observer.
+func (ob *observation) finish(log *slog.Logger) (*observe.Report, []string) {
+	if ob.o == nil {
+		return nil, ob.warns
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := ob.o.Sync(ctx); err != nil {
+		log.Warn("observation: not every event was read before the end", "err", err)
+	}
+	cancel()
+	rep := ob.o.Snapshot()
+	ob.cancel()
+	if err := <-ob.done; err != nil {
+		msg := fmt.Sprintf("observation: %v", err)
+		log.Warn(msg)
+		rep.Warnings = append(rep.Warnings, msg)
+	}
+	return &rep, rep.Warnings
+}
+
+// NoteText describes a segment record in one line: "client FIN|ACK seq=... ack=...
+// len=0: drop by drop-final-ack".
+func NoteText(r rules.Record) string {
+	s := fmt.Sprintf("%s %s seq=%d ack=%d len=%d: %s", r.Side, r.Flags, r.Seq, r.Ack, r.Len, r.Verdict)
+	if r.Rule != "" {
+		s += fmt.Sprintf(" by %s (%s)", r.Rule, r.Action)
+	}
+	if r.HeldNS > 0 {
+		s += fmt.Sprintf(", held %v", time.Duration(r.HeldNS).Round(time.Microsecond))
+	}
+	return s
+}
+
+// SegmentOf returns the event log record a note of `finproxy run` carries: as is in the
+// process that made it, or decoded from a report read back from JSON.
+func SegmentOf(n observe.Note) (rules.Record, bool) {
+	switch d := n.Data.(type) {
+	case rules.Record:
+		return d, true
+	case *rules.Record:
+		return *d, d != nil
+	case map[string]any:
+		return recordFromMap(d)
+	}
+	return rules.Record{}, false
+}

@@ -1,0 +1,204 @@
+package runner
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/finproxy/finproxy/observe"
+	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/segment"
+)
+
+var (
+	t0     = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	cAddr  = netip.MustParseAddrPort("198.18.1.2:40112")
+	sAddr  = netip.MustParseAddrPort("198.18.2.2:8080")
+	cISN   = uint32(4000000000)
+	sISN   = uint32(7)
+	ms     = func(f float64) time.Time { return t0.Add(time.Duration(f * float64(time.Millisecond))) }
+	states = func(es ...any) []observe.StateEntry {
+		var out []observe.StateEntry
+		for i := 0; i < len(es); i += 2 {
+			out = append(out, observe.StateEntry{State: es[i].(observe.State), At: ms(es[i+1].(float64)), Source: observe.SourceTrace})
+		}
+		for i := range out {
+			if i+1 < len(out) {
+				out[i].Dwell = observe.Duration(out[i+1].At.Sub(out[i].At))
+			}
+		}
+		return out
+	}
+)
+
+func rec(side rules.Side, flags segment.Flags, seq, ack uint32, rule string, v rules.Verdict, at time.Time) observe.Note {
+	r := rules.Record{Time: at.UnixNano(), VerdictTime: at.UnixNano(), Client: cAddr, Server: sAddr, Side: side,
+		Flags: flags, Seq: seq, Ack: ack, Rule: rule, Verdict: v}
+	if rule != "" {
+		r.Action = "drop"
+	}
+	src, dst := cAddr, sAddr
+	if side == rules.Server {
+		src, dst = sAddr, cAddr
+	}
+	return observe.Note{At: at, Src: src, Dst: dst, Text: NoteText(r), Data: r}
+}
+
+// lostFinalACK is scenario 4 as the observer reports it.
+func lostFinalACK() observe.Connection {
+	c := observe.Connection{Incarnation: 1, FirstSeen: t0}
+	c.Client = observe.Side{Addr: cAddr,
+		States:   states(observe.SynSent, 0.0, observe.Established, 1.5, observe.FinWait1, 1.7, observe.FinWait2, 2.5, observe.TimeWait, 2.55),
+		Timewait: &observe.Timewait{State: observe.TimeWait, Restarts: []time.Time{ms(214.9)}, Remaining: observe.Duration(59 * time.Second)},
+		Owner:    &observe.Process{Pid: 812, Comm: "client"}}
+	c.Client.States[4].Ongoing, c.Client.States[4].Dwell = true, observe.Duration(time.Second)
+	c.Server = observe.Side{Addr: sAddr,
+		States:      states(observe.SynRecv, 1.56, observe.Established, 1.57, observe.CloseWait, 2.3, observe.LastAck, 2.35, observe.Close, 215.3),
+		Retransmits: []observe.RetransmitEntry{{State: observe.LastAck, At: ms(212.8)}}}
+	c.Notes = []observe.Note{
+		rec(rules.Client, segment.SYN, cISN, 0, "", rules.Accept, ms(1.0)),
+		rec(rules.Server, segment.SYN|segment.ACK, sISN, cISN+1, "", rules.Accept, ms(1.4)),
+		rec(rules.Client, segment.FIN|segment.ACK, cISN+1001, sISN+1, "", rules.Accept, ms(2.3)),
+		rec(rules.Server, segment.FIN|segment.ACK, sISN+1, cISN+1002, "", rules.Accept, ms(2.5)),
+		rec(rules.Client, segment.ACK, cISN+1002, sISN+2, "drop-final-ack", rules.Drop, ms(2.6)),
+		rec(rules.Server, segment.FIN|segment.ACK, sISN+1, cISN+1002, "", rules.Accept, ms(214.7)),
+		rec(rules.Client, segment.ACK, cISN+1002, sISN+2, "", rules.Accept, ms(215.2)),
+	}
+	return c
+}
+
+func plainClose(port uint16) observe.Connection {
+	c := lostFinalACK()
+	c.Client.Addr = netip.AddrPortFrom(cAddr.Addr(), port)
+	c.Notes = nil
+	c.Server.Retransmits = nil
+	c.Client.Timewait.Restarts = nil
+	return c
+}
+
+func TestWriteTimelines(t *testing.T) {
+	var b bytes.Buffer
+	n := WriteTimelines(&b, []observe.Connection{plainClose(1), lostFinalACK()}, TimelineOptions{})
+	out := b.String()
+	t.Logf("\n%s", out)
+	if n != 1 || strings.Contains(out, ":1 ->") {
+		t.Errorf("printed %d connections, want only the notable one", n)
+	}
+	lines := strings.Split(out, "\n")
+	if lines[0] != "198.18.1.2:40112 -> 198.18.2.2:8080  client pid 812 (client)" {
+		t.Errorf("header %q", lines[0])
+	}
+	for _, want := range []string{
+		"  +    0.000 ms  client  SYN_SENT  for 1.5ms",
+		"  +    1.000 ms  client  SYN seq=0 len=0  accepted",
+		"  +    1.400 ms  server  SYN|ACK seq=0 ack=1 len=0  accepted",
+		"  +    2.600 ms  client  ACK seq=1002 ack=2 len=0  DROPPED by drop-final-ack",
+		"  +  212.800 ms  server  retransmit in LAST_ACK",
+		"  +  214.700 ms  server  FIN|ACK seq=1 ack=1002 len=0  accepted",
+		"  +  214.900 ms  client  TIME_WAIT timer restarted",
+		"  +  215.300 ms  server  CLOSE",
+		"  +    2.550 ms  client  TIME_WAIT  ongoing, 1s so far",
+		"  client: timewait socket in TIME_WAIT, timer fires in 59s",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	// Time order.
+	var last float64 = -1
+	for _, l := range lines[1:] {
+		var f float64
+		if _, err := fmtSscanf(l, &f); err != nil {
+			continue
+		}
+		if f < last {
+			t.Errorf("line out of order: %q", l)
+		}
+		last = f
+	}
+}
+
+func TestWriteTimelinesCaps(t *testing.T) {
+	var conns []observe.Connection
+	for range 5 {
+		conns = append(conns, lostFinalACK())
+	}
+	var b bytes.Buffer
+	if n := WriteTimelines(&b, conns, TimelineOptions{MaxConnections: 2, MaxEvents: 3}); n != 2 {
+		t.Errorf("printed %d, want 2", n)
+	}
+	out := b.String()
+	if !strings.Contains(out, "... 3 more connection(s) not shown") || !strings.Contains(out, "more event(s)") {
+		t.Errorf("no cut notes:\n%s", out)
+	}
+	b.Reset()
+	WriteTimelines(&b, []observe.Connection{plainClose(1)}, TimelineOptions{})
+	if !strings.HasPrefix(b.String(), "observed 1 connection(s), none with") {
+		t.Errorf("plain close only: %q", b.String())
+	}
+}
+
+func TestReportRoundTrip(t *testing.T) {
+	cfg, err := rules.Parse([]byte(`name = "x"
+[target]
+port = 8080
+hook = "forward"
+[[rule]]
+name = "drop-final-ack"
+side = "client"
+flags = "pure-ack"
+phase = "ack-of-server-fin"
+action = "drop"
+`), "x.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &Result{Observed: true, Observation: &observe.Report{Connections: []observe.Connection{lostFinalACK()}},
+		Counters: []rules.Counters{{Rule: "drop-final-ack", Matched: 1, Dropped: 1}}}
+	path := filepath.Join(t.TempDir(), "r.json")
+	if err := WriteReport(path, NewReport(cfg, res)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ReadReport(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config.Name != "x" || r.Config.Hook != rules.HookForward || r.Config.Port != 8080 || len(r.Config.Rules) != 1 ||
+		r.Observation == nil || len(r.Connections) != 1 || r.Counters[0].Dropped != 1 {
+		t.Fatalf("report %+v", r)
+	}
+	var drops int
+	for _, n := range r.Connections[0].Notes {
+		rc, ok := SegmentOf(n)
+		if !ok {
+			t.Fatalf("note %+v: no record", n)
+		}
+		if rc.Verdict == rules.Drop && rc.Rule == "drop-final-ack" && rc.Flags == segment.ACK && rc.Seq == cISN+1002 {
+			drops++
+		}
+	}
+	if drops != 1 {
+		t.Errorf("%d dropped final ACKs decoded, want 1", drops)
+	}
+	// Read back, the timeline prints as before.
+	var a, b bytes.Buffer
+	WriteTimelines(&a, res.Observation.Connections, TimelineOptions{})
+	WriteTimelines(&b, r.Connections, TimelineOptions{})
+	if a.String() != b.String() {
+		t.Errorf("timeline from the report differs:\n%s\nwant\n%s", b.String(), a.String())
+	}
+	// Without observation: null.
+	r2 := NewReport(cfg, &Result{})
+	if r2.Observation != nil || r2.Connections == nil || r2.Counters == nil {
+		t.Errorf("unobserved report %+v", r2)
+	}
+}
+
+// fmtSscanf reads the relative time of a timeline line.
+func fmtSscanf(l string, f *float64) (int, error) {
+	return fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "+")), "%f ms", f)
+}
