@@ -20,6 +20,9 @@ var forbidden = map[string][]string{
 	"observe": {mod + "rules", mod + "nfq", mod + "lab", "github.com/BurntSushi/toml", "github.com/florianl/go-nfqueue"},
 	"lab":     {mod + "nfq", "github.com/florianl/go-nfqueue"},
 	"mutate":  {mod + "nfq", mod + "observe", "github.com/BurntSushi/toml", "github.com/florianl/go-nfqueue"},
+	// verify judges a run from the observation and the event log alone.
+	"verify": {mod + "nfq", mod + "lab", mod + "cmd", mod + "internal/runner", mod + "internal/scenario",
+		"github.com/florianl/go-nfqueue", "github.com/coreos/go-iptables"},
 }
 
 type pkg struct {
@@ -71,7 +74,7 @@ func TestImportRules(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("go list: %v: %s", err, stderr.String())
 	}
-	for _, must := range []string{"segment", "rules", "nfq"} {
+	for _, must := range []string{"segment", "rules", "nfq", "verify"} {
 		if !seen[must] {
 			t.Errorf("package %s not found by go list: the rule for it checks nothing", must)
 		}
