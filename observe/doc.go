@@ -96,7 +96,10 @@
 // # Limits
 //
 // The tracepoints have no namespace: connections of other namespaces with the same ports
-// are reported too, unless Filter.Addrs tells them apart. A timewait socket killed
+// are reported too, unless Filter.Addrs tells them apart. A side living in a namespace
+// sock_diag does not poll (it never listed a socket with that side's address) keeps
+// HandedToTimewait after its handoff: its timewait socket can be neither seen nor missed;
+// for the same reason its CLOSE_WAIT is reported as a leak on the tracepoint's word alone. A timewait socket killed
 // within one poll interval of its birth (RST, reuse by a new SYN) is taken for a close
 // without timewait. Events lost by the ring buffer are counted in Stats.LostEvents and a
 // CLOSE_WAIT whose end was lost is not reported as a leak once sock_diag no longer sees

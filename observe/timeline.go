@@ -154,14 +154,18 @@ type timeline struct {
 	listenPorts  map[uint16]bool
 	tw           map[ends]twSight // timewait sockets of the last poll
 	pendingTW    map[*side]*conn  // handoffs awaiting sock_diag
-	twSides      map[*side]*conn  // sides whose timewait socket is followed
-	fullSides    map[*side]*conn  // sides whose full socket the last poll saw
-	out          []Event          // derived events, drained by the Observer
-	polled       bool             // a poll was applied
-	lastPoll     poll
-	filtered     uint64
-	evicted      uint64
-	expGCD       time.Duration // GCD of the timer expiries seen, in whole milliseconds
+	// seenLocal are the local addresses of the sockets sock_diag listed: the addresses of
+	// the namespaces it polls. Only for those can it tell that a socket is gone; a side
+	// whose address it never saw lives in a namespace it does not poll.
+	seenLocal map[netip.Addr]bool
+	twSides   map[*side]*conn // sides whose timewait socket is followed
+	fullSides map[*side]*conn // sides whose full socket the last poll saw
+	out       []Event         // derived events, drained by the Observer
+	polled    bool            // a poll was applied
+	lastPoll  poll
+	filtered  uint64
+	evicted   uint64
+	expGCD    time.Duration // GCD of the timer expiries seen, in whole milliseconds
 }
 
 func newTimeline(f Filter, trace bool, maxConns int) *timeline {
@@ -178,6 +182,7 @@ func newTimeline(f Filter, trace bool, maxConns int) *timeline {
 		listenPorts:  map[uint16]bool{},
 		tw:           map[ends]twSight{},
 		pendingTW:    map[*side]*conn{},
+		seenLocal:    map[netip.Addr]bool{},
 		twSides:      map[*side]*conn{},
 		fullSides:    map[*side]*conn{},
 	}
@@ -360,10 +365,18 @@ func (tl *timeline) evict() {
 
 func (tl *timeline) finished(c *conn) bool {
 	for _, s := range c.sides {
+		if s.handoff != nil {
+			// Handed to a timewait socket: finished once sock_diag has given up on seeing
+			// it (a namespace it does not poll), or when it does not run.
+			if tl.pendingTW[s] != nil && tl.polled {
+				return false
+			}
+			continue
+		}
 		if len(s.states) > 0 && s.last() != Close {
 			return false
 		}
-		if s.handoff != nil || (s.tw != nil && !s.tw.gone) {
+		if s.tw != nil && !s.tw.gone {
 			return false
 		}
 	}
@@ -662,6 +675,9 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 		if !tl.filter.Match(s.Local, s.Remote) {
 			continue
 		}
+		if len(tl.seenLocal) < 1<<12 {
+			tl.seenLocal[s.Local.Addr()] = true
+		}
 		if s.Timer != TimerOff {
 			tl.learnJiffy(s.Expires)
 		}
@@ -759,7 +775,14 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 		tl.addDerived(c, sideRole(c, s), Close, min(max(s.tw.deadline(), s.tw.last), p.at), SourceDiag)
 	}
 	for s, c := range tl.pendingTW {
-		if p.start > s.handoff.at {
+		switch {
+		case p.start <= s.handoff.at:
+		case !tl.covered(s.addr):
+			// The side lives in a namespace sock_diag does not poll: its timewait socket
+			// cannot be seen, nor its absence. It stays handed to timewait (unconfirmed);
+			// a later sighting would still confirm it.
+			delete(tl.pendingTW, s)
+		default:
 			// No timewait socket after the handoff: the full socket really closed (for
 			// example no timewait bucket was available).
 			tl.resolveClosed(c, sideRole(c, s))
@@ -780,6 +803,10 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 	tl.polled, tl.lastPoll = true, p
 	return needOwner
 }
+
+// covered reports whether sock_diag polls the namespace of a socket at a: it listed a
+// socket with that local address.
+func (tl *timeline) covered(a netip.AddrPort) bool { return tl.seenLocal[a.Addr()] }
 
 // seenAgain counts sightings of a side that has no state yet: a state is taken from
 // sock_diag on the second poll only, so that the tracepoint (read with some latency)
@@ -889,7 +916,7 @@ func (tl *timeline) leaks(clk Clock, now, threshold time.Duration) []Leak {
 			if now-e.at < threshold {
 				continue
 			}
-			if _, seen := tl.fullSides[s]; tl.polled && !seen && e.at < tl.lastPoll.start {
+			if _, seen := tl.fullSides[s]; tl.polled && !seen && e.at < tl.lastPoll.start && tl.covered(s.addr) {
 				// sock_diag no longer sees the socket: its close was missed (lost events).
 				continue
 			}

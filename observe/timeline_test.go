@@ -219,15 +219,45 @@ func TestTimelineHandoffRefuted(t *testing.T) {
 	handoff := findState(t, evs, v4client, FinWait2, Close)
 	tl := newTimeline(Filter{}, true, 0)
 	applyUntil(tl, evs, handoff)
-	applyPoll(tl, handoff-time.Millisecond) // started before: proves nothing
+	// The namespace polled holds the client's address (the server's listener).
+	listener := func(at time.Duration) timedSocket { return fullSock(v4server, "0.0.0.0:0", Listen, 7, 0, at) }
+	applyPoll(tl, handoff-time.Millisecond, listener(handoff-time.Millisecond)) // started before: proves nothing
 	if c := only(t, report(t, tl, handoff)); !c.Client.HandedToTimewait {
 		t.Fatalf("resolved by a poll older than the handoff: %s", dump(c.Client))
 	}
-	applyPoll(tl, handoff+time.Millisecond)
+	applyPoll(tl, handoff+time.Millisecond, listener(handoff+time.Millisecond))
 	c := only(t, report(t, tl, handoff+time.Millisecond))
 	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2, Close)
 	if cl := c.Client.States[4]; mono(cl.At) != handoff || cl.Source != SourceTrace || c.Client.HandedToTimewait {
 		t.Errorf("CLOSE %s", dump(c.Client))
+	}
+}
+
+// A handoff in a namespace sock_diag does not poll (it never listed a socket of that
+// address) is neither confirmed nor refuted by the polls that miss its timewait socket;
+// the connection counts as finished. A later sighting still confirms it.
+func TestTimelineHandoffUncovered(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	handoff := findState(t, evs, v4client, FinWait2, Close)
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, evs, 1<<62)
+	other := fullSock("10.9.9.9:9101", "0.0.0.0:0", Listen, 7, 0, handoff+time.Millisecond)
+	applyPoll(tl, handoff+time.Millisecond, other)
+	applyPoll(tl, handoff+2*time.Millisecond, other)
+	c := only(t, report(t, tl, handoff+2*time.Millisecond))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2)
+	if !c.Client.HandedToTimewait || c.Client.Timewait != nil {
+		t.Errorf("client %s, want handed to timewait, unconfirmed", dump(c.Client))
+	}
+	if !tl.finished(tl.conns[0]) {
+		t.Error("connection not finished: it would never be evicted")
+	}
+	at := handoff + 3*time.Millisecond
+	applyPoll(tl, at, twSock(v4client, v4server, TimeWait, handoff, at))
+	c = only(t, report(t, tl, at))
+	wantStates(t, "client", c.Client, SynSent, Established, FinWait1, FinWait2, TimeWait)
+	if c.Client.HandedToTimewait || c.Client.Timewait == nil {
+		t.Errorf("client %s, want its timewait socket", dump(c.Client))
 	}
 }
 
