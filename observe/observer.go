@@ -138,6 +138,18 @@ func New(opts Options) (*Observer, error) {
 		return nil, fmt.Errorf("observe: no source could start: %w", errors.Join(errs...))
 	}
 	o.tl = newTimeline(opts.Filter, o.trace != nil, opts.MaxConnections)
+	// The addresses of the polled namespaces are covered from the start: sock_diag's
+	// silence about one of their sockets is then an answer, not a blind spot.
+	for _, ns := range o.netns {
+		addrs, err := namespaceAddrs(ns)
+		if err != nil {
+			o.warn(fmt.Sprintf("addresses of %s unknown (only sockets seen in polls count as covered): %v", nsList([]string{ns}), err))
+			continue
+		}
+		for _, a := range addrs {
+			o.tl.seenLocal[a] = true
+		}
+	}
 	return o, nil
 }
 

@@ -219,7 +219,7 @@ func (l *loader) command(p keyPath, v toml.Primitive) []string {
 	)
 	switch raw := l.raw(v).(type) {
 	case string:
-		words, err := splitCommand(raw)
+		words, err := SplitCommand(raw)
 		if err != nil {
 			l.valErr(p, "%v", err)
 			return nil
@@ -288,11 +288,11 @@ func (l *loader) placeholders(argv []string, at []keyPath) bool {
 // shellOnly are characters that mean something only to a shell, which finproxy does not run.
 const shellOnly = "|&;<>()`$"
 
-// splitCommand splits s into words as a POSIX shell does, without any expansion: words are
+// SplitCommand splits s into words as a POSIX shell does, without any expansion: words are
 // separated by unquoted blanks; '...' keeps everything literally; "..." keeps everything
 // but \ before " \ $ ` and newline; an unquoted \ keeps the next character. An unquoted
 // character of shellOnly is an error: the command would need a shell.
-func splitCommand(s string) ([]string, error) {
+func SplitCommand(s string) ([]string, error) {
 	var (
 		words []string
 		cur   strings.Builder

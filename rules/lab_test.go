@@ -221,15 +221,15 @@ func TestSplitCommand(t *testing.T) {
 		{"a;b", nil, `';' needs a shell`},
 	}
 	for _, tt := range tests {
-		got, err := splitCommand(tt.in)
+		got, err := SplitCommand(tt.in)
 		if tt.wantErr != "" {
 			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
-				t.Errorf("splitCommand(%q) = %q, %v; want error %s", tt.in, got, err, tt.wantErr)
+				t.Errorf("SplitCommand(%q) = %q, %v; want error %s", tt.in, got, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("splitCommand(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			t.Errorf("SplitCommand(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/lab"
+	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 )
 
@@ -46,6 +47,13 @@ type Spec struct {
 	// Timeout bounds the whole run (default 20 s).
 	Timeout time.Duration
 	Logger  *slog.Logger
+	// Addr6 makes {server_addr} and {client_addr} the IPv6 addresses.
+	Addr6 bool
+	// Observe, when set, follows the connections to the server port in the client and
+	// server namespaces for the whole run (tracepoints and sock_diag), and samples the
+	// CLOSE_WAIT leak detector with this threshold.
+	Observe       bool
+	LeakThreshold time.Duration
 }
 
 // Result is what one run produced.
@@ -58,14 +66,23 @@ type Result struct {
 	// Summary is what `finproxy run` printed at exit (counters table).
 	Summary string
 	RunErr  error
+	// Observed is what the observer saw (Spec.Observe), Leaks every socket the leak
+	// detector reported during the run, ObserveWarnings what did not work.
+	Observed        *observe.Report
+	Leaks           []observe.Leak
+	ObserveWarnings []string
 }
 
-func expand(args []string, t *lab.Topology, port uint16, finproxy string) []string {
+func expand(args []string, t *lab.Topology, port uint16, finproxy string, v6 bool) []string {
+	server, client := t.ServerAddr, t.ClientAddr
+	if v6 {
+		server, client = t.ServerAddr6, t.ClientAddr6
+	}
 	out := make([]string, len(args))
 	for i, a := range args {
 		a = strings.ReplaceAll(a, "{finproxy}", finproxy)
-		a = strings.ReplaceAll(a, "{server_addr}", t.ServerAddr.String())
-		a = strings.ReplaceAll(a, "{client_addr}", t.ClientAddr.String())
+		a = strings.ReplaceAll(a, "{server_addr}", server.String())
+		a = strings.ReplaceAll(a, "{client_addr}", client.String())
 		a = strings.ReplaceAll(a, "{port}", fmt.Sprint(port))
 		out[i] = a
 	}
@@ -135,9 +152,21 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	res := &Result{}
 	logPath := filepath.Join(s.Dir, "events.jsonl")
 
+	// 0. The observer, before anything connects.
+	if s.Observe {
+		obs, err := startObserver(ctx, t, s)
+		if err != nil {
+			res.ObserveWarnings = append(res.ObserveWarnings, err.Error())
+		} else {
+			defer func() {
+				res.Observed, res.Leaks, res.ObserveWarnings = obs.finish(ctx)
+			}()
+		}
+	}
+
 	// 1. The server, until it says it is ready (a line containing ServerReady on its
 	// stdout or stderr).
-	sargs := expand(s.Server, t, s.Port, s.Finproxy)
+	sargs := expand(s.Server, t, s.Port, s.Finproxy, s.Addr6)
 	srv := t.Command(ctx, "server", sargs[0], sargs[1:]...)
 	pr, pw := io.Pipe()
 	srv.Stdout, srv.Stderr = pw, pw
@@ -166,7 +195,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 
 	// 2. finproxy on the router, until its hooks are in place.
 	fp := t.Command(ctx, "router", s.Finproxy, "run", "-c", s.Config, "--hook", "forward",
-		"--port", fmt.Sprint(s.Port), "--log", logPath)
+		"--port", fmt.Sprint(s.Port), "--log", logPath, "--no-observe")
 	fp.Cancel = func() error { return fp.Process.Signal(syscall.SIGTERM) }
 	fp.WaitDelay = 5 * time.Second
 	var fpOut bytes.Buffer
@@ -198,7 +227,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	go func() { fpDone <- fp.Wait() }()
 
 	// 3. The client, to completion.
-	cargs := expand(s.Client, t, s.Port, s.Finproxy)
+	cargs := expand(s.Client, t, s.Port, s.Finproxy, s.Addr6)
 	cl := t.Command(ctx, "client", cargs[0], cargs[1:]...)
 	var clOut bytes.Buffer
 	cl.Stdout = &clOut

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/finproxy/finproxy/internal/scenario"
+	"github.com/finproxy/finproxy/rules"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+func init() {
+	extraCommands = append(extraCommands, newLabCmd)
+}
+
+func newLabCmd() *cobra.Command {
+	var (
+		cfgPath, reportDir, junit string
+		runs                      int
+		port                      uint16
+		server, client            string
+	)
+	cmd := &cobra.Command{
+		Use:   "lab -c CONFIG",
+		Short: "Run a scenario against real applications in throwaway namespaces and check what was observed",
+		Long: `lab builds a client, a router and a server network namespace (with the config's
+sysctls), and for each run starts the [lab] server, 'finproxy run' on the router's FORWARD
+path and the [lab] client, observes both sockets (tracepoints and sock_diag) and checks the
+config's [expect] section against what the kernel showed. Exit code 0 only when every run
+passed.`,
+		Example: `  sudo finproxy lab -c configs/simultaneous-close.toml --runs 20 --report out/ --junit junit.xml
+  sudo finproxy lab -c my-service.toml
+  sudo finproxy lab -c lost-fin --server 'socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat' --client 'socat - TCP:{server_addr}:{port}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfgPath == "" {
+				return &exitError{2, fmt.Errorf("lab: -c CONFIG is required")}
+			}
+			if runs < 1 {
+				return &exitError{2, fmt.Errorf("lab: --runs %d: want at least 1", runs)}
+			}
+			cfg, err := loadConfig(cfgPath)
+			if err != nil {
+				return &exitError{2, err}
+			}
+			if cfg.Lab == nil {
+				return &exitError{2, fmt.Errorf("%s: no [lab] section: it names the server and client commands to run (see configs/*.toml)", cfg.File)}
+			}
+			var srvArgv, cliArgv []string
+			if server != "" {
+				if srvArgv, err = rules.SplitCommand(server); err != nil {
+					return &exitError{2, fmt.Errorf("--server: %w", err)}
+				}
+			}
+			if client != "" {
+				if cliArgv, err = rules.SplitCommand(client); err != nil {
+					return &exitError{2, fmt.Errorf("--client: %w", err)}
+				}
+			}
+			if os.Geteuid() != 0 {
+				return fmt.Errorf("lab needs root (network namespaces, NFQUEUE, iptables, tracefs): try sudo")
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			dir := reportDir
+			if dir == "" {
+				if dir, err = os.MkdirTemp("", "finproxy-lab-"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+			}
+			w := cmd.OutOrStdout()
+			tty := isTTY(w)
+			rep, err := scenario.RunLab(cmd.Context(), scenario.LabOptions{
+				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: port,
+				Server: srvArgv, Client: cliArgv, Logger: slog.Default(),
+				Progress: func(done, total, passed int, r *scenario.RunReport) {
+					printProgress(w, tty, done, total, passed, r)
+				},
+			})
+			if tty {
+				fmt.Fprintln(w)
+			}
+			if rep != nil {
+				if reportDir != "" {
+					if werr := scenario.WriteReport(reportDir, rep); werr != nil {
+						return fmt.Errorf("write report: %w", werr)
+					}
+				}
+				if junit != "" {
+					if werr := scenario.WriteJUnit(junit, rep); werr != nil {
+						return fmt.Errorf("write junit: %w", werr)
+					}
+				}
+				printLabSummary(w, rep)
+				if reportDir != "" {
+					fmt.Fprintf(w, "report: %s\n", filepath.Join(reportDir, "report.json"))
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if rep.Failed > 0 {
+				return &exitError{1, fmt.Errorf("%s: %d of %d runs failed", rep.Scenario, rep.Failed, len(rep.Runs))}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config with [lab] and [expect]: a TOML file or a preset name")
+	cmd.Flags().IntVar(&runs, "runs", 1, "how many times to run the scenario")
+	cmd.Flags().StringVar(&reportDir, "report", "", "write DIR/report.json and keep each run's event log and output in DIR/run-N/")
+	cmd.Flags().StringVar(&junit, "junit", "", "write a JUnit XML file, one test case per run")
+	cmd.Flags().Uint16Var(&port, "port", 0, "override the config's target port")
+	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
+	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
+	return cmd
+}
+
+func isTTY(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// printProgress shows "run k of N" in place on a terminal, and one line per run otherwise.
+func printProgress(w io.Writer, tty bool, done, total, passed int, r *scenario.RunReport) {
+	status := "pass"
+	if !r.Pass {
+		status = "FAIL"
+	}
+	if tty {
+		fmt.Fprintf(w, "\r\033[Krun %d of %d: %s (%d passed so far)", done, total, status, passed)
+		if !r.Pass {
+			fmt.Fprintf(w, "\n  run %d: %s\n", r.Run, r.Failures[0])
+		}
+		return
+	}
+	fmt.Fprintf(w, "run %d of %d: %s in %.0f ms\n", done, total, status, r.DurationMS)
+}
+
+// printLabSummary is the one-screen summary: the result, and for failed runs which
+// expectation failed and what was seen instead.
+func printLabSummary(w io.Writer, rep *scenario.LabReport) {
+	fmt.Fprintf(w, "%s: %d of %d runs passed\n", rep.Scenario, rep.Passed, len(rep.Runs))
+	shown := 0
+	for _, r := range rep.Runs {
+		if r.Pass {
+			continue
+		}
+		if shown == 5 {
+			fmt.Fprintf(w, "  ... %d more failed runs in the report\n", rep.Failed-shown)
+			break
+		}
+		shown++
+		fmt.Fprintf(w, "  run %d failed:\n", r.Run)
+		for _, f := range r.Failures {
+			fmt.Fprintf(w, "    - %s\n", f)
+		}
+		if len(r.Connections) > 0 {
+			c := r.Connections[0]
+			fmt.Fprintf(w, "    client: %s\n    server: %s\n", strings.Join(c.Client.States, " → "), strings.Join(c.Server.States, " → "))
+		}
+	}
+}

@@ -1,0 +1,336 @@
+package scenario
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/finproxy/finproxy/lab"
+	"github.com/finproxy/finproxy/observe"
+	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/verify"
+)
+
+// LabOptions configure `finproxy lab`: a scenario run Runs times against real
+// applications, each run checked against the config's [expect] section.
+type LabOptions struct {
+	Config *rules.Config
+	// ConfigArg is what `finproxy run -c` is given (a path or a preset name).
+	ConfigArg string
+	Runs      int
+	Finproxy  string
+	// Dir keeps each run's event log and the applications' output (run-N/).
+	Dir string
+	// Port overrides the config's target port; Server and Client its [lab] commands.
+	Port           uint16
+	Server, Client []string
+	Logger         *slog.Logger
+	// Progress, when set, is called after each run.
+	Progress func(done, total, passed int, run *RunReport)
+}
+
+// LabReport is report.json.
+type LabReport struct {
+	Scenario    string       `json:"scenario"`
+	Description string       `json:"description,omitempty"`
+	Config      string       `json:"config"`
+	Server      []string     `json:"server"`
+	Client      []string     `json:"client"`
+	Started     time.Time    `json:"started"`
+	Ended       time.Time    `json:"ended"`
+	Passed      int          `json:"passed"`
+	Failed      int          `json:"failed"`
+	Runs        []*RunReport `json:"runs"`
+}
+
+// RunReport is one run in report.json.
+type RunReport struct {
+	Run        int      `json:"run"`
+	Pass       bool     `json:"pass"`
+	Failures   []string `json:"failures"`
+	DurationMS float64  `json:"duration_ms"`
+	ClientExit int      `json:"client_exit"`
+	ServerExit int      `json:"server_exit"`
+	// ClientOutput and ServerOutput are the applications' output, kept when the run failed.
+	ClientOutput string              `json:"client_output,omitempty"`
+	ServerOutput string              `json:"server_output,omitempty"`
+	Connections  []ConnReport        `json:"connections"`
+	Leaks        []observe.Leak      `json:"leaks,omitempty"`
+	Counters     string              `json:"finproxy_summary,omitempty"`
+	Warnings     []string            `json:"warnings,omitempty"`
+	Observed     *observe.Report     `json:"-"`
+	Records      []rules.Record      `json:"-"`
+	Timeline     *observe.Connection `json:"-"`
+}
+
+// ConnReport is the connection of a run, as both sides went through it.
+type ConnReport struct {
+	Client SideReport `json:"client"`
+	Server SideReport `json:"server"`
+}
+
+// SideReport is one side of the connection: its states in order (kernel names, TIME_WAIT
+// included), retransmissions with the state they happened in, resets, and the segments it
+// sent that finproxy saw.
+type SideReport struct {
+	Addr           string               `json:"addr"`
+	States         []string             `json:"states"`
+	Timeline       []observe.StateEntry `json:"timeline"`
+	Retransmits    []RetransmitReport   `json:"retransmits"`
+	ResetsSent     []ResetReport        `json:"resets_sent"`
+	ResetsReceived []ResetReport        `json:"resets_received"`
+	Segments       []SegmentReport      `json:"segments"`
+}
+
+// RetransmitReport is a retransmission and the state it happened in.
+type RetransmitReport struct {
+	State string    `json:"state"`
+	At    time.Time `json:"at"`
+}
+
+// ResetReport is a reset sent or received.
+type ResetReport struct {
+	State  string    `json:"state,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// SegmentReport is a segment of the event log.
+type SegmentReport struct {
+	From    string `json:"from"`
+	Flags   string `json:"flags"`
+	Seq     uint32 `json:"seq"`
+	Ack     uint32 `json:"ack"`
+	Len     int    `json:"len"`
+	Verdict string `json:"verdict"`
+	Rule    string `json:"rule"`
+	TimeNS  int64  `json:"time_ns"`
+	HeldNS  int64  `json:"held_ns"`
+}
+
+// RunLab builds a topology with the config's sysctls and runs the scenario o.Runs times.
+func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
+	cfg := o.Config
+	if cfg.Lab == nil {
+		return nil, fmt.Errorf("%s: no [lab] section: name the server and client commands (see configs/*.toml)", cfg.File)
+	}
+	if o.Runs < 1 {
+		o.Runs = 1
+	}
+	port := cfg.Target.Port
+	if o.Port != 0 {
+		port = o.Port
+	}
+	if port == 0 {
+		return nil, fmt.Errorf("%s: the lab needs target.port (or --port)", cfg.File)
+	}
+	server, client := cfg.Lab.Server, cfg.Lab.Client
+	if len(o.Server) > 0 {
+		server = o.Server
+	}
+	if len(o.Client) > 0 {
+		client = o.Client
+	}
+	topo, err := lab.New(ctx, lab.Options{Prefix: lab.DefaultPrefix, Sysctls: cfg.Lab.Sysctls, Logger: o.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("build the lab: %w", err)
+	}
+	defer topo.Close()
+
+	rep := &LabReport{Scenario: cfg.Name, Description: cfg.Description, Config: o.ConfigArg,
+		Server: server, Client: client, Started: time.Now(), Runs: []*RunReport{}}
+	threshold := rules.DefaultLeakThreshold
+	if cfg.Expect != nil && cfg.Expect.LeakThreshold > 0 {
+		threshold = cfg.Expect.LeakThreshold
+	}
+	v6 := cfg.Lab.Family == rules.FamilyIPv6
+	for k := 1; k <= o.Runs && ctx.Err() == nil; k++ {
+		start := time.Now()
+		res, err := Run(ctx, topo, Spec{
+			Config: o.ConfigArg, Port: port, Server: server, Client: client, ServerReady: cfg.Lab.Ready,
+			Finproxy: o.Finproxy, Dir: filepath.Join(o.Dir, fmt.Sprintf("run-%d", k)),
+			Settle: cfg.Lab.Settle, Timeout: cfg.Lab.Timeout, Logger: o.Logger, Addr6: v6,
+			Observe: true, LeakThreshold: threshold,
+		})
+		run := &RunReport{Run: k, Failures: []string{}, Connections: []ConnReport{}, ClientExit: -1, ServerExit: -1}
+		if err != nil {
+			run.Failures = append(run.Failures, "harness: "+err.Error())
+		} else {
+			judge(run, cfg, topo, port, v6, res)
+		}
+		run.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+		run.Pass = len(run.Failures) == 0
+		if run.Pass {
+			rep.Passed++
+			run.ClientOutput, run.ServerOutput = "", ""
+		} else {
+			rep.Failed++
+		}
+		rep.Runs = append(rep.Runs, run)
+		if o.Progress != nil {
+			o.Progress(k, o.Runs, rep.Passed, run)
+		}
+	}
+	rep.Ended = time.Now()
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("interrupted after %d of %d runs: %w", len(rep.Runs), o.Runs, ctx.Err())
+	}
+	return rep, nil
+}
+
+// exitCode is the exit status of a finished command, -1 when unknown.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// judge fills run from the scenario's result and checks the expectations.
+func judge(run *RunReport, cfg *rules.Config, topo *lab.Topology, port uint16, v6 bool, res *Result) {
+	run.ClientExit, run.ServerExit = exitCode(res.ClientErr), exitCode(res.ServerErr)
+	run.ClientOutput, run.ServerOutput = res.ClientOutput, res.ServerOutput
+	run.Counters = res.Summary
+	run.Leaks = res.Leaks
+	run.Records = res.Records
+	run.Observed = res.Observed
+	run.Warnings = res.ObserveWarnings
+	if res.RunErr != nil {
+		run.Failures = append(run.Failures, fmt.Sprintf("finproxy run: %v", res.RunErr))
+	}
+	serverAddr, clientAddr := topo.ServerAddr, topo.ClientAddr
+	if v6 {
+		serverAddr, clientAddr = topo.ServerAddr6, topo.ClientAddr6
+	}
+	var conn *observe.Connection
+	if res.Observed != nil {
+		var n int
+		conn, n = verify.PickConnection(*res.Observed, netip.AddrPortFrom(clientAddr, 0), netip.AddrPortFrom(serverAddr, port))
+		if n > 1 {
+			run.Warnings = append(run.Warnings, fmt.Sprintf("%d connections to the server were observed; judged the first with a handshake", n))
+		}
+	} else {
+		run.Failures = append(run.Failures, "observer: nothing observed: "+strings.Join(res.ObserveWarnings, "; "))
+	}
+	run.Timeline = conn
+	if conn != nil {
+		run.Connections = append(run.Connections, connReport(conn, res.Records))
+	}
+	if cfg.Expect != nil {
+		run.Failures = append(run.Failures, verify.Check(verify.Input{
+			Expect: cfg.Expect, Conn: conn, Leaks: res.Leaks, Records: res.Records,
+			ClientExit: run.ClientExit, ServerExit: run.ServerExit,
+		})...)
+	}
+}
+
+func connReport(c *observe.Connection, recs []rules.Record) ConnReport {
+	cr := ConnReport{Client: sideReport(&c.Client), Server: sideReport(&c.Server)}
+	for _, r := range recs {
+		if r.Client != c.Client.Addr || r.Server != c.Server.Addr {
+			continue
+		}
+		seg := SegmentReport{From: r.Side.String(), Flags: r.Flags.String(), Seq: r.Seq, Ack: r.Ack, Len: r.Len,
+			Verdict: r.Verdict.String(), Rule: r.Rule, TimeNS: r.Time, HeldNS: r.HeldNS}
+		if r.Side == rules.Server {
+			cr.Server.Segments = append(cr.Server.Segments, seg)
+		} else {
+			cr.Client.Segments = append(cr.Client.Segments, seg)
+		}
+	}
+	return cr
+}
+
+func sideReport(s *observe.Side) SideReport {
+	sr := SideReport{Addr: s.Addr.String(), States: []string{}, Timeline: s.States, Retransmits: []RetransmitReport{},
+		ResetsSent: []ResetReport{}, ResetsReceived: []ResetReport{}, Segments: []SegmentReport{}}
+	if sr.Timeline == nil {
+		sr.Timeline = []observe.StateEntry{}
+	}
+	for _, st := range s.States {
+		sr.States = append(sr.States, st.State.String())
+	}
+	for _, r := range s.Retransmits {
+		sr.Retransmits = append(sr.Retransmits, RetransmitReport{State: r.State.String(), At: r.At})
+	}
+	for _, r := range s.ResetsSent {
+		sr.ResetsSent = append(sr.ResetsSent, ResetReport{State: r.State.String(), Reason: r.Reason, At: r.At})
+	}
+	for _, r := range s.ResetsReceived {
+		sr.ResetsReceived = append(sr.ResetsReceived, ResetReport{State: r.State.String(), At: r.At})
+	}
+	return sr
+}
+
+// WriteReport writes dir/report.json.
+func WriteReport(dir string, rep *LabReport) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "report.json"), append(b, '\n'), 0o644)
+}
+
+type junitSuites struct {
+	XMLName xml.Name     `xml:"testsuites"`
+	Suites  []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name     string      `xml:"name,attr"`
+	Tests    int         `xml:"tests,attr"`
+	Failures int         `xml:"failures,attr"`
+	Time     float64     `xml:"time,attr"`
+	Cases    []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Time      float64       `xml:"time,attr"`
+	Failure   *junitFailure `xml:"failure,omitempty"`
+}
+
+type junitFailure struct {
+	Message string `xml:"message,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// WriteJUnit writes one test case per run.
+func WriteJUnit(path string, rep *LabReport) error {
+	s := junitSuite{Name: "finproxy lab " + rep.Scenario, Tests: len(rep.Runs), Failures: rep.Failed,
+		Time: rep.Ended.Sub(rep.Started).Seconds()}
+	for _, r := range rep.Runs {
+		c := junitCase{Name: fmt.Sprintf("%s/run-%d", rep.Scenario, r.Run), Classname: "finproxy.lab." + rep.Scenario, Time: r.DurationMS / 1000}
+		if !r.Pass {
+			c.Failure = &junitFailure{Message: r.Failures[0], Text: strings.Join(r.Failures, "\n")}
+		}
+		s.Cases = append(s.Cases, c)
+	}
+	b, err := xml.MarshalIndent(junitSuites{Suites: []junitSuite{s}}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(path, append([]byte(xml.Header), append(b, '\n')...), 0o644)
+}
