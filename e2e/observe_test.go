@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -609,6 +610,30 @@ func TestObserveWatchTerminal(t *testing.T) {
 	for _, want := range []string{"\x1b[", "\x1b[J", "CONNECTION", "CLOSE_WAIT", "LEAKS", fmt.Sprintf("pid %d (finproxy)", srv.pid()), "1 CLOSE_WAIT leak(s) of 1s or more"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("terminal output lacks %q", want)
+		}
+	}
+}
+
+// `finproxy cleanup` removes the tracefs instance of an observer that died, also when run
+// with --netns (whose `ip netns exec` mounts a /sys without tracefs).
+func TestObserveCleanupStaleInstance(t *testing.T) {
+	topo := newLab(t)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"cleanup"}, {"cleanup", "--netns", topo.Router}} {
+		dir := filepath.Join(observe.TracefsRoot, "instances", fmt.Sprintf("%s%d-1", observe.InstancePrefix, dead.Process.Pid))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			nstest.Skip(t, "cannot create a tracefs instance: "+err.Error())
+		}
+		out, err := exec.Command(finproxyBin, args...).CombinedOutput()
+		if _, serr := os.Stat(dir); err != nil || !errors.Is(serr, os.ErrNotExist) {
+			os.Remove(dir)
+			t.Fatalf("%q: %v, instance still there (%v):\n%s", args, err, serr, out)
+		}
+		if !strings.Contains(string(out), "removed "+dir) {
+			t.Errorf("%q does not say it removed %s:\n%s", args, dir, out)
 		}
 	}
 }

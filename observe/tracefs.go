@@ -67,9 +67,13 @@ func ensureTracefs() error {
 
 // RemoveStaleInstances removes the tracefs instances named finproxy-<pid>[-n] whose
 // process is gone (left behind by a finproxy that was killed) and returns their
-// directories. Without tracefs mounted there is nothing to remove. It suits
-// `finproxy cleanup`.
+// directories. When tracefs is not mounted at TracefsRoot (as in the mount namespace of
+// `ip netns exec`, which mounts a fresh /sys) it mounts it, the instances being global;
+// when it cannot, there is nothing it could remove. It suits `finproxy cleanup`.
 func RemoveStaleInstances() ([]string, error) {
+	if ensureTracefs() != nil {
+		return nil, nil
+	}
 	ents, err := os.ReadDir(filepath.Join(TracefsRoot, "instances"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
