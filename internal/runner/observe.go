@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/finproxy/finproxy/observe"
@@ -89,15 +90,23 @@ func (ob *observation) finish(log *slog.Logger) (*observe.Report, []string) {
 	return &rep, rep.Warnings
 }
 
-// NoteText describes a segment record in one line: "client FIN|ACK seq=... ack=...
-// len=0: drop by drop-final-ack".
+// NoteText describes a segment record in one line: "client ACK seq=... ack=... len=0:
+// drop by drop-final-ack", "server FIN|ACK ...: accept by hold-fin (hold, held 12ms)".
 func NoteText(r rules.Record) string {
 	s := fmt.Sprintf("%s %s seq=%d ack=%d len=%d: %s", r.Side, r.Flags, r.Seq, r.Ack, r.Len, r.Verdict)
-	if r.Rule != "" {
-		s += fmt.Sprintf(" by %s (%s)", r.Rule, r.Action)
+	if r.Rule == "" {
+		return s
 	}
-	if r.HeldNS > 0 {
-		s += fmt.Sprintf(", held %v", time.Duration(r.HeldNS).Round(time.Microsecond))
+	s += " by " + r.Rule
+	var detail []string
+	if r.Action != "" && r.Action != r.Verdict.String() && r.Action != "pass" {
+		detail = append(detail, r.Action)
+	}
+	if held := time.Duration(r.HeldNS); held >= 100*time.Microsecond {
+		detail = append(detail, "held "+held.Round(time.Microsecond).String())
+	}
+	if len(detail) > 0 {
+		s += " (" + strings.Join(detail, ", ") + ")"
 	}
 	return s
 }

@@ -202,3 +202,18 @@ action = "drop"
 func fmtSscanf(l string, f *float64) (int, error) {
 	return fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "+")), "%f ms", f)
 }
+
+func TestNoteText(t *testing.T) {
+	r := rules.Record{Side: rules.Client, Flags: segment.ACK, Seq: 5, Ack: 9, Rule: "drop-final-ack", Action: "drop", Verdict: rules.Drop, HeldNS: 1700}
+	if got, want := NoteText(r), "client ACK seq=5 ack=9 len=0: drop by drop-final-ack"; got != want {
+		t.Errorf("NoteText = %q, want %q", got, want)
+	}
+	r = rules.Record{Side: rules.Server, Flags: segment.FIN | segment.ACK, Rule: "hold-fin", Action: "hold", Verdict: rules.Accept, HeldNS: int64(12 * time.Millisecond)}
+	if got, want := NoteText(r), "server FIN|ACK seq=0 ack=0 len=0: accept by hold-fin (hold, held 12ms)"; got != want {
+		t.Errorf("NoteText = %q, want %q", got, want)
+	}
+	r = rules.Record{Side: rules.Client, Flags: segment.SYN, Verdict: rules.Accept}
+	if got, want := NoteText(r), "client SYN seq=0 ack=0 len=0: accept"; got != want {
+		t.Errorf("NoteText = %q, want %q", got, want)
+	}
+}
