@@ -633,7 +633,9 @@ func TestObserveCleanupStaleInstance(t *testing.T) {
 			t.Fatalf("%q: %v, instance still there (%v):\n%s", args, err, serr, out)
 		}
 		if !strings.Contains(string(out), "removed "+dir) {
-			t.Errorf("%q does not say it removed %s:\n%s", args, dir, out)
+			// Every observer that starts removes stale instances too: another finproxy or
+			// test on this machine may have been first.
+			t.Logf("%q did not remove %s itself (someone else did):\n%s", args, dir, out)
 		}
 	}
 }
