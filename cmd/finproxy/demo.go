@@ -3,57 +3,47 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/lab"
+	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 	"github.com/spf13/cobra"
 )
 
-// demoCase pairs a preset with built-in applications that produce its scenario.
-type demoCase struct {
-	preset string
-	server []string
-	client []string
-}
-
-// demoCases: the client is A (closes first) except in simultaneous-close, where both close.
-var demoCases = []demoCase{
-	{"lost-fin", []string{"server", "--mode", "echo-close"}, []string{"client", "--mode", "send-close", "--bytes", "1000"}},
-	{"lost-final-ack", []string{"server", "--mode", "echo-close"}, []string{"client", "--mode", "send-close", "--bytes", "1000"}},
-	// The server closes 100 ms after EOF, so its kernel's delayed ACK (about 40 ms) leaves
-	// first, as a pure ACK: the one the merge rule folds into the FIN.
-	{"three-way-close", []string{"server", "--mode", "echo-close", "--close-delay", "100ms"}, []string{"client", "--mode", "send-close", "--bytes", "1000"}},
-	{"simultaneous-close", []string{"server", "--mode", "simultaneous"}, []string{"client", "--mode", "request-read-close"}},
-}
-
 func init() {
 	extraCommands = append(extraCommands, newDemoCmd)
-	extraCleanups = append(extraCleanups, func() ([]string, error) { return lab.Cleanup("fp") })
+	extraCleanups = append(extraCleanups, func() ([]string, error) { return lab.Cleanup(lab.DefaultPrefix) })
 }
 
 func newDemoCmd() *cobra.Command {
 	var (
-		keep string
-		only []string
+		keep  string
+		only  []string
+		quiet bool
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run each preset once against built-in applications in throwaway namespaces and show what happened",
-		Long: `demo builds a client, a router and a server network namespace, runs a built-in TCP server
-and client through them, and for each preset runs 'finproxy run' on the router's FORWARD
-path. It prints every segment finproxy saw, with the rule that acted and the verdict.
-Nothing of yours is needed and everything is removed at the end.`,
+		Short: "Run every preset once against built-in applications in throwaway namespaces: what happened, and a pass/fail table",
+		Long: `demo needs nothing of yours. For each preset it builds a client, a router and a server
+network namespace, runs the preset's built-in TCP server and client through them with
+'finproxy run' on the router's FORWARD path, observes both sockets, and checks the
+preset's expectations. It prints every segment finproxy saw with the rule that acted and
+the verdict, the states each side went through, and at the end a pass/fail table.
+Everything it creates is removed, also on Ctrl-C.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if os.Geteuid() != 0 {
-				return fmt.Errorf("demo needs root (network namespaces, NFQUEUE, iptables): try sudo")
+				return fmt.Errorf("demo needs root (network namespaces, NFQUEUE, iptables, tracefs): try sudo")
 			}
 			self, err := os.Executable()
 			if err != nil {
@@ -68,51 +58,70 @@ Nothing of yours is needed and everything is removed at the end.`,
 			}
 			ctx := cmd.Context()
 			w := cmd.OutOrStdout()
-			topo, err := lab.New(ctx, lab.Options{Prefix: "fp"})
-			if err != nil {
-				return fmt.Errorf("build the lab namespaces: %w", err)
+			type row struct {
+				name, result, client, server string
+				secs                         float64
 			}
-			defer topo.Close()
-			fmt.Fprintf(w, "lab: client %s (%s) -> router %s -> server %s (%s)\n\n",
-				topo.Client, topo.ClientAddr, topo.Router, topo.Server, topo.ServerAddr)
+			var rows []row
 			failed := 0
-			for i, c := range demoCases {
-				if len(only) > 0 && !contains(only, c.preset) {
+			start := time.Now()
+			for _, name := range configs.Names() {
+				if len(only) > 0 && !contains(only, name) {
 					continue
 				}
 				if ctx.Err() != nil {
 					break
 				}
-				port := uint16(8080 + i)
-				cfg, _ := loadConfig(c.preset)
-				fmt.Fprintf(w, "== %s: %s\n", c.preset, cfg.Description)
-				srv := append([]string{self, "app"}, c.server...)
-				srv = append(srv, "--listen", "{server_addr}:{port}", "--count", "1")
-				cl := append([]string{self, "app"}, c.client...)
-				cl = append(cl, "--connect", "{server_addr}:{port}", "--count", "1")
-				start := time.Now()
-				res, err := scenario.Run(ctx, topo, scenario.Spec{
-					Config: c.preset, Port: port, Server: srv, Client: cl, Finproxy: self,
-					Dir: filepath.Join(dir, c.preset),
-				})
+				cfg, err := loadConfig(name)
 				if err != nil {
-					failed++
-					fmt.Fprintf(w, "   FAILED: %v\n\n", err)
+					return err
+				}
+				if cfg.Lab == nil {
 					continue
 				}
-				printLadder(w, res.Records)
-				fmt.Fprintln(w)
-				indent(w, res.Summary)
-				ok := res.ClientErr == nil && res.ServerErr == nil && res.RunErr == nil
-				status := "ok"
-				if !ok {
+				t0 := time.Now()
+				rep, err := scenario.RunLab(ctx, scenario.LabOptions{
+					Config: cfg, ConfigArg: name, Runs: 1, Finproxy: self,
+					Dir: filepath.Join(dir, name), Logger: slog.Default(),
+				})
+				r := row{name: name, secs: time.Since(t0).Seconds()}
+				if err != nil || rep == nil || len(rep.Runs) == 0 {
 					failed++
-					status = fmt.Sprintf("FAILED (client: %v, server: %v, finproxy: %v)\n%s%s", res.ClientErr, res.ServerErr, res.RunErr, res.ClientOutput, res.ServerOutput)
+					r.result = "ERROR"
+					fmt.Fprintf(w, "== %s: %v\n\n", name, err)
+					rows = append(rows, r)
+					continue
 				}
-				fmt.Fprintf(w, "   %s in %.1fs\n\n", status, time.Since(start).Seconds())
+				run := rep.Runs[0]
+				r.result = "pass"
+				if !run.Pass {
+					r.result = "FAIL"
+					failed++
+				}
+				if len(run.Connections) > 0 {
+					r.client = strings.Join(run.Connections[0].Client.States, " → ")
+					r.server = strings.Join(run.Connections[0].Server.States, " → ")
+				}
+				rows = append(rows, r)
+				if !quiet {
+					fmt.Fprintf(w, "== %s: %s\n", name, cfg.Description)
+					printLadder(w, run.Records, run.Timeline)
+					fmt.Fprintf(w, "   client: %s\n   server: %s\n", r.client, r.server)
+					for _, f := range run.Failures {
+						fmt.Fprintf(w, "   FAILED: %s\n", f)
+					}
+					fmt.Fprintln(w)
+				}
 			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "PRESET\tRESULT\tTIME\tCLIENT\tSERVER")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%.1fs\t%s\t%s\n", r.name, r.result, r.secs, r.client, r.server)
+			}
+			tw.Flush()
+			fmt.Fprintf(w, "%d of %d presets passed in %.0fs\n", len(rows)-failed, len(rows), time.Since(start).Seconds())
 			if keep != "" {
-				fmt.Fprintf(w, "event logs kept in %s\n", keep)
+				fmt.Fprintf(w, "event logs and output kept in %s\n", keep)
 			}
 			if failed > 0 {
 				return &exitError{1, fmt.Errorf("%d of the demo scenarios failed", failed)}
@@ -122,6 +131,7 @@ Nothing of yours is needed and everything is removed at the end.`,
 	}
 	cmd.Flags().StringVar(&keep, "keep", "", "keep each scenario's event log and output in this directory")
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these presets")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the table")
 	return cmd
 }
 
@@ -134,43 +144,70 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func indent(w io.Writer, s string) {
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		fmt.Fprintf(w, "   %s\n", l)
+// printLadder prints what happened on the connection in time order: the segments of the
+// event log (sequence numbers relative to each side's initial one, as Wireshark shows
+// them) and, when observed, each side's state changes and retransmissions.
+func printLadder(w io.Writer, recs []rules.Record, conn *observe.Connection) {
+	type line struct {
+		at   int64
+		text string
 	}
-}
-
-// printLadder prints the segments of an event log with sequence numbers relative to each
-// side's initial sequence number, as Wireshark does.
-func printLadder(w io.Writer, recs []rules.Record) {
-	if len(recs) == 0 {
-		fmt.Fprintln(w, "   (no segment was queued)")
+	var lines []line
+	isn := map[rules.Side]uint32{}
+	for _, r := range recs {
+		if conn != nil && (r.Client != conn.Client.Addr || r.Server != conn.Server.Addr) {
+			continue
+		}
+		if r.Flags.Has(segment.SYN) {
+			isn[r.Side] = r.Seq
+		}
+		seq, ack := fmt.Sprint(r.Seq-isn[r.Side]), fmt.Sprint(r.Ack-isn[r.Side.Other()])
+		if !r.Flags.Has(segment.ACK) {
+			ack = "-"
+		}
+		verdict := "accepted"
+		if r.Verdict == rules.Drop {
+			verdict = "DROPPED"
+		}
+		if r.Rule != "" {
+			verdict += " by " + r.Rule
+			if r.HeldNS > int64(time.Millisecond) {
+				verdict += fmt.Sprintf(" after %s %.0f ms", r.Action, float64(r.HeldNS)/1e6)
+			}
+		}
+		arrow := "──▶"
+		if r.Side == rules.Server {
+			arrow = "◀──"
+		}
+		lines = append(lines, line{r.Time, fmt.Sprintf("%-6s %s %-8s seq=%s ack=%s len=%d  %s", r.Side, arrow, r.Flags, seq, ack, r.Len, verdict)})
+	}
+	if conn != nil {
+		for _, sd := range []struct {
+			name string
+			s    *observe.Side
+		}{{"client", &conn.Client}, {"server", &conn.Server}} {
+			for _, st := range sd.s.States {
+				lines = append(lines, line{st.At.UnixNano(), fmt.Sprintf("%-6s     is %s", sd.name, st.State)})
+			}
+			for _, rt := range sd.s.Retransmits {
+				lines = append(lines, line{rt.At.UnixNano(), fmt.Sprintf("%-6s     retransmits in %s", sd.name, rt.State)})
+			}
+			for _, rs := range sd.s.ResetsSent {
+				lines = append(lines, line{rs.At.UnixNano(), fmt.Sprintf("%-6s     sends RST (%s)", sd.name, rs.Reason)})
+			}
+			for _, rs := range sd.s.ResetsReceived {
+				lines = append(lines, line{rs.At.UnixNano(), fmt.Sprintf("%-6s     receives RST", sd.name)})
+			}
+		}
+	}
+	if len(lines) == 0 {
+		fmt.Fprintln(w, "   (nothing was seen)")
 		return
 	}
-	isn := map[string]uint32{}
-	key := func(r rules.Record, s rules.Side) string {
-		return fmt.Sprintf("%s|%s|%s", r.Client, r.Server, s)
+	// The event log and the observer share the wall clock.
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at < lines[j].at })
+	t0 := lines[0].at
+	for _, l := range lines {
+		fmt.Fprintf(w, "   %+9.1f ms  %s\n", float64(l.at-t0)/1e6, l.text)
 	}
-	t0 := recs[0].Time
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "   T+ms\tFROM\tFLAGS\tSEQ\tACK\tLEN\tRULE\tVERDICT")
-	for _, r := range recs {
-		if r.Flags.Has(segment.SYN) {
-			isn[key(r, r.Side)] = r.Seq
-		}
-		seq, ack := fmt.Sprint(r.Seq), fmt.Sprint(r.Ack)
-		if base, ok := isn[key(r, r.Side)]; ok {
-			seq = fmt.Sprint(r.Seq - base)
-		}
-		if base, ok := isn[key(r, r.Side.Other())]; ok && r.Flags.Has(segment.ACK) {
-			ack = fmt.Sprint(r.Ack - base)
-		}
-		verdict := r.Verdict.String()
-		if r.HeldNS > int64(time.Millisecond) {
-			verdict += fmt.Sprintf(" (%s %.0f ms)", r.Action, float64(r.HeldNS)/1e6)
-		}
-		fmt.Fprintf(tw, "   %.1f\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
-			float64(r.Time-t0)/1e6, r.Side, r.Flags, seq, ack, r.Len, r.Rule, verdict)
-	}
-	tw.Flush()
 }

@@ -215,12 +215,21 @@ func judge(run *RunReport, cfg *rules.Config, topo *lab.Topology, port uint16, v
 	if v6 {
 		serverAddr, clientAddr = topo.ServerAddr6, topo.ClientAddr6
 	}
+	// The connection of the run is the one finproxy saw open (its client port is in the
+	// event log); without one, the first to the server with a handshake.
+	client := netip.AddrPortFrom(clientAddr, 0)
+	for _, r := range res.Records {
+		if r.Server.Port() == port && r.Client.Addr() == clientAddr {
+			client = r.Client
+			break
+		}
+	}
 	var conn *observe.Connection
 	if res.Observed != nil {
 		var n int
-		conn, n = verify.PickConnection(*res.Observed, netip.AddrPortFrom(clientAddr, 0), netip.AddrPortFrom(serverAddr, port))
+		conn, n = verify.PickConnection(*res.Observed, client, netip.AddrPortFrom(serverAddr, port))
 		if n > 1 {
-			run.Warnings = append(run.Warnings, fmt.Sprintf("%d connections to the server were observed; judged the first with a handshake", n))
+			run.Warnings = append(run.Warnings, fmt.Sprintf("%d connections from %s to the server were observed; judged the first with a handshake", n, client))
 		}
 	} else {
 		run.Failures = append(run.Failures, "observer: nothing observed: "+strings.Join(res.ObserveWarnings, "; "))
