@@ -23,7 +23,7 @@ func newLabCmd() *cobra.Command {
 		cfgPath, reportDir, junit string
 		runs                      int
 		port                      uint16
-		server, client            string
+		server, client, ready     string
 	)
 	cmd := &cobra.Command{
 		Use:   "lab -c CONFIG",
@@ -35,7 +35,7 @@ config's [expect] section against what the kernel showed. Exit code 0 only when 
 passed.`,
 		Example: `  sudo finproxy lab -c configs/simultaneous-close.toml --runs 20 --report out/ --junit junit.xml
   sudo finproxy lab -c my-service.toml
-  sudo finproxy lab -c lost-fin --server 'socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat' --client 'socat - TCP:{server_addr}:{port}'`,
+  sudo finproxy lab -c lost-fin --server 'socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat' --client 'socat - TCP:{server_addr}:{port}' --ready 'listening on'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfgPath == "" {
@@ -80,7 +80,7 @@ passed.`,
 			tty := isTTY(w)
 			rep, err := scenario.RunLab(cmd.Context(), scenario.LabOptions{
 				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: port,
-				Server: srvArgv, Client: cliArgv, Logger: slog.Default(),
+				Server: srvArgv, Client: cliArgv, Ready: ready, Logger: slog.Default(),
 				Progress: func(done, total, passed int, r *scenario.RunReport) {
 					printProgress(w, tty, done, total, passed, r)
 				},
@@ -120,6 +120,7 @@ passed.`,
 	cmd.Flags().Uint16Var(&port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
+	cmd.Flags().StringVar(&ready, "ready", "", "override [lab] ready: the text the server prints once it listens (socat -d -d: \"listening on\")")
 	return cmd
 }
 

@@ -33,7 +33,9 @@ type LabOptions struct {
 	// Port overrides the config's target port; Server and Client its [lab] commands.
 	Port           uint16
 	Server, Client []string
-	Logger         *slog.Logger
+	// Ready overrides [lab] ready (the server's readiness text).
+	Ready  string
+	Logger *slog.Logger
 	// Progress, when set, is called after each run.
 	Progress func(done, total, passed int, run *RunReport)
 }
@@ -152,11 +154,15 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 	if cfg.Expect != nil && cfg.Expect.LeakThreshold > 0 {
 		threshold = cfg.Expect.LeakThreshold
 	}
+	ready := cfg.Lab.Ready
+	if o.Ready != "" {
+		ready = o.Ready
+	}
 	v6 := cfg.Lab.Family == rules.FamilyIPv6
 	for k := 1; k <= o.Runs && ctx.Err() == nil; k++ {
 		start := time.Now()
 		res, err := Run(ctx, topo, Spec{
-			Config: o.ConfigArg, Port: port, Server: server, Client: client, ServerReady: cfg.Lab.Ready,
+			Config: o.ConfigArg, Port: port, Server: server, Client: client, ServerReady: ready,
 			Finproxy: o.Finproxy, Dir: filepath.Join(o.Dir, fmt.Sprintf("run-%d", k)),
 			Settle: cfg.Lab.Settle, Timeout: cfg.Lab.Timeout, Logger: o.Logger, Addr6: v6,
 			Observe: true, LeakThreshold: threshold,
