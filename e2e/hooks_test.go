@@ -141,3 +141,44 @@ func TestStaleChainReplacedAtStart(t *testing.T) {
 	}
 	iptablesClean(t, topo, "router")
 }
+
+// `finproxy run --netns NAME` from the root namespace does all its work in NAME: its
+// chain appears there (and not here), and SIGTERM removes it.
+func TestRunNetnsFlag(t *testing.T) {
+	topo := newLab(t)
+	cmd := exec.Command(finproxyBin, "run", "-c", "lost-fin", "--hook", "forward", "--port", "8080", "--netns", topo.Router)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(stderr)
+	ready := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "finproxy: ready") {
+			ready = true
+			break
+		}
+	}
+	if !ready {
+		t.Fatal("finproxy run --netns: never ready")
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	if !iptablesHas(t, topo, "router", "FINPROXY-Q") {
+		t.Error("no finproxy chain in the router namespace")
+	}
+	if out, _ := exec.Command("iptables-save", "-t", "mangle").CombinedOutput(); strings.Contains(string(out), "FINPROXY-Q7400") {
+		t.Error("finproxy's chain appeared in the root namespace")
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("run --netns after SIGTERM: %v", err)
+	}
+	iptablesClean(t, topo, "router")
+}

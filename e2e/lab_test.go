@@ -216,3 +216,47 @@ func labNamespaces(t *testing.T) []string {
 	}
 	return ns
 }
+
+// The whole path over IPv6: ip6tables hooks, the engine, the observer and the lab.
+func TestLabIPv6(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "ip6tables")
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "lost-fin-v6.toml")
+	if err := os.WriteFile(cfg, []byte(`
+name = "lost-fin-v6"
+[target]
+port = 8080
+[[rule]]
+name = "drop-first-client-fin"
+side = "client"
+has_flags = "FIN"
+nth = 1
+action = "drop"
+[lab]
+family = "ipv6"
+server = "{finproxy} app server --listen [{server_addr}]:{port} --mode echo-close"
+client = "{finproxy} app client --connect [{server_addr}]:{port} --mode send-close --bytes 1000"
+[expect.client]
+states = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
+retransmits_in = ["FIN_WAIT1"]
+exit = 0
+[expect.server]
+states = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
+exit = 0
+[[expect.segment]]
+rule = "drop-first-client-fin"
+verdict = "drop"
+min = 1
+max = 1
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, rep := runLab(t, "-c", cfg, "--runs", "3", "--port", labPort())
+	if code != 0 || rep.Passed != 3 {
+		t.Fatalf("IPv6 lab: exit %d\n%s", code, out)
+	}
+	if a := rep.Runs[0].Connections[0].Client.Addr; !strings.HasPrefix(a, "[fd00:") {
+		t.Errorf("client address %s: not the IPv6 one", a)
+	}
+}
