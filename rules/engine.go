@@ -391,6 +391,7 @@ func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client,
 		return
 	}
 	r := Record{
+		ID:          id,
 		Time:        queued.UnixNano(),
 		VerdictTime: now.UnixNano(),
 		Client:      client,

@@ -28,6 +28,10 @@ type Sink interface {
 // Record is one line of the event log: a queued segment and what became of it.
 // It is written when the segment's verdict is given.
 type Record struct {
+	// ID is the queue's packet id (0 for a segment finproxy made itself). Not in the log:
+	// ids repeat across runs; it lets a consumer in the same process (a pcap writer) pair
+	// the record with the packet it saw queued.
+	ID uint32 `json:"-"`
 	// Time is when the segment was queued (Unix ns).
 	Time int64 `json:"time_ns"`
 	// VerdictTime is when its verdict was given (Unix ns).
@@ -47,6 +51,12 @@ type Record struct {
 	Verdict Verdict `json:"verdict"`
 	// HeldNS is how long the segment waited in finproxy before its verdict.
 	HeldNS int64 `json:"held_ns"`
+	// Modified is set when the segment left changed (rewritten by an action); Injected when
+	// finproxy made it (it was never queued). Out is then the IP packet as it left (not in
+	// the JSON log; for in-process consumers such as a pcap writer).
+	Modified bool   `json:"modified,omitempty"`
+	Injected bool   `json:"injected,omitempty"`
+	Out      []byte `json:"-"`
 }
 
 // MarshalText renders the verdict as in the event log ("accept" or "drop").
