@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -178,7 +179,11 @@ func TestMergeRecord(t *testing.T) {
 		Verdict:     Drop,
 		HeldNS:      int64(10 * time.Millisecond),
 	}
-	if *got != want {
+	if got.ID == 0 {
+		t.Errorf("record without the packet id: %+v", *got)
+	}
+	want.ID = got.ID
+	if !reflect.DeepEqual(*got, want) {
 		t.Errorf("record\n\t%+v\nwant\n\t%+v", *got, want)
 	}
 }
