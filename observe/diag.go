@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -60,11 +58,7 @@ type Diag struct {
 func OpenDiag(netns string, f Filter) (*Diag, error) {
 	cfg := &netlink.Config{}
 	if netns != "" {
-		p := netns
-		if !strings.ContainsRune(p, '/') {
-			p = filepath.Join("/run/netns", p)
-		}
-		nsf, err := os.Open(p)
+		nsf, err := os.Open(nsPath(netns))
 		if err != nil {
 			return nil, fmt.Errorf("network namespace %q: %w", netns, err)
 		}

@@ -151,3 +151,28 @@ func TestPrivilegedTwoNamespaces(t *testing.T) {
 	}
 	t.Logf("%s", dump(cn))
 }
+
+// The polled namespace's own addresses are known from the start, before any poll saw a
+// socket there.
+func TestNamespaceAddrs(t *testing.T) {
+	ns := nstest.New(t)
+	ns.MustRun(t, "ip", "addr", "add", "198.18.77.1/24", "dev", "lo")
+	addrs, err := namespaceAddrs(ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.Addr]bool{netip.MustParseAddr("127.0.0.1"): false, netip.MustParseAddr("198.18.77.1"): false}
+	for _, a := range addrs {
+		if _, ok := want[a]; ok {
+			want[a] = true
+		}
+	}
+	for a, seen := range want {
+		if !seen {
+			t.Errorf("%s missing from %v", a, addrs)
+		}
+	}
+	if nsPath("x") != "/run/netns/x" || nsPath("/proc/1/ns/net") != "/proc/1/ns/net" {
+		t.Error("nsPath")
+	}
+}

@@ -10,6 +10,15 @@ import (
 	"github.com/vishvananda/netns"
 )
 
+// nsPath turns a namespace as Options.NetNS takes it (an `ip netns` name or a path) into
+// a path.
+func nsPath(ns string) string {
+	if strings.ContainsRune(ns, '/') {
+		return ns
+	}
+	return filepath.Join("/run/netns", ns)
+}
+
 // namespaceAddrs lists the interface addresses of a network namespace (named as
 // Options.NetNS takes it; "" the current one). A side whose address is one of them lives
 // where sock_diag polls: the absence of its timewait socket then means it really closed,
@@ -21,11 +30,7 @@ func namespaceAddrs(ns string) ([]netip.Addr, error) {
 	if ns == "" {
 		h, err = netlink.NewHandle()
 	} else {
-		p := ns
-		if !strings.ContainsRune(p, '/') {
-			p = filepath.Join("/run/netns", p)
-		}
-		nsh, nerr := netns.GetFromPath(p)
+		nsh, nerr := netns.GetFromPath(nsPath(ns))
 		if nerr != nil {
 			return nil, fmt.Errorf("network namespace %q: %w", ns, nerr)
 		}
