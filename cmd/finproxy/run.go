@@ -58,13 +58,14 @@ func newRunCmd() *cobra.Command {
 		of       runObserveFlags
 		cfgPath  string
 		logPath  string
+		pcapPath string
 		duration time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run -c CONFIG",
 		Short: "Inject the config's faults until Ctrl-C (or --duration)",
 		Example: `  sudo finproxy run -c configs/lost-final-ack.toml
-  sudo finproxy run -c configs/lost-fin.toml --port 6379 --netns app --duration 30s --log events.jsonl
+  sudo finproxy run -c configs/lost-fin.toml --port 6379 --netns app --duration 30s --log events.jsonl --pcap capture.pcapng
   sudo finproxy run -c lost-final-ack --hook forward --netns router --observe-netns client,server --report run.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -92,6 +93,7 @@ func newRunCmd() *cobra.Command {
 			res, err := runner.Run(cmd.Context(), runner.Options{
 				Config:   cfg,
 				LogPath:  logPath,
+				PcapPath: pcapPath,
 				Duration: duration,
 				Logger:   slog.Default(),
 				Observe:  observeOpts,
@@ -102,6 +104,9 @@ func newRunCmd() *cobra.Command {
 			})
 			if res != nil {
 				printSummary(out, res)
+				if pcapPath != "" {
+					fmt.Fprintf(out, "pcap: %d packets in %s\n", res.PcapPackets, pcapPath)
+				}
 				if rerr := of.finish(out, cfg, res); rerr != nil {
 					err = errors.Join(err, rerr)
 				}
@@ -111,6 +116,7 @@ func newRunCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config: a TOML file, or a built-in preset name such as lost-fin")
 	cmd.Flags().StringVar(&logPath, "log", "", "write the event log (JSON lines) to this file")
+	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write a pcapng capture: every queued segment as it arrived (and as it left, when changed or injected), each with a comment naming the rule and the verdict")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop by itself after this long (0: until Ctrl-C)")
 	tf.add(cmd)
 	of.add(cmd)

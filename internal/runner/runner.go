@@ -41,6 +41,8 @@ type Options struct {
 	IPT4, IPT6 nfq.IPTables
 	// OnRecord, when set, sees every event log record (after it is written).
 	OnRecord func(rules.Record)
+	// PcapPath, when set, receives a pcapng capture of every queued segment (see pcap.go).
+	PcapPath string
 	// Observe, when not nil, follows the target's connections on both ends with an
 	// observe.Observer started before the hooks (tracepoints and sock_diag, filtered by the
 	// target's port and addresses) and puts every segment record on the timeline of its
@@ -60,6 +62,8 @@ type Result struct {
 	Undecodable uint64 `json:"undecodable"`
 	// Records is the number of event log lines.
 	Records uint64 `json:"records"`
+	// PcapPackets is the number of packets written to the capture (Options.PcapPath).
+	PcapPackets uint64 `json:"pcap_packets,omitempty"`
 	// Started is when the run began, Ended when its teardown was complete.
 	Started time.Time `json:"started"`
 	Ended   time.Time `json:"ended"`
@@ -219,6 +223,23 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		}()
 	}
 
+	// The capture is closed after the engine's teardown (deferred later, run earlier) has
+	// given every held segment its verdict.
+	var pcap *pcapCapture
+	if o.PcapPath != "" {
+		if pcap, err = openPcap(o.PcapPath, pcapComment(cfg, spec), fmt.Sprintf("nfqueue%d", spec.Queue)); err != nil {
+			return nil, err
+		}
+		defer func() {
+			n, missing, cerr := pcap.close()
+			res.PcapPackets = n
+			if missing > 0 {
+				log.Warn("pcap: records without their captured packet", "count", missing)
+			}
+			err = errors.Join(err, cerr)
+		}()
+	}
+
 	ipt4, ipt6 := o.IPT4, o.IPT6
 	want4, want6 := families(cfg.Target.Addresses)
 	if ipt4 == nil && want4 {
@@ -260,6 +281,9 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		if elog != nil {
 			elog.write(r)
 		}
+		if pcap != nil {
+			pcap.record(r)
+		}
 		if obs != nil {
 			obs.annotate(r)
 		}
@@ -276,6 +300,9 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 			undecodable.Add(1)
 			_ = s.Verdict(p.ID, rules.Accept)
 			return
+		}
+		if pcap != nil {
+			pcap.capture(p.ID, p.Time, p.Data)
 		}
 		eng.Handle(rules.Packet{ID: p.ID, Time: p.Time, Seg: seg, Data: p.Data})
 	}
