@@ -195,7 +195,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 
 	// 2. finproxy on the router, until its hooks are in place.
 	fp := t.Command(ctx, "router", s.Finproxy, "run", "-c", s.Config, "--hook", "forward",
-		"--port", fmt.Sprint(s.Port), "--log", logPath, "--no-observe")
+		"--port", fmt.Sprint(s.Port), "--log", logPath, "--pcap", filepath.Join(s.Dir, "capture.pcapng"), "--no-observe")
 	fp.Cancel = func() error { return fp.Process.Signal(syscall.SIGTERM) }
 	fp.WaitDelay = 5 * time.Second
 	var fpOut bytes.Buffer
