@@ -18,6 +18,7 @@ import (
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/verify"
+	"github.com/finproxy/finproxy/viz"
 )
 
 // LabOptions configure `finproxy lab`: a scenario run Runs times against real
@@ -72,6 +73,8 @@ type RunReport struct {
 	Observed     *observe.Report     `json:"-"`
 	Records      []rules.Record      `json:"-"`
 	Timeline     *observe.Connection `json:"-"`
+	// Expectations are the config's expectations one by one, with their outcome.
+	Expectations []viz.Expectation `json:"expectations"`
 }
 
 // ConnReport is the connection of a run, as both sides went through it.
@@ -173,6 +176,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		} else {
 			judge(run, cfg, topo, port, v6, res)
 		}
+		run.Expectations = expectations(cfg, run)
 		run.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 		run.Pass = len(run.Failures) == 0
 		if run.Pass {
@@ -290,7 +294,8 @@ func sideReport(s *observe.Side) SideReport {
 	return sr
 }
 
-// WriteReport writes dir/report.json.
+// WriteReport writes dir/report.json, then the diagrams (run-N/ladder.svg) and
+// dir/index.html.
 func WriteReport(dir string, rep *LabReport) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -299,7 +304,10 @@ func WriteReport(dir string, rep *LabReport) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "report.json"), append(b, '\n'), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return writeVisuals(dir, rep)
 }
 
 type junitSuites struct {

@@ -1,0 +1,271 @@
+package scenario
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/finproxy/finproxy/observe"
+	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/verify"
+	"github.com/finproxy/finproxy/viz"
+)
+
+// CaptureName is the pcapng capture each run keeps in its directory (run-N/).
+const CaptureName = "capture.pcapng"
+
+// LadderName is the ladder diagram of a run's connection in its directory.
+const LadderName = "ladder.svg"
+
+// expectations lists every expectation of the config's [expect] section with its outcome in
+// run: each is checked on its own (verify.Check of a section with only that key), so that
+// the diagram can say which held. Failures of the run that no expectation explains (the
+// harness, finproxy run) follow as failed lines.
+func expectations(cfg *rules.Config, run *RunReport) []viz.Expectation {
+	var out []viz.Expectation
+	failed := map[string]bool{}
+	check := func(text string, e rules.Expect) {
+		in := verify.Input{Expect: &e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
+			ClientExit: run.ClientExit, ServerExit: run.ServerExit}
+		fails := verify.Check(in)
+		for _, fl := range fails {
+			failed[fl] = true
+		}
+		out = append(out, viz.Expectation{Text: text, Pass: len(fails) == 0, Detail: strings.Join(fails, "; ")})
+	}
+	if e := cfg.Expect; e != nil {
+		for _, s := range []struct {
+			name string
+			se   *rules.SideExpect
+			side func(*rules.Expect, *rules.SideExpect)
+		}{
+			{"client", e.Client, func(x *rules.Expect, se *rules.SideExpect) { x.Client = se }},
+			{"server", e.Server, func(x *rules.Expect, se *rules.SideExpect) { x.Server = se }},
+		} {
+			if s.se == nil {
+				continue
+			}
+			one := func(text string, se rules.SideExpect) {
+				x := rules.Expect{LeakThreshold: e.LeakThreshold}
+				s.side(&x, &se)
+				check(s.name+" "+text, x)
+			}
+			se := s.se
+			if len(se.States) > 0 {
+				one("states: "+strings.Join(se.States, " → "), rules.SideExpect{States: se.States})
+			}
+			if len(se.Absent) > 0 {
+				one("never in "+strings.Join(se.Absent, ", "), rules.SideExpect{Absent: se.Absent})
+			}
+			for _, st := range se.RetransmitsIn {
+				one("retransmits in "+st, rules.SideExpect{RetransmitsIn: []string{st}})
+			}
+			if se.NoRetransmits {
+				one("retransmits nothing", rules.SideExpect{NoRetransmits: true})
+			}
+			if se.ResetsSent != nil {
+				one(yesNo(*se.ResetsSent, "sends a RST", "sends no RST"), rules.SideExpect{ResetsSent: se.ResetsSent})
+			}
+			if se.ResetsReceived != nil {
+				one(yesNo(*se.ResetsReceived, "receives a RST", "receives no RST"), rules.SideExpect{ResetsReceived: se.ResetsReceived})
+			}
+			for _, d := range se.MaxDwell {
+				one(fmt.Sprintf("stays at most %v in %s", d.Limit, d.State), rules.SideExpect{MaxDwell: []rules.Dwell{d}})
+			}
+			for _, d := range se.MinDwell {
+				one(fmt.Sprintf("stays at least %v in %s", d.Limit, d.State), rules.SideExpect{MinDwell: []rules.Dwell{d}})
+			}
+			if se.CloseWaitLeak != nil {
+				one(yesNo(*se.CloseWaitLeak, "reported as a CLOSE_WAIT leak", "not reported as a CLOSE_WAIT leak"),
+					rules.SideExpect{CloseWaitLeak: se.CloseWaitLeak})
+			}
+			if se.Exit != nil {
+				one(fmt.Sprintf("exits with %d", *se.Exit), rules.SideExpect{Exit: se.Exit})
+			}
+		}
+		for _, sx := range e.Segments {
+			check(fmt.Sprintf("segments %s: %s", sx, countText(sx.Min, sx.Max)), rules.Expect{Segments: []*rules.SegmentExpect{sx}})
+		}
+	}
+	for _, fl := range run.Failures {
+		if !failed[fl] {
+			out = append(out, viz.Expectation{Text: fl, Pass: false})
+		}
+	}
+	return out
+}
+
+func yesNo(b bool, yes, no string) string {
+	if b {
+		return yes
+	}
+	return no
+}
+
+func countText(lo, hi int) string {
+	switch {
+	case hi == 0:
+		return "none"
+	case hi < 0:
+		return fmt.Sprintf("at least %d", lo)
+	case lo == hi:
+		return fmt.Sprintf("exactly %d", lo)
+	case lo == 0:
+		return fmt.Sprintf("at most %d", hi)
+	}
+	return fmt.Sprintf("%d to %d", lo, hi)
+}
+
+// Ladder is the diagram of a run's connection (the one it was judged on), or of conn when
+// not nil (another connection the run observed).
+func Ladder(rep *LabReport, run *RunReport, conn *observe.Connection) viz.Ladder {
+	pass := run.Pass
+	l := viz.Ladder{
+		Title:    fmt.Sprintf("%s — run %d", rep.Scenario, run.Run),
+		Subtitle: rep.Description,
+		Finproxy: "on the router (FORWARD)",
+		Pass:     &pass,
+		Conn:     run.Timeline,
+		Records:  run.Records,
+	}
+	if l.Records == nil {
+		l.Records = []rules.Record{}
+	}
+	if conn != nil && conn != run.Timeline {
+		l.Conn, l.Pass = conn, nil
+		l.Title = fmt.Sprintf("%s — run %d, another connection", rep.Scenario, run.Run)
+	} else {
+		l.Expectations = run.Expectations
+	}
+	if l.Conn == nil {
+		l.Notes = append(l.Notes, "No connection was observed: only the segments finproxy queued are drawn, without the sides' states.")
+	}
+	l.Notes = append(l.Notes, run.Warnings...)
+	return l
+}
+
+// others are the connections a run observed besides the one it was judged on.
+func others(run *RunReport) []*observe.Connection {
+	if run.Observed == nil {
+		return nil
+	}
+	var out []*observe.Connection
+	for i := range run.Observed.Connections {
+		c := &run.Observed.Connections[i]
+		if c != run.Timeline && (run.Timeline == nil || c.Client.Addr != run.Timeline.Client.Addr || c.Incarnation != run.Timeline.Incarnation) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// writeVisuals writes, for each run, run-N/ladder.svg (the connection it was judged on)
+// and run-N/ladder-PORT.svg for any other connection it observed, then dir/index.html: the
+// runs with their outcome and failures, links to their diagrams and captures, and the
+// diagram of the first failed run (or of the first run) inline.
+func writeVisuals(dir string, rep *LabReport) error {
+	page := viz.Page{
+		Title:       "finproxy lab: " + rep.Scenario,
+		Description: rep.Description,
+		Config:      rep.Config,
+		Server:      strings.Join(rep.Server, " "),
+		Client:      strings.Join(rep.Client, " "),
+		Started:     rep.Started,
+		Duration:    rep.Ended.Sub(rep.Started).Round(time.Millisecond),
+		Passed:      rep.Passed,
+		Failed:      rep.Failed,
+		Report:      "report.json",
+	}
+	// The page shows the diagram of the first failed run, or of the first run.
+	featured := 0
+	for i, run := range rep.Runs {
+		if !run.Pass {
+			featured = i
+			break
+		}
+	}
+	var errs []error
+	for i, run := range rep.Runs {
+		rdir := fmt.Sprintf("run-%d", run.Run)
+		if err := os.MkdirAll(filepath.Join(dir, rdir), 0o755); err != nil {
+			return err
+		}
+		pr := viz.PageRun{Run: run.Run, Pass: run.Pass, Failures: run.Failures, Duration: time.Duration(run.DurationMS * 1e6)}
+		if len(run.Connections) > 0 {
+			pr.Client = strings.Join(run.Connections[0].Client.States, " → ")
+			pr.Server = strings.Join(run.Connections[0].Server.States, " → ")
+		}
+		var buf bytes.Buffer
+		if err := viz.WriteSVG(&buf, Ladder(rep, run, nil)); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, rdir, LadderName), buf.Bytes(), 0o644); err != nil {
+			return err
+		}
+		pr.Diagrams = append(pr.Diagrams, viz.Link{Href: rdir + "/" + LadderName, Text: "ladder"})
+		if i == featured {
+			page.Featured, page.FeaturedSVG = run.Run, buf.String()
+		}
+		for _, c := range others(run) {
+			var b bytes.Buffer
+			if err := viz.WriteSVG(&b, Ladder(rep, run, c)); err != nil {
+				return err
+			}
+			name := fmt.Sprintf("ladder-%d.svg", c.Client.Addr.Port())
+			if c.Incarnation > 1 {
+				name = fmt.Sprintf("ladder-%d-%d.svg", c.Client.Addr.Port(), c.Incarnation)
+			}
+			if err := os.WriteFile(filepath.Join(dir, rdir, name), b.Bytes(), 0o644); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			pr.Diagrams = append(pr.Diagrams, viz.Link{Href: rdir + "/" + name, Text: fmt.Sprintf("port %d", c.Client.Addr.Port())})
+		}
+		for _, file := range []struct{ name, text string }{{CaptureName, "capture"}, {"events.jsonl", "event log"}} {
+			if _, err := os.Stat(filepath.Join(dir, rdir, file.name)); err == nil {
+				pr.Files = append(pr.Files, viz.Link{Href: rdir + "/" + file.name, Text: file.text})
+			}
+		}
+		page.Runs = append(page.Runs, pr)
+	}
+	var buf bytes.Buffer
+	if err := viz.WriteHTML(&buf, page); err != nil {
+		return err
+	}
+	errs = append(errs, os.WriteFile(filepath.Join(dir, "index.html"), buf.Bytes(), 0o644))
+	return errors.Join(errs...)
+}
+
+// JoinCaptures writes to path the captures of every run kept in dir (run-N/capture.pcapng),
+// one pcapng section per run, in run order: the file `lab --pcap` asks for.
+func JoinCaptures(path, dir string, rep *LabReport) error {
+	if d := filepath.Dir(path); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, run := range rep.Runs {
+		in, err := os.Open(filepath.Join(dir, fmt.Sprintf("run-%d", run.Run), CaptureName))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("run %d: %w", run.Run, err))
+			continue
+		}
+		_, err = io.Copy(out, in)
+		in.Close()
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, out.Close())
+	return errors.Join(errs...)
+}
