@@ -21,6 +21,7 @@ func init() {
 func newLabCmd() *cobra.Command {
 	var (
 		cfgPath, reportDir, junit string
+		pcapPath                  string
 		runs                      int
 		port                      uint16
 		server, client, ready     string
@@ -94,6 +95,11 @@ passed.`,
 						return fmt.Errorf("write report: %w", werr)
 					}
 				}
+				if pcapPath != "" {
+					if werr := scenario.JoinCaptures(pcapPath, dir, rep); werr != nil {
+						return fmt.Errorf("write pcap: %w", werr)
+					}
+				}
 				if junit != "" {
 					if werr := scenario.WriteJUnit(junit, rep); werr != nil {
 						return fmt.Errorf("write junit: %w", werr)
@@ -101,7 +107,7 @@ passed.`,
 				}
 				printLabSummary(w, rep)
 				if reportDir != "" {
-					fmt.Fprintf(w, "report: %s\n", filepath.Join(reportDir, "report.json"))
+					fmt.Fprintf(w, "report: %s (diagrams: %s)\n", filepath.Join(reportDir, "report.json"), filepath.Join(reportDir, "index.html"))
 				}
 			}
 			if err != nil {
@@ -115,7 +121,8 @@ passed.`,
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config with [lab] and [expect]: a TOML file or a preset name")
 	cmd.Flags().IntVar(&runs, "runs", 1, "how many times to run the scenario")
-	cmd.Flags().StringVar(&reportDir, "report", "", "write DIR/report.json and keep each run's event log and output in DIR/run-N/")
+	cmd.Flags().StringVar(&reportDir, "report", "", "write DIR/report.json, DIR/index.html (the runs, a ladder diagram) and keep each run's event log, capture and diagram in DIR/run-N/")
+	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write every run's capture (pcapng, one section per run) to this file")
 	cmd.Flags().StringVar(&junit, "junit", "", "write a JUnit XML file, one test case per run")
 	cmd.Flags().Uint16Var(&port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
