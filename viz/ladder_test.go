@@ -30,7 +30,8 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden.svg")
 // recorded are the runs in testdata/NAME.json: the Ladder of a real `finproxy lab -c NAME`
 // run (its records as the event log has them, the observer's connection, the
 // expectations with their outcome).
-var recorded = []string{"lost-final-ack", "simultaneous-close", "three-way-close", "lost-syn-ack", "no-time-wait", "fin-wait-2-hang"}
+var recorded = []string{"lost-final-ack", "simultaneous-close", "three-way-close", "lost-syn-ack", "no-time-wait",
+	"fin-wait-2-hang", "half-close", "close-wait-leak"}
 
 func loadLadder(t *testing.T, name string) Ladder {
 	t.Helper()
@@ -108,6 +109,10 @@ func TestRecordedContent(t *testing.T) {
 		{"lost-syn-ack", []string{"dropped by drop-first-syn-ack", "↻ SYN-ACK retransmit", "↻ retransmit in SYN_SENT", " later ⋯"}, nil},
 		{"no-time-wait", []string{"RST sent (NO_SOCKET)", "RST received", "RST seq=12 len=0"}, nil},
 		{"fin-wait-2-hang", []string{"dropped by drop-server-fins"}, map[string]int{`class="seg dropped`: 4, `class="seg dropped retransmission"`: 3}},
+		// An 11-segment close with data from CLOSE_WAIT and a FIN delayed through a cut.
+		{"half-close", []string{"delayed 15", "by delay-server-fin", "passed by server-data-after-client-fin"},
+			map[string]int{`<g class="seg`: 11, `class="seg held"`: 2, `class="cut"`: 1}},
+		{"close-wait-leak", []string{"RST sent (NO_SOCKET)", "RST received", "CLOSE_WAIT"}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			svg := render(t, loadLadder(t, c.name))
@@ -332,15 +337,11 @@ var (
 	tagRE  = regexp.MustCompile(`<[^>]*>`)
 )
 
-// textBoxes estimates the box of every monospace text (the diagram's labels; the header
-// and the legend are laid out by lines). A character is 0.6 em wide, a line 1 em high
-// above its baseline.
+// textBoxes estimates the box of every text: a character is 0.6 em wide (monospace; a
+// little more than proportional text needs), a line 1 em high above its baseline.
 func textBoxes(t *testing.T, svg string) []box {
 	var out []box
 	for _, m := range textRE.FindAllStringSubmatch(svg, -1) {
-		if !strings.Contains(m[3], "Mono") {
-			continue
-		}
 		x, _ := strconv.ParseFloat(m[1], 64)
 		y, _ := strconv.ParseFloat(m[2], 64)
 		size, anchor := 12.0, "start"

@@ -191,6 +191,7 @@ func (lay *layout) draw(s *svgw) float64 {
 	}
 	lay.drawLines(s, lineTop)
 	lay.drawCuts(s)
+	lay.drawWaits(s)
 	for _, sg := range lay.segs {
 		lay.drawSeg(s, sg)
 	}
@@ -216,7 +217,7 @@ func (lay *layout) shift(top float64) {
 	lay.top, lay.end = top, lay.end+d
 }
 
-// drawLines draws the three vertical lines, each side's state bars and finproxy's waits.
+// drawLines draws the three vertical lines and each side's state bars.
 func (lay *layout) drawLines(s *svgw, top float64) {
 	s.line(xMid, top, xMid, lay.end, `stroke="#cfd8dc" stroke-width="1.5" stroke-dasharray="5 4"`)
 	for _, x := range []float64{xClient, xServer} {
@@ -246,7 +247,10 @@ func (lay *layout) drawLines(s *svgw, top float64) {
 				f(x-4), f(e.y), f(max(y1-e.y, 1)), stateColour(e.state.State))
 		}
 	}
-	// Waits in finproxy.
+}
+
+// drawWaits draws finproxy's waits: over the cuts, since a segment waits through them.
+func (lay *layout) drawWaits(s *svgw) {
 	for _, sg := range lay.segs {
 		if !sg.held {
 			continue
@@ -450,7 +454,7 @@ func (lay *layout) rel(t int64) string {
 	if d < time.Second {
 		return fmt.Sprintf("+%.3f ms", float64(d)/1e6)
 	}
-	return fmt.Sprintf("+%.3f s", float64(d)/1e9)
+	return fmt.Sprintf("+%.4f s", float64(d)/1e9)
 }
 
 // drawSides writes each side's states, retransmissions, resets and TIME_WAIT restarts
