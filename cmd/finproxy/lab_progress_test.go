@@ -1,0 +1,35 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/finproxy/finproxy/internal/scenario"
+)
+
+// On a terminal, progress rewrites one line in place (and a failure gets a line of its
+// own); otherwise every run is one plain line, without an escape code or a carriage return.
+func TestPrintProgress(t *testing.T) {
+	pass := &scenario.RunReport{Run: 1, Pass: true, DurationMS: 1234.5}
+	fail := &scenario.RunReport{Run: 2, Failures: []string{"client states: want CLOSING; saw FIN_WAIT2"}, DurationMS: 980}
+
+	var plain strings.Builder
+	printProgress(&plain, false, 1, 3, 1, pass)
+	printProgress(&plain, false, 2, 3, 1, fail)
+	want := "run 1 of 3: pass in 1234 ms\nrun 2 of 3: FAIL in 980 ms\n"
+	if plain.String() != want {
+		t.Errorf("not a terminal:\n got %q\nwant %q", plain.String(), want)
+	}
+	if strings.ContainsAny(plain.String(), "\x1b\r") {
+		t.Errorf("escape codes without a terminal: %q", plain.String())
+	}
+
+	var tty strings.Builder
+	printProgress(&tty, true, 1, 3, 1, pass)
+	printProgress(&tty, true, 2, 3, 1, fail)
+	want = "\r\x1b[Krun 1 of 3: pass (1 passed so far)" +
+		"\r\x1b[Krun 2 of 3: FAIL (1 passed so far)\n  run 2: client states: want CLOSING; saw FIN_WAIT2\n"
+	if tty.String() != want {
+		t.Errorf("terminal:\n got %q\nwant %q", tty.String(), want)
+	}
+}
