@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/finproxy/finproxy/mutate"
 	"github.com/finproxy/finproxy/segment"
 )
 
@@ -43,6 +44,9 @@ type Options struct {
 type Engine struct {
 	mu sync.Mutex
 
+	msink ModifySink       // the Sink, when it can modify and inject
+	dec   *segment.Decoder // describes rewritten and injected segments in their records
+
 	rules    []*Rule
 	names    []string // rule names for records and counters
 	actions  []string // action names for records
@@ -63,6 +67,14 @@ type Engine struct {
 	ctx    Context
 	cur    Packet
 
+	// Injections not sent yet (delayed or waiting), and those waiting for a condition on
+	// their 4-tuple, by tuple.
+	injections map[*injection]struct{}
+	waiting    map[tupleKey][]*injection
+	// Client port rewrites (RewriteClientPort), under both the client's real tuple and
+	// the tuple the server sees.
+	rewrites map[tupleKey]*rewrite
+
 	// observe, when set (tests), sees each segment's connection and phases before rules run.
 	observe func(c *Conn, side Side, phases Phase)
 }
@@ -79,8 +91,29 @@ type pending struct {
 	hold   Hold
 	timer  Timer
 	done   bool
+	// out replaces the segment's bytes when it is accepted; data is a copy of its bytes
+	// kept for the action (Hold.KeepData).
+	out, data []byte
 
 	prev, next *pending
+}
+
+// injection is a segment made by an action, not sent yet.
+type injection struct {
+	Injection
+	rule   int
+	conn   *Conn
+	key    tupleKey
+	queued time.Time
+	timer  Timer
+	done   bool
+}
+
+// rewrite is a client port rewrite: the client at real appears to the server as alias.
+type rewrite struct {
+	conn                *Conn
+	rule                int
+	real, alias, server netip.AddrPort
 }
 
 // expireBudget is how many idle connections each Handle may expire per list: more than
@@ -103,7 +136,13 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 		logger: opts.Logger,
 		rng:    rand.New(rand.NewPCG(uint64(cfg.Seed), 0)),
 		tr:     newTracker(opts.MaxConns, opts.IdleTimeout, opts.FinishedTimeout, cfg.Target, len(cfg.Rules)),
+		dec:    segment.NewDecoder(),
+
+		injections: map[*injection]struct{}{},
+		waiting:    map[tupleKey][]*injection{},
+		rewrites:   map[tupleKey]*rewrite{},
 	}
+	e.msink, _ = opts.Sink.(ModifySink)
 	if e.clock == nil {
 		e.clock = SystemClock()
 	}
@@ -135,7 +174,12 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 // get their verdicts, in the order they were held; then the rules are tried in order and
 // the first that matches acts. A segment no rule matches is accepted.
 //
-// Handle does not keep p.Data: a held or delayed segment is given its verdict by id.
+// Handle does not keep p.Data (a held or delayed segment is given its verdict by id),
+// unless an action asks for a copy (to rewrite or to inject it).
+//
+// A segment of a connection whose client port is rewritten (Context.RewriteClientPort) is
+// rewritten first: the rules see it as it will leave (Packet.Data), on the connection as
+// the client sees it (Packet.Seg).
 func (e *Engine) Handle(p Packet) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -148,6 +192,11 @@ func (e *Engine) Handle(p Packet) {
 		return
 	}
 	e.tr.expire(now, expireBudget)
+	var out []byte // the bytes the segment leaves with, when rewritten
+	xr := -1       // the rule that rewrote it
+	if len(e.rewrites) > 0 {
+		out, xr = e.rewritePort(&p)
+	}
 	c, side := e.tr.get(&p.Seg, now)
 	phases := c.phases(side, &p.Seg)
 	c.apply(side, &p.Seg, now)
@@ -160,10 +209,13 @@ func (e *Engine) Handle(p Packet) {
 	}
 	ri := e.match(c, side, &p.Seg, phases)
 	if ri < 0 {
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, -1, Accept, now)
-		return
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, xr, Accept, now, out)
+	} else {
+		e.act(ri, &p, c, side, phases, now, out)
 	}
-	e.act(ri, &p, c, side, phases, now)
+	if len(e.waiting) > 0 {
+		e.checkWaiting(c, now)
+	}
 }
 
 // handleClosed accepts a segment that came after Close, without tracking it.
@@ -178,7 +230,7 @@ func (e *Engine) handleClosed(p *Packet, now time.Time) {
 	if p.Seg.Src == client {
 		side = Client
 	}
-	e.finish(p.ID, p.Time, &p.Seg, client, server, side, -1, Accept, now)
+	e.finish(p.ID, p.Time, &p.Seg, client, server, side, -1, Accept, now, nil)
 }
 
 // match returns the index of the rule that acts on the segment, or -1. It counts the
@@ -209,36 +261,61 @@ func (e *Engine) match(c *Conn, side Side, s *segment.Segment, phases Phase) int
 	return chosen
 }
 
-// act runs rule ri's action on the segment and carries out its decision.
-func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now time.Time) {
+// act runs rule ri's action on the segment (out: its rewritten bytes, if any) and
+// carries out its decision: the releases of held segments, the segment's verdict (with
+// its client port rewritten if the action asked for it), the injections.
+func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now time.Time, out []byte) {
 	e.cur = *p
-	e.ctx = Context{Packet: &e.cur, Conn: c, Rule: e.rules[ri], Side: side, Phases: phases, e: e}
+	e.ctx = Context{Packet: &e.cur, Conn: c, Rule: e.rules[ri], Side: side, Phases: phases, e: e, ri: ri}
 	ok := e.apply(ri)
 	d := e.ctx.dec
 	e.ctx = Context{}
 	e.cur = Packet{}
 	cnt := &e.counters[ri]
 	if !ok {
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now)
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now, out)
 		return
+	}
+	for _, r := range d.releases {
+		if r.it.done {
+			continue
+		}
+		r.it.conn.unhold(r.it)
+		if r.out != nil {
+			r.it.out = r.out
+		}
+		e.resolve(r.it, r.v, true, now)
+	}
+	if d.out != nil {
+		out = d.out
+	}
+	if d.clientPort != 0 {
+		out = e.startRewrite(ri, c, d.clientPort, p, out)
 	}
 	switch d.kind {
 	case decideDrop:
 		cnt.Dropped++
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now)
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now, nil)
+	case decideMerged:
+		cnt.Merged++
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now, nil)
 	case decideDelay:
 		cnt.Delayed++
 		if d.delay <= 0 {
-			e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now)
-			return
+			e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now, out)
+			break
 		}
 		it := e.newPending(p, c, side, ri)
+		it.out = out
 		it.timer = e.clock.AfterFunc(d.delay, func() { e.fire(it) })
 	case decideHold:
-		e.startHold(ri, p, c, side, d.hold, now)
+		e.startHold(ri, p, c, side, d.hold, now, out)
 	default: // pass, or no decision
 		cnt.Passed++
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now)
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now, out)
+	}
+	for _, in := range d.injects {
+		e.schedule(ri, c, in, now)
 	}
 }
 
@@ -258,7 +335,7 @@ func (e *Engine) apply(ri int) (ok bool) {
 	return true
 }
 
-func (e *Engine) startHold(ri int, p *Packet, c *Conn, side Side, h Hold, now time.Time) {
+func (e *Engine) startHold(ri int, p *Packet, c *Conn, side Side, h Hold, now time.Time, out []byte) {
 	if h.Kind == "" {
 		h.Kind = KindHold
 	}
@@ -269,7 +346,10 @@ func (e *Engine) startHold(ri int, p *Packet, c *Conn, side Side, h Hold, now ti
 		h.Timeout = DefaultHoldTimeout
 	}
 	it := e.newPending(p, c, side, ri)
-	it.isHold, it.hold = true, h
+	it.isHold, it.hold, it.out = true, h, out
+	if h.KeepData {
+		it.data = slices.Clone(p.Data)
+	}
 	if release, v := e.check(it); release {
 		e.resolve(it, v, true, now)
 		return
@@ -378,14 +458,21 @@ func (e *Engine) resolve(it *pending, v Verdict, byCondition bool, now time.Time
 		}
 	}
 	c := it.conn
-	e.finish(it.id, it.queued, &it.seg, c.client, c.server, it.side, it.rule, v, now)
+	e.finish(it.id, it.queued, &it.seg, c.client, c.server, it.side, it.rule, v, now, it.out)
 }
 
-// finish gives a segment its verdict and writes its record.
+// finish gives a segment its verdict (accepted with out in its place when out is set)
+// and writes its record.
 func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client, server netip.AddrPort,
-	side Side, ri int, v Verdict, now time.Time) {
-	if err := e.sink.Verdict(id, v); err != nil {
+	side Side, ri int, v Verdict, now time.Time, out []byte) {
+	modified := false
+	if v == Accept && out != nil {
+		modified = e.acceptModified(id, out, ri)
+	} else if err := e.sink.Verdict(id, v); err != nil {
 		e.logger.Warn("verdict failed", "id", id, "verdict", v.String(), "err", err)
+	}
+	if modified && ri >= 0 {
+		e.counters[ri].Modified++
 	}
 	if e.log == nil {
 		return
@@ -407,7 +494,274 @@ func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client,
 	if ri >= 0 {
 		r.Rule, r.Action = e.names[ri], e.actions[ri]
 	}
+	if modified {
+		e.describe(&r, out)
+		r.Modified = true
+	}
 	e.log(r)
+}
+
+// acceptModified accepts packet id with out in its place; if the sink cannot, it accepts
+// the packet unchanged (reported false).
+func (e *Engine) acceptModified(id uint32, out []byte, ri int) bool {
+	rule := ""
+	if ri >= 0 {
+		rule = e.names[ri]
+	}
+	if e.msink == nil {
+		e.logger.Error("the verdict sink cannot return a rewritten segment; accepted unchanged", "id", id, "rule", rule)
+	} else if err := e.msink.AcceptModified(id, out); err != nil {
+		e.logger.Warn("accepting a rewritten segment failed; accepting it unchanged", "id", id, "rule", rule, "err", err)
+	} else {
+		return true
+	}
+	if err := e.sink.Verdict(id, Accept); err != nil {
+		e.logger.Warn("verdict failed", "id", id, "verdict", "accept", "err", err)
+	}
+	return false
+}
+
+// describe makes r describe the segment as it left (out): flags, seq, ack, length, and
+// the bytes themselves.
+func (e *Engine) describe(r *Record, out []byte) {
+	var s segment.Segment
+	if err := e.dec.Decode(out, &s); err != nil {
+		e.logger.Error("a rewritten or injected segment does not decode", "err", err)
+	} else {
+		r.Flags, r.Seq, r.Ack, r.Len = s.Flags, s.Seq, s.Ack, s.PayloadLen
+	}
+	r.Out = out
+}
+
+// schedule sends an action's injection now, later, or when its condition holds.
+func (e *Engine) schedule(ri int, c *Conn, in Injection, now time.Time) {
+	if len(in.Data) == 0 {
+		e.logger.Error("an action injected an empty segment; nothing sent", "rule", e.names[ri])
+		return
+	}
+	it := &injection{Injection: in, rule: ri, conn: c, key: c.key, queued: now}
+	switch {
+	case in.Until != nil:
+		if e.injectionDue(it, c) {
+			e.injectDue(it, c, now)
+			return
+		}
+		timeout := in.Timeout
+		if timeout <= 0 {
+			timeout = DefaultHoldTimeout
+		}
+		e.waiting[it.key] = append(e.waiting[it.key], it)
+		e.injections[it] = struct{}{}
+		it.timer = e.clock.AfterFunc(timeout, func() { e.fireInjection(it) })
+	case in.Delay > 0:
+		e.injections[it] = struct{}{}
+		it.timer = e.clock.AfterFunc(in.Delay, func() { e.fireInjection(it) })
+	default:
+		e.sendInjection(it, c, now)
+	}
+}
+
+// injectionDue evaluates a waiting injection's condition for c; a panicking condition
+// gives the injection up.
+func (e *Engine) injectionDue(it *injection, c *Conn) (due bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.logger.Error("injection condition panicked; the segment is not sent",
+				"rule", e.names[it.rule], "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			it.Until = func(*Conn) bool { return false }
+			it.SendOnTimeout = false
+			due = false
+		}
+	}()
+	return it.Until(c)
+}
+
+// checkWaiting sends the injections waiting on c's 4-tuple whose condition now holds.
+func (e *Engine) checkWaiting(c *Conn, now time.Time) {
+	list := e.waiting[c.key]
+	if len(list) == 0 {
+		return
+	}
+	for _, it := range slices.Clone(list) {
+		if !it.done && it.Until != nil && e.injectionDue(it, c) {
+			e.injectDue(it, c, now)
+		}
+	}
+}
+
+// injectDue sends an injection whose condition came true for c, now or after its Delay.
+func (e *Engine) injectDue(it *injection, c *Conn, now time.Time) {
+	if it.Delay <= 0 {
+		e.sendInjection(it, c, now)
+		return
+	}
+	e.dropInjection(it) // out of the waiting list, its timeout stopped
+	it.done, it.Until, it.conn = false, nil, c
+	e.injections[it] = struct{}{}
+	it.timer = e.clock.AfterFunc(it.Delay, func() { e.fireInjection(it) })
+}
+
+// fireInjection sends a delayed injection, or ends a waiting one at its timeout.
+func (e *Engine) fireInjection(it *injection) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if it.done {
+		return
+	}
+	c := it.conn
+	if cur := e.tr.conns[it.key]; cur != nil {
+		c = cur
+	}
+	if it.Until != nil && !it.SendOnTimeout {
+		e.dropInjection(it)
+		e.logger.Info("an injection's condition did not come true in time; nothing sent", "rule", e.names[it.rule])
+		return
+	}
+	e.sendInjection(it, c, e.clock.Now())
+}
+
+// dropInjection forgets an injection that was not sent.
+func (e *Engine) dropInjection(it *injection) {
+	it.done = true
+	if it.timer != nil {
+		it.timer.Stop()
+		it.timer = nil
+	}
+	delete(e.injections, it)
+	if it.Until != nil {
+		list := slices.DeleteFunc(e.waiting[it.key], func(x *injection) bool { return x == it })
+		if len(list) == 0 {
+			delete(e.waiting, it.key)
+		} else {
+			e.waiting[it.key] = list
+		}
+	}
+}
+
+// sendInjection sends an injection and writes its record, on connection c.
+func (e *Engine) sendInjection(it *injection, c *Conn, now time.Time) {
+	e.dropInjection(it)
+	v := Accept
+	var err error
+	if e.msink == nil {
+		err = fmt.Errorf("the verdict sink cannot inject")
+	} else {
+		err = e.msink.Inject(it.Data)
+	}
+	if err != nil {
+		v = Drop
+		e.logger.Warn("injecting a segment failed", "rule", e.names[it.rule], "err", err)
+	} else {
+		e.counters[it.rule].Injected++
+	}
+	if e.log == nil {
+		return
+	}
+	r := Record{
+		Time:        it.queued.UnixNano(),
+		VerdictTime: now.UnixNano(),
+		Client:      c.client,
+		Server:      c.server,
+		Rule:        e.names[it.rule],
+		Action:      e.actions[it.rule],
+		Verdict:     v,
+		HeldNS:      max(0, now.Sub(it.queued).Nanoseconds()),
+		Injected:    true,
+	}
+	e.describe(&r, it.Data)
+	var s segment.Segment
+	if e.dec.Decode(it.Data, &s) == nil {
+		r.Side = c.SideOf(s.Src)
+		if r.Side == AnySide && c.alias == s.Src {
+			r.Side = Client
+		}
+	}
+	e.log(r)
+}
+
+// startRewrite starts rewriting c's client port to port (RewriteClientPort) and returns
+// the current segment's bytes as they leave: out (or p.Data) with the port rewritten
+// when the segment comes from the client. If that segment cannot be rewritten, nothing
+// is: the connection goes on unchanged.
+func (e *Engine) startRewrite(ri int, c *Conn, port uint16, p *Packet, out []byte) []byte {
+	alias := netip.AddrPortFrom(c.client.Addr(), port)
+	if alias == c.client || c.alias.IsValid() {
+		return out
+	}
+	if p.Seg.Src == c.client {
+		data := out
+		if data == nil {
+			data = p.Data
+		}
+		b, err := rewritePort(data, port, true)
+		if err != nil {
+			e.logger.Warn("rewriting the client port failed; the connection goes on unchanged", "rule", e.names[ri], "err", err)
+			return out
+		}
+		out = b
+	}
+	rw := &rewrite{conn: c, rule: ri, real: c.client, alias: alias, server: c.server}
+	c.alias = alias
+	e.rewrites[keyOf(rw.real, rw.server)] = rw
+	e.rewrites[keyOf(rw.alias, rw.server)] = rw
+	return out
+}
+
+// rewritePort rewrites segment p of a connection whose client port is rewritten: a
+// segment from the client leaves with the alias port, a segment from the server to the
+// alias is the connection's and leaves to the client's real port (p.Seg says so for the
+// tracker). It returns the bytes as they leave and the rule that asked, or nil and -1.
+func (e *Engine) rewritePort(p *Packet) ([]byte, int) {
+	k := keyOf(p.Seg.Src, p.Seg.Dst)
+	rw := e.rewrites[k]
+	if rw == nil {
+		return nil, -1
+	}
+	if rw.conn.list == nil {
+		// The connection is no longer tracked: the rewrite ends with it.
+		for _, key := range []tupleKey{keyOf(rw.real, rw.server), keyOf(rw.alias, rw.server)} {
+			if e.rewrites[key] == rw {
+				delete(e.rewrites, key)
+			}
+		}
+		return nil, -1
+	}
+	var (
+		port  uint16
+		isSrc bool
+	)
+	switch {
+	case p.Seg.Src == rw.real && p.Seg.Dst == rw.server:
+		port, isSrc = rw.alias.Port(), true
+	case p.Seg.Src == rw.server && p.Seg.Dst == rw.alias:
+		port = rw.real.Port()
+	default:
+		return nil, -1
+	}
+	out, err := rewritePort(p.Data, port, isSrc)
+	if err != nil {
+		e.logger.Warn("rewriting the client port failed; the segment leaves unchanged", "rule", e.names[rw.rule], "err", err)
+		return nil, -1
+	}
+	if !isSrc {
+		p.Seg.Dst = rw.real
+	}
+	p.Data = out
+	return out, rw.rule
+}
+
+// rewritePort returns the IP packet b with its source (isSrc) or destination port set.
+func rewritePort(b []byte, port uint16, isSrc bool) ([]byte, error) {
+	m, err := mutate.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if isSrc {
+		m.SetSrcPort(port)
+	} else {
+		m.SetDstPort(port)
+	}
+	return m.Bytes()
 }
 
 // Close gives every delayed and held segment its verdict now (accept: nothing queued is
@@ -428,6 +782,12 @@ func (e *Engine) Close() {
 		}
 		e.resolve(it, Accept, false, now)
 		it = next
+	}
+	if n := len(e.injections); n > 0 {
+		e.logger.Info("injections not sent: finproxy is stopping", "count", n)
+		for it := range e.injections {
+			e.dropInjection(it)
+		}
 	}
 }
 

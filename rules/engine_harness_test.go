@@ -198,7 +198,8 @@ func (h *harness) record(r Record) {
 	h.events = append(h.events, render(h.lastID, r))
 }
 
-// render shows a record as "ID SIDE FLAGS VERDICT [RULE/ACTION] [held=D]".
+// render shows a record as "ID SIDE FLAGS VERDICT [RULE/ACTION] [held=D] [modified]
+// [injected]" (an injected segment has ID 0).
 func render(id uint32, r Record) string {
 	s := fmt.Sprintf("%d %s %s %s", id, r.Side, r.Flags, r.Verdict)
 	if r.Rule != "" {
@@ -206,6 +207,12 @@ func render(id uint32, r Record) string {
 	}
 	if r.HeldNS > 0 {
 		s += " held=" + time.Duration(r.HeldNS).String()
+	}
+	if r.Modified {
+		s += " modified"
+	}
+	if r.Injected {
+		s += " injected"
 	}
 	return s
 }

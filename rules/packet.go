@@ -71,4 +71,8 @@ type Counters struct {
 	Delayed uint64 `json:"delayed"`
 	Held    uint64 `json:"held"`
 	Merged  uint64 `json:"merged"`
+	// Modified counts the segments that left rewritten by the rule (whatever their fate
+	// above), Injected the segments it made and sent.
+	Modified uint64 `json:"modified"`
+	Injected uint64 `json:"injected"`
 }

@@ -34,6 +34,7 @@ type sideState struct {
 	finSeq   uint32 // sequence number of the FIN itself (seq + payload length of the FIN segment)
 	finAck   uint32 // ack field of this side's latest FIN segment
 	finAcked bool   // the peer acknowledged the FIN (ack >= finSeq+1)
+	finFirst bool   // the first FIN did not acknowledge a FIN of the peer
 	rstSeen  bool
 	seqValid bool
 	seqNext  uint32 // highest seq + sequence length seen
@@ -62,6 +63,9 @@ type Conn struct {
 	created        time.Time
 	lastSeen       time.Time
 	sides          [2]sideState // [0] client, [1] server
+	// alias is the client as the server sees it when a rule rewrites its port
+	// (Context.RewriteClientPort); invalid otherwise.
+	alias netip.AddrPort
 
 	rules    []ruleConnState
 	rulesBuf [4]ruleConnState
@@ -134,6 +138,20 @@ func (c *Conn) FINAck(s Side) uint32 { return c.side(s).finAck }
 
 // FINAcked reports whether the peer of s acknowledged s's FIN.
 func (c *Conn) FINAcked(s Side) bool { return c.side(s).finAcked }
+
+// ClosedFirst reports whether side s's first FIN did not acknowledge a FIN of the peer:
+// s closed before the peer's FIN reached it (or both closed at about the same time), so
+// s is an active closer and its socket goes through TIME_WAIT. False before FINSeen.
+func (c *Conn) ClosedFirst(s Side) bool { return c.side(s).finFirst }
+
+// ServerSideClient is the client as the server sees it: Client, unless a rule rewrites
+// the client's port (Context.RewriteClientPort).
+func (c *Conn) ServerSideClient() netip.AddrPort {
+	if c.alias.IsValid() {
+		return c.alias
+	}
+	return c.client
+}
 
 // RSTSeen reports whether side s has sent a RST.
 func (c *Conn) RSTSeen(s Side) bool { return c.side(s).rstSeen }
@@ -240,6 +258,7 @@ func (c *Conn) apply(side Side, s *segment.Segment, now time.Time) {
 		if !me.finSeen {
 			me.finSeen = true
 			me.finSeq = s.Seq + s.SeqLen() - 1
+			me.finFirst = !(peer.finSeen && f&segment.ACK != 0 && seqGEQ(s.Ack, peer.finSeq+1))
 		}
 		me.finAck = s.Ack
 		// Whoever sends a FIN has left the handshake (its last ACK may not be queued).
