@@ -428,3 +428,37 @@ func TestClosedFirst(t *testing.T) {
 		}
 	}
 }
+
+// The rewriting and injecting actions are registered; those that send segments say so
+// (Config.Injects), and those that need every segment make the config queue them all.
+func TestMutateActionsRegistered(t *testing.T) {
+	for name, want := range map[string]struct {
+		a          Action
+		injects    bool
+		needsData  bool
+		controlled bool // a rule with has_flags = "SYN" queues control segments only
+	}{
+		"merge-data-fin": {&MergeDataFINAction{}, false, true, false},
+		"split":          {&SplitAction{}, true, false, true},
+		"inject-rst":     {&InjectRSTAction{Toward: "client"}, true, false, true},
+		"duplicate":      {&DuplicateAction{}, true, false, true},
+		"replay":         {&ReplayAction{}, true, true, false},
+		"reuse-tuple":    {&ReuseTupleAction{}, false, true, false},
+	} {
+		a, ok := NewAction(name)
+		if !ok || typeName(a) != typeName(want.a) {
+			t.Errorf("%s: registered as %v", name, a)
+			continue
+		}
+		cfg := cfgOf(rule("r", Match{HasFlags: fSYN}, name, want.a))
+		if cfg.Injects() != want.injects {
+			t.Errorf("%s: Injects %v", name, cfg.Injects())
+		}
+		if nd, ok := want.a.(NeedsData); (ok && nd.NeedsData()) != want.needsData {
+			t.Errorf("%s: NeedsData %v", name, ok)
+		}
+		if got := cfg.QueueScope() == QueueControl; got != want.controlled {
+			t.Errorf("%s: queue scope %s", name, cfg.QueueScope())
+		}
+	}
+}
