@@ -31,7 +31,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden.svg")
 // run (its records as the event log has them, the observer's connection, the
 // expectations with their outcome).
 var recorded = []string{"lost-final-ack", "simultaneous-close", "three-way-close", "lost-syn-ack", "no-time-wait",
-	"fin-wait-2-hang", "half-close", "close-wait-leak"}
+	"fin-wait-2-hang", "half-close", "close-wait-leak", "simultaneous-close-timeout"}
 
 func loadLadder(t *testing.T, name string) Ladder {
 	t.Helper()
@@ -113,6 +113,10 @@ func TestRecordedContent(t *testing.T) {
 		{"half-close", []string{"delayed 15", "by delay-server-fin", "passed by server-data-after-client-fin"},
 			map[string]int{`<g class="seg`: 11, `class="seg held"`: 2, `class="cut"`: 1}},
 		{"close-wait-leak", []string{"RST sent (NO_SOCKET)", "RST received", "CLOSE_WAIT"}, nil},
+		// simultaneous-close with a server that waits for EOF: the client's FIN and its five
+		// retransmissions wait side by side until the hold's 5 s timeout (then the server's FIN, briefly).
+		{"simultaneous-close-timeout", []string{"held 5.01 s by hold-client-fin", "held 499 µs by hold-server-fin", "↻ retransmit in FIN_WAIT1"},
+			map[string]int{`class="wait"`: 7, `class="expect fail"`: 5, `class="seg held retransmission"`: 5}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			svg := render(t, loadLadder(t, c.name))

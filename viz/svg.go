@@ -292,16 +292,30 @@ func (s *svgw) arrow(x1, y1, x2, y2 float64, colour string, dashed, head bool) {
 	s.line(x1, y1, x2, y2, attrs)
 }
 
-// labelChars is how many characters fit on half an arrow.
-const labelChars = 40 // (halfW - 24) / charW
-
-// fateText is what finproxy did to sg in at most labelChars characters.
-func fateText(sg *seg) string {
-	if utf8.RuneCountInString(sg.fate) > labelChars && sg.fateShort != "" {
-		return fit(sg.fateShort, labelChars)
+// fateText is what finproxy did to sg in at most n characters.
+func fateText(sg *seg, n int) string {
+	if utf8.RuneCountInString(sg.fate) > n && sg.fateShort != "" {
+		return fit(sg.fateShort, n)
 	}
-	return fit(sg.fate, labelChars)
+	return fit(sg.fate, n)
 }
+
+// clearance is how far from finproxy's line, on the side dir (+1 right, -1 left), text
+// with its baseline at y may start: past every wait bar there (waits side by side when
+// several segments wait at once), at least 12 px.
+func (lay *layout) clearance(y, dir float64) float64 {
+	d := 0.0
+	for _, h := range lay.segs {
+		if !h.held || h.y1 < y-11 || h.y0+slope/2 > y+4 {
+			continue
+		}
+		d = max(d, dir*h.off+4)
+	}
+	return max(d+8, 12)
+}
+
+// chars is how many characters fit in w pixels.
+func chars(w float64) int { return max(int(w/charW), 4) }
 
 // drawSeg draws one segment: its arrow, its label above the sender's half, what finproxy
 // did above (or, when it ends or starts at finproxy, on) the receiver's half.
@@ -354,19 +368,23 @@ func (lay *layout) drawSeg(s *svgw, sg *seg) {
 	}
 	midY0 := sg.y0 + slope/2 // where the sender's half reaches finproxy
 	xw := xMid + sg.off      // where it waits there
-	// Text on the receiver's half starts past the wait bar, and past finproxy's line.
-	xt := xMid
-	if dir*sg.off > 0 {
-		xt = xw
+	// Text on the receiver's half starts past the wait bars, text on the sender's half
+	// ends before them.
+	recv := func(y float64) (x float64, n int) {
+		c := lay.clearance(y, dir)
+		return xMid + dir*c, chars(halfW - c - 12)
 	}
+	send := func(y float64) int { return chars(halfW - 12 - lay.clearance(y, -dir)) }
 	switch sg.kind {
 	case segInjected:
 		s.arrow(xMid, sg.y0, xr, sg.y0+slope/2, colour, true, true)
 		s.printf(`<rect x="%s" y="%s" width="9" height="9" transform="rotate(45 %s %s)" fill="%s"/>`+"\n",
 			f(xMid-4.5), f(sg.y0-4.5), f(xMid), f(sg.y0), colInjected)
-		s.printf(`<text x="%s" y="%s" %s>%s</text>`+"\n", f(xMid+dir*12), f(sg.y0-5), fateAttrs(labelCol), esc(fit(label, labelChars)))
-		s.printf(`<text x="%s" y="%s" text-anchor="%s" %s>%s</text>`+"\n", f(xMid-dir*12), f(sg.y0+4), anchorOpp(anchorR),
-			mono(fontSize, colInjected), esc(fateText(sg)))
+		x, n := recv(sg.y0 - 5)
+		s.printf(`<text x="%s" y="%s" %s>%s</text>`+"\n", f(x), f(sg.y0-5), fateAttrs(labelCol), esc(fit(label, n)))
+		c := lay.clearance(sg.y0+4, -dir)
+		s.printf(`<text x="%s" y="%s" text-anchor="%s" %s>%s</text>`+"\n", f(xMid-dir*c), f(sg.y0+4), anchorOpp(anchorR),
+			mono(fontSize, colInjected), esc(fateText(sg, chars(halfW-c-12))))
 		s.printf("</g>\n")
 		return
 	case segDropped:
@@ -377,7 +395,9 @@ func (lay *layout) drawSeg(s *svgw, sg *seg) {
 		}
 		s.line(xw-6, yx-6, xw+6, yx+6, fmt.Sprintf(`stroke="%s" stroke-width="2.6"`, colDrop))
 		s.line(xw-6, yx+6, xw+6, yx-6, fmt.Sprintf(`stroke="%s" stroke-width="2.6"`, colDrop))
-		s.printf(`<text x="%s" y="%s" %s font-weight="bold">%s</text>`+"\n", f(xt+dir*13), f(yx+4), fateAttrs(colDrop), esc(fateText(sg)))
+		x, n := recv(yx + 4)
+		x = max(x*dir, (xw+dir*9)*dir) * dir // past its own cross
+		s.printf(`<text x="%s" y="%s" %s font-weight="bold">%s</text>`+"\n", f(x), f(yx+4), fateAttrs(colDrop), esc(fateText(sg, n)))
 	default:
 		second := colour
 		dashed := false
@@ -402,7 +422,8 @@ func (lay *layout) drawSeg(s *svgw, sg *seg) {
 			if sg.kind == segRewritten {
 				col = colRewrite
 			}
-			s.printf(`<text x="%s" y="%s" %s>%s</text>`+"\n", f(xt+dir*12), f(fy), fateAttrs(col), esc(fateText(sg)))
+			x, n := recv(fy)
+			s.printf(`<text x="%s" y="%s" %s>%s</text>`+"\n", f(x), f(fy), fateAttrs(col), esc(fateText(sg, n)))
 		}
 		if sg.twoLines() {
 			// The segment as it left, under the changed half.
@@ -410,10 +431,11 @@ func (lay *layout) drawSeg(s *svgw, sg *seg) {
 			if sg.held {
 				ly = sg.y1 + slope/2 + 13
 			}
-			s.printf(`<text x="%s" y="%s" %s>%s</text>`+"\n", f(xt+dir*12), f(ly), fateAttrs(colRewrite), esc(fit("→ "+sg.outLabel, labelChars)))
+			x, n := recv(ly)
+			s.printf(`<text x="%s" y="%s" %s>%s</text>`+"\n", f(x), f(ly), fateAttrs(colRewrite), esc(fit("→ "+sg.outLabel, n)))
 		}
 	}
-	s.printf(`<text x="%s" y="%s" text-anchor="%s" %s>%s</text>`+"\n", f(xs+dir*12), f(sg.y0-5), anchorS, mono(fontSize, labelCol), esc(fit(label, labelChars)))
+	s.printf(`<text x="%s" y="%s" text-anchor="%s" %s>%s</text>`+"\n", f(xs+dir*12), f(sg.y0-5), anchorS, mono(fontSize, labelCol), esc(fit(label, send(sg.y0-5))))
 	s.printf("</g>\n")
 }
 

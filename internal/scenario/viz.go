@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,20 +150,32 @@ func Ladder(rep *LabReport, run *RunReport, conn *observe.Connection) viz.Ladder
 	return l
 }
 
-// others are the connections a run observed besides the one it was judged on.
+// others are the connections a run observed besides the one it was judged on, that
+// finproxy saw segments of in this run (not what is left of earlier runs: their TIME_WAIT
+// sockets are observed too).
 func others(run *RunReport) []*observe.Connection {
 	if run.Observed == nil {
 		return nil
 	}
+	seen := map[[2]netip.AddrPort]bool{}
+	for _, r := range run.Records {
+		seen[[2]netip.AddrPort{unmap(r.Client), unmap(r.Server)}] = true
+	}
 	var out []*observe.Connection
 	for i := range run.Observed.Connections {
 		c := &run.Observed.Connections[i]
-		if c != run.Timeline && (run.Timeline == nil || c.Client.Addr != run.Timeline.Client.Addr || c.Incarnation != run.Timeline.Incarnation) {
-			out = append(out, c)
+		if c == run.Timeline || !seen[[2]netip.AddrPort{unmap(c.Client.Addr), unmap(c.Server.Addr)}] {
+			continue
 		}
+		if t := run.Timeline; t != nil && c.Client.Addr == t.Client.Addr && c.Server.Addr == t.Server.Addr && c.Incarnation == t.Incarnation {
+			continue
+		}
+		out = append(out, c)
 	}
 	return out
 }
+
+func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
 
 // writeVisuals writes, for each run, run-N/ladder.svg (the connection it was judged on)
 // and run-N/ladder-PORT.svg for any other connection it observed, then dir/index.html: the
