@@ -388,10 +388,14 @@ func newLayout(l Ladder) *layout {
 			s.retx = sent[k]
 			sent[k] = true
 		}
+		// The engine's record describes a rewritten segment as it left; should the bytes
+		// that left (in-process records have them) say otherwise, both are shown.
 		if s.kind == segRewritten && len(r.Out) > 0 {
 			var o segment.Segment
 			if dec.Decode(r.Out, &o) == nil {
-				s.outLabel = segLabel(r.Side, o.Flags, o.Seq, o.Ack, o.PayloadLen, b)
+				if l := segLabel(r.Side, o.Flags, o.Seq, o.Ack, o.PayloadLen, b); l != s.label {
+					s.outLabel = l
+				}
 			}
 		}
 		s.fate, s.fateShort = fate(r, s.held)
