@@ -140,9 +140,9 @@ func hookOf(cfg *rules.Config) rules.HookMode {
 // printSummary prints the per-rule counters and the queue's health.
 func printSummary(w io.Writer, res *runner.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RULE\tMATCHED\tPASSED\tDROPPED\tDELAYED\tHELD\tMERGED")
+	fmt.Fprintln(tw, "RULE\tMATCHED\tPASSED\tDROPPED\tDELAYED\tHELD\tMERGED\tMODIFIED\tINJECTED")
 	for _, c := range res.Counters {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", c.Rule, c.Matched, c.Passed, c.Dropped, c.Delayed, c.Held, c.Merged)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", c.Rule, c.Matched, c.Passed, c.Dropped, c.Delayed, c.Held, c.Merged, c.Modified, c.Injected)
 	}
 	tw.Flush()
 	var problems []string

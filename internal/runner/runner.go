@@ -75,10 +75,12 @@ type Result struct {
 	ObserveWarnings []string        `json:"observe_warnings,omitempty"`
 }
 
-// sink hands the engine's verdicts to the queue once it is open.
+// sink hands the engine's verdicts to the queue once it is open, rewritten segments with
+// them, and injected segments to the raw sockets (inject.go).
 type sink struct {
 	ready chan struct{}
 	q     *nfq.Queue
+	inj   *injector // nil when no action injects
 }
 
 func (s *sink) Verdict(id uint32, v rules.Verdict) error {
@@ -87,6 +89,18 @@ func (s *sink) Verdict(id uint32, v rules.Verdict) error {
 		return s.q.Drop(id)
 	}
 	return s.q.Accept(id)
+}
+
+func (s *sink) AcceptModified(id uint32, data []byte) error {
+	<-s.ready
+	return s.q.AcceptModified(id, data)
+}
+
+func (s *sink) Inject(data []byte) error {
+	if s.inj == nil {
+		return errors.New("no raw socket: no action of the config injects")
+	}
+	return s.inj.send(data)
 }
 
 // eventLog writes records as JSON lines.
@@ -158,6 +172,8 @@ func HookSpec(cfg *rules.Config) nfq.HookSpec {
 		Port:   cfg.Target.Port,
 		Addrs:  cfg.Target.Addresses,
 		Bypass: true,
+		// Segments finproxy injects are never queued again.
+		SkipMark: DefaultInjectMark,
 	}
 	if spec.Queue == 0 {
 		spec.Queue = rules.DefaultQueue
@@ -275,6 +291,14 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 
 	s := &sink{ready: make(chan struct{})}
+	if cfg.Injects() {
+		// Raw sockets in this namespace, before anything is hooked: a config that injects
+		// fails here rather than silently sending nothing.
+		if s.inj, err = openInjector(DefaultInjectMark, ipt4 != nil, ipt6 != nil); err != nil {
+			return nil, err
+		}
+		defer s.inj.close()
+	}
 	var undecodable atomic.Uint64
 	eopts := rules.Options{Sink: s, Logger: log}
 	eopts.Log = func(r rules.Record) {
