@@ -5,37 +5,42 @@
 //
 // # Queue
 //
-// Open binds a queue number through github.com/florianl/go-nfqueue/v2 (v2.0.2,
-// on mdlayher/netlink v1.11.2, which no longer blocks a verdict behind a
-// blocked receive) and calls the Handler for every packet, one at a time, from
-// one reader goroutine. Verdicts (Accept, Drop, AcceptModified) may be given
-// later, from any goroutine, in any order: that is how delays and holds work.
+// Open binds a queue number and calls the Handler for every packet, one at a time, from
+// one reader goroutine. Verdicts (Accept, Drop, AcceptModified) may be given later, from
+// any goroutine, in any order: that is how delays and holds work.
+//
+// The netlink socket is opened with github.com/mdlayher/netlink (v1.11.2, which handles
+// the namespace and the configuration messages with their acknowledgments), but the hot
+// path speaks nfnetlink_queue itself (wire.go): the reader reads datagrams through the
+// runtime poller into one reusable buffer and decodes the packet messages in place; a
+// verdict is one write(2) of a 32-byte message built in a buffer of the queue. Nothing
+// allocates per packet (TestQueuePathAllocs). github.com/florianl/go-nfqueue/v2 (v2.0.2),
+// used before, allocated about 70 times per packet (attribute pointers, a page-sized
+// receive buffer, the verdict's message) and, through mdlayher/socket v0.6.0, started a
+// goroutine for every receive and every send (a watcher for the context): each packet
+// woke other threads, which on these 2-vCPU machines cost more than the work itself
+// (connection churn through finproxy went from 2.3k to 3.9k connections/s without it).
 // The pitfalls it handles:
 //
-//   - go-nfqueue sends MaxQueueLen and Copymode to the kernel as given, and 0
-//     means a queue of length 0 and COPY_NONE: every packet dropped. Open always
-//     sets both (4096 by default, NfQnlCopyPacket) and a copy range of 0xffff,
-//     which the kernel caps at 65531 bytes. Loopback carries TCP segments of up
-//     to 65535 bytes: those arrive 4 bytes short (measured); Packet.OrigLen and
+//   - The queue length and the copy mode are sent to the kernel as given, and 0 means a
+//     queue of length 0 and NFQNL_COPY_NONE: every packet dropped. Open always sets both
+//     (4096 by default, NFQNL_COPY_PACKET) and a copy range of 0xffff, which the kernel
+//     caps at 65531 bytes. Loopback carries TCP segments of up to 65535 bytes: those
+//     arrive 4 bytes short (measured); Packet.OrigLen (NFQA_CAP_LEN) and
 //     Packet.Truncated tell.
-//   - With Register, one ENOBUFS stops the reader. Open uses
-//     RegisterWithErrorFunc, keeps reading on ENOBUFS and ENOENT and counts
-//     them, sets NETLINK_NO_ENOBUFS and enlarges the receive buffer with
-//     SO_RCVBUFFORCE (8 MiB asked; the kernel doubles it: 16 MiB measured),
-//     falling back to SO_RCVBUF. With NETLINK_NO_ENOBUFS the kernel does not
-//     report overruns at all: packets it could not deliver show only in the
-//     kernel's user_dropped counter (KernelStats), measured with a stalled
-//     reader.
-//   - A verdict for an id the kernel no longer holds returns nil: the kernel's
-//     ENOENT comes back on the read side (Stats.ENOENT).
-//   - go-nfqueue's Close waits for a goroutine that ends only with the register
-//     context: Close cancels that context first. The library's own unbind at
-//     shutdown then fails ("bad file descriptor", logged at debug); closing the
-//     socket unbinds anyway.
+//   - Receive errors do not stop the reader: ENOBUFS and ENOENT are counted, and Open
+//     sets NETLINK_NO_ENOBUFS and enlarges the receive buffer with SO_RCVBUFFORCE (8 MiB
+//     asked; the kernel doubles it: 16 MiB measured), falling back to SO_RCVBUF. With
+//     NETLINK_NO_ENOBUFS the kernel does not report overruns at all: packets it could
+//     not deliver show only in the kernel's user_dropped counter (KernelStats), measured
+//     with a stalled reader.
+//   - A verdict for an id the kernel no longer holds returns nil: the kernel's ENOENT
+//     comes back on the read side as an error message (Stats.ENOENT).
 //   - Binding a queue number another socket holds in the same network
 //     namespace fails with EPERM, as does binding without CAP_NET_ADMIN: Open
 //     tells them apart (CapEff) and says "queue N is in use by another process".
 //     Queue numbers are per namespace: Config.NetNS binds in another one.
+//   - Close closes the socket, which unbinds the queue and ends the reader's read.
 //   - The payload points into the reader's buffer: valid during the Handler
 //     call only.
 //   - Packet.Time: the kernel attached no timestamp to any queued TCP packet in
@@ -43,6 +48,15 @@
 //     clock at receipt.
 //   - On Close the kernel drops the packets still waiting for a verdict
 //     (measured: a held SYN was retransmitted a second later).
+//
+// Stats.VerdictLatency is the time from the reader's receipt of a packet to the return of
+// its verdict's write (latency.go). A verdict's write does more than hand over a
+// decision: the kernel reinjects the packet within the call, and the softirq processing
+// that follows (forwarding it, the receiver's TCP, whatever that sends back through the
+// hook, queued again) runs in the caller's context before the write returns.
+//
+// OpenFake gives a Queue whose kernel is a FakeKernel: the same reader, decoding and
+// verdict encoding, for tests and benchmarks of what sits on a queue.
 //
 // Measured as well: a full queue drops the packet and counts it in the
 // kernel's "dropped"; with Config.FailOpen it passes unqueued and nothing is

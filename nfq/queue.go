@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -103,7 +102,8 @@ var ErrClosed = errors.New("nfq: queue closed")
 type Queue struct {
 	cfg    Config
 	log    *slog.Logger
-	nf     *nfqueue.Nfqueue
+	t      transport
+	sock   *sockTransport // t when it is a socket, else nil
 	h      Handler
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -112,12 +112,16 @@ type Queue struct {
 	stopMu sync.Mutex
 	stop   func() bool // unregisters the AfterFunc on Open's context
 
-	closed    atomic.Bool
-	closeOnce sync.Once
-	closeErr  error
-	done      chan struct{}
-	fatalMu   sync.Mutex
-	fatal     error
+	closed     atomic.Bool
+	closeOnce  sync.Once
+	closeErr   error
+	done       chan struct{}
+	readerDone chan struct{}
+
+	wmu     sync.Mutex // guards wbuf
+	wbuf    [verdictLen]byte
+	fatalMu sync.Mutex
+	fatal   error
 
 	received, verdicts, enobufs, enoent, verdictErrors, readErrors atomic.Uint64
 	consecutive                                                    atomic.Uint64
@@ -141,6 +145,45 @@ func Open(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
 	if h == nil {
 		return nil, errors.New("nfq: Open needs a Handler")
 	}
+	nsfd := -1
+	if cfg.NetNS != 0 {
+		fd, err := unix.FcntlInt(uintptr(cfg.NetNS), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("nfq: duplicate namespace fd %d: %w", cfg.NetNS, err)
+		}
+		nsfd = fd
+	}
+	closeNS := func() {
+		if nsfd >= 0 {
+			_ = unix.Close(nsfd)
+		}
+	}
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: cfg.NetNS})
+	if err != nil {
+		closeNS()
+		return nil, fmt.Errorf("nfq: open netlink socket for queue %d: %w", cfg.Num, err)
+	}
+	t, err := newSockTransport(nl)
+	if err != nil {
+		_ = nl.Close()
+		closeNS()
+		return nil, fmt.Errorf("nfq: open netlink socket for queue %d: %w", cfg.Num, err)
+	}
+	q, err := open(ctx, cfg, h, t)
+	if err != nil {
+		_ = t.close()
+		closeNS()
+		return nil, err
+	}
+	q.nsfd = nsfd
+	return q, nil
+}
+
+// open sets up and binds the queue on t, then starts the reader.
+func open(ctx context.Context, cfg Config, h Handler, t transport) (*Queue, error) {
+	if h == nil {
+		return nil, errors.New("nfq: Open needs a Handler")
+	}
 	if cfg.MaxLen == 0 {
 		cfg.MaxLen = DefaultMaxLen
 	}
@@ -150,48 +193,20 @@ func Open(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	q := &Queue{cfg: cfg, log: cfg.Logger.With("queue", cfg.Num), h: h, nsfd: -1, done: make(chan struct{}), base: time.Now()}
-
-	if cfg.NetNS != 0 {
-		fd, err := unix.FcntlInt(uintptr(cfg.NetNS), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("nfq: duplicate namespace fd %d: %w", cfg.NetNS, err)
+	q := &Queue{cfg: cfg, log: cfg.Logger.With("queue", cfg.Num), h: h, t: t, nsfd: -1,
+		done: make(chan struct{}), readerDone: make(chan struct{}), base: time.Now()}
+	if st, ok := t.(*sockTransport); ok {
+		q.sock = st
+		if err := st.nl.SetOption(netlink.NoENOBUFS, true); err != nil {
+			return nil, fmt.Errorf("nfq: queue %d: set NETLINK_NO_ENOBUFS: %w", cfg.Num, err)
 		}
-		q.nsfd = fd
+		q.setRcvBuf()
+		if err := q.bind(); err != nil {
+			return nil, err
+		}
 	}
-	var flags uint32
-	if cfg.FailOpen {
-		flags |= nfqueue.NfQaCfgFlagFailOpen
-	}
-	nf, err := nfqueue.Open(&nfqueue.Config{
-		NfQueue:      cfg.Num,
-		MaxQueueLen:  cfg.MaxLen,              // sent as is: 0 would be a queue of length 0
-		Copymode:     nfqueue.NfQnlCopyPacket, // sent as is: 0 would be COPY_NONE
-		MaxPacketLen: copyRange,
-		Flags:        flags,
-		NetNS:        cfg.NetNS,
-		Logger:       nfLogger{q},
-	})
-	if err != nil {
-		q.closeNS()
-		return nil, fmt.Errorf("nfq: open netlink socket for queue %d: %w", cfg.Num, err)
-	}
-	q.nf = nf
-	fail := func(err error) (*Queue, error) {
-		_ = nf.Close()
-		q.closeNS()
-		return nil, err
-	}
-	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
-		return fail(fmt.Errorf("nfq: queue %d: set NETLINK_NO_ENOBUFS: %w", cfg.Num, err))
-	}
-	q.setRcvBuf()
-
 	q.ctx, q.cancel = context.WithCancel(ctx)
-	if err := nf.RegisterWithErrorFunc(q.ctx, q.hook, q.onError); err != nil {
-		q.cancel()
-		return fail(bindError(cfg.Num, err))
-	}
+	go q.readLoop()
 	// A parent context that ends closes the queue, so Done and Close agree.
 	q.stopMu.Lock()
 	q.stop = context.AfterFunc(ctx, func() { _ = q.Close() })
@@ -200,7 +215,25 @@ func Open(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
 	return q, nil
 }
 
-// bindError explains a failed RegisterWithErrorFunc.
+// bind binds the queue number to the socket and sets its copy mode, length and flags.
+// Both are sent as given: a length of 0 would be a queue that drops everything, a copy
+// mode of 0 would be NFQNL_COPY_NONE.
+func (q *Queue) bind() error {
+	num := q.cfg.Num
+	if err := q.sock.execute(configBind(num)); err != nil {
+		return bindError(num, err)
+	}
+	var flags uint32
+	if q.cfg.FailOpen {
+		flags |= flagFailOpen
+	}
+	if err := q.sock.execute(configParams(num, copyRange, q.cfg.MaxLen, flags)); err != nil {
+		return fmt.Errorf("nfq: queue %d: set copy mode, length and flags: %w", num, err)
+	}
+	return nil
+}
+
+// bindError explains a failed bind.
 func bindError(num uint16, err error) error {
 	if errors.Is(err, unix.EPERM) {
 		if !hasCapNetAdmin() {
@@ -240,46 +273,86 @@ func hasCapNetAdmin() bool {
 func (q *Queue) setRcvBuf() {
 	want := q.cfg.RcvBuf
 	var serr error
-	rc, err := q.nf.Con.SyscallConn()
+	rc, err := q.sock.nl.SyscallConn()
 	if err == nil {
 		err = rc.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, want)
 		})
 	}
 	if err != nil || serr != nil {
-		if err2 := q.nf.Con.SetReadBuffer(want); err2 != nil {
+		if err2 := q.sock.nl.SetReadBuffer(want); err2 != nil {
 			q.log.Warn("nfq: cannot enlarge the netlink receive buffer; bursts may overflow it (see Stats.ENOBUFS and KernelStats.UserDropped)",
 				"want_bytes", want, "err", errors.Join(err, serr, err2))
 			return
 		}
 	}
-	got, err := q.nf.Con.ReadBuffer()
+	got, err := q.sock.nl.ReadBuffer()
 	q.log.Debug("nfq: netlink receive buffer", "want_bytes", want, "kernel_bytes", got, "err", err)
 }
 
-func (q *Queue) hook(a nfqueue.Attribute) int {
-	q.consecutive.Store(0)
-	if a.PacketID == nil {
-		q.log.Warn("nfq: kernel message without packet id ignored")
-		return 0
+// readBufSize holds the largest packet message: a 65531-byte copy and its attributes.
+const readBufSize = 1<<16 + 4096
+
+// readLoop reads the socket until the queue closes: it decodes each packet message
+// and calls the Handler.
+func (q *Queue) readLoop() {
+	defer close(q.readerDone)
+	buf := make([]byte, readBufSize)
+	var m packetMsg
+	for {
+		n, err := q.t.read(buf)
+		if err != nil {
+			if q.closed.Load() || q.ctx.Err() != nil {
+				return
+			}
+			if q.onError(err) != 0 {
+				return
+			}
+			continue
+		}
+		now := time.Now()
+		for b := buf[:n]; len(b) > 0; {
+			typ, body, rest, err := nextMsg(b)
+			if err != nil {
+				q.readErrors.Add(1)
+				q.log.Warn("nfq: malformed netlink message skipped", "err", err, "bytes", len(b))
+				break
+			}
+			b = rest
+			switch typ {
+			case unix.NLMSG_ERROR:
+				// An error reply: a verdict for an id the kernel no longer holds (ENOENT).
+				if errno, err := errnoOf(body); err == nil && errno != 0 {
+					if q.onError(errno) != 0 {
+						return
+					}
+				}
+			case msgPacket:
+				q.consecutive.Store(0)
+				if err := parsePacket(body, &m); err != nil || !m.hasID {
+					q.readErrors.Add(1)
+					q.log.Warn("nfq: kernel message without packet id ignored", "err", err)
+					continue
+				}
+				q.deliver(&m, now)
+			}
+		}
 	}
+}
+
+// deliver hands one packet to the Handler.
+func (q *Queue) deliver(m *packetMsg, now time.Time) {
 	q.received.Add(1)
-	now := time.Now()
-	p := Packet{ID: *a.PacketID, Time: now}
+	p := Packet{ID: m.id, Time: now, Data: m.payload, OrigLen: len(m.payload)}
 	q.received1(p.ID, now)
-	if a.Timestamp != nil {
-		p.Time = *a.Timestamp
+	if m.hasStamp {
+		p.Time = m.tstamp
 		q.kernelTS.Add(1)
 	}
-	if a.Payload != nil {
-		p.Data = *a.Payload
-	}
-	p.OrigLen = len(p.Data)
-	if a.CapLen != nil {
-		p.OrigLen = int(*a.CapLen)
+	if m.hasCap {
+		p.OrigLen = int(m.capLen)
 	}
 	q.h(p)
-	return 0
 }
 
 // onError decides whether the reader goes on (0) or stops (1).
@@ -336,10 +409,10 @@ func (q *Queue) Err() error {
 }
 
 // Accept lets packet id go on.
-func (q *Queue) Accept(id uint32) error { return q.verdict(id, nfqueue.NfAccept, "accept") }
+func (q *Queue) Accept(id uint32) error { return q.verdict(id, verdictAccept, nil) }
 
 // Drop drops packet id.
-func (q *Queue) Drop(id uint32) error { return q.verdict(id, nfqueue.NfDrop, "drop") }
+func (q *Queue) Drop(id uint32) error { return q.verdict(id, verdictDrop, nil) }
 
 // AcceptModified lets packet id go on with data in its place. data replaces the
 // whole IP packet: lengths and IP/TCP checksums must be right, or the kernel
@@ -348,26 +421,46 @@ func (q *Queue) AcceptModified(id uint32, data []byte) error {
 	if len(data) == 0 {
 		return fmt.Errorf("nfq: accept modified packet %d: empty packet", id)
 	}
-	return q.verdict(id, nfqueue.NfAccept, "accept modified", nfqueue.WithAlteredPacket(data))
+	return q.verdict(id, verdictAccept, data)
 }
 
-func (q *Queue) verdict(id uint32, v int, what string, opts ...nfqueue.VerdictOption) error {
+// verdict sends a verdict message. Without data it uses the queue's buffer (no
+// allocation); a replacement packet gets a buffer of its own.
+func (q *Queue) verdict(id, v uint32, data []byte) error {
 	if q.closed.Load() {
-		return fmt.Errorf("nfq: %s packet %d on queue %d: %w", what, id, q.cfg.Num, ErrClosed)
+		return q.verdictError(id, v, data, ErrClosed)
 	}
 	var err error
-	if len(opts) == 0 {
-		err = q.nf.SetVerdict(id, v)
+	if data == nil {
+		q.wmu.Lock()
+		err = q.t.write(encodeVerdict(q.wbuf[:], q.cfg.Num, id, v, nil))
+		q.wmu.Unlock()
 	} else {
-		err = q.nf.SetVerdictWithOption(id, v, opts...)
+		b := make([]byte, verdictLen+nlaHdrLen+align4(len(data)))
+		err = q.t.write(encodeVerdict(b, q.cfg.Num, id, v, data))
 	}
 	if err != nil {
-		q.verdictErrors.Add(1)
-		return fmt.Errorf("nfq: %s packet %d on queue %d: %w", what, id, q.cfg.Num, err)
+		if q.closed.Load() {
+			err = ErrClosed
+		} else {
+			q.verdictErrors.Add(1)
+		}
+		return q.verdictError(id, v, data, err)
 	}
 	q.verdicts.Add(1)
 	q.verdictSent(id)
 	return nil
+}
+
+func (q *Queue) verdictError(id, v uint32, data []byte, err error) error {
+	what := "drop"
+	switch {
+	case v == verdictAccept && data != nil:
+		what = "accept modified"
+	case v == verdictAccept:
+		what = "accept"
+	}
+	return fmt.Errorf("nfq: %s packet %d on queue %d: %w", what, id, q.cfg.Num, err)
 }
 
 // received1 remembers when packet id was received, for its verdict latency.
@@ -406,6 +499,9 @@ func (q *Queue) Stats() Stats {
 
 // KernelStats reads the kernel's counters for this queue, in its namespace.
 func (q *Queue) KernelStats() (KernelQueueStats, error) {
+	if q.sock == nil {
+		return KernelQueueStats{Queue: q.cfg.Num, CopyMode: copyPacket, CopyRange: copyRange, IDSequence: uint32(q.received.Load())}, nil
+	}
 	return kernelStatsIn(q.nsfd, q.cfg.Num)
 }
 
@@ -423,13 +519,13 @@ func (q *Queue) Close() error {
 			q.stop()
 		}
 		q.stopMu.Unlock()
-		// Cancel first: go-nfqueue's Close waits for a goroutine that only
-		// ends when the register context is done.
 		q.cancel()
-		err := q.nf.Close()
+		// Closing the socket unbinds the queue and ends the reader's read.
+		err := q.t.close()
 		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {
 			q.closeErr = fmt.Errorf("nfq: close queue %d: %w", q.cfg.Num, err)
 		}
+		<-q.readerDone
 		q.closeNS()
 		close(q.done)
 		q.log.Debug("nfq: queue closed", "stats", q.Stats())
@@ -442,22 +538,4 @@ func (q *Queue) closeNS() {
 		_ = unix.Close(q.nsfd)
 		q.nsfd = -1
 	}
-}
-
-// nfLogger routes go-nfqueue's log lines to slog. It reports problems as
-// warnings, except while the queue shuts down, when it logs the expected
-// "context canceled" and failed-unbind lines at debug level.
-type nfLogger struct{ q *Queue }
-
-func (l nfLogger) Debugf(format string, args ...any) {
-	l.q.log.Debug("go-nfqueue: " + fmt.Sprintf(format, args...))
-}
-
-func (l nfLogger) Errorf(format string, args ...any) {
-	msg := "go-nfqueue: " + fmt.Sprintf(format, args...)
-	if l.q.closed.Load() || (l.q.ctx != nil && l.q.ctx.Err() != nil) {
-		l.q.log.Debug(msg)
-		return
-	}
-	l.q.log.Warn(msg)
 }
