@@ -142,6 +142,8 @@ func (es ConfigErrors) sort() {
 //	has_flags = "FIN"
 //	verdict = "drop"                 # accept | drop
 //	rule = "drop-first-client-fin"   # a rule of this config acted on it
+//	injected = true                  # only segments finproxy made (false: only queued ones)
+//	modified = true                  # only segments that left rewritten (false: unchanged)
 //	min = 2                          # bounds, 0 or more; without either: min = 1
 //	max = 2
 //

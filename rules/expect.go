@@ -67,13 +67,17 @@ type Dwell struct {
 }
 
 // SegmentExpect is a count of event log records. A record counts when it satisfies
-// Match's side, flags, pure-ACK, has-flags and payload conditions, and Verdict and Rule
-// when set.
+// Match's side, flags, pure-ACK, has-flags and payload conditions, and Verdict, Rule,
+// Injected and Modified when set.
 type SegmentExpect struct {
 	Match   Match
 	Verdict *Verdict
 	// Rule is the name of the rule that must have acted on the segment ("" any or none).
 	Rule string
+	// Injected: true, only segments finproxy made (Record.Injected); false, only queued
+	// ones; nil, both. Modified likewise for segments that left rewritten.
+	Injected *bool
+	Modified *bool
 	// Min and Max bound the count; Max is -1 for no bound.
 	Min, Max int
 	// Pos is where the expectation's table starts.
@@ -98,7 +102,7 @@ var noRetransmitStates = map[string]string{
 var (
 	expectKeys        = []string{"leak_threshold", "client", "server", "segment"}
 	sideExpectKeys    = []string{"states", "absent", "retransmits_in", "no_retransmits", "resets_sent", "resets_received", "max_dwell", "min_dwell", "close_wait_leak", "exit"}
-	segmentExpectKeys = []string{"side", "flags", "has_flags", "payload", "verdict", "rule", "min", "max"}
+	segmentExpectKeys = []string{"side", "flags", "has_flags", "payload", "verdict", "rule", "injected", "modified", "min", "max"}
 )
 
 // Matches reports whether the record r counts for s.
@@ -108,6 +112,12 @@ func (s *SegmentExpect) Matches(r *Record) bool {
 		return false
 	}
 	if s.Verdict != nil && r.Verdict != *s.Verdict {
+		return false
+	}
+	if s.Injected != nil && r.Injected != *s.Injected {
+		return false
+	}
+	if s.Modified != nil && r.Modified != *s.Modified {
 		return false
 	}
 	return s.Rule == "" || r.Rule == s.Rule
@@ -141,6 +151,18 @@ func (s *SegmentExpect) String() string {
 	}
 	if s.Rule != "" {
 		parts = append(parts, "rule "+s.Rule)
+	}
+	for _, b := range []struct {
+		v    *bool
+		name string
+	}{{s.Injected, "injected"}, {s.Modified, "modified"}} {
+		switch {
+		case b.v == nil:
+		case *b.v:
+			parts = append(parts, b.name)
+		default:
+			parts = append(parts, "not "+b.name)
+		}
 	}
 	if len(parts) == 0 {
 		return "any"
@@ -423,6 +445,14 @@ func (l *loader) segmentExpect(p keyPath, tbl map[string]toml.Primitive) *Segmen
 				} else {
 					se.Rule = s
 				}
+			}
+		case "injected":
+			if b, ok := l.boolean(kp, v); ok {
+				se.Injected = &b
+			}
+		case "modified":
+			if b, ok := l.boolean(kp, v); ok {
+				se.Modified = &b
 			}
 		case "min", "max":
 			n, ok := l.integer(kp, v)

@@ -172,6 +172,20 @@ func TestExpectParse(t *testing.T) {
 			wantErr: "t.toml:3:7: expect.segment[1].min: -1 is out of range: want a count, 0 or more\nt.toml:4:7: expect.segment[1].max: must be an integer, not a float (1.5)\nt.toml:5:8: expect.segment[1].rule: must not be empty (leave it out to count segments whatever acted on them)\nt.toml:7:8: expect.segment[2].rule: no rule named \"x\": the config has no [[rule]]",
 		},
 		{
+			name: "segment injected and modified",
+			src:  head + "[[expect.segment]]\ninjected = true\nmodified = false\n",
+			check: func(t *testing.T, e *Expect) {
+				if s := e.Segments[0]; s.Injected == nil || !*s.Injected || s.Modified == nil || *s.Modified {
+					t.Errorf("segment = %+v", s)
+				}
+			},
+		},
+		{
+			name:    "segment injected not a boolean",
+			src:     head + "[[expect.segment]]\ninjected = 'yes'\n",
+			wantErr: "t.toml:3:12: expect.segment[1].injected: must be a boolean (true or false), not a string (\"yes\")",
+		},
+		{
 			name:    "segment rule not among many",
 			src:     head + "[[rule]]\nname = 'a'\naction = 'test-drop'\n[[rule]]\nname = 'b'\naction = 'test-drop'\n[[expect.segment]]\nrule = 'zzz'\n",
 			wantErr: "t.toml:9:8: expect.segment[1].rule: no rule named \"zzz\" (rules: a, b)",
@@ -210,7 +224,11 @@ func TestSegmentExpectMatches(t *testing.T) {
 	finData := rec(Client, segment.FIN|segment.ACK|segment.PSH, 10, "", Accept)
 	ack := rec(Server, segment.ACK, 0, "", Accept)
 	data := rec(Server, segment.ACK|segment.PSH, 5, "", Accept)
-	all := []*Record{fin, finData, ack, data}
+	rst := rec(Server, segment.RST|segment.ACK, 0, "reset", Accept)
+	rst.Injected = true
+	merged := rec(Server, segment.FIN|segment.ACK|segment.PSH, 5, "merge", Accept)
+	merged.Modified = true
+	all := []*Record{fin, finData, ack, data, rst, merged}
 	tests := []struct {
 		name string
 		e    SegmentExpect
@@ -219,12 +237,15 @@ func TestSegmentExpectMatches(t *testing.T) {
 	}{
 		{"any", SegmentExpect{}, all, "any"},
 		{"client FIN", SegmentExpect{Match: Match{Side: Client, HasFlags: segment.FIN}}, []*Record{fin, finData}, "client has FIN"},
+		{"injected", SegmentExpect{Injected: ptr(true)}, []*Record{rst}, "injected"},
+		{"modified FIN", SegmentExpect{Match: Match{HasFlags: segment.FIN}, Modified: ptr(true)}, []*Record{merged}, "has FIN modified"},
+		{"queued, unchanged", SegmentExpect{Match: Match{Side: Server}, Injected: ptr(false), Modified: ptr(false)}, []*Record{ack, data}, "server not injected not modified"},
 		{"exact flags", SegmentExpect{Match: Match{Flags: segment.FIN | segment.ACK, FlagsSet: true}}, []*Record{fin}, "flags FIN|ACK"},
 		{"pure ack", SegmentExpect{Match: Match{PureACK: true}}, []*Record{ack}, "pure-ack"},
-		{"with data", SegmentExpect{Match: Match{Payload: 1}}, []*Record{finData, data}, "with data"},
-		{"without data", SegmentExpect{Match: Match{Payload: -1}}, []*Record{fin, ack}, "without data"},
+		{"with data", SegmentExpect{Match: Match{Payload: 1}}, []*Record{finData, data, merged}, "with data"},
+		{"without data", SegmentExpect{Match: Match{Payload: -1}}, []*Record{fin, ack, rst}, "without data"},
 		{"verdict", SegmentExpect{Verdict: ptr(Drop)}, []*Record{fin}, "verdict drop"},
-		{"accept", SegmentExpect{Match: Match{Side: Server}, Verdict: ptr(Accept)}, []*Record{ack, data}, "server verdict accept"},
+		{"accept", SegmentExpect{Match: Match{Side: Server}, Verdict: ptr(Accept)}, []*Record{ack, data, rst, merged}, "server verdict accept"},
 		{"rule", SegmentExpect{Rule: "drop-fin", Match: Match{HasFlags: segment.FIN}}, []*Record{fin}, "has FIN rule drop-fin"},
 	}
 	for _, tt := range tests {

@@ -360,6 +360,29 @@ max = 1
 rule = "drop-first-client-fin"
 min = 2
 max = 4`},
+		{name: "segment/injected and modified", recs: append(records(),
+			rules.Record{Client: clientAddr, Server: serverAddr, Side: rules.Server, Flags: segment.RST | segment.ACK, Injected: true},
+			rules.Record{Client: clientAddr, Server: serverAddr, Side: rules.Server, Flags: segment.FIN | segment.ACK | segment.PSH, Len: 5, Modified: true}),
+			conn: fourWay(), expect: `
+[[expect.segment]]
+side = "server"
+flags = "RST|ACK"
+injected = true
+min = 1
+max = 1
+[[expect.segment]]
+has_flags = "FIN"
+payload = "some"
+modified = true
+min = 1
+max = 1
+[[expect.segment]]
+injected = false
+modified = false
+max = 7
+[[expect.segment]]
+side = "client"
+injected = true`},
 		{name: "segment/empty log", conn: fourWay(), expect: `
 [[expect.segment]]
 side = "client"
