@@ -25,11 +25,11 @@ type Expectation struct {
 
 // Ladder is what one diagram shows: one connection.
 type Ladder struct {
-	// Title heads the picture ("simultaneous-close, run 1"), Subtitle follows it (the
+	// Title heads the picture ("simultaneous-close — run 1"), Subtitle follows it (the
 	// scenario's description).
 	Title    string `json:"title"`
 	Subtitle string `json:"subtitle,omitempty"`
-	// Finproxy says where finproxy ran, under its name ("router, FORWARD hook").
+	// Finproxy says where finproxy ran, under its name ("on the router (FORWARD)").
 	Finproxy string `json:"finproxy,omitempty"`
 	// Pass, when set, is the run's outcome, shown beside the title.
 	Pass *bool `json:"pass,omitempty"`
@@ -56,7 +56,7 @@ const (
 	centerGap = 30.0  // between two arrows: a label above each
 	lineH     = 14.0  // a second line under an arrow
 	sideGap   = 17.0  // between two labels beside the same line
-	breakH    = 48.0  // a cut gap
+	breakH    = 54.0  // a cut gap, with room for the label above the next arrow
 	fontSize  = 12.0
 	charW     = 7.23 // DejaVu Sans Mono and its kin at 12 px
 	smallSize = 10.5
@@ -70,7 +70,8 @@ const (
 	MaxSegments = 400
 )
 
-var (
+// The three lines and the picture's width.
+const (
 	xClient = margin + rulerW + laneW + 14
 	xMid    = xClient + halfW
 	xServer = xMid + halfW
@@ -89,7 +90,6 @@ const (
 	colRetx     = "#e65100"
 	colPass     = "#2e7d32"
 	colFail     = "#c62828"
-	colBreak    = "#b0bec5"
 )
 
 // stateColour is the colour of a state's bar and label.
@@ -474,7 +474,7 @@ func (lay *layout) place() {
 		if i > 0 {
 			gap := time.Duration(e.t - lay.evs[i-1].t)
 			if gap > breakAfter {
-				lay.cuts = append(lay.cuts, cut{y0: y + 8, y1: y + breakH - 8, gap: gap})
+				lay.cuts = append(lay.cuts, cut{y0: y + 8, y1: y + breakH - 18, gap: gap})
 				y += breakH
 			} else {
 				y += step(gap)

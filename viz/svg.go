@@ -112,7 +112,7 @@ func addrText(a netip.AddrPort) string {
 // draw writes the whole picture and returns its height.
 func (lay *layout) draw(s *svgw) float64 {
 	l := lay.l
-	maxChars := int((width - 2*margin) / charW)
+	maxChars := chars(width - 2*margin)
 
 	// The header: title and outcome, subtitle, the connection, the expectations.
 	y := margin + 16
@@ -129,7 +129,7 @@ func (lay *layout) draw(s *svgw) float64 {
 		}
 	}
 	s.printf("</text>\n")
-	for _, line := range wrap(l.Subtitle, maxChars+10) {
+	for _, line := range wrap(l.Subtitle, 150) { // 13 px proportional text
 		if line == "" {
 			continue
 		}
@@ -583,7 +583,7 @@ func (lay *layout) drawLegend(s *svgw, y float64) float64 {
 	if lay.omitted > 0 {
 		notes = append(notes, fmt.Sprintf("%d more segments were not drawn.", lay.omitted))
 	}
-	maxChars := int((width - 2*margin) / 6.7)
+	maxChars := 170 // (width - 2*margin) / 6.7, 11.5 px proportional text
 	for _, n := range notes {
 		for _, line := range wrap(n, maxChars) {
 			y += 16
