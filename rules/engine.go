@@ -93,9 +93,17 @@ type pending struct {
 	done   bool
 	// out replaces the segment's bytes when it is accepted; data is a copy of its bytes
 	// kept for the action (Hold.KeepData).
-	out, data []byte
+	out  leaving
+	data []byte
 
 	prev, next *pending
+}
+
+// leaving is what a rewritten segment leaves with: its bytes, and the rule that rewrote
+// them (credited in its Modified counter). The zero value: unchanged.
+type leaving struct {
+	data []byte
+	by   int
 }
 
 // injection is a segment made by an action, not sent yet.
@@ -192,10 +200,11 @@ func (e *Engine) Handle(p Packet) {
 		return
 	}
 	e.tr.expire(now, expireBudget)
-	var out []byte // the bytes the segment leaves with, when rewritten
-	xr := -1       // the rule that rewrote it
+	var out leaving // the bytes the segment leaves with, when rewritten
+	xr := -1        // the rule that rewrote it
 	if len(e.rewrites) > 0 {
-		out, xr = e.rewritePort(&p)
+		out.data, xr = e.rewritePort(&p)
+		out.by = xr
 	}
 	c, side := e.tr.get(&p.Seg, now)
 	phases := c.phases(side, &p.Seg)
@@ -230,7 +239,7 @@ func (e *Engine) handleClosed(p *Packet, now time.Time) {
 	if p.Seg.Src == client {
 		side = Client
 	}
-	e.finish(p.ID, p.Time, &p.Seg, client, server, side, -1, Accept, now, nil)
+	e.finish(p.ID, p.Time, &p.Seg, client, server, side, -1, Accept, now, leaving{})
 }
 
 // match returns the index of the rule that acts on the segment, or -1. It counts the
@@ -264,7 +273,7 @@ func (e *Engine) match(c *Conn, side Side, s *segment.Segment, phases Phase) int
 // act runs rule ri's action on the segment (out: its rewritten bytes, if any) and
 // carries out its decision: the releases of held segments, the segment's verdict (with
 // its client port rewritten if the action asked for it), the injections.
-func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now time.Time, out []byte) {
+func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now time.Time, out leaving) {
 	e.cur = *p
 	e.ctx = Context{Packet: &e.cur, Conn: c, Rule: e.rules[ri], Side: side, Phases: phases, e: e, ri: ri}
 	ok := e.apply(ri)
@@ -282,23 +291,25 @@ func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now ti
 		}
 		r.it.conn.unhold(r.it)
 		if r.out != nil {
-			r.it.out = r.out
+			r.it.out = leaving{r.out, r.it.rule}
 		}
 		e.resolve(r.it, r.v, true, now)
 	}
 	if d.out != nil {
-		out = d.out
+		out = leaving{d.out, ri}
 	}
 	if d.clientPort != 0 {
-		out = e.startRewrite(ri, c, d.clientPort, p, out)
+		if b, ok := e.startRewrite(ri, c, d.clientPort, p, out.data); ok {
+			out = leaving{b, ri}
+		}
 	}
 	switch d.kind {
 	case decideDrop:
 		cnt.Dropped++
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now, nil)
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now, leaving{})
 	case decideMerged:
 		cnt.Merged++
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now, nil)
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now, leaving{})
 	case decideDelay:
 		cnt.Delayed++
 		if d.delay <= 0 {
@@ -335,7 +346,7 @@ func (e *Engine) apply(ri int) (ok bool) {
 	return true
 }
 
-func (e *Engine) startHold(ri int, p *Packet, c *Conn, side Side, h Hold, now time.Time, out []byte) {
+func (e *Engine) startHold(ri int, p *Packet, c *Conn, side Side, h Hold, now time.Time, out leaving) {
 	if h.Kind == "" {
 		h.Kind = KindHold
 	}
@@ -461,18 +472,18 @@ func (e *Engine) resolve(it *pending, v Verdict, byCondition bool, now time.Time
 	e.finish(it.id, it.queued, &it.seg, c.client, c.server, it.side, it.rule, v, now, it.out)
 }
 
-// finish gives a segment its verdict (accepted with out in its place when out is set)
-// and writes its record.
+// finish gives a segment its verdict (accepted with out's bytes in its place when it has
+// some) and writes its record.
 func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client, server netip.AddrPort,
-	side Side, ri int, v Verdict, now time.Time, out []byte) {
+	side Side, ri int, v Verdict, now time.Time, out leaving) {
 	modified := false
-	if v == Accept && out != nil {
-		modified = e.acceptModified(id, out, ri)
+	if v == Accept && out.data != nil {
+		modified = e.acceptModified(id, out.data, out.by)
 	} else if err := e.sink.Verdict(id, v); err != nil {
 		e.logger.Warn("verdict failed", "id", id, "verdict", v.String(), "err", err)
 	}
-	if modified && ri >= 0 {
-		e.counters[ri].Modified++
+	if modified && out.by >= 0 {
+		e.counters[out.by].Modified++
 	}
 	if e.log == nil {
 		return
@@ -495,7 +506,7 @@ func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client,
 		r.Rule, r.Action = e.names[ri], e.actions[ri]
 	}
 	if modified {
-		e.describe(&r, out)
+		e.describe(&r, out.data)
 		r.Modified = true
 	}
 	e.log(r)
@@ -679,32 +690,32 @@ func (e *Engine) sendInjection(it *injection, c *Conn, now time.Time) {
 	e.log(r)
 }
 
-// startRewrite starts rewriting c's client port to port (RewriteClientPort) and returns
-// the current segment's bytes as they leave: out (or p.Data) with the port rewritten
-// when the segment comes from the client. If that segment cannot be rewritten, nothing
-// is: the connection goes on unchanged.
-func (e *Engine) startRewrite(ri int, c *Conn, port uint16, p *Packet, out []byte) []byte {
+// startRewrite starts rewriting c's client port to port (RewriteClientPort). When the
+// current segment comes from the client it returns its bytes (out, or p.Data) with the
+// port rewritten, and true. If that segment cannot be rewritten, nothing is: the
+// connection goes on unchanged.
+func (e *Engine) startRewrite(ri int, c *Conn, port uint16, p *Packet, out []byte) ([]byte, bool) {
 	alias := netip.AddrPortFrom(c.client.Addr(), port)
 	if alias == c.client || c.alias.IsValid() {
-		return out
+		return nil, false
 	}
+	var b []byte
 	if p.Seg.Src == c.client {
 		data := out
 		if data == nil {
 			data = p.Data
 		}
-		b, err := rewritePort(data, port, true)
-		if err != nil {
+		var err error
+		if b, err = rewritePort(data, port, true); err != nil {
 			e.logger.Warn("rewriting the client port failed; the connection goes on unchanged", "rule", e.names[ri], "err", err)
-			return out
+			return nil, false
 		}
-		out = b
 	}
 	rw := &rewrite{conn: c, rule: ri, real: c.client, alias: alias, server: c.server}
 	c.alias = alias
 	e.rewrites[keyOf(rw.real, rw.server)] = rw
 	e.rewrites[keyOf(rw.alias, rw.server)] = rw
-	return out
+	return b, b != nil
 }
 
 // rewritePort rewrites segment p of a connection whose client port is rewritten: a

@@ -335,19 +335,20 @@ func TestInjectGiveUp(t *testing.T) {
 
 // RewriteClientPort: the client's segments leave from the new port, the server's to that
 // port are the connection's and leave to the real one; records are Modified and name the
-// rule; the rewrite ends with the connection.
+// rule that acted (the rewriting rule, when none did), whose Modified counter counts them;
+// the rewrite ends with the connection.
 func TestRewriteClientPort(t *testing.T) {
 	alias := netip.MustParseAddrPort("10.0.0.1:39999")
 	m := newMHarness(t, cfgOf(rule("reuse", Match{Side: Client, HasFlags: fSYN}, "test", testAction(func(c *Context) {
 		c.RewriteClientPort(alias.Port())
-	}))), Options{FinishedTimeout: time.Second})
+	})), rule("count-syn-ack", Match{Side: Server, HasFlags: fSYN}, "pass", &PassAction{})), Options{FinishedTimeout: time.Second})
 	m.handle(seg(testClient, testServer, fSYN, 1000, 0, 0))
 	m.handle(seg(testServer, alias, fSYN|fACK, 5000, 1001, 0))
 	m.handle(seg(testClient, testServer, fACK, 1001, 5001, 0))
 	m.handle(seg(testServer, testClient, fACK, 5001, 1001, 0)) // to the real port: not the server's view
 	m.wantEvents(
 		"1 client SYN accept reuse/test modified",
-		"2 server SYN|ACK accept reuse/test modified",
+		"2 server SYN|ACK accept count-syn-ack/pass modified",
 		"3 client ACK accept reuse/test modified",
 		"4 server ACK accept",
 	)
@@ -363,7 +364,7 @@ func TestRewriteClientPort(t *testing.T) {
 	if r := m.record(1); r.Client != testClient || r.Side != Server {
 		t.Errorf("SYN|ACK record %+v", r)
 	}
-	m.wantCounters(Counters{Rule: "reuse", Matched: 1, Passed: 1, Modified: 3})
+	m.wantCounters(Counters{Rule: "reuse", Matched: 1, Passed: 1, Modified: 3}, Counters{Rule: "count-syn-ack", Matched: 1, Passed: 1})
 	// Finished and forgotten: the rewrite ends.
 	m.handle(seg(testClient, testServer, fRST, 1001, 0, 0))
 	m.clk.Advance(2 * time.Second)
