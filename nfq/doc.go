@@ -72,7 +72,9 @@
 // match TCP to and from the server (port and/or addresses). The chain skips
 // packets carrying SkipMark (finproxy's own injected segments), then queues
 // SYN, FIN and RST (Scope Control) or, with a connmark bit set on the first
-// FIN (FromFIN) or on the SYN (All), every later segment of the connection.
+// FIN (FromFIN) or on the SYN (All), every later segment of the connection,
+// and every segment conntrack finds INVALID (it has no connection, so no
+// connmark: delayed, duplicated or port-rewritten segments would slip past).
 // Every NFQUEUE rule carries --queue-bypass (unless HookSpec.Bypass is off):
 // with no process bound, traffic flows. testdata/hooks_*.golden lists the exact
 // rules for a few specs; the privileged tests check that `iptables -S` prints

@@ -55,10 +55,13 @@ const (
 	// bulk data never leaves the kernel.
 	Control Scope = iota
 	// FromFIN queues what Control does, plus every segment of a connection once a
-	// FIN of it passed (a connmark bit remembers it), so the teardown is seen whole.
+	// FIN of it passed (a connmark bit remembers it), so the teardown is seen whole,
+	// and every segment conntrack finds INVALID (it has no connection to carry the
+	// mark: a delayed or duplicated segment, one whose port finproxy rewrote).
 	FromFIN
 	// All queues every segment of a connection whose SYN passed after the hooks
-	// were installed (plus FIN and RST of older ones).
+	// were installed (plus FIN and RST of older ones, and INVALID segments as
+	// FromFIN does).
 	All
 )
 
@@ -170,6 +173,10 @@ func chainRules(s HookSpec) [][]string {
 	}
 	if s.Scope != Control {
 		rules = append(rules, slices.Concat([]string{"-m", "connmark", "--mark", cm}, queue))
+		// A segment conntrack finds INVALID (out of its window or state: delayed,
+		// duplicated, or with a rewritten port) has no connection, so no connmark: queue
+		// it too, or it would slip past the rules.
+		rules = append(rules, slices.Concat([]string{"-m", "conntrack", "--ctstate", "INVALID"}, queue))
 	}
 	for _, f := range []string{"SYN", "FIN", "RST"} {
 		rules = append(rules, slices.Concat(flags(f), queue))

@@ -132,9 +132,9 @@ func checkInstalled(t *testing.T, f *Fake, spec HookSpec, want bool, fam string)
 			}
 		}
 	}
-	wantQueued := 3
+	wantQueued := 3 // SYN, FIN, RST
 	if spec.Scope != Control {
-		wantQueued = 4
+		wantQueued = 5 // and the connmark bit, and conntrack's INVALID
 	}
 	if queued != wantQueued {
 		t.Errorf("%s: %d NFQUEUE rules, want %d:\n%s", fam, queued, wantQueued, strings.Join(rules, "\n"))
