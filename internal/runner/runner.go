@@ -41,6 +41,8 @@ type Options struct {
 	IPT4, IPT6 nfq.IPTables
 	// OnRecord, when set, sees every event log record (after it is written).
 	OnRecord func(rules.Record)
+	// OpenQueue replaces nfq.Open (tests and benchmarks: nfq.OpenFake). Nil: nfq.Open.
+	OpenQueue func(ctx context.Context, cfg nfq.Config, h nfq.Handler) (*nfq.Queue, error)
 	// PcapPath, when set, receives a pcapng capture of every queued segment (see pcap.go).
 	PcapPath string
 	// Observe, when not nil, follows the target's connections on both ends with an
@@ -335,7 +337,11 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	// queued meanwhile, so that nothing is dropped by closing it.
 	qctx, qcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer qcancel()
-	q, err := nfq.Open(qctx, nfq.Config{Num: spec.Queue, Logger: log}, handler)
+	openQueue := o.OpenQueue
+	if openQueue == nil {
+		openQueue = nfq.Open
+	}
+	q, err := openQueue(qctx, nfq.Config{Num: spec.Queue, Logger: log}, handler)
 	if err != nil {
 		eng.Close()
 		return nil, err
@@ -354,12 +360,12 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		}
 		// Let the reader drain what the kernel queued before the hooks went away.
 		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			ks, kerr := nfq.KernelStats(spec.Queue)
+			ks, kerr := q.KernelStats()
 			if kerr != nil || ks.Waiting == 0 {
 				break
 			}
 		}
-		if ks, kerr := nfq.KernelStats(spec.Queue); kerr == nil {
+		if ks, kerr := q.KernelStats(); kerr == nil {
 			res.Kernel = &ks
 		}
 		res.Queue = q.Stats()
