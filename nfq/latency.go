@@ -8,7 +8,7 @@ import (
 
 // Verdict latency: how long a packet stays in finproxy, from the moment the reader has it
 // (after the receive from the netlink socket, before the Handler runs) to the moment its
-// verdict's send returned. The kernel attaches no timestamp to queued TCP packets (see
+// verdict is written (and, separately, to the moment that write returned). The kernel attaches no timestamp to queued TCP packets (see
 // doc.go), so the time the packet waited in the kernel queue and in the socket buffer
 // before the read is not in it.
 //

@@ -88,11 +88,17 @@ type Stats struct {
 	VerdictErrors uint64 `json:"verdict_errors"` // verdicts that could not be sent
 	ReadErrors    uint64 `json:"read_errors"`    // other receive errors
 	// VerdictLatency is the time from the reader's receipt of a packet (after the read from
-	// the netlink socket, before the Handler runs) to the return of its verdict's send:
-	// the time a packet spends in finproxy, delays and holds included. Time spent in the
-	// kernel queue before the read is not in it (the kernel gives no timestamp). Verdicts
-	// given more than 8192 packets after their packet's receipt are not counted.
+	// the netlink socket, before the Handler runs) to the moment its verdict is written to
+	// the socket: the time a packet spends in finproxy, delays and holds included. Time
+	// spent in the kernel queue before the read is not in it (the kernel gives no
+	// timestamp). Verdicts given more than 8192 packets after their packet's receipt are
+	// not counted.
 	VerdictLatency LatencySummary `json:"verdict_latency"`
+	// VerdictDoneLatency ends when the verdict's write returned instead: the kernel
+	// reinjects the packet within that write, and the softirq work that follows
+	// (forwarding, the receiver's TCP, what it sends back through the hook) runs in the
+	// writer's context before it returns.
+	VerdictDoneLatency LatencySummary `json:"verdict_done_latency"`
 }
 
 // ErrClosed is returned by verdicts given after Close.
@@ -129,9 +135,10 @@ type Queue struct {
 
 	// Verdict latency (see latency.go): receipt times by packet id, on the monotonic
 	// clock relative to base.
-	base    time.Time
-	ring    [ringSize]receipt
-	latency latency
+	base        time.Time
+	ring        [ringSize]receipt
+	latency     latency // receipt to verdict written
+	doneLatency latency // receipt to verdict write returned
 }
 
 // Open binds queue cfg.Num and starts reading it: h gets every packet until
@@ -431,6 +438,7 @@ func (q *Queue) verdict(id, v uint32, data []byte) error {
 		return q.verdictError(id, v, data, ErrClosed)
 	}
 	var err error
+	start := time.Since(q.base)
 	if data == nil {
 		q.wmu.Lock()
 		err = q.t.write(encodeVerdict(q.wbuf[:], q.cfg.Num, id, v, nil))
@@ -448,7 +456,7 @@ func (q *Queue) verdict(id, v uint32, data []byte) error {
 		return q.verdictError(id, v, data, err)
 	}
 	q.verdicts.Add(1)
-	q.verdictSent(id)
+	q.verdictSent(id, start)
 	return nil
 }
 
@@ -470,8 +478,10 @@ func (q *Queue) received1(id uint32, now time.Time) {
 	r.id.Store(id)
 }
 
-// verdictSent counts the verdict latency of packet id, if its receipt is remembered.
-func (q *Queue) verdictSent(id uint32) {
+// verdictSent counts the verdict latencies of packet id, if its receipt is remembered:
+// to start (when the verdict was written) and to now (when the write returned), both
+// since q.base.
+func (q *Queue) verdictSent(id uint32, start time.Duration) {
 	r := &q.ring[id&(ringSize-1)]
 	if r.id.Load() != id {
 		return
@@ -481,19 +491,21 @@ func (q *Queue) verdictSent(id uint32) {
 		return
 	}
 	r.at.Store(0) // one verdict per receipt: a second one (ENOENT) is not counted
-	q.latency.add(time.Since(q.base) - time.Duration(at))
+	q.latency.add(start - time.Duration(at))
+	q.doneLatency.add(time.Since(q.base) - time.Duration(at))
 }
 
 // Stats returns the queue's counters.
 func (q *Queue) Stats() Stats {
 	return Stats{
-		Received:       q.received.Load(),
-		Verdicts:       q.verdicts.Load(),
-		ENOBUFS:        q.enobufs.Load(),
-		ENOENT:         q.enoent.Load(),
-		VerdictErrors:  q.verdictErrors.Load(),
-		ReadErrors:     q.readErrors.Load(),
-		VerdictLatency: q.latency.summary(),
+		Received:           q.received.Load(),
+		Verdicts:           q.verdicts.Load(),
+		ENOBUFS:            q.enobufs.Load(),
+		ENOENT:             q.enoent.Load(),
+		VerdictErrors:      q.verdictErrors.Load(),
+		ReadErrors:         q.readErrors.Load(),
+		VerdictLatency:     q.latency.summary(),
+		VerdictDoneLatency: q.doneLatency.summary(),
 	}
 }
 
