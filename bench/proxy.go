@@ -1,0 +1,120 @@
+package main
+
+// The finproxy helper: `finproxy run`'s pipeline (internal/runner.Run, as the command calls
+// it) in the router namespace, with observation of the client's and the server's
+// namespaces, printing "ready" once the hooks are installed and a JSON summary at exit.
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/finproxy/finproxy/internal/runner"
+	"github.com/finproxy/finproxy/nfq"
+	"github.com/finproxy/finproxy/observe"
+	"github.com/finproxy/finproxy/rules"
+)
+
+// proxyResult is what the finproxy helper prints at exit.
+type proxyResult struct {
+	Queue       nfq.Stats             `json:"queue"`
+	Kernel      *nfq.KernelQueueStats `json:"kernel,omitempty"`
+	Counters    []rules.Counters      `json:"counters"`
+	Undecodable uint64                `json:"undecodable"`
+	Observed    bool                  `json:"observed"`
+	ObsConns    int                   `json:"observed_connections"`
+	ObsStats    *observe.Stats        `json:"observe_stats,omitempty"`
+	ObsWarnings []string              `json:"observe_warnings,omitempty"`
+	// Delay accuracy: for each delayed segment, the time from its receipt to the return of
+	// its verdict minus the configured delay.
+	DelayErrors []time.Duration `json:"delay_errors_ns,omitempty"`
+	// Go heap at exit (after the run's teardown), and the heap allocations of the whole
+	// process over the run.
+	HeapInuse uint64 `json:"heap_inuse"`
+	Mallocs   uint64 `json:"mallocs"`
+	Error     string `json:"error,omitempty"`
+}
+
+func proxy(args []string) error {
+	fs := flag.NewFlagSet("proxy", flag.ExitOnError)
+	cfgPath := fs.String("config", "", "scenario config")
+	observeNS := fs.String("observe-netns", "", "comma-separated namespaces for sock_diag; empty: no observation")
+	delay := fs.Duration("delay", 0, "the configured delay of the config's delay rule (delay accuracy)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run")
+	_ = fs.Parse(args)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	cfg, err := rules.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var (
+		mu     sync.Mutex
+		delays []time.Duration
+	)
+	opts := runner.Options{
+		Config: cfg,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Ready:  func() { fmt.Println("ready") },
+	}
+	if *observeNS != "" {
+		opts.Observe = &runner.ObserveOptions{NetNS: strings.Split(*observeNS, ",")}
+	}
+	if *delay > 0 {
+		opts.OnRecord = func(r rules.Record) {
+			if r.Action != "delay" {
+				return
+			}
+			// OnRecord runs right after the verdict was sent; r.Time is the receipt.
+			observed := time.Duration(time.Now().UnixNano() - r.Time)
+			mu.Lock()
+			delays = append(delays, observed-*delay)
+			mu.Unlock()
+		}
+	}
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	res, err := runner.Run(ctx, opts)
+	out := proxyResult{}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	if res != nil {
+		out.Queue, out.Kernel, out.Counters, out.Undecodable = res.Queue, res.Kernel, res.Counters, res.Undecodable
+		out.Observed, out.ObsWarnings = res.Observed, res.ObserveWarnings
+		if o := res.Observation; o != nil {
+			out.ObsConns = len(o.Connections)
+			out.ObsStats = &o.Stats
+		}
+		res = nil
+	}
+	mu.Lock()
+	out.DelayErrors = delays
+	mu.Unlock()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	out.HeapInuse = ms.HeapInuse
+	out.Mallocs = ms.Mallocs - ms0.Mallocs
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
