@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/configs"
-	"github.com/finproxy/finproxy/internal/nstest"
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/lab"
 	"github.com/finproxy/finproxy/observe"
@@ -334,10 +332,10 @@ func recordHas(out string, conn int, want string) bool {
 // reuse-tuple, run the lab's number of times: a second connection from another port is
 // rewritten onto the 4-tuple the server holds in TIME_WAIT. The client's timestamp offset
 // belongs to its real 4-tuple, so PAWS on the TIME_WAIT socket accepts the SYN or not at
-// random; either way both connections work. The outcomes are counted and logged.
+// random; either way both connections work. The outcomes are counted, with the server's
+// TcpExt counters of each, and logged.
 func TestMutateReuseTuple(t *testing.T) {
-	nstest.RequireRoot(t)
-	t.Parallel()
+	topo := newLab(t)
 	runs := labRuns(t)
 	cfg := writeConfig(t, "reuse-tuple", `
 name = "reuse-tuple"
@@ -347,48 +345,38 @@ port = 8080
 name = "reply-carries-fin"
 side = "server"
 action = "merge-data-fin"
+timeout = "500ms"
 [[rule]]
 name = "reuse-time-wait-tuple"
 side = "client"
 flags = "SYN"
 action = "reuse-tuple"
-[lab]
-server = "{finproxy} app server --listen {server_addr}:{port} --mode reply-close --count 2"
-client = "{finproxy} app client --connect {server_addr}:{port} --mode request-close --count 2 --pause 300ms"
-[expect.client]
-exit = 0
-[expect.server]
-exit = 0
-[[expect.segment]]
-side = "client"
-flags = "SYN"
-modified = true
-rule = "reuse-time-wait-tuple"
-min = 1
 `)
-	dir := t.TempDir()
-	out, err := exec.Command(finproxyBin, "lab", "-c", cfg, "--runs", fmt.Sprint(runs), "--port", labPort(), "--report", dir).CombinedOutput()
-	if err != nil {
-		t.Fatalf("finproxy lab: %v\n%s", err, out)
-	}
-	accepted, assassinated := 0, 0
+	outcomes := map[string]int{}
 	for k := 1; k <= runs; k++ {
-		recs, err := scenario.ReadLog(filepath.Join(dir, fmt.Sprintf("run-%d", k), "events.jsonl"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch outcome, err := reuseOutcome(recs); {
+		before := tcpCounters(t, topo, lab.RoleServer)
+		res := runScenario(t, topo, scenario.Spec{Config: cfg,
+			Server: builtin("server", "--listen", "{server_addr}:{port}", "--mode", "reply-close", "--count", "2"),
+			Client: builtin("client", "--connect", "{server_addr}:{port}", "--mode", "request-close", "--count", "2", "--pause", "300ms")})
+		delta := counterDelta(before, tcpCounters(t, topo, lab.RoleServer), twCounters...)
+		outcome, err := reuseOutcome(res.Records)
+		switch {
 		case err != nil:
-			t.Errorf("run %d: %v\n%s", k, err, formatRecords(recs))
-		case outcome == "accepted":
-			accepted++
-		default:
-			assassinated++
+			t.Errorf("run %d: %v\n%s", k, err, formatRecords(res.Records))
+		case outcome == "accepted" && delta["PAWSTimewait"] != 0,
+			outcome == "assassinated" && delta["PAWSTimewait"] != 1:
+			t.Errorf("run %d: %s, but the server's counters say %v", k, outcome, delta)
 		}
+		if res.ClientErr != nil || res.ServerErr != nil {
+			t.Errorf("run %d: applications: client %v (%s), server %v (%s)", k, res.ClientErr, res.ClientOutput, res.ServerErr, res.ServerOutput)
+		}
+		outcomes[outcome]++
+		t.Logf("run %d: %s, server counters %v", k, outcome, delta)
 	}
 	t.Logf("reuse-tuple over %d runs: the TIME_WAIT socket accepted the SYN %d times (SYN-ACK with ISN = old snd_nxt + 65537); "+
-		"%d times it answered with an ACK of the old connection (PAWS: the SYN's timestamp older), the client reset it and its next SYN opened a fresh connection",
-		runs, accepted, assassinated)
+		"%d times PAWS rejected it (the SYN's timestamp older: TcpExtPAWSTimewait), the TIME_WAIT socket answered with an ACK of the old connection, "+
+		"the client's RST (its seq that ACK's ack, in window) killed it and the client's next SYN opened a fresh connection",
+		runs, outcomes["accepted"], outcomes["assassinated"])
 }
 
 // reuseOutcome classifies a reuse-tuple run from its event log: "accepted" when the
