@@ -108,6 +108,14 @@ func (es ConfigErrors) sort() {
 //	                                               # client-fin, server-fin, both-fins
 //	        timeout = "2s", on_timeout = "pass"    # or "drop"; defaults 2s and pass
 //	merge:  timeout = "1s"                         # default 1s
+//	merge-data-fin: timeout = "100ms"              # default 100ms
+//	split:  fin = "inject", delay = "100ms"        # or fin = "retransmit" (no delay)
+//	inject-rst: toward = "client"                  # required: client, server or both
+//	        segment = "pass"                       # or "drop": the matched segment
+//	duplicate: delay = "0s", copies = 1
+//	replay: after = "next-incarnation"             # or "close"
+//	        delay = "20ms", original = "pass", timeout = "30s"   # original: or "drop"
+//	reuse-tuple: max_age = "60s"
 //
 // Two optional sections describe a run against real applications and what it must show
 // (see Lab and Expect for the meaning of each key):
