@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/configs"
+	"github.com/finproxy/finproxy/internal/nstest"
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/lab"
 	"github.com/finproxy/finproxy/observe"
@@ -502,5 +503,74 @@ action = "duplicate"
 	}
 	if res.ClientErr != nil || res.ServerErr != nil || !recordHas(res.ClientOutput, 0, `"received":`+strconv.Itoa(len("reply: request 0\n"))) {
 		t.Errorf("applications: client %v (%s), server %v (%s)", res.ClientErr, res.ClientOutput, res.ServerErr, res.ServerOutput)
+	}
+}
+
+// Over IPv6: a RST injected through the router's raw IPv6 socket, and a merged data+FIN
+// segment given back with its verdict (TCP checksum over the IPv6 pseudo-header).
+func TestMutateIPv6(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "ip6tables")
+	t.Parallel()
+	for name, body := range map[string]string{
+		"reset": `
+[[rule]]
+name = "reset-the-client"
+side = "client"
+flags = "pure-ack"
+phase = "established"
+nth = 1
+action = "inject-rst"
+toward = "client"
+[lab]
+family = "ipv6"
+server = "{finproxy} app server --listen [{server_addr}]:{port} --mode reply-wait-close --timeout 1s"
+client = "{finproxy} app client --connect [{server_addr}]:{port} --mode expect-reset"
+[expect.client]
+states = ["ESTABLISHED", "CLOSE"]
+resets_received = true
+exit = 0
+[[expect.segment]]
+side = "server"
+flags = "RST|ACK"
+injected = true
+verdict = "accept"
+min = 1
+max = 1`,
+		"fin-with-data": `
+[[rule]]
+name = "merge-reply-and-fin"
+side = "server"
+action = "merge-data-fin"
+timeout = "500ms"
+[lab]
+family = "ipv6"
+server = "{finproxy} app server --listen [{server_addr}]:{port} --mode reply-close"
+client = "{finproxy} app client --connect [{server_addr}]:{port} --mode request-close"
+[expect.server]
+states = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
+exit = 0
+[expect.client]
+states = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
+exit = 0
+[[expect.segment]]
+side = "server"
+has_flags = "FIN"
+payload = "some"
+modified = true
+min = 1
+max = 1`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg := writeConfig(t, name+"-v6", "name = \""+name+"-v6\"\n[target]\nport = 8080\n"+body+"\n")
+			code, out, rep := runLab(t, "-c", cfg, "--runs", "3", "--port", labPort())
+			if code != 0 || rep.Passed != 3 {
+				t.Fatalf("IPv6 %s: exit %d\n%s", name, code, out)
+			}
+			if a := rep.Runs[0].Connections[0].Client.Addr; !strings.HasPrefix(a, "[fd00:") {
+				t.Errorf("client address %s: not the IPv6 one", a)
+			}
+		})
 	}
 }
