@@ -25,7 +25,8 @@ func init() { Register("merge-data-fin", func() Action { return &MergeDataFINAct
 // so does the timeout: the stream always arrives whole and in order. A data segment that
 // already carries a FIN, and the other side's segments, pass. The rule must match the
 // side's FIN as well as its data (do not restrict it to payload = "some"): a FIN the rule
-// does not see cannot be merged, and would overtake the held data segment.
+// does not see cannot be merged, and would overtake the held data segment. When the
+// engine cannot give segments back changed (Context.CanRewrite), it passes everything.
 type MergeDataFINAction struct {
 	Timeout Duration `toml:"timeout"`
 }

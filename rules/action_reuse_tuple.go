@@ -28,7 +28,14 @@ func init() { Register("reuse-tuple", func() Action { return &ReuseTupleAction{}
 // everything else of the connection does); without a candidate the SYN passes unchanged.
 // The event log shows the new connection under the client's real port, every segment
 // Modified; the observer sees the client's socket at that port and the server's at the
-// reused one (a new incarnation of the old 4-tuple).
+// reused one (a new incarnation of the old 4-tuple). When the engine cannot give segments
+// back changed (Context.CanRewrite), it rewrites nothing.
+//
+// Whether the server's TIME_WAIT socket accepts the SYN is the kernel's business: Linux
+// accepts it when its timestamp is newer than the old connection's last (or, without
+// timestamps, its seq beyond the old connection's); the client's kernel chose both for the
+// client's real port, so with a rewritten port it is a coin toss (measured: 26 accepted,
+// 19 rejected by PAWS in 45 runs; see configs/time-wait-reuse.toml).
 type ReuseTupleAction struct {
 	MaxAge Duration `toml:"max_age"`
 }

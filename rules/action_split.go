@@ -28,6 +28,7 @@ func init() { Register("split", func() Action { return &SplitAction{} }) }
 // Only the first FIN of a side is split: its retransmissions pass (they are what fin =
 // "retransmit" waits for). A segment that is not a FIN|ACK acknowledging the peer's FIN
 // passes. Data on the FIN segment stays with the acknowledgment; the FIN follows alone.
+// When the engine cannot give segments back changed (Context.CanRewrite), it passes them.
 type SplitAction struct {
 	FIN   string   `toml:"fin"`
 	Delay Duration `toml:"delay"`

@@ -180,10 +180,10 @@ type Injection struct {
 	Delay time.Duration
 	// Until, when set, sends it once Until holds for the current connection of the
 	// segment's 4-tuple (Delay after that): checked at once, then after every later
-	// segment of that 4-tuple, once its verdict is given, whatever its incarnation (the
-	// Conn handed in is the one that segment belongs to, so a replay can wait for the next
-	// incarnation). Timeout (not positive: DefaultHoldTimeout) gives up: the segment is
-	// then sent only if SendOnTimeout.
+	// segment of that 4-tuple has been handled (its verdict given, or its delay or hold
+	// started), whatever its incarnation (the Conn handed in is the one that segment
+	// belongs to, so a replay can wait for the next incarnation). Timeout (not positive:
+	// DefaultHoldTimeout) gives up: the segment is then sent only if SendOnTimeout.
 	Until         func(c *Conn) bool
 	Timeout       time.Duration
 	SendOnTimeout bool
