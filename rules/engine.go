@@ -606,10 +606,13 @@ func (e *Engine) injectDue(it *injection, c *Conn, now time.Time) {
 		e.sendInjection(it, c, now)
 		return
 	}
-	e.dropInjection(it) // out of the waiting list, its timeout stopped
-	it.done, it.Until, it.conn = false, nil, c
-	e.injections[it] = struct{}{}
-	it.timer = e.clock.AfterFunc(it.Delay, func() { e.fireInjection(it) })
+	e.dropInjection(it) // out of the waiting list, its timeout stopped (or done, if it fired)
+	// A new injection for the delay: the timeout's callback, if it is already waiting for
+	// the lock, finds the old one done.
+	d := &injection{Injection: it.Injection, rule: it.rule, conn: c, key: it.key, queued: it.queued}
+	d.Until = nil
+	e.injections[d] = struct{}{}
+	d.timer = e.clock.AfterFunc(d.Delay, func() { e.fireInjection(d) })
 }
 
 // fireInjection sends a delayed injection, or ends a waiting one at its timeout.
