@@ -9,17 +9,15 @@
 // one reader goroutine. Verdicts (Accept, Drop, AcceptModified) may be given later, from
 // any goroutine, in any order: that is how delays and holds work.
 //
-// The netlink socket is opened with github.com/mdlayher/netlink (v1.11.2, which handles
-// the namespace and the configuration messages with their acknowledgments), but the hot
-// path speaks nfnetlink_queue itself (wire.go): the reader reads datagrams through the
-// runtime poller into one reusable buffer and decodes the packet messages in place; a
-// verdict is one write(2) of a 32-byte message built in a buffer of the queue. Nothing
-// allocates per packet (TestQueuePathAllocs). github.com/florianl/go-nfqueue/v2 (v2.0.2),
-// used before, allocated about 70 times per packet (attribute pointers, a page-sized
-// receive buffer, the verdict's message) and, through mdlayher/socket v0.6.0, started a
-// goroutine for every receive and every send (a watcher for the context): each packet
-// woke other threads, which on these 2-vCPU machines cost more than the work itself
-// (connection churn through finproxy went from 2.3k to 3.9k connections/s without it).
+// The queue is github.com/florianl/go-nfqueue/v2 (v2.0.2, with mdlayher/netlink v1.11.2
+// or later, which fixes a verdict blocked behind a blocked receive). What finproxy adds on
+// top of it allocates nothing per packet (the runner's hot-path test drives it through a
+// FakeKernel: 0 allocations from the Handler call to the verdict). go-nfqueue itself
+// allocates per message (its attribute pointers, the verdict's netlink message) and,
+// through mdlayher/socket, starts a goroutine per receive and send that watches the
+// context; measured here, that library cost is most of what a queued segment costs
+// (see the README's benchmark section). finproxy keeps it small by queueing only what the
+// rules need, rather than by replacing the library.
 // The pitfalls it handles:
 //
 //   - The queue length and the copy mode are sent to the kernel as given, and 0 means a
@@ -57,8 +55,9 @@
 // again) runs in the writer's context before the write returns (measured: about 20 µs
 // per pass in the lab, where the same work runs in the sender's softirq without finproxy).
 //
-// OpenFake gives a Queue whose kernel is a FakeKernel: the same reader, decoding and
-// verdict encoding, for tests and benchmarks of what sits on a queue.
+// OpenFake gives a Queue whose kernel is a FakeKernel: the same Handler calls, counters,
+// verdict latency and verdict methods without a socket, for tests and benchmarks of what
+// sits on a queue.
 //
 // Measured as well: a full queue drops the packet and counts it in the
 // kernel's "dropped"; with Config.FailOpen it passes unqueued and nothing is

@@ -905,7 +905,7 @@ func TestReceiveBufferOverflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, _ := rec.q().sock.nl.ReadBuffer()
+	rb, _ := rec.q().nf.Con.ReadBuffer()
 	st := rec.q().Stats()
 	t.Logf("receive buffer %d bytes; kernel stats %+v; queue stats %+v", rb, ks, st)
 	if ks.UserDropped == 0 {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -108,8 +109,8 @@ var ErrClosed = errors.New("nfq: queue closed")
 type Queue struct {
 	cfg    Config
 	log    *slog.Logger
-	t      transport
-	sock   *sockTransport // t when it is a socket, else nil
+	nf     *nfqueue.Nfqueue // the kernel's queue; nil for a FakeKernel
+	fake   *FakeKernel      // the stand-in kernel of OpenFake; nil for a real queue
 	h      Handler
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -118,14 +119,11 @@ type Queue struct {
 	stopMu sync.Mutex
 	stop   func() bool // unregisters the AfterFunc on Open's context
 
-	closed     atomic.Bool
-	closeOnce  sync.Once
-	closeErr   error
-	done       chan struct{}
-	readerDone chan struct{}
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{}
 
-	wmu     sync.Mutex // guards wbuf
-	wbuf    [verdictLen]byte
 	fatalMu sync.Mutex
 	fatal   error
 
@@ -149,45 +147,54 @@ type Queue struct {
 // another process (or another Queue) holds it, Open fails with an error saying
 // "queue N is in use by another process".
 func Open(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
-	if h == nil {
-		return nil, errors.New("nfq: Open needs a Handler")
-	}
-	nsfd := -1
-	if cfg.NetNS != 0 {
-		fd, err := unix.FcntlInt(uintptr(cfg.NetNS), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("nfq: duplicate namespace fd %d: %w", cfg.NetNS, err)
-		}
-		nsfd = fd
-	}
-	closeNS := func() {
-		if nsfd >= 0 {
-			_ = unix.Close(nsfd)
-		}
-	}
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: cfg.NetNS})
+	q, err := newQueue(ctx, cfg, h)
 	if err != nil {
-		closeNS()
-		return nil, fmt.Errorf("nfq: open netlink socket for queue %d: %w", cfg.Num, err)
-	}
-	t, err := newSockTransport(nl)
-	if err != nil {
-		_ = nl.Close()
-		closeNS()
-		return nil, fmt.Errorf("nfq: open netlink socket for queue %d: %w", cfg.Num, err)
-	}
-	q, err := open(ctx, cfg, h, t)
-	if err != nil {
-		_ = t.close()
-		closeNS()
 		return nil, err
 	}
-	q.nsfd = nsfd
+	if q.cfg.NetNS != 0 {
+		fd, err := unix.FcntlInt(uintptr(q.cfg.NetNS), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("nfq: duplicate namespace fd %d: %w", q.cfg.NetNS, err)
+		}
+		q.nsfd = fd
+	}
+	var flags uint32
+	if q.cfg.FailOpen {
+		flags |= nfqueue.NfQaCfgFlagFailOpen
+	}
+	nf, err := nfqueue.Open(&nfqueue.Config{
+		NfQueue:      q.cfg.Num,
+		MaxQueueLen:  q.cfg.MaxLen,            // sent as is: 0 would be a queue of length 0
+		Copymode:     nfqueue.NfQnlCopyPacket, // sent as is: 0 would be COPY_NONE
+		MaxPacketLen: copyRange,
+		Flags:        flags,
+		NetNS:        q.cfg.NetNS,
+		Logger:       nfLogger{q},
+	})
+	if err != nil {
+		q.closeNS()
+		return nil, fmt.Errorf("nfq: open netlink socket for queue %d: %w", q.cfg.Num, err)
+	}
+	q.nf = nf
+	fail := func(err error) (*Queue, error) {
+		q.cancel()
+		_ = nf.Close()
+		q.closeNS()
+		return nil, err
+	}
+	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
+		return fail(fmt.Errorf("nfq: queue %d: set NETLINK_NO_ENOBUFS: %w", q.cfg.Num, err))
+	}
+	q.setRcvBuf()
+	if err := nf.RegisterWithErrorFunc(q.ctx, q.hook, q.onError); err != nil {
+		return fail(bindError(q.cfg.Num, err))
+	}
+	q.start(ctx)
 	return q, nil
 }
 
-// open sets up and binds the queue on t, then starts the reader.
-func open(ctx context.Context, cfg Config, h Handler, t transport) (*Queue, error) {
+// newQueue fills in the defaults of cfg and makes the Queue, not yet bound.
+func newQueue(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
 	if h == nil {
 		return nil, errors.New("nfq: Open needs a Handler")
 	}
@@ -200,45 +207,26 @@ func open(ctx context.Context, cfg Config, h Handler, t transport) (*Queue, erro
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	q := &Queue{cfg: cfg, log: cfg.Logger.With("queue", cfg.Num), h: h, t: t, nsfd: -1,
-		done: make(chan struct{}), readerDone: make(chan struct{}), base: time.Now()}
-	if st, ok := t.(*sockTransport); ok {
-		q.sock = st
-		if err := st.nl.SetOption(netlink.NoENOBUFS, true); err != nil {
-			return nil, fmt.Errorf("nfq: queue %d: set NETLINK_NO_ENOBUFS: %w", cfg.Num, err)
-		}
-		q.setRcvBuf()
-		if err := q.bind(); err != nil {
-			return nil, err
-		}
-	}
+	q := &Queue{cfg: cfg, log: cfg.Logger.With("queue", cfg.Num), h: h, nsfd: -1,
+		done: make(chan struct{}), base: time.Now()}
 	q.ctx, q.cancel = context.WithCancel(ctx)
-	go q.readLoop()
-	// A parent context that ends closes the queue, so Done and Close agree.
-	q.stopMu.Lock()
-	q.stop = context.AfterFunc(ctx, func() { _ = q.Close() })
-	q.stopMu.Unlock()
-	q.log.Debug("nfq: queue bound", "max_len", cfg.MaxLen, "fail_open", cfg.FailOpen, "netns_fd", cfg.NetNS)
 	return q, nil
 }
 
-// bind binds the queue number to the socket and sets its copy mode, length and flags.
-// Both are sent as given: a length of 0 would be a queue that drops everything, a copy
-// mode of 0 would be NFQNL_COPY_NONE.
-func (q *Queue) bind() error {
-	num := q.cfg.Num
-	if err := q.sock.execute(configBind(num)); err != nil {
-		return bindError(num, err)
-	}
-	var flags uint32
-	if q.cfg.FailOpen {
-		flags |= flagFailOpen
-	}
-	if err := q.sock.execute(configParams(num, copyRange, q.cfg.MaxLen, flags)); err != nil {
-		return fmt.Errorf("nfq: queue %d: set copy mode, length and flags: %w", num, err)
-	}
-	return nil
+// start ties the queue's life to ctx: a parent context that ends closes the queue, so
+// Done and Close agree.
+func (q *Queue) start(ctx context.Context) {
+	q.stopMu.Lock()
+	q.stop = context.AfterFunc(ctx, func() { _ = q.Close() })
+	q.stopMu.Unlock()
+	q.log.Debug("nfq: queue bound", "max_len", q.cfg.MaxLen, "fail_open", q.cfg.FailOpen, "netns_fd", q.cfg.NetNS)
 }
+
+// nfLogger sends go-nfqueue's own log lines to the queue's logger at debug level.
+type nfLogger struct{ q *Queue }
+
+func (l nfLogger) Debugf(format string, args ...any) { l.q.log.Debug(fmt.Sprintf(format, args...)) }
+func (l nfLogger) Errorf(format string, args ...any) { l.q.log.Debug(fmt.Sprintf(format, args...)) }
 
 // bindError explains a failed bind.
 func bindError(num uint16, err error) error {
@@ -280,84 +268,53 @@ func hasCapNetAdmin() bool {
 func (q *Queue) setRcvBuf() {
 	want := q.cfg.RcvBuf
 	var serr error
-	rc, err := q.sock.nl.SyscallConn()
+	rc, err := q.nf.Con.SyscallConn()
 	if err == nil {
 		err = rc.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, want)
 		})
 	}
 	if err != nil || serr != nil {
-		if err2 := q.sock.nl.SetReadBuffer(want); err2 != nil {
+		if err2 := q.nf.Con.SetReadBuffer(want); err2 != nil {
 			q.log.Warn("nfq: cannot enlarge the netlink receive buffer; bursts may overflow it (see Stats.ENOBUFS and KernelStats.UserDropped)",
 				"want_bytes", want, "err", errors.Join(err, serr, err2))
 			return
 		}
 	}
-	got, err := q.sock.nl.ReadBuffer()
+	got, err := q.nf.Con.ReadBuffer()
 	q.log.Debug("nfq: netlink receive buffer", "want_bytes", want, "kernel_bytes", got, "err", err)
 }
 
-// readBufSize holds the largest packet message: a 65531-byte copy and its attributes.
-const readBufSize = 1<<16 + 4096
-
-// readLoop reads the socket until the queue closes: it decodes each packet message
-// and calls the Handler.
-func (q *Queue) readLoop() {
-	defer close(q.readerDone)
-	buf := make([]byte, readBufSize)
-	var m packetMsg
-	for {
-		n, err := q.t.read(buf)
-		if err != nil {
-			if q.closed.Load() || q.ctx.Err() != nil {
-				return
-			}
-			if q.onError(err) != 0 {
-				return
-			}
-			continue
-		}
-		now := time.Now()
-		for b := buf[:n]; len(b) > 0; {
-			typ, body, rest, err := nextMsg(b)
-			if err != nil {
-				q.readErrors.Add(1)
-				q.log.Warn("nfq: malformed netlink message skipped", "err", err, "bytes", len(b))
-				break
-			}
-			b = rest
-			switch typ {
-			case unix.NLMSG_ERROR:
-				// An error reply: a verdict for an id the kernel no longer holds (ENOENT).
-				if errno, err := errnoOf(body); err == nil && errno != 0 {
-					if q.onError(errno) != 0 {
-						return
-					}
-				}
-			case msgPacket:
-				q.consecutive.Store(0)
-				if err := parsePacket(body, &m); err != nil || !m.hasID {
-					q.readErrors.Add(1)
-					q.log.Warn("nfq: kernel message without packet id ignored", "err", err)
-					continue
-				}
-				q.deliver(&m, now)
-			}
-		}
+// hook is go-nfqueue's callback for each packet message, on its reader goroutine.
+func (q *Queue) hook(a nfqueue.Attribute) int {
+	q.consecutive.Store(0)
+	if a.PacketID == nil {
+		q.readErrors.Add(1)
+		q.log.Warn("nfq: kernel message without packet id ignored")
+		return 0
 	}
+	p := Packet{ID: *a.PacketID, Time: time.Now()}
+	if a.Payload != nil {
+		p.Data = *a.Payload
+	}
+	p.OrigLen = len(p.Data)
+	if a.CapLen != nil {
+		p.OrigLen = int(*a.CapLen)
+	}
+	stamped := a.Timestamp != nil
+	if stamped {
+		p.Time = *a.Timestamp
+	}
+	q.deliver(p, stamped)
+	return 0
 }
 
 // deliver hands one packet to the Handler.
-func (q *Queue) deliver(m *packetMsg, now time.Time) {
+func (q *Queue) deliver(p Packet, stamped bool) {
 	q.received.Add(1)
-	p := Packet{ID: m.id, Time: now, Data: m.payload, OrigLen: len(m.payload)}
-	q.received1(p.ID, now)
-	if m.hasStamp {
-		p.Time = m.tstamp
+	q.received1(p.ID, time.Now())
+	if stamped {
 		q.kernelTS.Add(1)
-	}
-	if m.hasCap {
-		p.OrigLen = int(m.capLen)
 	}
 	q.h(p)
 }
@@ -416,10 +373,10 @@ func (q *Queue) Err() error {
 }
 
 // Accept lets packet id go on.
-func (q *Queue) Accept(id uint32) error { return q.verdict(id, verdictAccept, nil) }
+func (q *Queue) Accept(id uint32) error { return q.verdict(id, true, nil) }
 
 // Drop drops packet id.
-func (q *Queue) Drop(id uint32) error { return q.verdict(id, verdictDrop, nil) }
+func (q *Queue) Drop(id uint32) error { return q.verdict(id, false, nil) }
 
 // AcceptModified lets packet id go on with data in its place. data replaces the
 // whole IP packet: lengths and IP/TCP checksums must be right, or the kernel
@@ -428,24 +385,25 @@ func (q *Queue) AcceptModified(id uint32, data []byte) error {
 	if len(data) == 0 {
 		return fmt.Errorf("nfq: accept modified packet %d: empty packet", id)
 	}
-	return q.verdict(id, verdictAccept, data)
+	return q.verdict(id, true, data)
 }
 
-// verdict sends a verdict message. Without data it uses the queue's buffer (no
-// allocation); a replacement packet gets a buffer of its own.
-func (q *Queue) verdict(id, v uint32, data []byte) error {
+// verdict sends a verdict through go-nfqueue (or to the FakeKernel).
+func (q *Queue) verdict(id uint32, accept bool, data []byte) error {
 	if q.closed.Load() {
-		return q.verdictError(id, v, data, ErrClosed)
+		return q.verdictError(id, accept, data, ErrClosed)
 	}
-	var err error
 	start := time.Since(q.base)
-	if data == nil {
-		q.wmu.Lock()
-		err = q.t.write(encodeVerdict(q.wbuf[:], q.cfg.Num, id, v, nil))
-		q.wmu.Unlock()
-	} else {
-		b := make([]byte, verdictLen+nlaHdrLen+align4(len(data)))
-		err = q.t.write(encodeVerdict(b, q.cfg.Num, id, v, data))
+	var err error
+	switch {
+	case q.fake != nil:
+		err = q.fake.verdict(id, accept, data)
+	case data != nil:
+		err = q.nf.SetVerdictWithOption(id, nfqueue.NfAccept, nfqueue.WithAlteredPacket(data))
+	case accept:
+		err = q.nf.SetVerdict(id, nfqueue.NfAccept)
+	default:
+		err = q.nf.SetVerdict(id, nfqueue.NfDrop)
 	}
 	if err != nil {
 		if q.closed.Load() {
@@ -453,19 +411,19 @@ func (q *Queue) verdict(id, v uint32, data []byte) error {
 		} else {
 			q.verdictErrors.Add(1)
 		}
-		return q.verdictError(id, v, data, err)
+		return q.verdictError(id, accept, data, err)
 	}
 	q.verdicts.Add(1)
 	q.verdictSent(id, start)
 	return nil
 }
 
-func (q *Queue) verdictError(id, v uint32, data []byte, err error) error {
+func (q *Queue) verdictError(id uint32, accept bool, data []byte, err error) error {
 	what := "drop"
 	switch {
-	case v == verdictAccept && data != nil:
+	case accept && data != nil:
 		what = "accept modified"
-	case v == verdictAccept:
+	case accept:
 		what = "accept"
 	}
 	return fmt.Errorf("nfq: %s packet %d on queue %d: %w", what, id, q.cfg.Num, err)
@@ -511,8 +469,8 @@ func (q *Queue) Stats() Stats {
 
 // KernelStats reads the kernel's counters for this queue, in its namespace.
 func (q *Queue) KernelStats() (KernelQueueStats, error) {
-	if q.sock == nil {
-		return KernelQueueStats{Queue: q.cfg.Num, CopyMode: copyPacket, CopyRange: copyRange, IDSequence: uint32(q.received.Load())}, nil
+	if q.fake != nil {
+		return KernelQueueStats{Queue: q.cfg.Num, CopyMode: nfqueue.NfQnlCopyPacket, CopyRange: copyRange, IDSequence: uint32(q.received.Load())}, nil
 	}
 	return kernelStatsIn(q.nsfd, q.cfg.Num)
 }
@@ -531,13 +489,19 @@ func (q *Queue) Close() error {
 			q.stop()
 		}
 		q.stopMu.Unlock()
+		// go-nfqueue's Close can block unless the context of RegisterWithErrorFunc was
+		// cancelled first. Closing the socket unbinds the queue (go-nfqueue's own unbind
+		// then fails with EBADF, which is harmless and only logged at debug level).
 		q.cancel()
-		// Closing the socket unbinds the queue and ends the reader's read.
-		err := q.t.close()
+		var err error
+		if q.fake != nil {
+			q.fake.close()
+		} else {
+			err = q.nf.Close()
+		}
 		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {
 			q.closeErr = fmt.Errorf("nfq: close queue %d: %w", q.cfg.Num, err)
 		}
-		<-q.readerDone
 		q.closeNS()
 		close(q.done)
 		q.log.Debug("nfq: queue closed", "stats", q.Stats())

@@ -1,0 +1,86 @@
+package nfq
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// FakeKernel stands in for the kernel behind a Queue opened with OpenFake, for tests and
+// benchmarks of whatever sits on a queue (here and in other packages): Deliver hands the
+// Queue a packet as go-nfqueue would, and the verdicts the Queue gives are counted (and
+// shown to OnVerdict). Nothing allocates per packet.
+type FakeKernel struct {
+	q    *Queue
+	dmu  sync.Mutex // one Deliver at a time, as the kernel's messages come one at a time
+	done chan struct{}
+	once sync.Once
+
+	mu sync.Mutex
+	fv FakeVerdicts
+	// OnVerdict, when set before the first Deliver, sees every verdict: the packet id,
+	// accept or drop, and the replacement packet (nil if none; valid during the call only).
+	OnVerdict func(id uint32, accept bool, data []byte)
+}
+
+// FakeVerdicts counts the verdicts a FakeKernel received.
+type FakeVerdicts struct {
+	Accepted, Dropped, Modified uint64
+	LastID                      uint32
+	LastAccept                  bool
+}
+
+// OpenFake opens a Queue whose kernel is a FakeKernel: the same Handler calls, counters,
+// verdict latency and verdict methods as Open, without a socket.
+func OpenFake(ctx context.Context, cfg Config, h Handler) (*Queue, *FakeKernel, error) {
+	q, err := newQueue(ctx, cfg, h)
+	if err != nil {
+		return nil, nil, err
+	}
+	k := &FakeKernel{q: q, done: make(chan struct{})}
+	q.fake = k
+	q.start(ctx)
+	return q, k, nil
+}
+
+// Deliver queues packet id with data (an IP packet) and returns once the Queue's Handler
+// has returned for it (its verdict may come later). It returns false if the Queue is closed.
+func (k *FakeKernel) Deliver(id uint32, data []byte) bool {
+	k.dmu.Lock()
+	defer k.dmu.Unlock()
+	select {
+	case <-k.done:
+		return false
+	default:
+	}
+	k.q.deliver(Packet{ID: id, Time: time.Now(), Data: data, OrigLen: len(data)}, false)
+	return true
+}
+
+// Verdicts returns the counts of verdicts received so far.
+func (k *FakeKernel) Verdicts() FakeVerdicts {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.fv
+}
+
+func (k *FakeKernel) verdict(id uint32, accept bool, data []byte) error {
+	k.mu.Lock()
+	switch {
+	case accept && data != nil:
+		k.fv.Modified++
+		k.fv.Accepted++
+	case accept:
+		k.fv.Accepted++
+	default:
+		k.fv.Dropped++
+	}
+	k.fv.LastID, k.fv.LastAccept = id, accept
+	k.mu.Unlock()
+	if k.OnVerdict != nil {
+		k.OnVerdict(id, accept, data)
+	}
+	return nil
+}
+
+func (k *FakeKernel) close() { k.once.Do(func() { close(k.done) }) }
