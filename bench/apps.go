@@ -9,6 +9,9 @@ package main
 //	  directions when one ends)
 //	'c' churn and hold: the server reads until EOF and closes
 //	'r' request/response: 64-byte requests, each answered with 64 bytes, until EOF
+//	'n' the count of 'c' connections so far (8 bytes): the churn rate is counted where
+//	  the connections arrive (through Toxiproxy, a connection the client made is not yet
+//	  one the server sees)
 
 import (
 	"bufio"
@@ -22,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +33,9 @@ import (
 )
 
 const rrSize = 64
+
+// churnSeen counts the churn connections whose byte reached the server.
+var churnSeen atomic.Int64
 
 // serve is the server helper: it accepts until killed.
 func serve(args []string) error {
@@ -85,7 +92,12 @@ func handleConn(c net.Conn) {
 		var out [8]byte
 		binary.BigEndian.PutUint64(out[:], uint64(n))
 		_, _ = c.Write(out[:])
+	case 'n':
+		var out [8]byte
+		binary.BigEndian.PutUint64(out[:], uint64(churnSeen.Load()))
+		_, _ = c.Write(out[:])
 	case 'c':
+		churnSeen.Add(1)
 		var buf [64]byte
 		for {
 			if _, err := c.Read(buf[:]); err != nil {
@@ -112,10 +124,12 @@ type clientResult struct {
 	// bulk
 	Bytes int64   `json:"bytes,omitempty"`
 	MBps  float64 `json:"mb_per_s,omitempty"`
-	// churn, dial, hold
-	Conns   int64   `json:"conns,omitempty"`
-	ConnsPS float64 `json:"conns_per_s,omitempty"`
-	Errors  int64   `json:"errors,omitempty"`
+	// churn, dial, hold: connections the client completed (for churn, ConnsPS is set by
+	// the orchestrator from the connections the server saw: ServerConns)
+	Conns       int64   `json:"conns,omitempty"`
+	ConnsPS     float64 `json:"conns_per_s,omitempty"`
+	ServerConns int64   `json:"server_conns,omitempty"`
+	Errors      int64   `json:"errors,omitempty"`
 	// rr: round-trip times; churn and dial: connect times
 	Samples  int           `json:"samples,omitempty"`
 	P50      time.Duration `json:"p50_ns,omitempty"`
@@ -133,16 +147,27 @@ func client(args []string) error {
 	dur := fs.Duration("duration", 2*time.Second, "how long (bulk, churn, rr)")
 	par := fs.Int("parallel", 8, "parallel clients (churn, dial, hold)")
 	conns := fs.Int("conns", 0, "connections to make (dial, hold)")
+	sources := fs.String("sources", "", "comma-separated local addresses the churn rotates over")
 	_ = fs.Parse(args)
+	var srcs []net.Addr
+	for _, a := range strings.Split(*sources, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			ip := net.ParseIP(a)
+			if ip == nil {
+				return fmt.Errorf("-sources: bad address %q", a)
+			}
+			srcs = append(srcs, &net.TCPAddr{IP: ip})
+		}
+	}
 	var r clientResult
 	var err error
 	switch *workload {
 	case "bulk":
 		r, err = runBulk(*addr, *dur)
 	case "churn":
-		r, err = runChurn(*addr, *dur, *par, 0)
+		r, err = runChurn(*addr, *dur, *par, 0, srcs)
 	case "dial":
-		r, err = runChurn(*addr, 0, *par, *conns)
+		r, err = runChurn(*addr, 0, *par, *conns, srcs)
 	case "rr":
 		r, err = runRR(*addr, *dur)
 	case "hold":
@@ -191,8 +216,10 @@ func runBulk(addr string, d time.Duration) (clientResult, error) {
 }
 
 // runChurn opens, writes one byte to and closes connections from par goroutines: for d
-// (d > 0) or until n connections were made.
-func runChurn(addr string, d time.Duration, par, n int) (clientResult, error) {
+// (d > 0) or until n connections were made. The client closes first, so each connection
+// leaves a TIME_WAIT socket here for a minute: with srcs, successive connections come from
+// these addresses in turn, so that no address runs short of ephemeral ports.
+func runChurn(addr string, d time.Duration, par, n int, srcs []net.Addr) (clientResult, error) {
 	var (
 		done, errs atomic.Int64
 		issued     atomic.Int64
@@ -204,8 +231,16 @@ func runChurn(addr string, d time.Duration, par, n int) (clientResult, error) {
 	start := time.Now()
 	end := start.Add(d)
 	one := []byte{'c'}
-	for range par {
+	for g := range par {
 		wg.Go(func() {
+			dialers := []*net.Dialer{{Timeout: 5 * time.Second}}
+			if len(srcs) > 0 {
+				dialers = dialers[:0]
+				for _, s := range srcs {
+					dialers = append(dialers, &net.Dialer{Timeout: 5 * time.Second, LocalAddr: s})
+				}
+			}
+			k := g
 			local := make([]time.Duration, 0, 1<<14)
 			defer func() {
 				mu.Lock()
@@ -220,7 +255,8 @@ func runChurn(addr string, d time.Duration, par, n int) (clientResult, error) {
 					return
 				}
 				t0 := time.Now()
-				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				c, err := dialers[k%len(dialers)].Dial("tcp", addr)
+				k++
 				if err != nil {
 					if errs.Add(1) == 1 {
 						mu.Lock()

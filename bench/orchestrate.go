@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -52,6 +54,7 @@ type bench struct {
 	procs  []*proc
 
 	serverAddr, routerAddr string // host:port of the server, and of Toxiproxy's listener
+	sources                string // the client's extra addresses, for the churn
 	passCfg, delayCfg      string
 	toxiOK                 bool
 	toxiWhy                string
@@ -232,6 +235,22 @@ func (b *bench) setup() error {
 		return err
 	}
 	b.topo = topo
+	// Extra client addresses: the churn's connections come from each in turn, so that the
+	// TIME_WAIT sockets they leave (the client closes first) never exhaust one address's
+	// ephemeral ports. Several clients behind the router, as on a real network.
+	var srcs []string
+	a := topo.ClientPrefix.Addr()
+	for i := range 32 {
+		ip := a.As4()
+		ip[3] = byte(100 + i)
+		addr := netip.AddrFrom4(ip)
+		if out, err := exec.CommandContext(b.ctx, "ip", "-n", topo.Client, "addr", "add",
+			netip.PrefixFrom(addr, topo.ClientPrefix.Bits()).String(), "dev", lab.ClientLink).CombinedOutput(); err != nil {
+			return fmt.Errorf("add client address %s: %v: %s", addr, err, out)
+		}
+		srcs = append(srcs, addr.String())
+	}
+	b.sources = strings.Join(srcs, ",")
 	b.serverAddr = netip.AddrPortFrom(topo.ServerAddr, benchPort).String()
 	b.routerAddr = netip.AddrPortFrom(topo.RouterClientAddr, benchPort).String()
 	if b.tmp, err = os.MkdirTemp("", "fpbench-"); err != nil {
@@ -409,6 +428,30 @@ func (t cpuTimes) since(a cpuTimes) cpuUse {
 	return cpuUse{Busy: 100 - pct(t.idle, a.idle), User: pct(t.user, a.user), System: pct(t.system, a.system), Softirq: pct(t.softirq, a.softirq)}
 }
 
+// serverCount asks the server how many churn connections reached it (from the client
+// namespace, straight to the server: through the router, and through finproxy when it runs).
+func (b *bench) serverCount() (int64, error) {
+	var n int64
+	err := b.topo.Do(lab.RoleClient, func() error {
+		c, err := net.DialTimeout("tcp", b.serverAddr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte{'n'}); err != nil {
+			return err
+		}
+		var buf [8]byte
+		if _, err := io.ReadFull(c, buf[:]); err != nil {
+			return err
+		}
+		n = int64(binary.BigEndian.Uint64(buf[:]))
+		return nil
+	})
+	return n, err
+}
+
 // startFinproxy runs the finproxy helper in the router namespace until it is ready.
 func (b *bench) startFinproxy(cfg string, observe bool, extra ...string) (*proc, error) {
 	args := []string{"_proxy", "-config", cfg}
@@ -462,6 +505,8 @@ func (b *bench) startToxiproxy() (*proc, error) {
 	}
 	host := b.topo.RouterClientAddr.String()
 	cmd := b.topo.Command(b.ctx, lab.RoleRouter, b.o.toxiproxy, "-host", host, "-port", strconv.Itoa(toxiAPI), "-config", cfg)
+	// Its default info level logs every connection; finproxy's event log is off too.
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn")
 	p, err := start("toxiproxy", cmd, false)
 	if err != nil {
 		return nil, err
@@ -583,8 +628,14 @@ func (b *bench) runVariant(v string, rep int) (vr variantRun) {
 	if px != nil {
 		before, _ = b.kernelStats()
 	}
-	if vr.Churn, err = b.client("churn", addr, "-duration", d, "-parallel", "8"); err != nil {
+	seen0, err0 := b.serverCount()
+	if vr.Churn, err = b.client("churn", addr, "-duration", d, "-parallel", "8", "-sources", b.sources); err != nil {
 		errs = append(errs, err.Error())
+	} else if seen1, err1 := b.serverCount(); err0 == nil && err1 == nil {
+		vr.Churn.ServerConns = seen1 - seen0
+		vr.Churn.ConnsPS = float64(seen1-seen0) / vr.Churn.Seconds
+	} else {
+		errs = append(errs, fmt.Sprintf("server count: %v", errors.Join(err0, err1)))
 	}
 	if px != nil {
 		after, _ := b.kernelStats()
@@ -621,7 +672,7 @@ func (b *bench) delayRun(v string) *delayResult {
 		r.Err = err.Error()
 		return r
 	}
-	r.Dial, err = b.client("dial", b.serverAddr, "-conns", strconv.Itoa(b.o.delayConns), "-parallel", "8")
+	r.Dial, err = b.client("dial", b.serverAddr, "-conns", strconv.Itoa(b.o.delayConns), "-parallel", "8", "-sources", b.sources)
 	if err != nil {
 		r.Err = err.Error()
 	}
