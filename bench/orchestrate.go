@@ -23,6 +23,7 @@ import (
 )
 
 const (
+	labPrefix = "fpbench" // namespaces fpbench-<id>-client|router|server
 	benchPort = 5201
 	benchQ    = 7451 // NFQUEUE number of the finproxy variant (in the router namespace)
 	toxiAPI   = 8474
@@ -228,7 +229,7 @@ func (b *bench) setup() error {
 		"net.core.somaxconn":           "4096",
 		"net.ipv4.tcp_max_syn_backlog": "4096",
 	}
-	topo, err := lab.New(b.ctx, lab.Options{Sysctls: map[string]map[string]string{
+	topo, err := lab.New(b.ctx, lab.Options{Prefix: labPrefix, Sysctls: map[string]map[string]string{
 		lab.RoleClient: tune, lab.RoleRouter: tune, lab.RoleServer: tune,
 	}})
 	if err != nil {
