@@ -461,7 +461,9 @@ func TestObserveWatchNormalClose(t *testing.T) {
 
 // An orphaned client socket (closed by its application) whose FIN is acknowledged
 // becomes a timewait socket in FIN_WAIT2, and TIME_WAIT when the server's FIN arrives
-// 300 ms later: the timeline says FIN_WAIT2 then TIME_WAIT, never CLOSE, with the
+// a second later (long enough for the 25 ms sock_diag polls to catch the timewait
+// FIN_WAIT2 even when the whole suite loads the machine, which has delayed polls by
+// 800 ms): the timeline says FIN_WAIT2 then TIME_WAIT, never CLOSE, with the
 // timewait socket's timer. Two watchers at once: JSON, and plain lines (stdout is a pipe:
 // no cursor codes).
 func TestObserveWatchOrphanTimewait(t *testing.T) {
@@ -470,7 +472,7 @@ func TestObserveWatchOrphanTimewait(t *testing.T) {
 	args := []string{"--observe-netns", topo.Client + "," + topo.Server, "--port", fmt.Sprint(port)}
 	wj := startWatch(t, "finproxy watch --json", append(args, "--json")...)
 	wl := startWatch(t, "finproxy watch (lines)", args...)
-	srv := server(t, topo, port, "--mode", "echo-close", "--count", "1", "--close-delay", "300ms")
+	srv := server(t, topo, port, "--mode", "echo-close", "--count", "1", "--close-delay", "1s")
 	client(t, topo, port, "--mode", "send-close", "--bytes", "1000", "--count", "1")
 	if code := srv.wait(10 * time.Second); code != 0 {
 		t.Fatalf("server exited %d:\n%s", code, srv.output())
@@ -488,7 +490,7 @@ func TestObserveWatchOrphanTimewait(t *testing.T) {
 		t.Errorf("client states %v, want %v (no CLOSE)", got, fourWayClient)
 	}
 	// FIN_WAIT2 from the server's ACK of the client's FIN to the server's FIN (sent on
-	// entering LAST_ACK, 300 ms after EOF); TIME_WAIT's entry comes from the timewait
+	// entering LAST_ACK, 1 s after EOF); TIME_WAIT's entry comes from the timewait
 	// timer: within a few ms on a quiet machine, more when the sock_diag dumps are slowed
 	// down by load.
 	fw2, tw2, lastAck := stateEntry(c.Client, observe.FinWait2), stateEntry(c.Client, observe.TimeWait), stateEntry(c.Server, observe.LastAck)
