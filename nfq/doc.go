@@ -22,13 +22,13 @@
 //
 //   - The queue length and the copy mode are sent to the kernel as given, and 0 means a
 //     queue of length 0 and NFQNL_COPY_NONE: every packet dropped. Open always sets both
-//     (4096 by default, NFQNL_COPY_PACKET) and a copy range of 0xffff, which the kernel
+//     (16384 by default, NFQNL_COPY_PACKET) and a copy range of 0xffff, which the kernel
 //     caps at 65531 bytes. Loopback carries TCP segments of up to 65535 bytes: those
 //     arrive 4 bytes short (measured); Packet.OrigLen (NFQA_CAP_LEN) and
 //     Packet.Truncated tell.
 //   - Receive errors do not stop the reader: ENOBUFS and ENOENT are counted, and Open
-//     sets NETLINK_NO_ENOBUFS and enlarges the receive buffer with SO_RCVBUFFORCE (8 MiB
-//     asked; the kernel doubles it: 16 MiB measured), falling back to SO_RCVBUF. With
+//     sets NETLINK_NO_ENOBUFS and enlarges the receive buffer with SO_RCVBUFFORCE (16 MiB
+//     asked; the kernel doubles it: 32 MiB), falling back to SO_RCVBUF. With
 //     NETLINK_NO_ENOBUFS the kernel does not report overruns at all: packets it could
 //     not deliver show only in the kernel's user_dropped counter (KernelStats), measured
 //     with a stalled reader.
