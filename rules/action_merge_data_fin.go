@@ -22,7 +22,10 @@ func init() { Register("merge-data-fin", func() Action { return &MergeDataFINAct
 //	timeout = "100ms"   # how long a data segment waits for what follows (default 100ms)
 //
 // Anything else the side sends releases the held segment unchanged, just before it, and
-// so does the timeout: the stream always arrives whole and in order. A data segment that
+// so does the timeout: the stream always arrives whole and in order. A retransmission of
+// the held segment (its seq, at least its length: the sender's retransmission timer fired
+// while it was held) supersedes it: the held copy is dropped (counted as merged) and the
+// retransmission is held in its place, so that the data still waits for the FIN. A data segment that
 // already carries a FIN, and the other side's segments, pass. The rule must match the
 // side's FIN as well as its data (do not restrict it to payload = "some"): a FIN the rule
 // does not see cannot be merged, and would overtake the held data segment. When the
@@ -66,7 +69,14 @@ func (a *MergeDataFINAction) Apply(c *Context) {
 		}
 	}
 	for _, h := range held {
-		c.Release(h, Accept)
+		if hs := h.Seg(); seg.Seq == hs.Seq && seg.PayloadLen >= hs.PayloadLen {
+			// A retransmission that carries all of it (the sender's timer fired while
+			// the segment was held): the held copy is superseded, not released, so
+			// that the data still does not arrive without the FIN.
+			c.Release(h, Drop)
+		} else {
+			c.Release(h, Accept)
+		}
 	}
 	if seg.PayloadLen > 0 && seg.Flags&(segment.SYN|segment.RST|segment.FIN) == 0 && len(c.Packet.Data) > 0 {
 		timeout := time.Duration(a.Timeout)

@@ -87,3 +87,25 @@ func TestMergeDataFINPlainSink(t *testing.T) {
 		t.Error("a segment is held")
 	}
 }
+
+// A retransmission of the held segment replaces it (the held copy dropped, merged into
+// it), and waits for the FIN in its place; a retransmission with the FIN passes alone.
+func TestMergeDataFINRetransmission(t *testing.T) {
+	m := newMHarness(t, mergeDataFINCfg(), Options{})
+	m.handle(seg(testServer, testClient, fPSH|fACK, 5001, 1011, 17)) // 1 held
+	m.clk.Advance(60 * time.Millisecond)
+	m.handle(seg(testServer, testClient, fPSH|fACK, 5001, 1011, 17)) // 2 its retransmission: 1 dropped, 2 held
+	m.clk.Advance(10 * time.Millisecond)
+	m.handle(seg(testServer, testClient, fFIN|fACK, 5018, 1011, 0))      // 3 merged into 2
+	m.handle(seg(testServer, testClient, fPSH|fACK, 6000, 1011, 5))      // 4 held
+	m.handle(seg(testServer, testClient, fFIN|fPSH|fACK, 6000, 1011, 5)) // 5 retransmitted with its FIN: 4 dropped, 5 passes
+	m.wantEvents(
+		"1 server PSH|ACK drop fin-with-data/merge-data-fin held=60ms",
+		"2 server FIN|PSH|ACK accept fin-with-data/merge-data-fin held=10ms modified",
+		"3 server FIN|ACK drop fin-with-data/merge-data-fin",
+		"4 server PSH|ACK drop fin-with-data/merge-data-fin",
+		"5 server FIN|PSH|ACK accept fin-with-data/merge-data-fin",
+	)
+	m.wantCounters(Counters{Rule: "fin-with-data", Matched: 5, Passed: 2, Merged: 3, Modified: 1})
+	m.allVerdicts()
+}
