@@ -23,7 +23,9 @@ type simPoint struct {
 	Conns     int    `json:"conns"`
 	RSS       uint64 `json:"rss_bytes"`
 	HeapInuse uint64 `json:"heap_inuse_bytes"`
-	Tracked   int    `json:"tracked"`
+	// HeapLive is the heap after a collection (forced right after RSS was read).
+	HeapLive uint64 `json:"heap_live_bytes"`
+	Tracked  int    `json:"tracked"`
 }
 
 type simResult struct {
@@ -111,6 +113,9 @@ func engineChurn(args []string) error {
 			if m, err := readMem(os.Getpid()); err == nil {
 				p.RSS = m.RSS
 			}
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			p.HeapLive = ms.HeapAlloc
 			res.Points = append(res.Points, p)
 		}
 	}
