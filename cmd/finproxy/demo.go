@@ -158,7 +158,7 @@ func printLadder(w io.Writer, recs []rules.Record, conn *observe.Connection) {
 		if conn != nil && (r.Client != conn.Client.Addr || r.Server != conn.Server.Addr) {
 			continue
 		}
-		if r.Flags.Has(segment.SYN) {
+		if r.Flags.Has(segment.SYN) && !r.Injected {
 			isn[r.Side] = r.Seq
 		}
 		seq, ack := fmt.Sprint(r.Seq-isn[r.Side]), fmt.Sprint(r.Ack-isn[r.Side.Other()])
@@ -166,12 +166,21 @@ func printLadder(w io.Writer, recs []rules.Record, conn *observe.Connection) {
 			ack = "-"
 		}
 		verdict := "accepted"
-		if r.Verdict == rules.Drop {
+		at := r.Time
+		switch {
+		case r.Injected && r.Verdict == rules.Drop:
+			verdict = "NOT SENT (injection failed)"
+		case r.Injected:
+			// A segment finproxy made: shown when it was sent.
+			verdict, at = "INJECTED", r.VerdictTime
+		case r.Verdict == rules.Drop:
 			verdict = "DROPPED"
+		case r.Modified:
+			verdict = "accepted REWRITTEN"
 		}
 		if r.Rule != "" {
 			verdict += " by " + r.Rule
-			if r.HeldNS > int64(time.Millisecond) {
+			if r.HeldNS > int64(time.Millisecond) && !r.Injected {
 				verdict += fmt.Sprintf(" after %s %.0f ms", r.Action, float64(r.HeldNS)/1e6)
 			}
 		}
@@ -179,7 +188,7 @@ func printLadder(w io.Writer, recs []rules.Record, conn *observe.Connection) {
 		if r.Side == rules.Server {
 			arrow = "◀──"
 		}
-		lines = append(lines, line{r.Time, fmt.Sprintf("%-6s %s %-8s seq=%s ack=%s len=%d  %s", r.Side, arrow, r.Flags, seq, ack, r.Len, verdict)})
+		lines = append(lines, line{at, fmt.Sprintf("%-6s %s %-8s seq=%s ack=%s len=%d  %s", r.Side, arrow, r.Flags, seq, ack, r.Len, verdict)})
 	}
 	if conn != nil {
 		for _, sd := range []struct {
