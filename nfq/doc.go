@@ -77,7 +77,11 @@
 // and every segment conntrack finds INVALID (it has no connection, so no
 // connmark: delayed, duplicated or port-rewritten segments would slip past).
 // Every NFQUEUE rule carries --queue-bypass (unless HookSpec.Bypass is off):
-// with no process bound, traffic flows. testdata/hooks_*.golden lists the exact
+// with no process bound, traffic flows. With HookSpec.Queues > 1 the rules spread
+// segments over that many queues with --queue-balance; the kernel hashes only the
+// two addresses (measured in TestQueueBalance: both directions of a connection on one
+// queue, connections from 16 client addresses over both), so one client talking to
+// one server uses one queue whatever Queues is. testdata/hooks_*.golden lists the exact
 // rules for a few specs; the privileged tests check that `iptables -S` prints
 // them exactly as the in-memory Fake does.
 //

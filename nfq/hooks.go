@@ -82,6 +82,11 @@ func (s Scope) String() string {
 type HookSpec struct {
 	Mode  Mode
 	Queue uint16 // NFQUEUE number
+	// Queues > 1 spreads the segments over the queues Queue to Queue+Queues-1 with
+	// --queue-balance, the kernel's flow hash: it hashes the source and destination
+	// addresses (not the ports), so both directions of a connection, and every connection
+	// between the same two hosts, land on the same queue. 0 or 1: one queue.
+	Queues uint16
 	// Port is the server port; 0 means any port (then Addrs must be given).
 	Port uint16
 	// Addrs are the server addresses; empty means any. They also pick the
@@ -130,6 +135,9 @@ func (s HookSpec) validate() error {
 	if s.Port == 0 && len(s.Addrs) == 0 {
 		return ErrNoScope
 	}
+	if s.Queues > 1 && int(s.Queue)+int(s.Queues)-1 > 0xffff {
+		return fmt.Errorf("nfq: queues %d to %d: queue numbers go up to 65535", s.Queue, int(s.Queue)+int(s.Queues)-1)
+	}
 	if s.Mode != Local && s.Mode != Forward {
 		return fmt.Errorf("nfq: unknown hook mode %d (want Local or Forward)", int(s.Mode))
 	}
@@ -156,6 +164,9 @@ func hexMark(m uint32) string { return fmt.Sprintf("%#x/%#x", m, m) }
 // way `iptables -S` prints them, so a listing round-trips.
 func chainRules(s HookSpec) [][]string {
 	queue := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(s.Queue))}
+	if s.Queues > 1 {
+		queue = []string{"-j", "NFQUEUE", "--queue-balance", fmt.Sprintf("%d:%d", s.Queue, int(s.Queue)+int(s.Queues)-1)}
+	}
 	if s.Bypass {
 		queue = append(queue, "--queue-bypass")
 	}

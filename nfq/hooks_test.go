@@ -127,7 +127,11 @@ func checkInstalled(t *testing.T, f *Fake, spec HookSpec, want bool, fam string)
 	for _, r := range rules[1:] {
 		if strings.Contains(r, "-j NFQUEUE") {
 			queued++
-			if !strings.Contains(r, fmt.Sprintf("--queue-num %d --queue-bypass", spec.Queue)) {
+			target := fmt.Sprintf("--queue-num %d --queue-bypass", spec.Queue)
+			if spec.Queues > 1 {
+				target = fmt.Sprintf("--queue-balance %d:%d --queue-bypass", spec.Queue, spec.Queue+spec.Queues-1)
+			}
+			if !strings.Contains(r, target) {
 				t.Errorf("%s: NFQUEUE rule without --queue-num/--queue-bypass: %s", fam, r)
 			}
 		}
@@ -226,6 +230,7 @@ func TestInstallValidation(t *testing.T) {
 		{"bad mode", func(s *HookSpec) { s.Port = 80; s.Mode = 9 }, true, true, "unknown hook mode"},
 		{"bad scope", func(s *HookSpec) { s.Port = 80; s.Scope = 9 }, true, true, "unknown hook scope"},
 		{"mark overlap", func(s *HookSpec) { s.Port = 80; s.Scope = All; s.SkipMark = DefaultConnMark }, true, true, "share bits"},
+		{"queues past 65535", func(s *HookSpec) { s.Port = 80; s.Queue = 65535; s.Queues = 2 }, true, true, "go up to 65535"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := NewHookSpec(Local, 3)
@@ -471,7 +476,10 @@ func goldenSpecs() map[string]HookSpec {
 	c.Addrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
 	c.Scope = All
 	c.Bypass = false
-	return map[string]HookSpec{"local_control_port": a, "forward_fromfin_both": b, "local_all_addr_nobypass": c}
+	d := NewHookSpec(Forward, 7451)
+	d.Port = 5201
+	d.Queues = 2
+	return map[string]HookSpec{"local_control_port": a, "forward_fromfin_both": b, "local_all_addr_nobypass": c, "forward_control_balance": d}
 }
 
 // TestGolden writes the rules of a few specs to testdata/hooks_*.golden, for

@@ -977,3 +977,64 @@ func checkOnce(t *testing.T, rec *recorder) {
 		t.Errorf("want SYN, SYN-ACK and two FINs, each queued once")
 	}
 }
+
+// TestQueueBalance spreads connections over two queues with HookSpec.Queues: each
+// connection, both directions, stays on one queue; connections from several client
+// addresses use both queues (--queue-balance hashes the addresses, not the ports).
+func TestQueueBalance(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := newNS(t)
+	recs := []*recorder{newRecorder(), newRecorder()}
+	for i, r := range recs {
+		r.setQ(openQueue(t, ns, Config{Num: uint16(70 + i)}, r.handle))
+	}
+	spec := NewHookSpec(Local, 70)
+	spec.Queues = 2
+	spec.Port = 5070
+	installHooks(t, ns, spec)
+	addr, got := echoServer(t, ns, "127.0.0.1:5070", false)
+	const clients = 16
+	for i := range clients {
+		err := ns.Do(func() error {
+			d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i))}}
+			c, err := d.Dial("tcp", addr.String())
+			if err != nil {
+				return err
+			}
+			_, err = c.Write([]byte("x"))
+			c.Close()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatal("server did not see the connection end")
+		}
+	}
+	// Every connection's segments (keyed by the client's port) on one queue only.
+	time.Sleep(200 * time.Millisecond) // the last FIN's ACK and the server's FIN
+	where := map[uint16]int{}
+	conns := [2]int{}
+	for qi, r := range recs {
+		for _, s := range r.snapshot() {
+			port := s.sport
+			if port == 5070 {
+				port = s.dport
+			}
+			if s.flags&fSYN != 0 && s.flags&fACK == 0 {
+				conns[qi]++
+			}
+			if prev, ok := where[port]; ok && prev != qi {
+				t.Errorf("connection from port %d on queues %d and %d", port, prev, qi)
+			}
+			where[port] = qi
+		}
+	}
+	t.Logf("connections per queue: %v (%d client addresses)", conns, clients)
+	if conns[0]+conns[1] != clients || conns[0] == 0 || conns[1] == 0 {
+		t.Errorf("connections per queue %v, want %d spread over both", conns, clients)
+	}
+}
