@@ -47,13 +47,13 @@ var socatApps = map[string][2]string{
 	"lost-handshake-ack": {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`, `socat "SYSTEM:sleep 1.5" TCP:{server_addr}:{port}`},
 	// The clients check the reply (socat exits 1 when its SYSTEM command fails); two
 	// connections take two socat servers one after the other, and two socat clients from
-	// one port drawn per run.
+	// one port taken from the clock per run (as the presets' own clients do).
 	"fin-with-data": {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr "SYSTEM:read l; echo reply"`,
 		`socat "SYSTEM:echo request; read r; test \"$r\" = reply" TCP:{server_addr}:{port}`},
 	"time-wait-reuse": {`sh -c "for i in 1 2; do socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr \"SYSTEM:read l; echo reply\" || exit 1; done"`,
-		`sh -c "p=$((20000 + $$ % 10000)); for i in 1 2; do socat \"SYSTEM:echo request; read r; test \\\"\\$r\\\" = reply\" TCP:{server_addr}:{port},sourceport=$p,reuseaddr || exit 1; sleep 0.3; done"`},
+		`sh -c "p=$((20000 + $(date +%s%N) / 100000000 % 10000)); for i in 1 2; do socat \"SYSTEM:echo request; read r; test \\\"\\$r\\\" = reply\" TCP:{server_addr}:{port},sourceport=$p,reuseaddr || exit 1; sleep 0.3; done"`},
 	"old-duplicate": {`sh -c "for i in 1 2; do socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr \"SYSTEM:read l; echo reply\" || exit 1; done"`,
-		`sh -c "p=$((20000 + $$ % 10000)); for i in 1 2; do socat \"SYSTEM:sleep 0.1; echo request; read r; test \\\"\\$r\\\" = reply\" TCP:{server_addr}:{port},sourceport=$p,reuseaddr || exit 1; sleep 0.3; done"`},
+		`sh -c "p=$((20000 + $(date +%s%N) / 100000000 % 10000)); for i in 1 2; do socat \"SYSTEM:sleep 0.1; echo request; read r; test \\\"\\$r\\\" = reply\" TCP:{server_addr}:{port},sourceport=$p,reuseaddr || exit 1; sleep 0.3; done"`},
 	// The client succeeds when socat reports the reset.
 	"reset-injection": {`socat -d -d -T 1 TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`,
 		`sh -c "socat -d \"SYSTEM:echo request; cat >/dev/null\" TCP:{server_addr}:{port} 2>&1 | grep \"Connection reset by peer\""`},
