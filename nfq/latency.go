@@ -106,3 +106,35 @@ func (l *latency) summary() LatencySummary {
 	s.P50, s.P90, s.P99, s.P999 = q(0.50), q(0.90), q(0.99), q(0.999)
 	return s
 }
+
+// mergeFrom adds the counts of o to l.
+func (l *latency) mergeFrom(o *latency) {
+	for i := range l.counts {
+		if c := o.counts[i].Load(); c != 0 {
+			l.counts[i].Add(c)
+		}
+	}
+	l.n.Add(o.n.Load())
+	if m := o.max.Load(); m > l.max.Load() {
+		l.max.Store(m)
+	}
+}
+
+// SumStats returns the counters of several queues added up, with their latency
+// histograms merged (the quantiles are those of all their verdicts together).
+func SumStats(qs ...*Queue) Stats {
+	var s Stats
+	lat, done := new(latency), new(latency)
+	for _, q := range qs {
+		s.Received += q.received.Load()
+		s.Verdicts += q.verdicts.Load()
+		s.ENOBUFS += q.enobufs.Load()
+		s.ENOENT += q.enoent.Load()
+		s.VerdictErrors += q.verdictErrors.Load()
+		s.ReadErrors += q.readErrors.Load()
+		lat.mergeFrom(&q.latency)
+		done.mergeFrom(&q.doneLatency)
+	}
+	s.VerdictLatency, s.VerdictDoneLatency = lat.summary(), done.summary()
+	return s
+}

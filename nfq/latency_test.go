@@ -77,3 +77,26 @@ func TestLatencyAddAllocs(t *testing.T) {
 		t.Errorf("counts %d and %d, want 1001 (AllocsPerRun's warm-up run included); p50 %v and %v", s.Count, d.Count, s.P50, d.P50)
 	}
 }
+
+func TestSumStats(t *testing.T) {
+	var a, b Queue
+	for i, q := range []*Queue{&a, &b} {
+		q.received.Add(uint64(10 * (i + 1)))
+		q.verdicts.Add(uint64(10 * (i + 1)))
+		q.enoent.Add(1)
+		for k := range 10 * (i + 1) {
+			q.latency.add(time.Duration(1000 * (i*100 + k + 1)))
+			q.doneLatency.add(time.Duration(2000 * (i*100 + k + 1)))
+		}
+	}
+	s := SumStats(&a, &b)
+	if s.Received != 30 || s.Verdicts != 30 || s.ENOENT != 2 || s.VerdictLatency.Count != 30 || s.VerdictDoneLatency.Count != 30 {
+		t.Errorf("sum %+v", s)
+	}
+	if s.VerdictLatency.Max != 120*time.Microsecond || s.VerdictLatency.P50 < 100*time.Microsecond {
+		t.Errorf("merged latency %+v: want the max of b and a median among b's values", s.VerdictLatency)
+	}
+	if one := SumStats(&a); one != a.Stats() {
+		t.Errorf("SumStats of one queue %+v, its Stats %+v", one, a.Stats())
+	}
+}
