@@ -42,6 +42,7 @@ type options struct {
 	variants   []string
 	parts      map[string]bool
 	profileDir string
+	queues     int
 }
 
 // bench is one benchmark run.
@@ -79,6 +80,7 @@ func parseOptions(args []string) (options, error) {
 		"variants to compare: direct, finproxy (observation on, as finproxy run does by default), finproxy-noobs (--no-observe), toxiproxy")
 	parts := fs.String("parts", "compare,delay,hold,sim", "what to measure: compare (the variants), delay, hold (memory with open connections), sim (engine memory over many connections)")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each finproxy run into this directory")
+	fs.IntVar(&o.queues, "queues", 1, "NFQUEUE queues of the finproxy variants (--queue-balance; `finproxy run` uses one)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -143,7 +145,8 @@ func orchestrate(args []string) error {
 	defer stop()
 
 	rep := &report{Meta: machine(), Params: params{Reps: o.reps, Duration: o.duration.String(), Smoke: o.smoke,
-		HoldConns: o.holdConns, SimConns: o.simConns, DelayConns: o.delayConns, Delay: o.delay.String(), Variants: o.variants}}
+		HoldConns: o.holdConns, SimConns: o.simConns, DelayConns: o.delayConns, Delay: o.delay.String(), Variants: o.variants,
+		Queues: o.queues}}
 	started := time.Now()
 	b := &bench{ctx: ctx, o: o, self: self, log: func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "fpbench %5.1fs: %s\n", time.Since(started).Seconds(), fmt.Sprintf(f, a...))
@@ -455,7 +458,7 @@ func (b *bench) serverCount() (int64, error) {
 
 // startFinproxy runs the finproxy helper in the router namespace until it is ready.
 func (b *bench) startFinproxy(cfg string, observe bool, extra ...string) (*proc, error) {
-	args := []string{"_proxy", "-config", cfg}
+	args := []string{"_proxy", "-config", cfg, "-queues", strconv.Itoa(b.o.queues)}
 	if observe {
 		args = append(args, "-observe-netns", b.topo.Client+","+b.topo.Server)
 	}

@@ -51,6 +51,7 @@ func proxy(args []string) error {
 	observeNS := fs.String("observe-netns", "", "comma-separated namespaces for sock_diag; empty: no observation")
 	delay := fs.Duration("delay", 0, "the configured delay of the config's delay rule (delay accuracy)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run")
+	queues := fs.Int("queues", 1, "NFQUEUE queues (runner.Options.Queues)")
 	_ = fs.Parse(args)
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -77,6 +78,7 @@ func proxy(args []string) error {
 		Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Ready:  func() { fmt.Println("ready") },
+		Queues: *queues,
 	}
 	if *observeNS != "" {
 		opts.Observe = &runner.ObserveOptions{NetNS: strings.Split(*observeNS, ",")}

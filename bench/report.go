@@ -18,6 +18,7 @@ type params struct {
 	DelayConns int      `json:"delay_conns"`
 	Delay      string   `json:"delay"`
 	Variants   []string `json:"variants"`
+	Queues     int      `json:"queues"`
 }
 
 // metrics are one variant's medians over the repetitions (0: not measured).
@@ -320,8 +321,8 @@ func (r *report) print(w io.Writer) {
 	if p.Smoke {
 		mode = "\nSMOKE MODE: tiny durations and counts, the numbers mean nothing."
 	}
-	fmt.Fprintf(w, "load average %s at start, %s at end; %d repetition(s) of %s per workload, variants alternating; %.0f s in all.%s\n",
-		m.LoadStart, m.LoadEnd, p.Reps, p.Duration, m.Seconds, mode)
+	fmt.Fprintf(w, "load average %s at start, %s at end; %d repetition(s) of %s per workload, variants alternating; finproxy on %d queue(s); %.0f s in all.%s\n",
+		m.LoadStart, m.LoadEnd, p.Reps, p.Duration, p.Queues, m.Seconds, mode)
 	fmt.Fprintln(w, `Like with like: the same client and server programs in the same client, router and server
 namespaces (veths, offloads off) for every variant. direct: the router forwards. finproxy: the
 router forwards through finproxy's FORWARD hook; its rules match the connections' SYN, FIN and
