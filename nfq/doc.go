@@ -70,7 +70,8 @@
 // at the top of the built-in chains, tagged "-m comment --comment finproxy":
 // OUTPUT and INPUT (with "! -i lo": loopback traffic passes both hooks and is
 // queued once, in OUTPUT) for Mode Local, FORWARD for Mode Forward. The jumps
-// match TCP to and from the server (port and/or addresses). The chain skips
+// match TCP to and from the server (port and/or addresses) and, with Scope Control, only
+// segments carrying SYN, FIN or RST, so that bulk data never enters the chain. The chain skips
 // packets carrying SkipMark (finproxy's own injected segments), then queues
 // SYN, FIN and RST (Scope Control) or, with a connmark bit set on the first
 // FIN (FromFIN) or on the SYN (All), every later segment of the connection,

@@ -235,12 +235,20 @@ func jumpRules(s HookSpec, chain string, addrs []netip.Prefix) []rule {
 					r = append(r, "!", "-i", h.iface)
 				}
 				r = append(r, "-p", "tcp")
+				if s.Port != 0 || s.Scope == Control {
+					r = append(r, "-m", "tcp")
+				}
 				if s.Port != 0 {
 					if toServer {
-						r = append(r, "-m", "tcp", "--dport", strconv.Itoa(int(s.Port)))
+						r = append(r, "--dport", strconv.Itoa(int(s.Port)))
 					} else {
-						r = append(r, "-m", "tcp", "--sport", strconv.Itoa(int(s.Port)))
+						r = append(r, "--sport", strconv.Itoa(int(s.Port)))
 					}
+				}
+				if s.Scope == Control {
+					// Only SYN, FIN and RST are queued: the rest (bulk data) need not even
+					// enter the chain, which saves a few rule evaluations per packet.
+					r = append(r, "!", "--tcp-flags", "FIN,SYN,RST", "NONE")
 				}
 				r = append(r, "-m", "comment", "--comment", Comment, "-j", chain)
 				out = append(out, rule{h.chain, r})

@@ -535,10 +535,10 @@ func ExampleInstall() {
 	fmt.Println("after Remove:", len(ipt4.Rules()), "rules")
 	// Output:
 	// -t mangle -N FINPROXY-Q100
-	// -t mangle -A INPUT ! -i lo -p tcp -m tcp --dport 8080 -m comment --comment finproxy -j FINPROXY-Q100
-	// -t mangle -A INPUT ! -i lo -p tcp -m tcp --sport 8080 -m comment --comment finproxy -j FINPROXY-Q100
-	// -t mangle -A OUTPUT -p tcp -m tcp --dport 8080 -m comment --comment finproxy -j FINPROXY-Q100
-	// -t mangle -A OUTPUT -p tcp -m tcp --sport 8080 -m comment --comment finproxy -j FINPROXY-Q100
+	// -t mangle -A INPUT ! -i lo -p tcp -m tcp --dport 8080 ! --tcp-flags FIN,SYN,RST NONE -m comment --comment finproxy -j FINPROXY-Q100
+	// -t mangle -A INPUT ! -i lo -p tcp -m tcp --sport 8080 ! --tcp-flags FIN,SYN,RST NONE -m comment --comment finproxy -j FINPROXY-Q100
+	// -t mangle -A OUTPUT -p tcp -m tcp --dport 8080 ! --tcp-flags FIN,SYN,RST NONE -m comment --comment finproxy -j FINPROXY-Q100
+	// -t mangle -A OUTPUT -p tcp -m tcp --sport 8080 ! --tcp-flags FIN,SYN,RST NONE -m comment --comment finproxy -j FINPROXY-Q100
 	// -t mangle -A FINPROXY-Q100 -p tcp -m tcp --tcp-flags SYN SYN -j NFQUEUE --queue-num 100 --queue-bypass
 	// -t mangle -A FINPROXY-Q100 -p tcp -m tcp --tcp-flags FIN FIN -j NFQUEUE --queue-num 100 --queue-bypass
 	// -t mangle -A FINPROXY-Q100 -p tcp -m tcp --tcp-flags RST RST -j NFQUEUE --queue-num 100 --queue-bypass
