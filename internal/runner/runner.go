@@ -43,11 +43,6 @@ type Options struct {
 	OnRecord func(rules.Record)
 	// OpenQueue replaces nfq.Open (tests and benchmarks: nfq.OpenFake). Nil: nfq.Open.
 	OpenQueue func(ctx context.Context, cfg nfq.Config, h nfq.Handler) (*nfq.Queue, error)
-	// Queues is the number of NFQUEUE queues, numbered from the config's up, each with its
-	// own reader and engine; the hooks spread segments over them with --queue-balance,
-	// which keeps a connection on one queue (see queues.go for when one is used anyway).
-	// 0 or 1: one queue.
-	Queues int
 	// PcapPath, when set, receives a pcapng capture of every queued segment (see pcap.go).
 	PcapPath string
 	// Observe, when not nil, follows the target's connections on both ends with an
@@ -297,17 +292,18 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		}()
 	}
 
-	var inj *injector
+	s := &sink{ready: make(chan struct{})}
 	if cfg.Injects() {
 		// Raw sockets in this namespace, before anything is hooked: a config that injects
 		// fails here rather than silently sending nothing.
-		if inj, err = openInjector(DefaultInjectMark, ipt4 != nil, ipt6 != nil); err != nil {
+		if s.inj, err = openInjector(DefaultInjectMark, ipt4 != nil, ipt6 != nil); err != nil {
 			return nil, err
 		}
-		defer inj.close()
+		defer s.inj.close()
 	}
 	var undecodable atomic.Uint64
-	logRecord := func(r rules.Record) {
+	eopts := rules.Options{Sink: s, Logger: log}
+	eopts.Log = func(r rules.Record) {
 		if elog != nil {
 			elog.write(r)
 		}
@@ -321,10 +317,20 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 			o.OnRecord(r)
 		}
 	}
-	nq := queueCount(o, cfg, spec, log)
-	spec.Queues = uint16(nq)
-	if nq > 1 {
-		logRecord = serialized(logRecord) // the engines log from their own goroutines
+	eng := rules.NewEngine(cfg, eopts)
+
+	dec := segment.NewDecoder()
+	handler := func(p nfq.Packet) {
+		var seg segment.Segment
+		if derr := dec.Decode(p.Data, &seg); derr != nil {
+			undecodable.Add(1)
+			_ = s.Verdict(p.ID, rules.Accept)
+			return
+		}
+		if pcap != nil {
+			pcap.capture(p.ID, p.Time, p.Data)
+		}
+		eng.Handle(rules.Packet{ID: p.ID, Time: p.Time, Seg: seg, Data: p.Data})
 	}
 
 	// The queue outlives ctx: after the hooks are gone it must still read what the kernel
@@ -335,73 +341,45 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if openQueue == nil {
 		openQueue = nfq.Open
 	}
-	var (
-		hooks *nfq.Hooks
-		pipes []*pipeline // one per queue: its sink, engine and queue
-	)
+	q, err := openQueue(qctx, nfq.Config{Num: spec.Queue, Logger: log}, handler)
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	var hooks *nfq.Hooks
+	s.q = q
+	close(s.ready)
 	defer func() {
-		// Teardown order: verdicts for everything held, then hooks, then the queues.
-		for _, p := range pipes {
-			p.eng.Close()
-		}
-		res.Counters = sumCounters(pipes)
+		// Teardown order: verdicts for everything held, then hooks, then the queue.
+		eng.Close()
+		res.Counters = eng.Counters()
 		if hooks != nil {
 			if rerr := hooks.Remove(); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("remove iptables hooks (run `finproxy cleanup`): %w", rerr))
 			}
 		}
-		// Let the readers drain what the kernel queued before the hooks went away.
+		// Let the reader drain what the kernel queued before the hooks went away.
 		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if ks, kerr := kernelStats(pipes); kerr != nil || ks.Waiting == 0 {
+			ks, kerr := q.KernelStats()
+			if kerr != nil || ks.Waiting == 0 {
 				break
 			}
 		}
-		if ks, kerr := kernelStats(pipes); kerr == nil {
-			res.Kernel = ks
+		if ks, kerr := q.KernelStats(); kerr == nil {
+			res.Kernel = &ks
 		}
-		qs := make([]*nfq.Queue, len(pipes))
-		for i, p := range pipes {
-			qs[i] = p.q
-		}
-		res.Queue = nfq.SumStats(qs...)
-		for _, q := range qs {
-			if cerr := q.Close(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("close queue: %w", cerr))
-			}
+		res.Queue = q.Stats()
+		if cerr := q.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close queue: %w", cerr))
 		}
 		res.Undecodable = undecodable.Load()
 	}()
-	for i := range nq {
-		s := &sink{ready: make(chan struct{}), inj: inj}
-		eng := rules.NewEngine(cfg, rules.Options{Sink: s, Logger: log, Log: logRecord})
-		dec := segment.NewDecoder()
-		handler := func(p nfq.Packet) {
-			var seg segment.Segment
-			if derr := dec.Decode(p.Data, &seg); derr != nil {
-				undecodable.Add(1)
-				_ = s.Verdict(p.ID, rules.Accept)
-				return
-			}
-			if pcap != nil {
-				pcap.capture(p.ID, p.Time, p.Data)
-			}
-			eng.Handle(rules.Packet{ID: p.ID, Time: p.Time, Seg: seg, Data: p.Data})
-		}
-		q, err := openQueue(qctx, nfq.Config{Num: spec.Queue + uint16(i), Logger: log}, handler)
-		if err != nil {
-			eng.Close()
-			return nil, err
-		}
-		s.q = q
-		close(s.ready)
-		pipes = append(pipes, &pipeline{s: s, eng: eng, q: q})
-	}
 
 	hooks, err = nfq.Install(ipt4, ipt6, spec)
 	if err != nil {
 		return res, fmt.Errorf("install iptables hooks: %w", err)
 	}
-	log.Info("hooks installed", "queue", spec.Queue, "queues", nq, "hook", cfg.Target.Hook, "port", spec.Port,
+	log.Info("hooks installed", "queue", spec.Queue, "hook", cfg.Target.Hook, "port", spec.Port,
 		"addresses", cfg.Target.Addresses, "queued", cfg.QueueScope().String())
 	if o.Ready != nil {
 		o.Ready()
