@@ -51,8 +51,11 @@ func proxy(args []string) error {
 	observeNS := fs.String("observe-netns", "", "comma-separated namespaces for sock_diag; empty: no observation")
 	delay := fs.Duration("delay", 0, "the configured delay of the config's delay rule (delay accuracy)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run")
-	queues := fs.Int("queues", 1, "NFQUEUE queues (runner.Options.Queues)")
+	queues := fs.Int("queues", 1, "NFQUEUE queues (only 1: the multi-queue runner is not in this build)")
 	_ = fs.Parse(args)
+	if *queues != 1 {
+		return fmt.Errorf("-queues %d: only one queue in this build (the multi-queue runner was taken out until its regression is understood)", *queues)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -78,7 +81,6 @@ func proxy(args []string) error {
 		Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Ready:  func() { fmt.Println("ready") },
-		Queues: *queues,
 	}
 	if *observeNS != "" {
 		opts.Observe = &runner.ObserveOptions{NetNS: strings.Split(*observeNS, ",")}
