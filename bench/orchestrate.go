@@ -221,6 +221,13 @@ func orchestrate(args []string) error {
 
 // setup builds the namespaces, starts the server and writes the configs.
 func (b *bench) setup() error {
+	// A benchmark killed before its teardown (SIGKILL) left its namespaces: remove those
+	// of dead runs (lab's lock tells them from live ones).
+	if removed, err := lab.Cleanup(labPrefix); err != nil {
+		b.log("removing a dead run's namespaces: %v", err)
+	} else if len(removed) > 0 {
+		b.log("removed what a killed run left: %s", strings.Join(removed, ", "))
+	}
 	b.log("building the lab (client, router, server namespaces)")
 	tune := map[string]string{
 		// Churn: many short connections from one address to one port, each leaving a
