@@ -52,8 +52,9 @@
 // two differ because a verdict's write does more than hand over a decision: the kernel
 // reinjects the packet within the call, and the softirq processing that follows
 // (forwarding it, the receiver's TCP, whatever that sends back through the hook, queued
-// again) runs in the writer's context before the write returns (measured: about 20 µs
-// per pass in the lab, where the same work runs in the sender's softirq without finproxy).
+// again) runs in the writer's context before the write returns (measured in the lab under
+// connection churn: 45 µs at p50, 0.5 ms at p99; without finproxy the same work runs in the
+// sender's softirq).
 //
 // OpenFake gives a Queue whose kernel is a FakeKernel: the same Handler calls, counters,
 // verdict latency and verdict methods without a socket, for tests and benchmarks of what
