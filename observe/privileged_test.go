@@ -414,11 +414,14 @@ func TestPrivilegedStaleInstance(t *testing.T) {
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale instance still there: %v", err)
 	}
+	// Every observer that starts removes stale instances, those of other test packages
+	// running at the same time included: which one got there first is not ours to know.
+	// That the remover names what it removed is TestRemoveStaleInstances's job.
 	found := false
 	for _, w := range l.o.Warnings() {
 		found = found || strings.Contains(w, stale)
 	}
 	if !found {
-		t.Errorf("warnings %q do not name the stale instance", l.o.Warnings())
+		t.Logf("warnings %q do not name the stale instance: another observer removed it", l.o.Warnings())
 	}
 }

@@ -74,7 +74,14 @@ func RemoveStaleInstances() ([]string, error) {
 	if ensureTracefs() != nil {
 		return nil, nil
 	}
-	ents, err := os.ReadDir(filepath.Join(TracefsRoot, "instances"))
+	return removeStaleInstances(filepath.Join(TracefsRoot, "instances"), processAlive)
+}
+
+// removeStaleInstances removes the instances under dir whose process alive says is gone.
+// An instance that vanishes meanwhile was removed by another observer starting at the same
+// time: it is neither an error nor reported as removed here.
+func removeStaleInstances(dir string, alive func(pid int) bool) ([]string, error) {
+	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -89,15 +96,17 @@ func RemoveStaleInstances() ([]string, error) {
 			continue
 		}
 		pid, err := strconv.Atoi(m[1])
-		if err != nil || pid <= 0 || pid == os.Getpid() || processAlive(pid) {
+		if err != nil || pid <= 0 || pid == os.Getpid() || alive(pid) {
 			continue
 		}
-		dir := filepath.Join(TracefsRoot, "instances", e.Name())
-		if err := os.Remove(dir); err != nil {
-			errs = append(errs, err)
+		path := filepath.Join(dir, e.Name())
+		if err := os.Remove(path); err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
 			continue
 		}
-		removed = append(removed, dir)
+		removed = append(removed, path)
 	}
 	return removed, errors.Join(errs...)
 }
