@@ -105,13 +105,8 @@ func TestLabPresets(t *testing.T) {
 	runs := labRuns(t)
 	for _, preset := range []string{"four-way-close", "three-way-close", "lost-fin", "lost-final-ack",
 		"simultaneous-close", "half-close", "close-wait-leak", "fin-wait-2-hang", "no-time-wait",
-		"lost-syn-ack", "lost-handshake-ack", "fin-with-data", "reset-injection"} {
-		// time-wait-reuse and old-duplicate are not here yet: they put two incarnations on
-		// one 4-tuple within 300 ms, and the observer sometimes gives the first one's states
-		// to the second (a clean-clone CI run saw 19 of 20 for time-wait-reuse with socat).
-		// They come back once the observer tells incarnations apart by their ISN; until
-		// then TestMutate* checks what the kernel did in those scenarios through its
-		// counters (PAWS, ISN), which does not depend on that attribution.
+		"lost-syn-ack", "lost-handshake-ack", "fin-with-data", "reset-injection", "time-wait-reuse",
+		"old-duplicate"} {
 		for _, variant := range []string{"builtin", "socat"} {
 			t.Run(preset+"/"+variant, func(t *testing.T) {
 				t.Parallel()

@@ -54,4 +54,3 @@ func TestRemoveStaleInstances(t *testing.T) {
 		t.Errorf("missing dir: %q, %v", none, err)
 	}
 }
-
