@@ -156,6 +156,21 @@ func printProgress(w io.Writer, tty bool, done, total, passed int, r *scenario.R
 // expectation failed and what was seen instead.
 func printLabSummary(w io.Writer, rep *scenario.LabReport) {
 	fmt.Fprintf(w, "%s: %d of %d runs passed\n", rep.Scenario, rep.Passed, len(rep.Runs))
+	if k := rep.KernelTotals(); k != nil && len(k.Client.Notes)+len(k.Server.Notes) > 0 {
+		runs := "the run"
+		if len(rep.Runs) > 1 {
+			runs = fmt.Sprintf("%d runs", len(rep.Runs))
+		}
+		fmt.Fprintf(w, "  what the kernels counted over %s:\n", runs)
+		for _, side := range []struct {
+			name  string
+			notes []string
+		}{{"client", k.Client.Notes}, {"server", k.Server.Notes}} {
+			for _, n := range side.notes {
+				fmt.Fprintf(w, "    %s: %s\n", side.name, n)
+			}
+		}
+	}
 	shown := 0
 	for _, r := range rep.Runs {
 		if r.Pass {

@@ -63,16 +63,22 @@ type RunReport struct {
 	DurationMS float64  `json:"duration_ms"`
 	ClientExit int      `json:"client_exit"`
 	ServerExit int      `json:"server_exit"`
-	// ClientOutput and ServerOutput are the applications' output, kept when the run failed.
-	ClientOutput string              `json:"client_output,omitempty"`
-	ServerOutput string              `json:"server_output,omitempty"`
-	Connections  []ConnReport        `json:"connections"`
-	Leaks        []observe.Leak      `json:"leaks,omitempty"`
-	Counters     string              `json:"finproxy_summary,omitempty"`
-	Warnings     []string            `json:"warnings,omitempty"`
-	Observed     *observe.Report     `json:"-"`
-	Records      []rules.Record      `json:"-"`
-	Timeline     *observe.Connection `json:"-"`
+	// ClientOutput and ServerOutput are what the applications printed: their view of the
+	// run (the built-in ones print a JSON line per connection with the bytes sent and
+	// received and any error; socat -d -d its connections and errors). At most
+	// maxAppOutput bytes of each are kept: the end is cut, with a note.
+	ClientOutput string `json:"client_output,omitempty"`
+	ServerOutput string `json:"server_output,omitempty"`
+	// Kernel is what the two ends' kernels counted (PAWS rejections, challenge ACKs,
+	// TIME_WAIT kills, resets, retransmissions): what the kernel did with the faults.
+	Kernel      *KernelReport       `json:"kernel,omitempty"`
+	Connections []ConnReport        `json:"connections"`
+	Leaks       []observe.Leak      `json:"leaks,omitempty"`
+	Counters    string              `json:"finproxy_summary,omitempty"`
+	Warnings    []string            `json:"warnings,omitempty"`
+	Observed    *observe.Report     `json:"-"`
+	Records     []rules.Record      `json:"-"`
+	Timeline    *observe.Connection `json:"-"`
 	// Expectations are the config's expectations one by one, with their outcome.
 	Expectations []viz.Expectation `json:"expectations"`
 }
@@ -181,7 +187,6 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		run.Pass = len(run.Failures) == 0
 		if run.Pass {
 			rep.Passed++
-			run.ClientOutput, run.ServerOutput = "", ""
 		} else {
 			rep.Failed++
 		}
@@ -209,11 +214,27 @@ func exitCode(err error) int {
 	return -1
 }
 
+// maxAppOutput bounds each application output kept in a report.
+const maxAppOutput = 4096
+
+// clip returns out cut to maxAppOutput bytes (at a line end when there is one).
+func clip(out string) string {
+	if len(out) <= maxAppOutput {
+		return out
+	}
+	cut := out[:maxAppOutput]
+	if i := strings.LastIndexByte(cut, '\n'); i > 0 {
+		cut = cut[:i+1]
+	}
+	return cut + fmt.Sprintf("[finproxy: %d more bytes not kept]\n", len(out)-len(cut))
+}
+
 // judge fills run from the scenario's result and checks the expectations.
 func judge(run *RunReport, cfg *rules.Config, topo *lab.Topology, port uint16, v6 bool, res *Result) {
 	run.ClientExit, run.ServerExit = exitCode(res.ClientErr), exitCode(res.ServerErr)
-	run.ClientOutput, run.ServerOutput = res.ClientOutput, res.ServerOutput
+	run.ClientOutput, run.ServerOutput = clip(res.ClientOutput), clip(res.ServerOutput)
 	run.Counters = res.Summary
+	run.Kernel = res.Kernel
 	run.Leaks = res.Leaks
 	run.Records = res.Records
 	run.Observed = res.Observed

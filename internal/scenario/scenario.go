@@ -66,6 +66,9 @@ type Result struct {
 	// Summary is what `finproxy run` printed at exit (counters table).
 	Summary string
 	RunErr  error
+	// Kernel is what the TCP counters of the client's and the server's namespace counted
+	// from the server's start to the end of the teardown (nil if they could not be read).
+	Kernel *KernelReport
 	// Observed is what the observer saw (Spec.Observe), Leaks every socket the leak
 	// detector reported during the run, ObserveWarnings what did not work.
 	Observed        *observe.Report
@@ -164,6 +167,9 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 		}
 	}
 
+	// What the kernels count from here on is the run's (each lab has its own namespaces).
+	kernelBefore := kernelSnapshot(t)
+
 	// 1. The server, until it says it is ready (a line containing ServerReady on its
 	// stdout or stderr).
 	sargs := expand(s.Server, t, s.Port, s.Finproxy, s.Addr6)
@@ -247,6 +253,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	// 5. The teardown goes on in the kernels (retransmissions, TIME_WAIT ACKs): wait until
 	// the event log has been quiet for Settle.
 	waitQuiet(ctx, logPath, s.Settle)
+	res.Kernel = kernelDelta(kernelBefore, kernelSnapshot(t))
 
 	res.RunErr = stopFinproxy()
 	res.Summary = fpOut.String()
