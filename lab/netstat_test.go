@@ -13,7 +13,7 @@ func TestParseNetstat(t *testing.T) {
 	}{
 		{name: "empty", in: "", want: map[string]int64{}},
 		{name: "two tables",
-			in: "TcpExt: SyncookiesSent PAWSEstab\nTcpExt: 0 3\nIpExt: InNoRoutes\nIpExt: 7\n",
+			in:   "TcpExt: SyncookiesSent PAWSEstab\nTcpExt: 0 3\nIpExt: InNoRoutes\nIpExt: 7\n",
 			want: map[string]int64{"TcpExtSyncookiesSent": 0, "TcpExtPAWSEstab": 3, "IpExtInNoRoutes": 7}},
 		{name: "negative value (MaxConn in snmp)",
 			in: "Tcp: RtoAlgorithm MaxConn\nTcp: 1 -1\n", want: map[string]int64{"TcpRtoAlgorithm": 1, "TcpMaxConn": -1}},
