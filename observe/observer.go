@@ -35,7 +35,9 @@ type Options struct {
 	NetNSs []string
 	// PollInterval is the sock_diag period (25 ms if zero). It bounds the time resolution
 	// of what only sock_diag sees (timewait substate changes other than TIME_WAIT's entry,
-	// the end of a timewait socket).
+	// the end of a timewait socket). When a poll costs more than a tenth of it (tens of
+	// thousands of sockets on the port), the period grows to ten times the poll's cost, up
+	// to 2 s: Stats.LongestPollPeriodNS says how far.
 	PollInterval time.Duration
 	// Logger receives the warnings (and debug details); nil discards them.
 	Logger *slog.Logger
@@ -371,12 +373,38 @@ func (o *Observer) drain() {
 	o.stats.Evicted = o.tl.evicted
 }
 
+// pollCostShare bounds the share of a CPU that polling takes: the wait after a poll is at
+// least (pollCostShare-1) times what the poll cost. With the few sockets of a test the
+// period stays Options.PollInterval; with the tens of thousands of TIME_WAIT sockets a
+// connection churn leaves it grows, so that the dumps never crowd out the queue (dumping
+// every 25 ms took most of a CPU in the benchmark's churn).
+const pollCostShare = 10
+
+// maxPollInterval caps the period however much a poll costs.
+const maxPollInterval = 2 * time.Second
+
+// nextPollWait is how long to wait after a poll that cost cost.
+func nextPollWait(base, cost time.Duration) time.Duration {
+	return min(max(base-cost, (pollCostShare-1)*cost), maxPollInterval)
+}
+
 func (o *Observer) pollLoop(ctx context.Context) {
-	t := time.NewTicker(o.opts.PollInterval)
+	t := time.NewTimer(0)
 	defer t.Stop()
+	<-t.C
 	failures := 0
 	for {
+		start := time.Now()
 		o.pollOnce(&failures)
+		cost := time.Since(start)
+		wait := nextPollWait(o.opts.PollInterval, cost)
+		o.mu.Lock()
+		o.stats.PollNS += uint64(cost)
+		if period := cost + wait; time.Duration(o.stats.LongestPollPeriodNS) < period {
+			o.stats.LongestPollPeriodNS = uint64(period)
+		}
+		o.mu.Unlock()
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return

@@ -47,8 +47,13 @@ type Stats struct {
 	LostEvents    uint64 `json:"lost_events"`    // events the trace ring buffer overwrote before they were read
 	Polls         uint64 `json:"polls"`
 	PollErrors    uint64 `json:"poll_errors"`
-	StreamDropped uint64 `json:"stream_dropped"` // events not delivered on Events() because it was full
-	Evicted       uint64 `json:"evicted"`        // finished connections forgotten (Options.MaxConnections)
+	// PollNS is the time spent polling (dumps and their application); LongestPollPeriodNS
+	// the longest time from one poll's start to the next one's (Options.PollInterval
+	// unless polls became costly).
+	PollNS              uint64 `json:"poll_ns"`
+	LongestPollPeriodNS uint64 `json:"longest_poll_period_ns"`
+	StreamDropped       uint64 `json:"stream_dropped"` // events not delivered on Events() because it was full
+	Evicted             uint64 `json:"evicted"`        // finished connections forgotten (Options.MaxConnections)
 }
 
 // Connection is one incarnation of a 4-tuple: from the handshake (or from when it was
