@@ -87,6 +87,17 @@ func parseOptions(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if o.profileDir != "" {
+		// Absolute: the finproxy runs write there from their own working directory.
+		dir, err := filepath.Abs(o.profileDir)
+		if err == nil {
+			err = os.MkdirAll(dir, 0o755)
+		}
+		if err != nil {
+			return o, fmt.Errorf("--profile %s: %w", o.profileDir, err)
+		}
+		o.profileDir = dir
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.smoke {
