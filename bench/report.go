@@ -39,6 +39,8 @@ type fpSummary struct {
 	VerdictP50us     float64 `json:"verdict_latency_p50_us"`
 	VerdictP99us     float64 `json:"verdict_latency_p99_us"`
 	VerdictMaxus     float64 `json:"verdict_latency_max_us"`
+	DecisionP50us    float64 `json:"decision_latency_p50_us"` // to the verdict given
+	DecisionP99us    float64 `json:"decision_latency_p99_us"`
 	VerdictDoneP50us float64 `json:"verdict_done_latency_p50_us"` // to the write's return
 	VerdictDoneP99us float64 `json:"verdict_done_latency_p99_us"`
 	Verdicts         uint64  `json:"verdicts"`
@@ -157,7 +159,7 @@ func (r *report) summarize() {
 	for _, fv := range r.fpVariants() {
 		s := &fpSummary{}
 		r.Finproxy[fv] = s
-		var vp50, vp99, dp50, dp99, rss []float64
+		var vp50, vp99, dp50, dp99, cp50, cp99, rss []float64
 		var mallocs, received uint64
 		addQueue := func(p *proxyResult) {
 			if p == nil {
@@ -186,6 +188,10 @@ func (r *report) summarize() {
 					dp50 = append(dp50, us(l.P50))
 					dp99 = append(dp99, us(l.P99))
 				}
+				if l := p.Queue.DecisionLatency; l.Count > 0 {
+					cp50 = append(cp50, us(l.P50))
+					cp99 = append(cp99, us(l.P99))
+				}
 				mallocs += p.Mallocs
 				received += p.Queue.Received
 			}
@@ -207,6 +213,7 @@ func (r *report) summarize() {
 		}
 		s.VerdictP50us, s.VerdictP99us = median(vp50), median(vp99)
 		s.VerdictDoneP50us, s.VerdictDoneP99us = median(dp50), median(dp99)
+		s.DecisionP50us, s.DecisionP99us = median(cp50), median(cp99)
 		s.RSSAfterChurnMiB = median(rss)
 		if received > 0 {
 			s.MallocsPerSegment = float64(mallocs) / float64(received)
@@ -404,6 +411,10 @@ latencies, lower is better).`)
 		s := r.Finproxy[fv]
 		return fmt.Sprintf("%.1f / %.1f", s.VerdictDoneP50us, s.VerdictDoneP99us)
 	})
+	line("  verdict given (finproxy's decision) p50 / p99, µs", func(fv string) string {
+		s := r.Finproxy[fv]
+		return fmt.Sprintf("%.1f / %.1f", s.DecisionP50us, s.DecisionP99us)
+	})
 	line(fmt.Sprintf("delay %s: |observed - configured| p50 / p99 / max, µs", p.Delay), func(fv string) string {
 		d := r.Delay[fv]
 		if d == nil || d.Samples == 0 {
@@ -483,7 +494,8 @@ latencies, lower is better).`)
 	}
 	fmt.Fprintln(w, `verdict latency: in finproxy, from the reader's receipt of a queued segment to the write of
 its verdict (the kernel gives no timestamp: time in the kernel queue before the read is not in
-it); "to the write's return" adds the reinjection the kernel runs within that write.
+it), the wait for the verdict writer included; "verdict given" stops when the engine decided,
+"to the write's return" adds the reinjection the kernel runs within that write.
 delay: for segments a delay rule held, the time from receipt to the verdict write's return,
 minus the configured delay.`)
 	for _, run := range r.Runs {

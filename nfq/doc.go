@@ -7,7 +7,11 @@
 //
 // Open binds a queue number and calls the Handler for every packet, one at a time, from
 // one reader goroutine. Verdicts (Accept, Drop, AcceptModified) may be given later, from
-// any goroutine, in any order: that is how delays and holds work.
+// any goroutine, in any order: that is how delays and holds work. A verdict method
+// returns once the verdict is handed to the queue's writer goroutine, which writes the
+// verdicts in the order they were given (writer.go says why); Flush waits until they are
+// written, Close writes them all before it closes the socket. Data given to
+// AcceptModified must not change until then.
 //
 // The queue is github.com/florianl/go-nfqueue/v2 (v2.0.2, with mdlayher/netlink v1.11.2
 // or later, which fixes a verdict blocked behind a blocked receive). What finproxy adds on
@@ -47,8 +51,9 @@
 //   - On Close the kernel drops the packets still waiting for a verdict
 //     (measured: a held SYN was retransmitted a second later).
 //
-// Stats.VerdictLatency is the time from the reader's receipt of a packet to the write of
-// its verdict (latency.go); Stats.VerdictDoneLatency ends when that write returned. The
+// Stats.DecisionLatency is the time from the reader's receipt of a packet to the moment its
+// verdict is given, Stats.VerdictLatency to the write of the verdict (latency.go: the
+// wait for the writer included), Stats.VerdictDoneLatency to that write's return. The
 // two differ because a verdict's write does more than hand over a decision: the kernel
 // reinjects the packet within the call, and the softirq processing that follows
 // (forwarding it, the receiver's TCP, whatever that sends back through the hook, queued

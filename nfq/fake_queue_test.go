@@ -46,6 +46,7 @@ func TestFakeQueue(t *testing.T) {
 			t.Fatal("Deliver: queue closed")
 		}
 	}
+	k.Flush()
 	want := []verdict{{3, true, ""}, {4, false, ""}, {5, true, "new:\x05xy"}, {6, true, ""}, {7, false, ""}, {8, true, "new:\x08xy"}}
 	if len(verdicts) != len(want) {
 		t.Fatalf("verdicts %v, want %v", verdicts, want)
@@ -113,6 +114,7 @@ func TestQueuePathAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("%v allocations per packet", n)
 	}
+	k.Flush()
 	if v := k.Verdicts(); v.Accepted != uint64(id) {
 		t.Errorf("%d verdicts for %d packets", v.Accepted, id)
 	}

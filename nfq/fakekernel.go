@@ -57,6 +57,10 @@ func (k *FakeKernel) Deliver(id uint32, data []byte) bool {
 	return true
 }
 
+// Flush returns once the verdicts given so far have reached the FakeKernel (the Queue
+// writes them from a goroutine of its own, as it does to the kernel).
+func (k *FakeKernel) Flush() { k.q.Flush() }
+
 // Verdicts returns the counts of verdicts received so far.
 func (k *FakeKernel) Verdicts() FakeVerdicts {
 	k.mu.Lock()

@@ -124,7 +124,7 @@ func (l *latency) mergeFrom(o *latency) {
 // histograms merged (the quantiles are those of all their verdicts together).
 func SumStats(qs ...*Queue) Stats {
 	var s Stats
-	lat, done := new(latency), new(latency)
+	lat, done, decided := new(latency), new(latency), new(latency)
 	for _, q := range qs {
 		s.Received += q.received.Load()
 		s.Verdicts += q.verdicts.Load()
@@ -134,7 +134,8 @@ func SumStats(qs ...*Queue) Stats {
 		s.ReadErrors += q.readErrors.Load()
 		lat.mergeFrom(&q.latency)
 		done.mergeFrom(&q.doneLatency)
+		decided.mergeFrom(&q.decided)
 	}
-	s.VerdictLatency, s.VerdictDoneLatency = lat.summary(), done.summary()
+	s.DecisionLatency, s.VerdictLatency, s.VerdictDoneLatency = decided.summary(), lat.summary(), done.summary()
 	return s
 }

@@ -64,15 +64,15 @@ func TestLatencyAddAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() {
 		id++
 		q.received1(id, time.Now())
-		q.verdictSent(id, time.Since(q.base))
+		q.verdictSent(id, time.Since(q.base), time.Since(q.base))
 	}); n != 0 {
 		t.Errorf("%v allocations per receipt and verdict", n)
 	}
 	if s := q.latency.summary(); s.Count == 0 {
 		t.Error("nothing counted")
 	}
-	q.verdictSent(id, time.Since(q.base)) // a second verdict for the same id is not counted
-	q.verdictSent(id+ringSize, time.Since(q.base))
+	q.verdictSent(id, time.Since(q.base), time.Since(q.base)) // a second verdict for the same id is not counted
+	q.verdictSent(id+ringSize, time.Since(q.base), time.Since(q.base))
 	if s, d := q.latency.summary(), q.doneLatency.summary(); s.Count != 1001 || d.Count != 1001 || d.P50 < s.P50 {
 		t.Errorf("counts %d and %d, want 1001 (AllocsPerRun's warm-up run included); p50 %v and %v", s.Count, d.Count, s.P50, d.P50)
 	}

@@ -94,12 +94,15 @@ type Stats struct {
 	ENOENT        uint64 `json:"enoent"`
 	VerdictErrors uint64 `json:"verdict_errors"` // verdicts that could not be sent
 	ReadErrors    uint64 `json:"read_errors"`    // other receive errors
-	// VerdictLatency is the time from the reader's receipt of a packet (after the read from
-	// the netlink socket, before the Handler runs) to the moment its verdict is written to
-	// the socket: the time a packet spends in finproxy, delays and holds included. Time
-	// spent in the kernel queue before the read is not in it (the kernel gives no
-	// timestamp). Verdicts given more than 8192 packets after their packet's receipt are
-	// not counted.
+	// DecisionLatency is the time from the reader's receipt of a packet (after the read
+	// from the netlink socket, before the Handler runs) to the moment its verdict is given
+	// (Accept, Drop or AcceptModified called): finproxy's own work, delays and holds
+	// included.
+	DecisionLatency LatencySummary `json:"decision_latency"`
+	// VerdictLatency ends when the verdict is written to the socket instead: the time a
+	// packet spends in finproxy, the wait for the writer included. Time spent in the
+	// kernel queue before the read is in neither (the kernel gives no timestamp).
+	// Verdicts given more than 8192 packets after their packet's receipt are not counted.
 	VerdictLatency LatencySummary `json:"verdict_latency"`
 	// VerdictDoneLatency ends when the verdict's write returned instead: the kernel
 	// reinjects the packet within that write, and the softirq work that follows
@@ -143,6 +146,14 @@ type Queue struct {
 	ring        [ringSize]receipt
 	latency     latency // receipt to verdict written
 	doneLatency latency // receipt to verdict write returned
+	decided     latency // receipt to verdict given
+
+	// Verdicts go to one writer goroutine (writer.go) through vq, in the order given.
+	// vmu: a send holds it shared, Close exclusively to close vq.
+	vmu        sync.RWMutex
+	vq         chan verdictReq
+	writerDone chan struct{}
+	writeWarn  atomic.Bool // a failed write was logged
 }
 
 // Open binds queue cfg.Num and starts reading it: h gets every packet until
@@ -160,6 +171,7 @@ func Open(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
 	if q.cfg.NetNS != 0 {
 		fd, err := unix.FcntlInt(uintptr(q.cfg.NetNS), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
+			q.stopWriter()
 			return nil, fmt.Errorf("nfq: duplicate namespace fd %d: %w", q.cfg.NetNS, err)
 		}
 		q.nsfd = fd
@@ -178,11 +190,13 @@ func Open(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
 		Logger:       nfLogger{q},
 	})
 	if err != nil {
+		q.stopWriter()
 		q.closeNS()
 		return nil, fmt.Errorf("nfq: open netlink socket for queue %d: %w", q.cfg.Num, err)
 	}
 	q.nf = nf
 	fail := func(err error) (*Queue, error) {
+		q.stopWriter()
 		q.cancel()
 		_ = nf.Close()
 		q.closeNS()
@@ -214,8 +228,10 @@ func newQueue(ctx context.Context, cfg Config, h Handler) (*Queue, error) {
 		cfg.Logger = slog.Default()
 	}
 	q := &Queue{cfg: cfg, log: cfg.Logger.With("queue", cfg.Num), h: h, nsfd: -1,
-		done: make(chan struct{}), base: time.Now()}
+		done: make(chan struct{}), base: time.Now(),
+		vq: make(chan verdictReq, verdictBacklog), writerDone: make(chan struct{})}
 	q.ctx, q.cancel = context.WithCancel(ctx)
+	go q.writer()
 	return q, nil
 }
 
@@ -378,7 +394,9 @@ func (q *Queue) Err() error {
 	return q.fatal
 }
 
-// Accept lets packet id go on.
+// Accept lets packet id go on. Like Drop and AcceptModified it hands the verdict to
+// the writer and returns; only a closed queue makes it fail (ErrClosed). A write the
+// kernel refuses is counted in Stats.VerdictErrors and logged once.
 func (q *Queue) Accept(id uint32) error { return q.verdict(id, true, nil) }
 
 // Drop drops packet id.
@@ -386,7 +404,8 @@ func (q *Queue) Drop(id uint32) error { return q.verdict(id, false, nil) }
 
 // AcceptModified lets packet id go on with data in its place. data replaces the
 // whole IP packet: lengths and IP/TCP checksums must be right, or the kernel
-// drops it silently later.
+// drops it silently later. data must not change until the verdict is written
+// (Flush).
 func (q *Queue) AcceptModified(id uint32, data []byte) error {
 	if len(data) == 0 {
 		return fmt.Errorf("nfq: accept modified packet %d: empty packet", id)
@@ -394,33 +413,15 @@ func (q *Queue) AcceptModified(id uint32, data []byte) error {
 	return q.verdict(id, true, data)
 }
 
-// verdict sends a verdict through go-nfqueue (or to the FakeKernel).
+// verdict hands a verdict to the writer (writer.go).
 func (q *Queue) verdict(id uint32, accept bool, data []byte) error {
+	given := time.Since(q.base)
+	q.vmu.RLock()
+	defer q.vmu.RUnlock()
 	if q.closed.Load() {
 		return q.verdictError(id, accept, data, ErrClosed)
 	}
-	start := time.Since(q.base)
-	var err error
-	switch {
-	case q.fake != nil:
-		err = q.fake.verdict(id, accept, data)
-	case data != nil:
-		err = q.nf.SetVerdictWithOption(id, nfqueue.NfAccept, nfqueue.WithAlteredPacket(data))
-	case accept:
-		err = q.nf.SetVerdict(id, nfqueue.NfAccept)
-	default:
-		err = q.nf.SetVerdict(id, nfqueue.NfDrop)
-	}
-	if err != nil {
-		if q.closed.Load() {
-			err = ErrClosed
-		} else {
-			q.verdictErrors.Add(1)
-		}
-		return q.verdictError(id, accept, data, err)
-	}
-	q.verdicts.Add(1)
-	q.verdictSent(id, start)
+	q.vq <- verdictReq{id: id, accept: accept, data: data, given: given}
 	return nil
 }
 
@@ -442,10 +443,10 @@ func (q *Queue) received1(id uint32, now time.Time) {
 	r.id.Store(id)
 }
 
-// verdictSent counts the verdict latencies of packet id, if its receipt is remembered:
-// to start (when the verdict was written) and to now (when the write returned), both
-// since q.base.
-func (q *Queue) verdictSent(id uint32, start time.Duration) {
+// verdictSent counts the latencies of packet id's verdict, if its receipt is remembered:
+// to given (when the verdict was given), to start (when it was written) and to now (when
+// the write returned), all since q.base.
+func (q *Queue) verdictSent(id uint32, given, start time.Duration) {
 	r := &q.ring[id&(ringSize-1)]
 	if r.id.Load() != id {
 		return
@@ -455,6 +456,7 @@ func (q *Queue) verdictSent(id uint32, start time.Duration) {
 		return
 	}
 	r.at.Store(0) // one verdict per receipt: a second one (ENOENT) is not counted
+	q.decided.add(given - time.Duration(at))
 	q.latency.add(start - time.Duration(at))
 	q.doneLatency.add(time.Since(q.base) - time.Duration(at))
 }
@@ -468,6 +470,7 @@ func (q *Queue) Stats() Stats {
 		ENOENT:             q.enoent.Load(),
 		VerdictErrors:      q.verdictErrors.Load(),
 		ReadErrors:         q.readErrors.Load(),
+		DecisionLatency:    q.decided.summary(),
 		VerdictLatency:     q.latency.summary(),
 		VerdictDoneLatency: q.doneLatency.summary(),
 	}
@@ -481,7 +484,8 @@ func (q *Queue) KernelStats() (KernelQueueStats, error) {
 	return kernelStatsIn(q.nsfd, q.cfg.Num)
 }
 
-// Close stops the reader, unbinds the queue and closes the socket. The kernel
+// Close writes the verdicts given so far, then stops the reader, unbinds the queue and
+// closes the socket; verdicts given after it fail with ErrClosed. The kernel
 // drops the packets still waiting for a verdict when the socket goes (measured,
 // see TestCloseDropsHeld). Remove the hooks first, and give held packets their
 // verdicts, to lose nothing. Close is safe to call more than once and from any
@@ -489,7 +493,8 @@ func (q *Queue) KernelStats() (KernelQueueStats, error) {
 // the Handler to return).
 func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
-		q.closed.Store(true)
+		// Verdicts given before Close are written before the socket goes.
+		q.stopWriter()
 		q.stopMu.Lock()
 		if q.stop != nil {
 			q.stop()

@@ -146,6 +146,7 @@ func TestHotpathVerdicts(t *testing.T) {
 	h.send(hpClient, hpServer, 40000, 8080, cs+100, ss, tFIN|tACK, 0)
 	h.send(hpServer, hpClient, 8080, 40000, ss, cs+101, tRST, 0)
 	h.k.Deliver(99, []byte{0x60, 0, 0}) // not a TCP segment: accepted
+	h.k.Flush()
 	want := []v{{1, true}, {2, true}, {3, true}, {4, true}, {5, true}, {6, false}, {99, true}}
 	if len(got) != len(want) {
 		t.Fatalf("verdicts %v, want %v", got, want)
@@ -184,6 +185,7 @@ func TestHotpathAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("%v allocations per segment a pass rule matches", n)
 	}
+	h.k.Flush()
 	if v := h.k.Verdicts(); v.Dropped != 0 || v.Accepted != uint64(h.id) {
 		t.Errorf("verdicts %+v for %d segments", v, h.id)
 	}

@@ -365,6 +365,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 				break
 			}
 		}
+		q.Flush() // the verdicts given so far written and counted
 		if ks, kerr := q.KernelStats(); kerr == nil {
 			res.Kernel = &ks
 		}
