@@ -114,11 +114,19 @@ func assertNothingLeft(t *testing.T, prefix string) {
 	}
 }
 
+// run returns what cmd printed on stdout. Its stderr is only logged: `ip` warns there
+// ("Peer netns reference is invalid.") while another test's namespace is being deleted,
+// which is not part of the listing.
 func run(t *testing.T, cmd *exec.Cmd) string {
 	t.Helper()
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("%s: %v: %s", cmd, err, out)
+		t.Fatalf("%s: %v: %s%s", cmd, err, out, stderr.String())
+	}
+	if stderr.Len() > 0 {
+		t.Logf("%s: stderr: %s", cmd, stderr.String())
 	}
 	return string(out)
 }
