@@ -86,15 +86,35 @@ func proxy(args []string) error {
 		opts.Observe = &runner.ObserveOptions{NetNS: strings.Split(*observeNS, ",")}
 	}
 	if *delay > 0 {
+		// A delayed segment leaves when its verdict's write returns: OnRecord (after the
+		// verdict was given) gives the receipt time (r.Time), OnVerdictWritten the write's
+		// end; either may come first.
+		receipts := map[uint32]int64{} // delayed packets whose write has not been seen
+		written := map[uint32]int64{}  // writes of packets not yet known as delayed
 		opts.OnRecord = func(r rules.Record) {
+			mu.Lock()
+			defer mu.Unlock()
 			if r.Action != "delay" {
+				delete(written, r.ID)
 				return
 			}
-			// OnRecord runs right after the verdict was sent; r.Time is the receipt.
-			observed := time.Duration(time.Now().UnixNano() - r.Time)
+			if at, ok := written[r.ID]; ok {
+				delete(written, r.ID)
+				delays = append(delays, time.Duration(at-r.Time)-*delay)
+				return
+			}
+			receipts[r.ID] = r.Time
+		}
+		opts.OnVerdictWritten = func(id uint32) {
+			now := time.Now().UnixNano()
 			mu.Lock()
-			delays = append(delays, observed-*delay)
-			mu.Unlock()
+			defer mu.Unlock()
+			if rt, ok := receipts[id]; ok {
+				delete(receipts, id)
+				delays = append(delays, time.Duration(now-rt)-*delay)
+				return
+			}
+			written[id] = now
 		}
 	}
 	var ms0 runtime.MemStats

@@ -52,6 +52,9 @@ type Config struct {
 	// RcvBuf is the netlink receive buffer in bytes; 0 means DefaultRcvBuf.
 	RcvBuf int
 	Logger *slog.Logger // nil means slog.Default()
+	// OnWritten, when set, is called by the writer after each verdict it wrote, with the
+	// packet's id, when the write returned (measurements: the packet has left).
+	OnWritten func(id uint32)
 }
 
 // Packet is one queued packet.

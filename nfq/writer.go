@@ -66,6 +66,9 @@ func (q *Queue) write(r verdictReq) {
 	}
 	q.verdicts.Add(1)
 	q.verdictSent(r.id, r.given, start)
+	if q.cfg.OnWritten != nil {
+		q.cfg.OnWritten(r.id)
+	}
 }
 
 // Flush returns once every verdict given before the call has been written; on a closed

@@ -103,3 +103,36 @@ func TestWriterFlush(t *testing.T) {
 		t.Errorf("after Flush: %d verdicts written, want 20", v.Dropped)
 	}
 }
+
+// OnWritten sees every verdict written, after its write, in order.
+func TestWriterOnWritten(t *testing.T) {
+	var mu sync.Mutex
+	var ids []uint32
+	cfg := Config{Num: 5, Logger: discard(), OnWritten: func(id uint32) {
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+	}}
+	q, k, err := OpenFake(context.Background(), cfg, func(Packet) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.OnVerdict = func(id uint32, _ bool, _ []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(ids) > 0 && ids[len(ids)-1] >= id {
+			t.Errorf("OnWritten(%d) before the write of %d", ids[len(ids)-1], id)
+		}
+	}
+	for id := uint32(1); id <= 50; id++ {
+		_ = q.Accept(id)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 50 || ids[0] != 1 || ids[49] != 50 {
+		t.Errorf("OnWritten saw %v", ids)
+	}
+}

@@ -39,8 +39,12 @@ type Options struct {
 	Ready func()
 	// IPT4 and IPT6 replace the real iptables/ip6tables (tests). Nil: the real ones.
 	IPT4, IPT6 nfq.IPTables
-	// OnRecord, when set, sees every event log record (after it is written).
+	// OnRecord, when set, sees every event log record (after it is written). The verdict
+	// has been given then, not necessarily written: OnVerdictWritten says when it was.
 	OnRecord func(rules.Record)
+	// OnVerdictWritten, when set, is called with a packet's queue id (Record.ID) once its
+	// verdict has been written to the kernel (nfq.Config.OnWritten).
+	OnVerdictWritten func(id uint32)
 	// OpenQueue replaces nfq.Open (tests and benchmarks: nfq.OpenFake). Nil: nfq.Open.
 	OpenQueue func(ctx context.Context, cfg nfq.Config, h nfq.Handler) (*nfq.Queue, error)
 	// PcapPath, when set, receives a pcapng capture of every queued segment (see pcap.go).
@@ -341,7 +345,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if openQueue == nil {
 		openQueue = nfq.Open
 	}
-	q, err := openQueue(qctx, nfq.Config{Num: spec.Queue, Logger: log}, handler)
+	q, err := openQueue(qctx, nfq.Config{Num: spec.Queue, Logger: log, OnWritten: o.OnVerdictWritten}, handler)
 	if err != nil {
 		eng.Close()
 		return nil, err
