@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/finproxy/finproxy/lab"
@@ -732,7 +733,13 @@ type holdResult struct {
 func (b *bench) holdRun(v string) *holdResult {
 	b.log("%s: memory with %d open connections", v, b.o.holdConns)
 	r := &holdResult{}
-	px, err := b.startFinproxy(b.passCfg, v == "finproxy")
+	var extra []string
+	heap := ""
+	if b.o.profileDir != "" {
+		heap = filepath.Join(b.o.profileDir, "heap-"+v+".pprof")
+		extra = append(extra, "-heapprofile", heap)
+	}
+	px, err := b.startFinproxy(b.passCfg, v == "finproxy", extra...)
 	if err != nil {
 		r.Err = err.Error()
 		return r
@@ -755,6 +762,13 @@ func (b *bench) holdRun(v string) *holdResult {
 			time.Sleep(time.Second) // the observer polls, the engine has seen every SYN
 			if m, err := readMem(pid); err == nil {
 				r.Held = &m
+			}
+			if heap != "" {
+				// The live heap with the connections open, after the RSS was read.
+				_ = px.cmd.Process.Signal(syscall.SIGUSR1)
+				if _, herr := px.expect(b.ctx, "heap profile written", 10*time.Second); herr != nil {
+					b.log("%s: heap profile: %v", v, herr)
+				}
 			}
 			after, _ := b.kernelStats()
 			r.Queue = delta(before, after)

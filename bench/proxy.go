@@ -51,6 +51,7 @@ func proxy(args []string) error {
 	observeNS := fs.String("observe-netns", "", "comma-separated namespaces for sock_diag; empty: no observation")
 	delay := fs.Duration("delay", 0, "the configured delay of the config's delay rule (delay accuracy)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run")
+	heapprofile := fs.String("heapprofile", "", "write a heap profile here on SIGUSR1")
 	queues := fs.Int("queues", 1, "NFQUEUE queues (only 1: the multi-queue runner is not in this build)")
 	_ = fs.Parse(args)
 	if *queues != 1 {
@@ -66,6 +67,21 @@ func proxy(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *heapprofile != "" {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		go func() {
+			for range usr1 {
+				if f, err := os.Create(*heapprofile); err == nil {
+					runtime.GC()
+					_ = pprof.WriteHeapProfile(f)
+					f.Close()
+					fmt.Println("heap profile written")
+				}
+			}
+		}()
 	}
 	cfg, err := rules.Load(*cfgPath)
 	if err != nil {
