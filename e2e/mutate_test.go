@@ -7,7 +7,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -50,25 +49,12 @@ func writeConfig(t *testing.T, name, src string) string {
 	return path
 }
 
-// tcpCounters reads the TcpExt counters of a lab namespace (/proc/net/netstat is per
-// namespace).
+// tcpCounters reads the TCP counters of a lab namespace (nstat's names: TcpExtPAWSEstab).
 func tcpCounters(t *testing.T, topo *lab.Topology, role string) map[string]int64 {
 	t.Helper()
-	out, err := topo.Command(context.Background(), role, "cat", "/proc/net/netstat").Output()
+	m, err := topo.TCPCounters(role)
 	if err != nil {
-		t.Fatalf("netstat of %s: %v", role, err)
-	}
-	m := map[string]int64{}
-	lines := strings.Split(string(out), "\n")
-	for i := 0; i+1 < len(lines); i += 2 {
-		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
-			continue
-		}
-		for j := 1; j < len(names); j++ {
-			v, _ := strconv.ParseInt(values[j], 10, 64)
-			m[names[j]] = v
-		}
+		t.Fatal(err)
 	}
 	return m
 }
@@ -84,7 +70,8 @@ func counterDelta(before, after map[string]int64, names ...string) map[string]in
 	return d
 }
 
-var twCounters = []string{"PAWSEstab", "PAWSTimewait", "TWKilled", "TWRecycled", "TCPChallengeACK", "TCPACKSkippedPAWS", "TCPACKSkippedTimeWait", "TCPDSACKOldSent"}
+var twCounters = []string{"TcpExtPAWSEstab", "TcpExtPAWSTimewait", "TcpExtTWKilled", "TcpExtTWRecycled", "TcpExtTCPChallengeACK",
+	"TcpExtTCPACKSkippedPAWS", "TcpExtTCPACKSkippedTimeWait", "TcpExtTCPDSACKOldSent"}
 
 // incarnations returns the observed connections between the client at addr and the
 // server, by first sight.
@@ -260,7 +247,7 @@ func TestMutateTimeWaitReuse(t *testing.T) {
 	if stateEntry(second.Server, observe.SynRecv) == nil || stateEntry(second.Server, observe.Established) == nil {
 		t.Errorf("the second incarnation's server: %s", describeConn(second))
 	}
-	if delta["PAWSTimewait"] != 0 || delta["TWKilled"] != 0 {
+	if delta["TcpExtPAWSTimewait"] != 0 || delta["TcpExtTWKilled"] != 0 {
 		t.Errorf("the SYN was rejected, or the TIME_WAIT socket reset: %v", delta)
 	}
 	if res.ClientErr != nil || res.ServerErr != nil {
@@ -315,8 +302,8 @@ func TestMutateOldDuplicate(t *testing.T) {
 	if !answered {
 		t.Error("the server did not answer the old segment")
 	}
-	if delta["PAWSEstab"] != 1 {
-		t.Errorf("PAWSEstab went up by %d, want 1 (the copy rejected by PAWS)", delta["PAWSEstab"])
+	if delta["TcpExtPAWSEstab"] != 1 {
+		t.Errorf("TcpExtPAWSEstab went up by %d, want 1 (the copy rejected by PAWS)", delta["TcpExtPAWSEstab"])
 	}
 	// The application's view: the second connection read its own request only.
 	if !strings.Contains(res.ServerOutput, `"conn":1`) || !recordHas(res.ServerOutput, 1, `"received":10`) {
@@ -379,8 +366,8 @@ action = "reuse-tuple"
 		switch {
 		case err != nil:
 			t.Errorf("run %d: %v\n%s", k, err, formatRecords(res.Records))
-		case outcome == "accepted" && delta["PAWSTimewait"] != 0,
-			outcome == "assassinated" && delta["PAWSTimewait"] != 1:
+		case outcome == "accepted" && delta["TcpExtPAWSTimewait"] != 0,
+			outcome == "assassinated" && delta["TcpExtPAWSTimewait"] != 1:
 			t.Errorf("run %d: %s, but the server's counters say %v", k, outcome, delta)
 		}
 		if res.ClientErr != nil || res.ServerErr != nil {
@@ -513,7 +500,7 @@ action = "duplicate"
 	if n != 1 {
 		t.Errorf("%d copies injected, want 1\n%s", n, formatRecords(res.Records))
 	}
-	if delta["TCPDSACKOldSent"] < 1 {
+	if delta["TcpExtTCPDSACKOldSent"] < 1 {
 		t.Errorf("the client's kernel sent no D-SACK for the copy: %v", delta)
 	}
 	if res.ClientErr != nil || res.ServerErr != nil || !recordHas(res.ClientOutput, 0, `"received":`+strconv.Itoa(len("reply: request 0\n"))) {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -372,39 +371,13 @@ func assertNoLoss(t *testing.T, topo *Topology, before map[string]uint64) {
 }
 
 // tcpRetransSegs reads Tcp RetransSegs from /proc/net/snmp of the role's namespace.
-func tcpRetransSegs(t *testing.T, topo *Topology, role string) int {
+func tcpRetransSegs(t *testing.T, topo *Topology, role string) int64 {
 	t.Helper()
-	var snmp []byte
-	if err := topo.Do(role, func() error {
-		var err error
-		// thread-self: /proc/self/net would show the main thread's namespace.
-		snmp, err = os.ReadFile("/proc/thread-self/net/snmp")
-		return err
-	}); err != nil {
+	c, err := topo.TCPCounters(role)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, l := range strings.Split(string(snmp), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 0 || f[0] != "Tcp:" {
-			continue
-		}
-		if names == nil {
-			names = f
-			continue
-		}
-		for i, n := range names {
-			if n == "RetransSegs" && i < len(f) {
-				v, err := strconv.Atoi(f[i])
-				if err != nil {
-					t.Fatal(err)
-				}
-				return v
-			}
-		}
-	}
-	t.Fatalf("no Tcp RetransSegs in %s", snmp)
-	return 0
+	return c["TcpRetransSegs"]
 }
 
 func TestCommandUnknownRole(t *testing.T) {
