@@ -389,9 +389,6 @@ func nextPollWait(base, cost time.Duration) time.Duration {
 }
 
 func (o *Observer) pollLoop(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	<-t.C
 	failures := 0
 	for {
 		start := time.Now()
@@ -404,11 +401,10 @@ func (o *Observer) pollLoop(ctx context.Context) {
 			o.stats.LongestPollPeriodNS = uint64(period)
 		}
 		o.mu.Unlock()
-		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }
