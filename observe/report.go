@@ -149,13 +149,16 @@ type Timewait struct {
 // Note is an external event put on a connection's timeline with Observer.Annotate, such
 // as a segment verdict of the fault engine.
 type Note struct {
-	At   time.Time      `json:"at"`
-	Src  netip.AddrPort `json:"src"`
-	Dst  netip.AddrPort `json:"dst"`
-	Text string         `json:"text"`
+	At  time.Time      `json:"at"`
+	Src netip.AddrPort `json:"src"`
+	Dst netip.AddrPort `json:"dst"`
+	// Text describes the event. Given empty to Annotate with a Data that is a
+	// fmt.Stringer, it is Data.String(), made when a report is taken: the annotator's path
+	// (a queued segment's, for finproxy run) does not pay for the formatting.
+	Text string `json:"text"`
 	// Data is the annotator's own record of the event (finproxy run puts its event log
-	// record, rules.Record, there), encoded to JSON as is. Decoded from JSON it is what
-	// encoding/json makes of an object (map[string]any).
+	// record there), encoded to JSON as is. Decoded from JSON it is what encoding/json
+	// makes of an object (map[string]any).
 	Data any `json:"data,omitempty"`
 }
 

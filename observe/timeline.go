@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -858,7 +859,11 @@ func (tl *timeline) report(clk Clock, now time.Duration) []Connection {
 		rc.Client = c.sides[client].report(clk, now)
 		rc.Server = c.sides[server].report(clk, now)
 		for _, n := range c.notes {
-			rc.Notes = append(rc.Notes, Note{At: clk.Time(n.at), Src: n.src, Dst: n.dst, Text: n.text, Data: n.data})
+			text := n.text
+			if s, ok := n.data.(fmt.Stringer); ok && text == "" {
+				text = s.String() // made here, off the annotator's path
+			}
+			rc.Notes = append(rc.Notes, Note{At: clk.Time(n.at), Src: n.src, Dst: n.dst, Text: text, Data: n.data})
 		}
 		out = append(out, rc)
 	}

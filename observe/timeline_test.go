@@ -587,11 +587,24 @@ func TestTimelineAnnotate(t *testing.T) {
 	applyUntil(tl, loadEvents(t, "v4close.txt"), 1<<62)
 	tl.annotate(noteRec{at: 1286 * time.Second, src: mustAP(v4server), dst: mustAP(v4client), text: "drop FIN"})
 	tl.annotate(noteRec{at: 1285 * time.Second, src: mustAP(v4client), dst: mustAP(v4server), text: "pass SYN"})
+	// Without a text, a Data that is a fmt.Stringer gives it when the report is made.
+	lazy := &countingStringer{s: "accept ACK"}
+	tl.annotate(noteRec{at: 1287 * time.Second, src: mustAP(v4client), dst: mustAP(v4server), data: lazy})
+	if lazy.calls != 0 {
+		t.Errorf("the text was made %d times on Annotate's path", lazy.calls)
+	}
 	c := only(t, report(t, tl, 1300*time.Second))
-	if len(c.Notes) != 2 || c.Notes[0].Text != "pass SYN" || c.Notes[1].Text != "drop FIN" {
+	if len(c.Notes) != 3 || c.Notes[0].Text != "pass SYN" || c.Notes[1].Text != "drop FIN" || c.Notes[2].Text != "accept ACK" {
 		t.Errorf("notes %s", dump(c.Notes))
 	}
 }
+
+type countingStringer struct {
+	s     string
+	calls int
+}
+
+func (c *countingStringer) String() string { c.calls++; return c.s }
 
 func TestClock(t *testing.T) {
 	c := NewClock()

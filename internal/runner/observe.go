@@ -66,7 +66,7 @@ func (ob *observation) annotate(r rules.Record) {
 	if r.Side == rules.Server {
 		src, dst = dst, src
 	}
-	ob.o.Annotate(observe.Note{At: at, Src: src, Dst: dst, Text: NoteText(r), Data: r})
+	ob.o.Annotate(observe.Note{At: at, Src: src, Dst: dst, Data: segmentNote(r)})
 }
 
 // finish waits (a little) until the sources caught up, takes the report and stops the
@@ -89,6 +89,12 @@ func (ob *observation) finish(log *slog.Logger) (*observe.Report, []string) {
 	}
 	return &rep, rep.Warnings
 }
+
+// segmentNote is the Data of a segment's note: the event log record, its text made only
+// when a report is taken (fmt.Stringer).
+type segmentNote rules.Record
+
+func (n segmentNote) String() string { return NoteText(rules.Record(n)) }
 
 // NoteText describes a segment record in one line: "client ACK seq=... ack=... len=0:
 // drop by drop-final-ack", "server FIN|ACK ...: accept by hold-fin (hold, held 12ms)".
@@ -115,6 +121,8 @@ func NoteText(r rules.Record) string {
 // process that made it, or decoded from a report read back from JSON.
 func SegmentOf(n observe.Note) (rules.Record, bool) {
 	switch d := n.Data.(type) {
+	case segmentNote:
+		return rules.Record(d), true
 	case rules.Record:
 		return d, true
 	case *rules.Record:
