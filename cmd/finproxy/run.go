@@ -156,6 +156,9 @@ func printSummary(w io.Writer, res *runner.Result) {
 	if q.ENOENT > 0 {
 		problems = append(problems, fmt.Sprintf("%d verdicts for segments the kernel no longer held", q.ENOENT))
 	}
+	if q.VerdictErrors > 0 {
+		problems = append(problems, fmt.Sprintf("%d verdicts could not be written (their segments waited in the kernel queue until finproxy closed it)", q.VerdictErrors))
+	}
 	fmt.Fprintf(w, "segments: %d queued, %d verdicts, %d not TCP (accepted), %d logged\n", q.Received, q.Verdicts, res.Undecodable, res.Records)
 	if len(problems) > 0 {
 		fmt.Fprintf(w, "WARNING: %s\n", strings.Join(problems, "; "))

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/finproxy/finproxy/internal/runner"
+	"github.com/finproxy/finproxy/nfq"
+	"github.com/finproxy/finproxy/rules"
+)
+
+// The summary warns about every way segments were lost or verdicts went wrong, and says
+// nothing when none happened.
+func TestPrintSummary(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  runner.Result
+		want []string // in the WARNING line; none: no WARNING line
+	}{
+		{name: "clean", res: runner.Result{Queue: nfq.Stats{Received: 7, Verdicts: 7}, Records: 7}},
+		{name: "everything", res: runner.Result{
+			Queue:  nfq.Stats{Received: 9, Verdicts: 7, ENOBUFS: 1, ENOENT: 2, VerdictErrors: 3},
+			Kernel: &nfq.KernelQueueStats{Dropped: 4, UserDropped: 5},
+		}, want: []string{"1 ENOBUFS", "dropped 4 (full) and 5 (user)", "2 verdicts for segments the kernel no longer held", "3 verdicts could not be written"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.res.Counters = []rules.Counters{{Rule: "drop-fin", Matched: 1, Dropped: 1}}
+			var b strings.Builder
+			printSummary(&b, &tc.res)
+			out := b.String()
+			if !strings.Contains(out, "drop-fin") || !strings.Contains(out, "segments: ") {
+				t.Errorf("no counters or segment line:\n%s", out)
+			}
+			if got := strings.Contains(out, "WARNING:"); got != (len(tc.want) > 0) {
+				t.Errorf("WARNING line %v, want %v:\n%s", got, len(tc.want) > 0, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("missing %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
