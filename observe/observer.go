@@ -76,6 +76,12 @@ type Observer struct {
 	released    bool
 	streamDone  bool
 
+	// Notes given to Annotate wait in pending (under nmu, never held long) until the next
+	// holder of mu applies them: an annotator (the fault engine, on the path of a queued
+	// segment) never waits for a poll being applied.
+	nmu     sync.Mutex
+	pending []noteRec
+
 	syncSeq   atomic.Uint64
 	running   atomic.Bool
 	cancel    context.CancelFunc
@@ -325,6 +331,7 @@ func (o *Observer) line(l string) {
 	ev, err := ParseLine(l)
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.applyNotes()
 	o.stats.TraceLines++
 	switch {
 	case errors.Is(err, ErrNotEvent):
@@ -435,6 +442,7 @@ func (o *Observer) pollOnce(failures *int) {
 	}
 	*failures = 0
 	o.stats.Polls++
+	o.applyNotes()
 	need := o.tl.applyPoll(poll{start: start, at: start + (end-start)/2}, socks)
 	o.lastPoll = start
 	o.drain()
@@ -489,6 +497,7 @@ func (o *Observer) Sync(ctx context.Context) error {
 func (o *Observer) Snapshot() Report {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.applyNotes()
 	now := MonoNow()
 	r := Report{
 		Start:       o.clock.Time(o.start),
@@ -519,6 +528,7 @@ func (o *Observer) Snapshot() Report {
 // holding each (looked up now if it was not known).
 func (o *Observer) Leaks(threshold time.Duration) []Leak {
 	o.mu.Lock()
+	o.applyNotes()
 	ls := o.tl.leaks(o.clock, MonoNow(), threshold)
 	o.mu.Unlock()
 	for i := range ls {
@@ -538,9 +548,30 @@ func (o *Observer) Leaks(threshold time.Duration) []Leak {
 // timeline of the connection of its 4-tuple. n.At is converted with Clock, exactly when
 // it comes from time.Now() in this process.
 func (o *Observer) Annotate(n Note) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.tl.annotate(noteRec{at: o.clock.Mono(n.At), src: unmapAP(n.Src), dst: unmapAP(n.Dst), text: n.Text, data: n.Data})
+	rec := noteRec{at: o.clock.Mono(n.At), src: unmapAP(n.Src), dst: unmapAP(n.Dst), text: n.Text, data: n.Data}
+	o.nmu.Lock()
+	o.pending = append(o.pending, rec)
+	full := len(o.pending) >= maxPendingNotes
+	o.nmu.Unlock()
+	if full {
+		o.mu.Lock()
+		o.applyNotes()
+		o.mu.Unlock()
+	}
+}
+
+// maxPendingNotes bounds the notes waiting for mu: beyond it Annotate applies them itself.
+const maxPendingNotes = 4096
+
+// applyNotes puts the pending notes on their timelines; o.mu is held.
+func (o *Observer) applyNotes() {
+	o.nmu.Lock()
+	p := o.pending
+	o.pending = nil
+	o.nmu.Unlock()
+	for _, n := range p {
+		o.tl.annotate(n)
+	}
 }
 
 func unmapAP(a netip.AddrPort) netip.AddrPort {

@@ -1,6 +1,8 @@
 package observe
 
 import (
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,5 +19,52 @@ func TestNextPollWait(t *testing.T) {
 		if got := nextPollWait(base, tc.cost); got != tc.want {
 			t.Errorf("cost %v: wait %v, want %v", tc.cost, got, tc.want)
 		}
+	}
+}
+
+// Annotate does not take the observer's lock: notes wait until the next holder of it (a
+// trace line, a poll, Snapshot, Leaks) applies them, or until maxPendingNotes of them do.
+func TestAnnotateDeferred(t *testing.T) {
+	o := &Observer{clock: NewClock(), tl: newTimeline(Filter{}, true, 0), changed: make(chan struct{})}
+	cl, sv := netip.MustParseAddrPort("10.0.0.1:40000"), netip.MustParseAddrPort("10.0.0.2:80")
+	o.Annotate(Note{At: time.Now(), Src: cl, Dst: sv, Text: "client SYN"})
+	if len(o.tl.conns) != 0 {
+		t.Fatal("a note was applied on Annotate's path")
+	}
+	r := o.Snapshot()
+	if len(r.Connections) != 1 || len(r.Connections[0].Notes) != 1 || r.Connections[0].Notes[0].Text != "client SYN" {
+		t.Fatalf("snapshot: %+v", r.Connections)
+	}
+	for range maxPendingNotes {
+		o.Annotate(Note{At: time.Now(), Src: sv, Dst: cl, Text: "server ACK"})
+	}
+	o.nmu.Lock()
+	waiting := len(o.pending)
+	o.nmu.Unlock()
+	if waiting != 0 {
+		t.Errorf("%d notes still waiting after %d: the bound did not apply them", waiting, maxPendingNotes)
+	}
+
+	// Concurrent annotators and readers (go test -race).
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				o.Annotate(Note{At: time.Now(), Src: cl, Dst: sv, Text: "client ACK"})
+			}
+		}()
+	}
+	for range 20 {
+		o.Snapshot()
+	}
+	wg.Wait()
+	notes := 0
+	for _, c := range o.Snapshot().Connections {
+		notes += len(c.Notes) + c.NotesDropped
+	}
+	if want := 1 + maxPendingNotes + 4000; notes != want {
+		t.Errorf("%d notes kept or counted as dropped, want %d", notes, want)
 	}
 }
