@@ -32,7 +32,11 @@ var notable = []struct{ name, means string }{
 	{"TcpExtPAWSTimewait", "SYN refused by a TIME_WAIT socket's PAWS check (timestamp not newer than the old connection's)"},
 	{"TcpExtPAWSActive", "SYN-ACK dropped by PAWS on a connect"},
 	{"TcpExtTWRecycled", "TIME_WAIT socket reused for a new outgoing connection (tcp_tw_reuse)"},
-	{"TcpExtTWKilled", "TIME_WAIT socket killed before its time (by a RST: TIME_WAIT assassination)"},
+	// The kernel counts each timewait socket once, when its first timer is set (Linux 5.18
+	// on; at its expiry before): as killed when that timer is 4 s or less, else as TW. A
+	// RST that ends a TIME_WAIT counts in neither.
+	{"TcpExtTW", "timewait socket with a full timer (TIME_WAIT's 60 s, or a long tcp_fin_timeout)"},
+	{"TcpExtTWKilled", "timewait socket with a short timer (4 s or less: an orphan's FIN_WAIT2 under a short tcp_fin_timeout), not a full TIME_WAIT"},
 	{"TcpExtTCPTimeWaitOverflow", "socket closed without TIME_WAIT: the TIME_WAIT table was full (tcp_max_tw_buckets)"},
 	{"TcpExtTCPChallengeACK", "challenge ACK sent (RFC 5961: a RST or SYN in the window but not exactly expected)"},
 	{"TcpExtTCPSYNChallenge", "SYN on a synchronized connection answered with a challenge ACK"},
