@@ -82,6 +82,8 @@ type Observer struct {
 	nmu     sync.Mutex
 	pending []noteRec
 
+	kick chan struct{} // a handoff asks the poll loop for a poll now (capacity 1)
+
 	syncSeq   atomic.Uint64
 	running   atomic.Bool
 	cancel    context.CancelFunc
@@ -104,7 +106,8 @@ func New(opts Options) (*Observer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	o := &Observer{opts: opts, log: log, clock: NewClock(), owners: &Owners{}, changed: make(chan struct{})}
+	o := &Observer{opts: opts, log: log, clock: NewClock(), owners: &Owners{}, changed: make(chan struct{}),
+		kick: make(chan struct{}, 1)}
 	o.start = MonoNow()
 	var errs []error
 	if !opts.NoTrace {
@@ -365,6 +368,15 @@ func (o *Observer) line(l string) {
 		return
 	}
 	if ev, ok := o.tl.applyEvent(ev); ok {
+		if sc, isState := ev.(StateChange); isState && sc.Handoff {
+			// A full socket was just replaced by a timewait socket: only sock_diag sees
+			// what it is, and a TIME_WAIT a RST ends within milliseconds (a peer's RST
+			// answering a retransmitted FIN) would be gone by the next periodic poll.
+			select {
+			case o.kick <- struct{}{}:
+			default:
+			}
+		}
 		o.send(ev)
 	}
 	o.drain()
@@ -400,7 +412,8 @@ func (o *Observer) pollLoop(ctx context.Context) {
 	for {
 		start := time.Now()
 		o.pollOnce(&failures)
-		cost := time.Since(start)
+		end := time.Now()
+		cost := end.Sub(start)
 		wait := nextPollWait(o.opts.PollInterval, cost)
 		o.mu.Lock()
 		o.stats.PollNS += uint64(cost)
@@ -408,12 +421,34 @@ func (o *Observer) pollLoop(ctx context.Context) {
 			o.stats.LongestPollPeriodNS = uint64(period)
 		}
 		o.mu.Unlock()
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-time.After(wait):
+		case <-timer.C:
+		case <-o.kick:
+			// A handoff to a timewait socket: poll now, but keep polling's share of a CPU
+			// (a churn hands off thousands of sockets a second).
+			timer.Stop()
+			if rest := kickedPollWait(cost) - time.Since(end); rest > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(rest):
+				}
+			}
+			o.mu.Lock()
+			o.stats.KickedPolls++
+			o.mu.Unlock()
 		}
 	}
+}
+
+// kickedPollWait is the least wait after a poll that cost cost before a poll asked for by
+// a handoff.
+func kickedPollWait(cost time.Duration) time.Duration {
+	return min((pollCostShare-1)*cost, maxPollInterval)
 }
 
 func (o *Observer) pollOnce(failures *int) {

@@ -31,8 +31,14 @@ type lab struct {
 
 func newLab(t *testing.T, port uint16) *lab {
 	t.Helper()
+	return newLabPolling(t, port, 20*time.Millisecond)
+}
+
+// newLabPolling is newLab with the sock_diag period given.
+func newLabPolling(t *testing.T, port uint16, poll time.Duration) *lab {
+	t.Helper()
 	ns := nstest.New(t)
-	o, err := New(Options{Filter: Filter{Ports: []uint16{port}}, NetNS: ns.Name, PollInterval: 20 * time.Millisecond})
+	o, err := New(Options{Filter: Filter{Ports: []uint16{port}}, NetNS: ns.Name, PollInterval: poll})
 	if err != nil {
 		nstest.Skip(t, fmt.Sprintf("no observation source: %v", err))
 	}
@@ -206,6 +212,40 @@ func TestPrivilegedNormalClose(t *testing.T) {
 			t.Logf("%s", dump(cn))
 		})
 	}
+}
+
+// A handoff to a timewait socket makes the observer poll at once: with periodic polls 2 s
+// apart, the client's TIME_WAIT is still seen within a fraction of that (a TIME_WAIT that a
+// RST ends within milliseconds would otherwise never be seen).
+func TestPrivilegedHandoffPolledAtOnce(t *testing.T) {
+	l := newLabPolling(t, 41015, time.Hour) // capped: a periodic poll every 2 s
+	c, s := l.pair("tcp4", "127.0.0.1")
+	ca, sa := addrOf(c.LocalAddr()), addrOf(s.LocalAddr())
+	time.Sleep(50 * time.Millisecond) // the first poll is done: the next periodic one is 2 s away
+	closed := time.Now()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("server read: %v; want EOF", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	for time.Since(closed) < 800*time.Millisecond {
+		r = l.o.Snapshot()
+		if cn := findConn(r, ca, sa); cn != nil && lastState(cn.Client) == TimeWait {
+			t.Logf("client TIME_WAIT seen %v after the close; %d polls, %d at once for a handoff",
+				time.Since(closed).Round(time.Millisecond), r.Stats.Polls, r.Stats.KickedPolls)
+			if r.Stats.KickedPolls == 0 {
+				t.Errorf("seen without a poll made for the handoff: %+v", r.Stats)
+			}
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("client TIME_WAIT not seen within 800 ms of the close (periodic polls 2 s apart)\n%s", dump(r))
 }
 
 // A server that never closes after EOF leaks a CLOSE_WAIT socket; one that closes does

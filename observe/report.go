@@ -51,6 +51,7 @@ type Stats struct {
 	// the longest time from one poll's start to the next one's (Options.PollInterval
 	// unless polls became costly).
 	PollNS              uint64 `json:"poll_ns"`
+	KickedPolls         uint64 `json:"kicked_polls"` // polls made at once for a handoff to a timewait socket
 	LongestPollPeriodNS uint64 `json:"longest_poll_period_ns"`
 	StreamDropped       uint64 `json:"stream_dropped"` // events not delivered on Events() because it was full
 	Evicted             uint64 `json:"evicted"`        // finished connections forgotten (Options.MaxConnections)

@@ -29,7 +29,7 @@ type KernelSide struct {
 // what one unit of them means.
 var notable = []struct{ name, means string }{
 	{"TcpExtPAWSEstab", "segment dropped by PAWS on a connection (its timestamp older than the newest seen: an old duplicate rejected)"},
-	{"TcpExtPAWSTimewait", "SYN refused by a TIME_WAIT socket's PAWS check (timestamp not newer than the old connection's)"},
+	{"TcpExtPAWSTimewait", "segment refused by a timewait socket's PAWS check (its timestamp older than the newest seen: a SYN refused, or an old segment)"},
 	{"TcpExtPAWSActive", "SYN-ACK dropped by PAWS on a connect"},
 	{"TcpExtTWRecycled", "TIME_WAIT socket reused for a new outgoing connection (tcp_tw_reuse)"},
 	// The kernel counts each timewait socket once, when its first timer is set (Linux 5.18
