@@ -309,3 +309,46 @@ max = 1
 		t.Errorf("client address %s: not the IPv6 one", a)
 	}
 }
+
+// A TIME_WAIT that lives only milliseconds is still observed: the client's ACKs after its
+// FIN are delayed 15 ms, so the server resends its FIN (a tail loss probe), the client's
+// TIME_WAIT socket answers it again, and the server, closed by then, answers that with a
+// RST, which ends the TIME_WAIT (RFC 1337's assassination, Linux's default). Polling every
+// 25 ms missed it in half of the runs; the observer polls at once when a socket is handed
+// to a timewait socket.
+func TestLabShortTimeWait(t *testing.T) {
+	nstest.RequireRoot(t)
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "short-time-wait.toml")
+	if err := os.WriteFile(cfg, []byte(`
+name = "short-time-wait"
+[target]
+port = 8080
+hook = "local"
+[[rule]]
+name = "delay-client-acks"
+side = "client"
+flags = "pure-ack"
+phase = "after-client-fin"
+action = "delay"
+delay = "15ms"
+[lab]
+server = "{finproxy} app server --listen {server_addr}:{port} --mode half-close --lines 2 --interval 0ms"
+client = "{finproxy} app client --connect {server_addr}:{port} --mode send-shutdown-read --bytes 10 --expect-bytes 20"
+[expect.client]
+states = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
+exit = 0
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const runs = 10
+	code, out, rep := runLab(t, "-c", cfg, "--runs", fmt.Sprint(runs), "--port", labPort())
+	if code != 0 || rep.Passed != runs {
+		t.Fatalf("exit %d, %d of %d runs passed\n%s", code, rep.Passed, runs, out)
+	}
+	// The scenario happened: the server resent its FIN and sent RSTs.
+	k := rep.KernelTotals()
+	if k == nil || k.Server.Counters["TcpExtTCPLossProbes"] == 0 || k.Server.Counters["TcpOutRsts"] == 0 {
+		t.Errorf("no tail loss probe or no RST from the server: %+v", k)
+	}
+}

@@ -409,6 +409,7 @@ func nextPollWait(base, cost time.Duration) time.Duration {
 
 func (o *Observer) pollLoop(ctx context.Context) {
 	failures := 0
+	var kb kickBudget
 	for {
 		start := time.Now()
 		o.pollOnce(&failures)
@@ -427,15 +428,16 @@ func (o *Observer) pollLoop(ctx context.Context) {
 			timer.Stop()
 			return
 		case <-timer.C:
+			kb.refill(time.Now())
 		case <-o.kick:
-			// A handoff to a timewait socket: poll now, but keep polling's share of a CPU
-			// (a churn hands off thousands of sockets a second).
+			// A handoff to a timewait socket: poll now if the budget of such polls allows
+			// (a churn hands off thousands of sockets a second), else when it does.
 			timer.Stop()
-			if rest := kickedPollWait(cost) - time.Since(end); rest > 0 {
+			if rest := kb.take(time.Now(), cost); rest > 0 {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(rest):
+				case <-time.After(min(rest, wait)):
 				}
 			}
 			o.mu.Lock()
@@ -445,10 +447,38 @@ func (o *Observer) pollLoop(ctx context.Context) {
 	}
 }
 
-// kickedPollWait is the least wait after a poll that cost cost before a poll asked for by
-// a handoff.
-func kickedPollWait(cost time.Duration) time.Duration {
-	return min((pollCostShare-1)*cost, maxPollInterval)
+// kickShare is the share of a CPU that polls asked for by handoffs may take, beyond the
+// periodic ones; kickBurst the most of it saved up.
+const (
+	kickShare = 20 // one twentieth: 5%
+	kickBurst = 100 * time.Millisecond
+)
+
+// kickBudget is a token bucket of polling time for polls asked for by handoffs: it fills
+// at 1/kickShare of the time passing, up to kickBurst.
+type kickBudget struct {
+	credit time.Duration
+	last   time.Time
+}
+
+func (b *kickBudget) refill(now time.Time) {
+	if b.last.IsZero() {
+		b.credit = kickBurst
+	} else {
+		b.credit = min(kickBurst, b.credit+now.Sub(b.last)/kickShare)
+	}
+	b.last = now
+}
+
+// take spends cost (what the next poll is expected to cost) and returns how long to wait
+// until the budget has it: 0 when it has it now.
+func (b *kickBudget) take(now time.Time, cost time.Duration) time.Duration {
+	b.refill(now)
+	b.credit -= cost
+	if b.credit >= 0 {
+		return 0
+	}
+	return -b.credit * kickShare
 }
 
 func (o *Observer) pollOnce(failures *int) {

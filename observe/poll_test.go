@@ -22,6 +22,30 @@ func TestNextPollWait(t *testing.T) {
 	}
 }
 
+func TestKickBudget(t *testing.T) {
+	var b kickBudget
+	t0 := time.Now()
+	// A full budget at first: polls costing 10 ms go at once until 100 ms are spent.
+	for i := range 10 {
+		if w := b.take(t0, 10*time.Millisecond); w != 0 {
+			t.Fatalf("poll %d waits %v with budget left", i, w)
+		}
+	}
+	// Then each waits until 1/20 of the time passing has paid for it.
+	if w := b.take(t0, 10*time.Millisecond); w != 200*time.Millisecond {
+		t.Errorf("wait %v, want 200ms", w)
+	}
+	// A second later the debt (10 ms) is paid and 40 ms saved up.
+	if w := b.take(t0.Add(time.Second), 40*time.Millisecond); w != 0 {
+		t.Errorf("after a second: wait %v, want 0", w)
+	}
+	// Never more than kickBurst saved up.
+	b.refill(t0.Add(time.Hour))
+	if b.credit != kickBurst {
+		t.Errorf("credit %v after an hour, want %v", b.credit, kickBurst)
+	}
+}
+
 // Annotate does not take the observer's lock: notes wait until the next holder of it (a
 // trace line, a poll, Snapshot, Leaks) applies them, or until maxPendingNotes of them do.
 func TestAnnotateDeferred(t *testing.T) {
