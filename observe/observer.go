@@ -410,6 +410,7 @@ func nextPollWait(base, cost time.Duration) time.Duration {
 func (o *Observer) pollLoop(ctx context.Context) {
 	failures := 0
 	var kb kickBudget
+	var prev time.Time
 	for {
 		start := time.Now()
 		o.pollOnce(&failures)
@@ -418,10 +419,11 @@ func (o *Observer) pollLoop(ctx context.Context) {
 		wait := nextPollWait(o.opts.PollInterval, cost)
 		o.mu.Lock()
 		o.stats.PollNS += uint64(cost)
-		if period := cost + wait; time.Duration(o.stats.LongestPollPeriodNS) < period {
-			o.stats.LongestPollPeriodNS = uint64(period)
+		if gap := start.Sub(prev); !prev.IsZero() && time.Duration(o.stats.LongestPollPeriodNS) < gap {
+			o.stats.LongestPollPeriodNS = uint64(gap)
 		}
 		o.mu.Unlock()
+		prev = start
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -433,16 +435,26 @@ func (o *Observer) pollLoop(ctx context.Context) {
 			// A handoff to a timewait socket: poll now if the budget of such polls allows
 			// (a churn hands off thousands of sockets a second), else when it does.
 			timer.Stop()
-			if rest := kb.take(time.Now(), cost); rest > 0 {
+			now := time.Now()
+			due := wait - now.Sub(end) // until the periodic poll
+			rest := kb.take(now, cost)
+			if rest >= due {
+				// The budget cannot bring this poll forward: it is the periodic one, and
+				// not paid for from the budget.
+				kb.credit += cost
+				rest = due
+			} else {
+				o.mu.Lock()
+				o.stats.KickedPolls++
+				o.mu.Unlock()
+			}
+			if rest > 0 {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(min(rest, wait)):
+				case <-time.After(rest):
 				}
 			}
-			o.mu.Lock()
-			o.stats.KickedPolls++
-			o.mu.Unlock()
 		}
 	}
 }

@@ -422,8 +422,16 @@ func TestPrivilegedLastAckRetransmit(t *testing.T) {
 	// kernel's dump and our clock reading, which grows on a loaded machine (CI runs packages
 	// in parallel): 25 ms still tells one retransmission (>= 200 ms apart) from another.
 	const tol = 25 * time.Millisecond
+	// The entry is timed from a sighting before the first retransmission (~200 ms later)
+	// restarts the timer: with polls further apart than that (a CI machine loaded to the
+	// point of starving the poll loop) it cannot be, and the observer says so in its stats.
+	gap := time.Duration(r.Stats.LongestPollPeriodNS)
 	if d := entry(cn.Client, TimeWait).At.Sub(entry(cn.Server, LastAck).At); d < -tol || d > tol {
-		t.Errorf("client TIME_WAIT %v after server LAST_ACK, want about 0", d)
+		if gap < 150*time.Millisecond {
+			t.Errorf("client TIME_WAIT %v after server LAST_ACK, want about 0 (polls at most %v apart)", d, gap)
+		} else {
+			t.Logf("client TIME_WAIT %v after server LAST_ACK: polls were up to %v apart, too far to time it", d, gap)
+		}
 	}
 	// Each restart follows a retransmission of the server's FIN.
 	for _, rs := range cn.Client.Timewait.Restarts {

@@ -48,8 +48,9 @@ type Stats struct {
 	Polls         uint64 `json:"polls"`
 	PollErrors    uint64 `json:"poll_errors"`
 	// PollNS is the time spent polling (dumps and their application); LongestPollPeriodNS
-	// the longest time from one poll's start to the next one's (Options.PollInterval
-	// unless polls became costly).
+	// the longest time from one poll's start to the next one's, as it happened
+	// (Options.PollInterval unless polls became costly or the machine too loaded to run
+	// them on time: what only sock_diag sees is timed no better than that).
 	PollNS              uint64 `json:"poll_ns"`
 	KickedPolls         uint64 `json:"kicked_polls"` // polls made at once for a handoff to a timewait socket
 	LongestPollPeriodNS uint64 `json:"longest_poll_period_ns"`
