@@ -352,3 +352,50 @@ exit = 0
 		t.Errorf("no tail loss probe or no RST from the server: %+v", k)
 	}
 }
+
+// TestLabLongRTO: a run waits for a retransmission the kernel has scheduled, however
+// long the RTO. The SYN-ACK is held 450 ms, so the server's first RTT sample, and with it
+// its RTO, is long: the FIN it resends from LAST_ACK comes after more than the 800 ms a
+// run waits for a quiet event log. CI: a loaded machine stretched the RTO like this, the
+// run ended before the server resent its FIN (lost-final-ack with socat, 19 of 20).
+func TestLabLongRTO(t *testing.T) {
+	nstest.RequireRoot(t)
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "long-rto.toml")
+	if err := os.WriteFile(cfg, []byte(`
+name = "long-rto"
+[target]
+port = 8080
+hook = "local"
+[[rule]]
+name = "slow-syn-ack"
+side = "server"
+flags = "SYN|ACK"
+action = "delay"
+delay = "450ms"
+[[rule]]
+name = "drop-final-ack"
+side = "client"
+flags = "pure-ack"
+phase = "ack-of-server-fin"
+nth = 1
+action = "drop"
+[lab]
+server = "{finproxy} app server --listen {server_addr}:{port} --mode echo-close"
+client = "{finproxy} app client --connect {server_addr}:{port} --mode send-close --bytes 100"
+[expect.server]
+states = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
+retransmits_in = ["LAST_ACK"]
+[[expect.segment]]
+side = "server"
+has_flags = "FIN"
+min = 2
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const runs = 3
+	code, out, rep := runLab(t, "-c", cfg, "--runs", fmt.Sprint(runs), "--port", labPort())
+	if code != 0 || rep.Passed != runs {
+		t.Fatalf("exit %d, %d of %d runs passed\n%s", code, rep.Passed, runs, out)
+	}
+}

@@ -42,7 +42,9 @@ type Spec struct {
 	// Dir receives the event log and the applications' output.
 	Dir string
 	// Settle is how long the event log must stay quiet after the client and server are done
-	// before the run ends (default 800 ms; a retransmission timer fires within that).
+	// before the run ends (default 800 ms). A retransmission the kernel has scheduled
+	// within the next 2 s is waited for as well, however long the RTO (a loaded machine
+	// measures long RTTs in the handshake, and the first RTO grows with them).
 	Settle time.Duration
 	// Timeout bounds the whole run (default 20 s).
 	Timeout time.Duration
@@ -251,8 +253,8 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	res.ServerOutput = srvBuf.String()
 
 	// 5. The teardown goes on in the kernels (retransmissions, TIME_WAIT ACKs): wait until
-	// the event log has been quiet for Settle.
-	waitQuiet(ctx, logPath, s.Settle)
+	// the event log has been quiet for Settle and no retransmission is about to happen.
+	settle(ctx, t, s, logPath, s.Settle)
 	res.Kernel = kernelDelta(kernelBefore, kernelSnapshot(t))
 
 	res.RunErr = stopFinproxy()
