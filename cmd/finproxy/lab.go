@@ -189,5 +189,20 @@ func printLabSummary(w io.Writer, rep *scenario.LabReport) {
 			c := r.Connections[0]
 			fmt.Fprintf(w, "    client: %s\n    server: %s\n", strings.Join(c.Client.States, " → "), strings.Join(c.Server.States, " → "))
 		}
+		// What else the run knew: the observer's warnings (a source that failed) and
+		// what the kernels counted in this run alone.
+		for _, warn := range r.Warnings {
+			fmt.Fprintf(w, "    warning: %s\n", warn)
+		}
+		if r.Kernel != nil {
+			for _, side := range []struct {
+				name string
+				k    scenario.KernelSide
+			}{{"client", r.Kernel.Client}, {"server", r.Kernel.Server}} {
+				for _, n := range side.k.Notes {
+					fmt.Fprintf(w, "    kernel, %s: %s\n", side.name, n)
+				}
+			}
+		}
 	}
 }

@@ -33,3 +33,39 @@ func TestPrintProgress(t *testing.T) {
 		t.Errorf("terminal:\n got %q\nwant %q", tty.String(), want)
 	}
 }
+
+// A failed run's summary says, besides what failed and the states, what the observer
+// warned about and what the kernels counted in that run: what a CI log needs to explain
+// a run that failed once in twenty.
+func TestPrintLabSummaryFailedRun(t *testing.T) {
+	rep := &scenario.LabReport{Scenario: "lost-final-ack", Passed: 1, Failed: 1, Runs: []*scenario.RunReport{
+		{Run: 1, Pass: true},
+		{Run: 2, Failures: []string{"server retransmits: want one in LAST_ACK; saw none"},
+			Connections: []scenario.ConnReport{{
+				Client: scenario.SideReport{States: []string{"ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"}},
+				Server: scenario.SideReport{States: []string{"ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"}},
+			}},
+			Warnings: []string{"observe: tracefs: instance removed"},
+			Kernel: &scenario.KernelReport{Server: scenario.KernelSide{
+				Counters: map[string]int64{"TcpRetransSegs": 1},
+				Notes:    []string{"TcpRetransSegs +1: segment retransmitted"},
+			}},
+		},
+	}}
+	var b strings.Builder
+	printLabSummary(&b, rep)
+	out := b.String()
+	for _, want := range []string{
+		"  run 2 failed:\n    - server retransmits: want one in LAST_ACK; saw none\n",
+		"    server: ESTABLISHED → CLOSE_WAIT → LAST_ACK → CLOSE\n",
+		"    warning: observe: tracefs: instance removed\n",
+		"    kernel, server: TcpRetransSegs +1: segment retransmitted\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "run 1 failed") {
+		t.Errorf("a passed run is listed as failed:\n%s", out)
+	}
+}
