@@ -145,6 +145,18 @@ func (f *Fake) NewChain(table, chain string) error {
 	return nil
 }
 
+// ClearChain flushes a chain; like go-iptables, it creates a missing one.
+func (f *Fake) ClearChain(table, chain string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, err := f.begin("ClearChain", table, chain, nil)
+	if err != nil {
+		return err
+	}
+	t.chains[chain] = nil
+	return nil
+}
+
 // ClearAndDeleteChain flushes and deletes a user chain; a missing chain is no error.
 func (f *Fake) ClearAndDeleteChain(table, chain string) error {
 	f.mu.Lock()

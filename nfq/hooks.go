@@ -403,14 +403,29 @@ func (h *Hooks) Rules() []string {
 	return out
 }
 
-// Remove takes out exactly the rules and chains Install added: the jumps first,
-// then the chain. It is idempotent: what was removed is not touched again, and
+// Remove takes out exactly the rules and chains Install added: the chain's rules
+// first (one flush per family, so both directions stop being queued together), then
+// the jumps, then the chain. It is idempotent: what was removed is not touched again, and
 // what failed is tried again on the next call. Errors are joined.
 func (h *Hooks) Remove() error {
 	if h == nil {
 		return nil
 	}
 	var errs []error
+	// First the chain's rules, in one step per family: queueing stops for both
+	// directions of a connection at once. Deleting the jumps one by one would leave a
+	// moment when one direction is still queued and the other not (a FIN passing
+	// unseen while the ACK answering it is queued and logged).
+	for _, fh := range h.fams {
+		if !fh.made || len(fh.jumps) == 0 {
+			continue
+		}
+		if ok, err := fh.ipt.ChainExists(Table, fh.chain); err == nil && ok {
+			if err := fh.ipt.ClearChain(Table, fh.chain); err != nil {
+				errs = append(errs, fmt.Errorf("nfq: %s: flush chain %s in table %s: %w", fh.name, fh.chain, Table, err))
+			}
+		}
+	}
 	for _, fh := range h.fams {
 		var left []rule
 		for _, j := range fh.jumps {

@@ -256,7 +256,7 @@ func TestInstallValidation(t *testing.T) {
 
 func mutating(op string) bool {
 	switch op {
-	case "NewChain", "ClearAndDeleteChain", "Insert", "Append", "DeleteIfExists":
+	case "NewChain", "ClearChain", "ClearAndDeleteChain", "Insert", "Append", "DeleteIfExists":
 		return true
 	}
 	return false
@@ -307,6 +307,45 @@ func TestInstallAtomic(t *testing.T) {
 		if d := cmp.Diff(init6, f6.Rules()); d != "" {
 			t.Errorf("call %d failing: ipv6 rules left behind (-want +got):\n%s", k, d)
 		}
+	}
+}
+
+// TestRemoveStopsQueueingAtOnce: Remove's first change empties finproxy's chain, so that
+// both directions stop being queued in one step; the jumps (one per direction) go after.
+func TestRemoveStopsQueueingAtOnce(t *testing.T) {
+	f := seeded(t)
+	spec := NewHookSpec(Forward, 3)
+	spec.Port = 80
+	spec.Scope = FromFIN
+	h, err := Install(f, nil, spec)
+	must(t, err)
+	var first string
+	f.FailOn = func(op, table, chain string, rs []string) error {
+		if mutating(op) && first == "" {
+			first = op + " " + chain
+		}
+		return nil
+	}
+	jumps := func() int {
+		lines, err := f.List(Table, "FORWARD")
+		must(t, err)
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, ChainName(3)) {
+				n++
+			}
+		}
+		return n
+	}
+	if jumps() != 2 {
+		t.Fatalf("%d jumps to %s installed, want 2 (one per direction)", jumps(), ChainName(3))
+	}
+	must(t, h.Remove())
+	if want := "ClearChain " + ChainName(3); first != want {
+		t.Errorf("Remove's first change: %q, want %q", first, want)
+	}
+	if n := jumps(); n != 0 {
+		t.Errorf("%d jumps left after Remove", n)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 type IPTables interface {
 	ChainExists(table, chain string) (bool, error)
 	NewChain(table, chain string) error
+	ClearChain(table, chain string) error
 	ClearAndDeleteChain(table, chain string) error
 	ListChains(table string) ([]string, error)
 	List(table, chain string) ([]string, error)

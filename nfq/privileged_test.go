@@ -35,6 +35,10 @@ func (n nsIPT) ChainExists(table, chain string) (ok bool, err error) {
 func (n nsIPT) NewChain(table, chain string) error {
 	return n.do(func() error { return n.ipt.NewChain(table, chain) })
 }
+func (n nsIPT) ClearChain(table, chain string) error {
+	return n.do(func() error { return n.ipt.ClearChain(table, chain) })
+}
+
 func (n nsIPT) ClearAndDeleteChain(table, chain string) error {
 	return n.do(func() error { return n.ipt.ClearAndDeleteChain(table, chain) })
 }
