@@ -670,7 +670,7 @@ func (t *twRec) refineEntry(s *side) {
 // applyPoll takes the sockets of one sock_diag poll. It returns the inodes of full
 // sockets whose owner is not known yet.
 func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) {
-	tw := map[ends]twSight{}
+	tw := make(map[ends]twSight, len(tl.tw)) // sized as the last poll: no growth on the way
 	var full []timedSocket
 	for _, s := range socks {
 		if !tl.filter.Match(s.Local, s.Remote) {
@@ -696,7 +696,7 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 
 	// Timewait sockets: first those already followed (an older incarnation may still
 	// have its timewait socket while a new one has started), then the others.
-	followed := map[ends]*conn{}
+	followed := make(map[ends]*conn, len(tl.twSides))
 	for s, c := range tl.twSides {
 		followed[ends{s.addr, c.peer(sideRole(c, s))}] = c
 	}
@@ -734,7 +734,7 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 	}
 
 	// Full sockets.
-	seen := map[*side]*conn{}
+	seen := make(map[*side]*conn, len(tl.fullSides))
 	for _, ts := range full {
 		sk := ts.Socket
 		c, r, ok := tl.find(sk.Local, sk.Remote)
@@ -753,8 +753,12 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 			// A newer incarnation whose tracepoint events are not applied yet.
 			continue
 		}
-		cp := sk
-		s.sock, s.sockSeen = &cp, ts.hi
+		// The side's copy is overwritten in place: a poll of many sockets then makes no
+		// garbage of them (Snapshot hands out copies).
+		if s.sock == nil {
+			s.sock = new(Socket)
+		}
+		*s.sock, s.sockSeen = sk, ts.hi
 		seen[s] = c
 		if sk.Inode != 0 && s.owner == nil {
 			needOwner = append(needOwner, sk.Inode)
