@@ -45,7 +45,7 @@ func settle(ctx context.Context, t *lab.Topology, s Spec, logPath string, quiet 
 			return
 		case <-time.After(due + 20*time.Millisecond):
 		}
-		quiet = max(quiet/4, 100*time.Millisecond)
+		quiet = min(quiet, max(quiet/4, 100*time.Millisecond))
 	}
 }
 
