@@ -190,8 +190,7 @@ func TestLabCloseWaitLeakBothWays(t *testing.T) {
 		t.Errorf("a leak was reported for a server that closes: %+v", rep.Runs[0].Leaks)
 	}
 	// The same well-behaved server with the opposite expectation passes.
-	cfg := filepath.Join(t.TempDir(), "no-leak.toml")
-	if err := os.WriteFile(cfg, []byte(`
+	cfg := writeConfig(t, "no-leak", `
 name = "no-leak"
 [target]
 port = 8080
@@ -203,9 +202,7 @@ leak_threshold = "500ms"
 [expect.server]
 states = ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
 close_wait_leak = false
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	if code, out, _ := runLab(t, "-c", cfg, "--port", labPort()); code != 0 {
 		t.Errorf("well-behaved server, no leak expected: exit %d\n%s", code, out)
 	}
@@ -271,8 +268,7 @@ func TestLabIPv6(t *testing.T) {
 	nstest.RequireRoot(t)
 	nstest.RequireTool(t, "ip6tables")
 	t.Parallel()
-	cfg := filepath.Join(t.TempDir(), "lost-fin-v6.toml")
-	if err := os.WriteFile(cfg, []byte(`
+	cfg := writeConfig(t, "lost-fin-v6", `
 name = "lost-fin-v6"
 [target]
 port = 8080
@@ -298,9 +294,7 @@ rule = "drop-first-client-fin"
 verdict = "drop"
 min = 1
 max = 1
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	code, out, rep := runLab(t, "-c", cfg, "--runs", "3", "--port", labPort())
 	if code != 0 || rep.Passed != 3 {
 		t.Fatalf("IPv6 lab: exit %d\n%s", code, out)
@@ -319,8 +313,7 @@ max = 1
 func TestLabShortTimeWait(t *testing.T) {
 	nstest.RequireRoot(t)
 	t.Parallel()
-	cfg := filepath.Join(t.TempDir(), "short-time-wait.toml")
-	if err := os.WriteFile(cfg, []byte(`
+	cfg := writeConfig(t, "short-time-wait", `
 name = "short-time-wait"
 [target]
 port = 8080
@@ -338,9 +331,7 @@ client = "{finproxy} app client --connect {server_addr}:{port} --mode send-shutd
 [expect.client]
 states = ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
 exit = 0
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	const runs = 10
 	code, out, rep := runLab(t, "-c", cfg, "--runs", fmt.Sprint(runs), "--port", labPort())
 	if code != 0 || rep.Passed != runs {
@@ -361,8 +352,7 @@ exit = 0
 func TestLabLongRTO(t *testing.T) {
 	nstest.RequireRoot(t)
 	t.Parallel()
-	cfg := filepath.Join(t.TempDir(), "long-rto.toml")
-	if err := os.WriteFile(cfg, []byte(`
+	cfg := writeConfig(t, "long-rto", `
 name = "long-rto"
 [target]
 port = 8080
@@ -390,9 +380,7 @@ retransmits_in = ["LAST_ACK"]
 side = "server"
 has_flags = "FIN"
 min = 2
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	const runs = 3
 	code, out, rep := runLab(t, "-c", cfg, "--runs", fmt.Sprint(runs), "--port", labPort())
 	if code != 0 || rep.Passed != runs {
