@@ -152,6 +152,9 @@ func printProgress(w io.Writer, tty bool, done, total, passed int, r *scenario.R
 	fmt.Fprintf(w, "run %d of %d: %s in %.0f ms\n", done, total, status, r.DurationMS)
 }
 
+// maxLadderLines bounds what a failed run's summary shows of what happened.
+const maxLadderLines = 60
+
 // printLabSummary is the one-screen summary: the result, and for failed runs which
 // expectation failed and what was seen instead.
 func printLabSummary(w io.Writer, rep *scenario.LabReport) {
@@ -189,8 +192,23 @@ func printLabSummary(w io.Writer, rep *scenario.LabReport) {
 			c := r.Connections[0]
 			fmt.Fprintf(w, "    client: %s\n    server: %s\n", strings.Join(c.Client.States, " → "), strings.Join(c.Server.States, " → "))
 		}
-		// What else the run knew: the observer's warnings (a source that failed) and
-		// what the kernels counted in this run alone.
+		// What else the run knew: what happened in time order (the segments finproxy
+		// saw and the states the observer saw), the observer's warnings (a source that
+		// failed) and what the kernels counted in this run alone: a CI log is often all
+		// there is of a run that failed once.
+		if len(r.Records) > 0 || r.Timeline != nil {
+			fmt.Fprintln(w, "    what happened:")
+			var b strings.Builder
+			printLadder(&b, r.Records, r.Timeline)
+			lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+			for i, l := range lines {
+				if i == maxLadderLines {
+					fmt.Fprintf(w, "      ... %d more lines in the report's event log\n", len(lines)-i)
+					break
+				}
+				fmt.Fprintf(w, "  %s\n", l)
+			}
+		}
 		for _, warn := range r.Warnings {
 			fmt.Fprintf(w, "    warning: %s\n", warn)
 		}

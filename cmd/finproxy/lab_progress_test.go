@@ -1,8 +1,12 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/segment"
 
 	"github.com/finproxy/finproxy/internal/scenario"
 )
@@ -46,6 +50,9 @@ func TestPrintLabSummaryFailedRun(t *testing.T) {
 				Server: scenario.SideReport{States: []string{"ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"}},
 			}},
 			Warnings: []string{"observe: tracefs: instance removed"},
+			Records: []rules.Record{{Time: 1_000_000, Client: netip.MustParseAddrPort("198.18.1.2:40000"),
+				Server: netip.MustParseAddrPort("198.18.2.2:8080"), Side: rules.Client, Flags: segment.ACK,
+				Seq: 1002, Ack: 2, Rule: "drop-final-ack", Action: "drop", Verdict: rules.Drop}},
 			Kernel: &scenario.KernelReport{Server: scenario.KernelSide{
 				Counters: map[string]int64{"TcpRetransSegs": 1},
 				Notes:    []string{"TcpRetransSegs +1: segment retransmitted"},
@@ -58,6 +65,8 @@ func TestPrintLabSummaryFailedRun(t *testing.T) {
 	for _, want := range []string{
 		"  run 2 failed:\n    - server retransmits: want one in LAST_ACK; saw none\n",
 		"    server: ESTABLISHED → CLOSE_WAIT → LAST_ACK → CLOSE\n",
+		"    what happened:\n",
+		"DROPPED by drop-final-ack",
 		"    warning: observe: tracefs: instance removed\n",
 		"    kernel, server: TcpRetransSegs +1: segment retransmitted\n",
 	} {
