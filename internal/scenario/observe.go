@@ -23,13 +23,18 @@ type observer struct {
 	leaks map[string]observe.Leak
 }
 
-func startObserver(ctx context.Context, t *lab.Topology, s Spec) (*observer, error) {
+// runFilter selects the sockets of a run: the server's address and port.
+func runFilter(t *lab.Topology, s Spec) observe.Filter {
 	server := t.ServerAddr
 	if s.Addr6 {
 		server = t.ServerAddr6
 	}
+	return observe.Filter{Ports: []uint16{s.Port}, Addrs: []netip.Prefix{netip.PrefixFrom(server, server.BitLen())}}
+}
+
+func startObserver(ctx context.Context, t *lab.Topology, s Spec) (*observer, error) {
 	o, err := observe.New(observe.Options{
-		Filter: observe.Filter{Ports: []uint16{s.Port}, Addrs: []netip.Prefix{netip.PrefixFrom(server, server.BitLen())}},
+		Filter: runFilter(t, s),
 		NetNSs: []string{t.Client, t.Server},
 		Logger: s.Logger,
 	})

@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"context"
-	"net/netip"
 	"time"
 
 	"github.com/finproxy/finproxy/lab"
@@ -22,11 +21,7 @@ const retransmitHorizon = 2 * time.Second
 // A timer due sooner is waited for, then the log must be quiet again (for a quarter of
 // quiet: what follows a retransmission is an answer within an RTT).
 func settle(ctx context.Context, t *lab.Topology, s Spec, logPath string, quiet time.Duration) {
-	server := t.ServerAddr
-	if s.Addr6 {
-		server = t.ServerAddr6
-	}
-	f := observe.Filter{Ports: []uint16{s.Port}, Addrs: []netip.Prefix{netip.PrefixFrom(server, server.BitLen())}}
+	f := runFilter(t, s)
 	var diags []*observe.Diag
 	for _, ns := range []string{t.Client, t.Server} {
 		if d, err := observe.OpenDiag(ns, f); err == nil {
