@@ -624,11 +624,16 @@ func (tl *timeline) twApply(c *conn, r role, g twSight) {
 			at := t.estimate()
 			tl.addDerived(c, r, TimeWait, at, SourceDiag)
 		}
-	case g.sock.State == TimeWait && dlo > t.dhi:
-		// The deadline moved later: the timer was set again.
+	case g.sock.State == TimeWait && dlo > t.dhi && dhi-twLen >= t.lastStart:
+		// The deadline moved later: the timer was set again, after the previous sighting.
 		t.dlo, t.dhi = dlo, dhi
 		t.refine, t.floor, t.ceil, t.handoff = refineRestart, t.last, g.hi, 0
 		t.restarts = append(t.restarts, t.estimate())
+	case g.sock.State == TimeWait && dlo > t.dhi:
+		// A later deadline that no setting since the previous sighting gives: the time
+		// left read long in this dump (seen under CI load; likely the kernel's jiffies
+		// behind the clock, a loaded VM's tick being late). Not a restart; what is known
+		// stays.
 	case dlo > t.dhi || dhi < t.dlo:
 		t.dlo, t.dhi = dlo, dhi // inconsistent (a FIN_WAIT2 timer reset): start over
 	default:

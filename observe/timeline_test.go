@@ -365,6 +365,33 @@ func TestTimelineLastAckRetransmit(t *testing.T) {
 	}
 }
 
+// A sighting whose time left reads long (the kernel's jiffies behind the clock during the
+// dump, as on a loaded VM) is no restart: a restart happens after the previous sighting,
+// so the new deadline must lie a full TIME_WAIT after it. CI: a restart 330 ms after the
+// last real one, matching no retransmission.
+func TestTimelineTimewaitLaggingDump(t *testing.T) {
+	cl, sv := "127.0.0.1:40105", "127.0.0.1:9105"
+	tl := newTimeline(Filter{}, false, 0)
+	set := 100 * time.Millisecond
+	for _, p := range []time.Duration{set + 20*time.Millisecond, set + 300*time.Millisecond} {
+		applyPoll(tl, p, twSock(cl, sv, TimeWait, set, p))
+	}
+	// 330 ms later the dump says 40 ms more than the timer has left.
+	p := set + 630*time.Millisecond
+	lagging := twSock(cl, sv, TimeWait, set+40*time.Millisecond, p)
+	applyPoll(tl, p, lagging)
+	// A real restart at +900 ms is still seen.
+	restart := set + 900*time.Millisecond
+	for _, p := range []time.Duration{restart + 20*time.Millisecond, restart + 200*time.Millisecond} {
+		applyPoll(tl, p, twSock(cl, sv, TimeWait, restart, p))
+	}
+	c := only(t, report(t, tl, restart+200*time.Millisecond))
+	rs := c.Client.Timewait.Restarts
+	if len(rs) != 1 || !near(mono(rs[0]), restart, 20*time.Millisecond) {
+		t.Errorf("restarts %s, want one at %v", dump(rs), restart)
+	}
+}
+
 // A side in CLOSE_WAIT past the threshold is a leak until it closes.
 func TestTimelineCloseWaitLeak(t *testing.T) {
 	evs := loadEvents(t, "v4close.txt")
