@@ -54,11 +54,18 @@ type SideExpect struct {
 	// CLOSE_WAIT for Expect.LeakThreshold or more); false, it must not; nil, either.
 	CloseWaitLeak *bool
 	// Exit is the application's exit code (the client program for the client side, the
-	// server program for the server side); nil, any.
-	Exit *int
+	// server program for the server side) when it exited by itself; nil, any.
+	// ExitStopped (exit = "stopped") expects instead that the lab stopped it: it was
+	// still running when the scenario was over (a daemon that never exits by itself).
+	Exit        *int
+	ExitStopped bool
 	// Pos is where the side's table starts.
 	Pos Position
 }
+
+// ExitStoppedWord is the value of exit that expects the lab to have stopped the
+// application.
+const ExitStoppedWord = "stopped"
 
 // Dwell is a time limit on a state.
 type Dwell struct {
@@ -371,12 +378,21 @@ func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
 		case "min_dwell":
 			se.MinDwell, minAt = l.dwells(kp, v)
 		case "exit":
-			if n, ok := l.integer(kp, v); ok {
-				if n < 0 || n > 255 {
-					l.valErr(kp, "%d is out of range: want an exit code, 0 to 255", n)
+			switch raw := l.raw(v).(type) {
+			case string:
+				if raw != ExitStoppedWord {
+					l.valErr(kp, "must be an exit code (an integer, 0 to 255) or %q (the lab stopped it), not the string %q", ExitStoppedWord, raw)
 				} else {
-					x := int(n)
-					se.Exit = &x
+					se.ExitStopped = true
+				}
+			default:
+				if n, ok := l.integer(kp, v); ok {
+					if n < 0 || n > 255 {
+						l.valErr(kp, "%d is out of range: want an exit code, 0 to 255, or %q", n, ExitStoppedWord)
+					} else {
+						x := int(n)
+						se.Exit = &x
+					}
 				}
 			}
 		default:

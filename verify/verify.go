@@ -36,6 +36,9 @@ type Input struct {
 	Records []rules.Record
 	// ClientExit and ServerExit are the applications' exit codes, -1 when unknown.
 	ClientExit, ServerExit int
+	// ClientStop and ServerStop say how the lab stopped an application that was still
+	// running (empty when it exited by itself): "SIGTERM, exit status 0".
+	ClientStop, ServerStop string
 }
 
 // Check returns the expectations of in.Expect that the run did not meet, one line each, in
@@ -55,7 +58,9 @@ type Input struct {
 //     ones count) is at least the limit.
 //   - close_wait_leak: in.Leaks has (true) or has not (false) an entry for the side's
 //     socket (its local address is the side's, its remote the peer's).
-//   - exit: ClientExit for the client, ServerExit for the server.
+//   - exit: ClientExit for the client, ServerExit for the server, for an application
+//     that exited by itself; exit = "stopped": ClientStop or ServerStop is not empty
+//     (the lab stopped it).
 //   - [[expect.segment]]: the number of in.Records that rules.SegmentExpect.Matches is
 //     within Min and Max.
 //
@@ -82,10 +87,10 @@ func Check(in Input) []string {
 		}
 	}
 	if e.Client != nil {
-		c.side("client", e, e.Client, in, in.ClientExit)
+		c.side("client", e, e.Client, in, in.ClientExit, in.ClientStop)
 	}
 	if e.Server != nil {
-		c.side("server", e, e.Server, in, in.ServerExit)
+		c.side("server", e, e.Server, in, in.ServerExit, in.ServerStop)
 	}
 	for _, s := range e.Segments {
 		c.segment(s, in.Records)
@@ -126,7 +131,7 @@ func (c *checker) failf(format string, args ...any) {
 }
 
 // side checks the expectations of one side (name is "client" or "server").
-func (c *checker) side(name string, e *rules.Expect, se *rules.SideExpect, in Input, exit int) {
+func (c *checker) side(name string, e *rules.Expect, se *rules.SideExpect, in Input, exit int, stop string) {
 	if in.Conn != nil {
 		s, peer := &in.Conn.Client, &in.Conn.Server
 		if name == "server" {
@@ -148,8 +153,17 @@ func (c *checker) side(name string, e *rules.Expect, se *rules.SideExpect, in In
 			c.leak(name, *se.CloseWaitLeak, e.LeakThreshold, s, peer, in.Leaks)
 		}
 	}
+	if se.ExitStopped && stop == "" {
+		if exit < 0 {
+			c.failf("%s exit: want stopped by the lab; saw no exit status (unknown)", name)
+		} else {
+			c.failf("%s exit: want stopped by the lab; it exited by itself with %d", name, exit)
+		}
+	}
 	if se.Exit != nil {
 		switch {
+		case stop != "":
+			c.failf("%s exit: want %d; it was still running when the scenario was over: stopped by the lab (%s)", name, *se.Exit, stop)
 		case exit < 0:
 			c.failf("%s exit: want %d; saw no exit status (unknown)", name, *se.Exit)
 		case exit != *se.Exit:

@@ -147,7 +147,8 @@ type checkCase struct {
 	conn   *observe.Connection
 	leaks  []observe.Leak
 	recs   []rules.Record
-	exits  [2]int // client, server; the zero value means both exited 0
+	exits  [2]int    // client, server; the zero value means both exited 0
+	stops  [2]string // client, server: how the lab stopped it ("" exited by itself)
 	pass   bool
 }
 
@@ -406,6 +407,19 @@ has_flags = "FIN"`},
 close_wait_leak = false
 exit = 0`},
 		{name: "empty expect", conn: fourWay(), pass: true, expect: "[expect]"},
+
+		// exit: by itself, or stopped by the lab
+		{name: "exit/stopped as expected", conn: fourWay(), pass: true, stops: [2]string{"", "SIGTERM, exit status 0"}, expect: `
+[expect.server]
+exit = "stopped"
+[expect.client]
+exit = 0`},
+		{name: "exit/stopped, want a code", conn: fourWay(), stops: [2]string{"", "SIGKILL, signal: killed"}, exits: [2]int{0, -1}, expect: `
+[expect.server]
+exit = 0`},
+		{name: "exit/exited, want stopped", conn: fourWay(), exits: [2]int{0, 3}, expect: `
+[expect.server]
+exit = "stopped"`},
 	}
 }
 
@@ -419,6 +433,8 @@ func TestCheck(t *testing.T) {
 			Records:    tt.recs,
 			ClientExit: tt.exits[0],
 			ServerExit: tt.exits[1],
+			ClientStop: tt.stops[0],
+			ServerStop: tt.stops[1],
 		}
 		fails := Check(in)
 		if tt.pass != (len(fails) == 0) {

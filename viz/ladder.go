@@ -19,8 +19,11 @@ type Expectation struct {
 	// Text says what was expected: "client states: ESTABLISHED → FIN_WAIT1 → CLOSING".
 	Text string `json:"text"`
 	Pass bool   `json:"pass"`
-	// Detail is what was seen instead, when it failed.
+	// Detail is what was seen instead, when it failed; why it was not checked when
+	// Skipped.
 	Detail string `json:"detail,omitempty"`
+	// Skipped: the expectation does not apply to this run (Pass is then true).
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 // Ladder is what one diagram shows: one connection.

@@ -27,19 +27,17 @@ const LadderName = "ladder.svg"
 // run: each is checked on its own (verify.Check of a section with only that key), so that
 // the diagram can say which held. Failures of the run that no expectation explains (the
 // harness, finproxy run) follow as failed lines.
-func expectations(cfg *rules.Config, run *RunReport) []viz.Expectation {
+func expectations(expect *rules.Expect, run *RunReport) []viz.Expectation {
 	var out []viz.Expectation
 	failed := map[string]bool{}
 	check := func(text string, e rules.Expect) {
-		in := verify.Input{Expect: &e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
-			ClientExit: run.ClientExit, ServerExit: run.ServerExit}
-		fails := verify.Check(in)
+		fails := verify.Check(verifyInput(&e, run))
 		for _, fl := range fails {
 			failed[fl] = true
 		}
 		out = append(out, viz.Expectation{Text: text, Pass: len(fails) == 0, Detail: strings.Join(fails, "; ")})
 	}
-	if e := cfg.Expect; e != nil {
+	if e := expect; e != nil {
 		for _, s := range []struct {
 			name string
 			se   *rules.SideExpect
@@ -85,8 +83,8 @@ func expectations(cfg *rules.Config, run *RunReport) []viz.Expectation {
 				one(yesNo(*se.CloseWaitLeak, "reported as a CLOSE_WAIT leak", "not reported as a CLOSE_WAIT leak"),
 					rules.SideExpect{CloseWaitLeak: se.CloseWaitLeak})
 			}
-			if se.Exit != nil {
-				one(fmt.Sprintf("exits with %d", *se.Exit), rules.SideExpect{Exit: se.Exit})
+			if se.Exit != nil || se.ExitStopped {
+				one(exitText(se), rules.SideExpect{Exit: se.Exit, ExitStopped: se.ExitStopped})
 			}
 		}
 		for _, sx := range e.Segments {
