@@ -79,7 +79,7 @@ const (
 	DefaultLabSettle   = 800 * time.Millisecond
 	DefaultLabFamily   = FamilyIPv4
 	DefaultLabLifetime = ServerPerRun
-	DefaultStopGrace   = 3 * time.Second
+	DefaultStopGrace   = 5 * time.Second
 	maxStopGrace       = time.Minute
 	placeholderPattern = `\{[A-Za-z_][A-Za-z0-9_]*\}`
 )

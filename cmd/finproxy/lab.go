@@ -163,7 +163,7 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
 	cmd.Flags().StringVar(&lifetime, "server-lifetime", "", "override [lab] server_lifetime: \"run\" (a server per run, the default) or \"lab\" (one server for all runs, for daemons slow to start)")
-	cmd.Flags().DurationVar(&stopGrace, "stop-grace", 0, "override [lab] stop_grace: time between SIGTERM and SIGKILL to an application's process group (default 3s)")
+	cmd.Flags().DurationVar(&stopGrace, "stop-grace", 0, "override [lab] stop_grace: time between SIGTERM and SIGKILL to an application's process group (default 5s)")
 	cmd.Flags().StringVar(&ready, "ready", "", "override [lab] ready: the text the server prints once it listens (socat -d -d: \"listening on\")")
 	return cmd
 }

@@ -56,6 +56,9 @@ type LabReport struct {
 	Client      []string `json:"client"`
 	// ServerLifetime is "run" (a server per run) or "lab" (one for all runs).
 	ServerLifetime rules.ServerLifetime `json:"server_lifetime"`
+	// Namespaces are the lab's client, router and server network namespaces (removed
+	// when the lab ends).
+	Namespaces []string `json:"namespaces"`
 	// Skipped are the config's expectations not checked, and why (the same for every run).
 	Skipped []SkippedExpectation `json:"skipped,omitempty"`
 	Started time.Time            `json:"started"`
@@ -234,6 +237,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		grace = o.StopGrace
 	}
 	expect, skipped := effectiveExpect(cfg.Expect, len(o.Server) > 0, len(o.Client) > 0, lifetime)
+	o.Logger = orDefault(o.Logger)
 	topo, err := lab.New(ctx, lab.Options{Prefix: lab.DefaultPrefix, Sysctls: cfg.Lab.Sysctls, Logger: o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("build the lab: %w", err)
@@ -241,7 +245,9 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 	defer topo.Close()
 
 	rep := &LabReport{Scenario: cfg.Name, Description: cfg.Description, Config: o.ConfigArg,
-		Server: server, Client: client, ServerLifetime: lifetime, Skipped: skipped, Started: time.Now(), Runs: []*RunReport{}}
+		Server: server, Client: client, ServerLifetime: lifetime, Skipped: skipped, Started: time.Now(), Runs: []*RunReport{},
+		Namespaces: []string{topo.Client, topo.Router, topo.Server}}
+	o.Logger.Debug("lab", "namespaces", strings.Join(rep.Namespaces, ","))
 	threshold := rules.DefaultLeakThreshold
 	if cfg.Expect != nil && cfg.Expect.LeakThreshold > 0 {
 		threshold = cfg.Expect.LeakThreshold
@@ -261,6 +267,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 	}
 	var shared *proc
 	if lifetime == rules.ServerPerLab {
+		o.Logger.Debug("lab phase", "phase", "server", "lifetime", "lab")
 		sctx, cancel := context.WithTimeout(ctx, cfg.Lab.Timeout)
 		shared, err = StartServer(sctx, topo, spec(0))
 		cancel()

@@ -35,9 +35,12 @@ type proc struct {
 	want    string
 	ready   chan struct{}
 	readyMu sync.Once
-	// stop is what the lab did to end it (zero when it exited by itself).
-	mu   sync.Mutex
-	stop Stop
+	// stop is what the lab did to end it (zero when it exited by itself), from stopAt.
+	mu     sync.Mutex
+	stop   Stop
+	stopAt time.Time
+	// taken is how much of the output earlier runs took (a server for the whole lab).
+	taken int
 	reg  *Procs
 }
 
@@ -47,8 +50,10 @@ type Stop struct {
 	Signal string `json:"signal"`
 	// Status is what the leader's wait said: "exit status 0", "signal: terminated".
 	Status string `json:"status"`
-	// Grace is how long it was given between SIGTERM and SIGKILL.
+	// GraceMS is how long it was given between SIGTERM and SIGKILL; TookMS how long it
+	// took from the first signal until its whole process group was gone.
 	GraceMS float64 `json:"grace_ms"`
+	TookMS  float64 `json:"took_ms"`
 }
 
 // startProc starts argv in role's namespace of t as the leader of a new process group.
@@ -142,6 +147,7 @@ func (p *proc) Stop(grace time.Duration) {
 	if !p.alive() {
 		return
 	}
+	defer p.setTook()
 	p.setStop("SIGTERM", grace)
 	killGroup(p.cmd.Process, syscall.SIGTERM)
 	deadline := time.NewTimer(grace)
@@ -181,10 +187,29 @@ func killGroup(proc *os.Process, sig syscall.Signal) {
 func (p *proc) setStop(sig string, grace time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.stopAt.IsZero() {
+		p.stopAt = time.Now()
+	}
 	p.stop.Signal = sig
 	if grace >= 0 {
 		p.stop.GraceMS = float64(grace.Microseconds()) / 1000
 	}
+}
+
+func (p *proc) setTook() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stop.TookMS = float64(time.Since(p.stopAt).Microseconds()) / 1000
+}
+
+// takeOutput returns what it printed since the last call.
+func (p *proc) takeOutput() string {
+	out := p.out.String()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	from := min(p.taken, len(out))
+	p.taken = len(out)
+	return out[from:]
 }
 
 // finish closes the output pipe after the reader had a moment to drain it, and takes the

@@ -209,24 +209,25 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	// What the kernels count from here on is the run's (each lab has its own namespaces).
 	kernelBefore := kernelSnapshot(t)
 
+	phase := func(name string) { s.Logger.Debug("lab phase", "phase", name, "dir", s.Dir) }
 	// 1. The server, until it says it is ready (a line containing ServerReady on its
 	// stdout or stderr), unless one runs for the whole lab.
-	srv, outFrom := s.shared, 0
+	srv := s.shared
 	if srv != nil {
-		outFrom = len(srv.Output())
 		if !srv.alive() {
 			return nil, fmt.Errorf("the server started for the whole lab has exited (%s); output:\n%s", statusText(srv.Err()), srv.Output())
 		}
 	} else {
+		phase("server")
 		var err error
 		if srv, err = StartServer(ctx, t, s); err != nil {
 			return nil, err
 		}
 		defer func() { srv.Stop(grace()) }() // on the error paths; a no-op once it is over
 	}
-	s.Logger.Debug("lab: server ready", "dir", s.Dir)
 
 	// 2. finproxy on the router, until its hooks are in place.
+	phase("finproxy")
 	fp := t.Command(context.Background(), "router", s.Finproxy, "run", "-c", s.Config, "--hook", "forward",
 		"--port", fmt.Sprint(s.Port), "--log", logPath, "--pcap", filepath.Join(s.Dir, "capture.pcapng"), "--no-observe")
 	fp.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -265,10 +266,10 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	}
 	go func() { fpDone <- fp.Wait() }()
 	defer stopFinproxy() //nolint:errcheck // on the error paths
-	s.Logger.Debug("lab: finproxy ready", "dir", s.Dir)
 
 	// 3. The client, to completion (stopped as a group when the run's time is up).
 	cargs := expand(s.Client, t, s.Port, s.Finproxy, s.Addr6)
+	phase("client")
 	cl, err := startProc(t, s.Procs, "client", "client", cargs, "")
 	if err != nil {
 		return nil, err
@@ -280,13 +281,12 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	cl.Stop(grace())
 	res.ClientErr, res.ClientStop = cl.Err(), cl.Stopped()
 	res.ClientOutput = cl.Output()
-	s.Logger.Debug("lab: client done", "dir", s.Dir, "status", statusText(res.ClientErr))
 
 	// 4. The scenario is over when the server exits by itself (a built-in one, after its
 	// connections) or when every connection of the run is over; a server that does
 	// neither has half the run's time.
-	f := runFilter(t, s)
-	diags := openDiags(t, f)
+	phase("over")
+	diags := openDiags(t, runFilter(t, s))
 	defer closeDiags(diags)
 	overCtx, overCancel := context.WithTimeout(ctx, s.Timeout/2)
 	waitOver(overCtx, srv, diags, s.shared != nil)
@@ -294,9 +294,11 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 
 	// 5. The teardown goes on in the kernels (retransmissions, TIME_WAIT ACKs): wait until
 	// the event log has been quiet for Settle and no retransmission is about to happen.
+	phase("settle")
 	settle(ctx, diags, logPath, s.Settle)
 	res.Kernel = kernelDelta(kernelBefore, kernelSnapshot(t))
 
+	phase("stop")
 	res.RunErr = stopFinproxy()
 	res.Summary = fpOut.String()
 	if res.RunErr != nil {
@@ -313,7 +315,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 		res.ServerOutput = srv.Output()
 	} else {
 		res.ServerRunning = true
-		res.ServerOutput = srv.Output()[outFrom:]
+		res.ServerOutput = srv.takeOutput() // the first run's has the start
 	}
 	recs, err := ReadLog(logPath)
 	if err != nil {
