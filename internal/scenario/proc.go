@@ -41,7 +41,7 @@ type proc struct {
 	stopAt time.Time
 	// taken is how much of the output earlier runs took (a server for the whole lab).
 	taken int
-	reg  *Procs
+	reg   *Procs
 }
 
 // Stop says how the lab ended an application that had not exited by itself.
