@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,6 +100,9 @@ type RunReport struct {
 	Observed    *observe.Report     `json:"-"`
 	Records     []rules.Record      `json:"-"`
 	Timeline    *observe.Connection `json:"-"`
+	// Incarnations are the connections observed on Timeline's 4-tuple, Timeline first
+	// (usually: it is the one with a handshake, seen first).
+	Incarnations []*observe.Connection `json:"-"`
 	// Expectations are the config's expectations one by one, with their outcome.
 	Expectations []viz.Expectation `json:"expectations"`
 }
@@ -157,10 +161,12 @@ func stopText(s *Stop) string {
 	return s.Signal + ", " + s.Status
 }
 
-// ConnReport is the connection of a run, as both sides went through it.
+// ConnReport is a connection of a run (one incarnation of the run's 4-tuple), as both
+// sides went through it.
 type ConnReport struct {
-	Client SideReport `json:"client"`
-	Server SideReport `json:"server"`
+	Incarnation int        `json:"incarnation"`
+	Client      SideReport `json:"client"`
+	Server      SideReport `json:"server"`
 }
 
 // SideReport is one side of the connection: its states in order (kernel names, TIME_WAIT
@@ -383,7 +389,10 @@ func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16
 	}
 	run.Timeline = conn
 	if conn != nil {
-		run.Connections = append(run.Connections, connReport(conn, res.Records))
+		run.Incarnations = incarnations(*res.Observed, conn)
+		for _, c := range run.Incarnations {
+			run.Connections = append(run.Connections, connReport(c, res.Records))
+		}
 	}
 	if expect != nil {
 		run.Failures = append(run.Failures, verify.Check(verifyInput(expect, run))...)
@@ -393,14 +402,28 @@ func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16
 // verifyInput is what verify.Check needs of a judged run, for the expectations e.
 func verifyInput(e *rules.Expect, run *RunReport) verify.Input {
 	return verify.Input{Expect: e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
-		ClientExit: run.ClientExit, ServerExit: run.ServerExit,
+		ClientExit: run.ClientExit, ServerExit: run.ServerExit, Incarnations: run.Incarnations,
 		ClientStop: stopText(run.ClientStop), ServerStop: stopText(run.ServerStop)}
 }
 
+// incarnations returns the connections of rep on conn's 4-tuple, in the order of their
+// incarnation numbers.
+func incarnations(rep observe.Report, conn *observe.Connection) []*observe.Connection {
+	var out []*observe.Connection
+	for i := range rep.Connections {
+		c := &rep.Connections[i]
+		if c.Client.Addr == conn.Client.Addr && c.Server.Addr == conn.Server.Addr {
+			out = append(out, c)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *observe.Connection) int { return a.Incarnation - b.Incarnation })
+	return out
+}
+
 func connReport(c *observe.Connection, recs []rules.Record) ConnReport {
-	cr := ConnReport{Client: sideReport(&c.Client), Server: sideReport(&c.Server)}
+	cr := ConnReport{Incarnation: c.Incarnation, Client: sideReport(&c.Client), Server: sideReport(&c.Server)}
 	for _, r := range recs {
-		if r.Client != c.Client.Addr || r.Server != c.Server.Addr {
+		if !viz.Belongs(r, c) {
 			continue
 		}
 		seg := SegmentReport{From: r.Side.String(), Flags: r.Flags.String(), Seq: r.Seq, Ack: r.Ack, Len: r.Len,
