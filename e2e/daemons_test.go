@@ -445,3 +445,35 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestLabDaemonDetaches: a wrapper starts redis with --daemonize yes (it forks, the
+// child calls setsid: it leaves the wrapper's process group) and exits. The lab still ends
+// it after each run, as whatever is left in the run's namespaces is the lab's, and says so.
+func TestLabDaemonDetaches(t *testing.T) {
+	nstest.RequireRoot(t)
+	nstest.RequireTool(t, "redis-server")
+	t.Parallel()
+	d := daemons["redis"]
+	port := labPort()
+	pidfile := filepath.Join(t.TempDir(), "redis.pid")
+	before := processesOf(t, d.exes)
+	res := runLabProcess(t, "-c", "lost-final-ack", "--runs", "3", "--port", port,
+		"--server", `sh -c "redis-server --bind {server_addr} --port {port} --save '' --appendonly no --protected-mode no --daemonize yes --pidfile `+pidfile+` && echo started"`,
+		"--ready", "started", "--client", d.client)
+	if res.code != 0 || res.rep.Passed != 3 {
+		t.Fatalf("exit %d, %d of 3 runs passed\n%s", res.code, res.rep.Passed, res.out)
+	}
+	for _, r := range res.rep.Runs {
+		// The wrapper exited by itself; the daemon it left was found and ended.
+		if r.ServerStop != nil || r.ServerExit != 0 || !slices.ContainsFunc(r.Warnings, func(w string) bool {
+			return strings.Contains(w, "(redis-server) was left in the server namespace")
+		}) {
+			t.Errorf("run %d: server exit %d, stop %+v, warnings %q: want the wrapper's exit 0 and the detached daemon reported", r.Run, r.ServerExit, r.ServerStop, r.Warnings)
+		}
+	}
+	res.checkLeftovers(t)
+	if left := newProcesses(before, processesOf(t, d.exes)); len(left) > 0 {
+		t.Errorf("detached redis left after the lab: %v", left)
+		killPIDs(left)
+	}
+}

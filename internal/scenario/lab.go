@@ -249,6 +249,12 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		return nil, fmt.Errorf("build the lab: %w", err)
 	}
 	defer topo.Close()
+	// Last (before the namespaces go): anything still running in them is the lab's.
+	defer func() {
+		for _, n := range sweep(topo, min(grace, time.Second), lab.RoleClient, lab.RoleRouter, lab.RoleServer) {
+			o.Logger.Warn("lab: " + n)
+		}
+	}()
 
 	rep := &LabReport{Scenario: cfg.Name, Description: cfg.Description, Config: o.ConfigArg,
 		Server: server, Client: client, ServerLifetime: lifetime, Skipped: skipped, Started: time.Now(), Runs: []*RunReport{},
@@ -360,7 +366,7 @@ func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16
 	run.Leaks = res.Leaks
 	run.Records = res.Records
 	run.Observed = res.Observed
-	run.Warnings = res.ObserveWarnings
+	run.Warnings = append(slices.Clip(res.ObserveWarnings), res.Leftovers...)
 	if res.RunErr != nil {
 		run.Failures = append(run.Failures, fmt.Sprintf("finproxy run: %v", res.RunErr))
 	}

@@ -309,3 +309,58 @@ func (r *Procs) KillAll() {
 		kill()
 	}
 }
+
+// sweep ends every process still in the roles' namespaces of t, which only the lab's
+// applications and what they forked can be in: one that left its process group (a
+// daemon that detached with setsid) escapes Stop, not this. SIGTERM, then SIGKILL after
+// grace. It returns a line per process found, for the run's warnings.
+func sweep(t *lab.Topology, grace time.Duration, roles ...string) []string {
+	var notes []string
+	var left []lab.Process
+	for _, role := range roles {
+		ps, err := t.Processes(role)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("processes left in the %s namespace: %v", role, err))
+			continue
+		}
+		for _, p := range ps {
+			notes = append(notes, fmt.Sprintf("process %d (%s) was left in the %s namespace after its process group was stopped: ended by the lab", p.Pid, p.Comm, role))
+			_ = syscall.Kill(p.Pid, syscall.SIGTERM)
+		}
+		left = append(left, ps...)
+	}
+	deadline := time.Now().Add(grace)
+	for len(left) > 0 {
+		alive := left[:0]
+		for _, p := range left {
+			if syscall.Kill(p.Pid, 0) == nil && !zombie(p.Pid) {
+				alive = append(alive, p)
+			}
+		}
+		left = alive
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, p := range left {
+				_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return notes
+}
+
+// zombie reports whether pid has exited and waits for its parent to reap it.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] == 'Z'
+	}
+	return false
+}

@@ -78,6 +78,9 @@ type Result struct {
 	// lab's next runs (server_lifetime "lab"), it has no exit status in this run.
 	ClientStop, ServerStop *Stop
 	ServerRunning          bool
+	// Leftovers are the processes found in the client's or the server's namespace after
+	// their process groups were stopped (a daemon that detached), which the lab ended.
+	Leftovers []string
 	// Summary is what `finproxy run` printed at exit (counters table).
 	Summary string
 	RunErr  error
@@ -308,14 +311,17 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	// (a CLOSE_WAIT leak) would add a teardown the scenario did not make.
 	finishObserver()
 
-	// 6. A server of this run that is still running is stopped.
+	// 6. A server of this run that is still running is stopped, and whatever the
+	// applications left in their namespaces (outside their process groups) too.
 	if s.shared == nil {
 		srv.Stop(grace())
 		res.ServerErr, res.ServerStop = srv.Err(), srv.Stopped()
 		res.ServerOutput = srv.Output()
+		res.Leftovers = sweep(t, grace(), lab.RoleClient, lab.RoleServer)
 	} else {
 		res.ServerRunning = true
 		res.ServerOutput = srv.takeOutput() // the first run's has the start
+		res.Leftovers = sweep(t, grace(), lab.RoleClient)
 	}
 	recs, err := ReadLog(logPath)
 	if err != nil {
