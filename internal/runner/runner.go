@@ -55,6 +55,9 @@ type Options struct {
 	// connection (observe.Note, Data the rules.Record), on the Observer's clock. Observation
 	// never fails a run: what did not work is in Result.ObserveWarnings.
 	Observe *ObserveOptions
+	// Stack lets the run hook a scope that a live run hooks already in this network
+	// namespace (refused otherwise, with an *nfq.ConflictError naming that run).
+	Stack bool
 }
 
 // Result is what a finished run reports.
@@ -228,6 +231,13 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		defer cancel()
 	}
 	spec := HookSpec(cfg)
+	spec.Stack = o.Stack
+	spec.Logger = log
+	// The hooks name this process, so that cleanup spares them while it lives and a
+	// watchdog removes exactly them when it dies.
+	if spec.Owner, err = nfq.Self(); err != nil {
+		return nil, err
+	}
 	// res is filled in by the deferred teardown steps, also when an error returns nil.
 	res := &Result{Started: time.Now()}
 	defer func() { res.Ended = time.Now() }()
