@@ -279,6 +279,90 @@ func TestExitPathCrash(t *testing.T) {
 	}
 }
 
+// TestExitPathSIGHUP: a hangup (a closed terminal, an ssh session gone) stops the run the
+// way Ctrl-C does: its own teardown, the summary, exit status 0.
+func TestExitPathSIGHUP(t *testing.T) {
+	ns := nstest.New(t)
+	r := startFP(t, ns, runArgs(18203)...)
+	pid := r.cmd.Process.Pid
+	requireHooked(t, ns, pid)
+	wd := watchdogOf(t, pid)
+	hup := time.Now()
+	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(); err != nil {
+		t.Errorf("finproxy run after SIGHUP: %v, want exit status 0 (its own teardown)\n%s", err, r.stderr)
+	}
+	requireGoneWithin(t, ns, r, pid, hup, teardownWithin)
+	requireExitsWithin(t, wd, teardownWithin, "the watchdog")
+	if !strings.Contains(r.stdout.String(), "segments:") {
+		t.Errorf("no summary after SIGHUP:\n%s", r.stdout)
+	}
+	if strings.Contains(r.stderr.String(), "watchdog: run pid") {
+		t.Errorf("the watchdog removed something after a clean teardown:\n%s", r.stderr)
+	}
+}
+
+// TestExitPathClosedOutput: `finproxy run ... 2>&1 | head`: with nobody reading its
+// stdout and stderr, writing them fails, and the run goes on (logging never kills it);
+// SIGTERM then tears it down as usual.
+func TestExitPathClosedOutput(t *testing.T) {
+	ns := nstest.New(t)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.Command(finproxyBin, append([]string{"run"}, runArgs(18204)...)...)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	pr.Close() // the reader is gone before finproxy writes its first line
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	// Ready when its chain is in (its output cannot tell).
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(strings.Join(leftovers(t, ns, cmd.Process.Pid), "\n"), ":FINPROXY-Q") {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("finproxy run with closed stdout/stderr ended before its hooks were in: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no chain after 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// It logged "hooks installed" and "ready" after that: it must still run.
+	select {
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("finproxy run died writing to a closed pipe: %v (rc 141 is SIGPIPE)", err)
+	case <-time.After(time.Second):
+	}
+	stop := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Errorf("finproxy run after SIGTERM with closed output: %v, want exit status 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("finproxy run did not end 10s after SIGTERM")
+	}
+	requireGoneWithin(t, ns, nil, cmd.Process.Pid, stop, teardownWithin)
+}
+
 // TestOneRunPerScope: a second run on the same port in the same namespace is refused with
 // a message naming the first; with --stack it runs, and the first run's SIGKILL removes
 // the first run's hooks only; cleanup keeps the live run's hooks unless --force.
