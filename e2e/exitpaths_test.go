@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -431,6 +432,33 @@ func TestOneRunPerScope(t *testing.T) {
 	_ = second.cmd.Process.Signal(syscall.SIGTERM)
 	if err := second.wait(); err != nil {
 		t.Errorf("the stacked run after its hooks were forced away: %v\n%s", err, second.stderr)
+	}
+}
+
+// TestNetnsNotFromEnvironment: FINPROXY_NETNS inherited from a user's shell does not make
+// `--netns X` act in the current namespace.
+func TestNetnsNotFromEnvironment(t *testing.T) {
+	ns := nstest.New(t)
+	cmd := exec.Command(finproxyBin, append([]string{"run", "--netns", ns.Name}, runArgs(18206, "--queue", "7412", "--no-observe")...)...)
+	cmd.Env = append(os.Environ(), "FINPROXY_NETNS="+ns.Name)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "finproxy: ready") {
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	root, _ := exec.Command("iptables-save", "-t", "mangle").CombinedOutput()
+	if strings.Contains(string(root), "FINPROXY-Q7412") {
+		t.Error("with FINPROXY_NETNS set, `run --netns` hooked the current (root) namespace")
+	}
+	if !strings.Contains(ns.MustRun(t, "iptables-save", "-t", "mangle"), ":FINPROXY-Q7412") {
+		t.Error("no chain in the namespace given with --netns")
 	}
 }
 
