@@ -477,3 +477,74 @@ func killWithWatchdog(t *testing.T, cmd *exec.Cmd) {
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 }
+
+// TestOneRunPerScopeRace: two runs on one port started at the same moment: exactly one
+// hooks it, the other is refused (the overlap check and the install are one step).
+func TestOneRunPerScopeRace(t *testing.T) {
+	ns := nstest.New(t)
+	for round := range 5 {
+		type outcome struct {
+			cmd   *exec.Cmd
+			ready bool
+			out   *syncBuffer
+		}
+		results := make(chan outcome, 2)
+		var cmds []*exec.Cmd
+		for i := range 2 {
+			cmd := ns.Command(finproxyBin, append([]string{"run"}, runArgs(18207, "--queue", strconv.Itoa(7413+i), "--no-observe")...)...)
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmds = append(cmds, cmd)
+			go func() {
+				o := outcome{cmd: cmd, out: newSyncBuffer()}
+				sc := bufio.NewScanner(stderr)
+				for sc.Scan() {
+					fmt.Fprintln(o.out, sc.Text())
+					if strings.Contains(sc.Text(), "finproxy: ready") {
+						o.ready = true
+						break
+					}
+				}
+				results <- o
+				for sc.Scan() {
+				}
+			}()
+		}
+		for _, cmd := range cmds {
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ready []outcome
+		var refused string
+		for range 2 {
+			select {
+			case o := <-results:
+				if o.ready {
+					ready = append(ready, o)
+				} else {
+					refused = o.out.String()
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("no outcome after 20s")
+			}
+		}
+		for _, o := range ready {
+			_ = o.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, cmd := range cmds {
+			_ = cmd.Wait()
+		}
+		if len(ready) != 1 {
+			t.Fatalf("round %d: %d of 2 runs started at once hooked port 18207, want 1; the refused one said:\n%s", round, len(ready), refused)
+		}
+		if !strings.Contains(refused, "another finproxy run (pid ") {
+			t.Errorf("round %d: the refused run did not name the other:\n%s", round, refused)
+		}
+		if left := leftovers(t, ns, 0); len(left) > 0 {
+			t.Fatalf("round %d: left after both ended:\n%s", round, strings.Join(left, "\n"))
+		}
+	}
+}

@@ -390,7 +390,18 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		res.Undecodable = undecodable.Load()
 	}()
 
-	hooks, err = nfq.Install(ipt4, ipt6, spec)
+	if o.IPT4 == nil && o.IPT6 == nil {
+		// The host's iptables: no other run may check and install between our check
+		// and our install.
+		unlock, lerr := nfq.LockInstall(ctx)
+		if lerr != nil {
+			return res, lerr
+		}
+		hooks, err = nfq.Install(ipt4, ipt6, spec)
+		unlock()
+	} else {
+		hooks, err = nfq.Install(ipt4, ipt6, spec)
+	}
 	if err != nil {
 		return res, fmt.Errorf("install iptables hooks: %w", err)
 	}
