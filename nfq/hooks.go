@@ -14,7 +14,8 @@ import (
 const (
 	// Table is the iptables table every finproxy rule lives in.
 	Table = "mangle"
-	// ChainPrefix starts the name of every chain finproxy creates; Cleanup removes them all.
+	// ChainPrefix starts the name of every chain finproxy creates; Cleanup removes them
+	// all, but those of live runs.
 	ChainPrefix = "FINPROXY"
 	// Comment starts the comment of every rule finproxy adds to a built-in chain (and, when
 	// the spec has an Owner, to its own chain): "finproxy pid=P start=S" names the owner.
@@ -610,8 +611,8 @@ func removeChains(ipt IPTables, dropChain func(chain string, owners []Owner) boo
 		}
 	}
 	for _, r := range rules {
-		if drop[r.chain] {
-			continue // flushed with its chain
+		if drop[r.chain] || strings.HasPrefix(r.chain, ChainPrefix) {
+			continue // flushed with its chain, or kept with it
 		}
 		target := ruleTarget(r.spec)
 		if !drop[target] && !(r.tagged && dropTagged != nil && dropTagged(r) && !strings.HasPrefix(target, ChainPrefix)) {
