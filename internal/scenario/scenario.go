@@ -347,7 +347,12 @@ func StartServer(ctx context.Context, t *lab.Topology, s Spec) (*proc, error) {
 		return nil, err
 	}
 	if err := srv.waitReady(ctx.Done()); err != nil {
-		srv.Stop(s.StopGrace)
+		grace := s.StopGrace
+		if ctx.Err() != nil {
+			// Interrupted, or out of time: a second is enough for what never got ready.
+			grace = min(grace, time.Second)
+		}
+		srv.Stop(grace)
 		return nil, fmt.Errorf("server %q: %w", sargs, err)
 	}
 	return srv, nil
