@@ -40,6 +40,9 @@ type LabOptions struct {
 	// ServerLifetime and StopGrace override [lab] server_lifetime and stop_grace.
 	ServerLifetime rules.ServerLifetime
 	StopGrace      time.Duration
+	// Hang, when set, bounds each run's client and the wait for its connections to be
+	// over (Spec.Hang).
+	Hang time.Duration
 	// Procs, when set, registers every process group the lab starts (what a second
 	// interrupt kills at once).
 	Procs  *Procs
@@ -92,9 +95,12 @@ type RunReport struct {
 	ServerOutput string `json:"server_output,omitempty"`
 	// Kernel is what the two ends' kernels counted (PAWS rejections, challenge ACKs,
 	// TIME_WAIT kills, resets, retransmissions): what the kernel did with the faults.
-	Kernel      *KernelReport       `json:"kernel,omitempty"`
-	Connections []ConnReport        `json:"connections"`
-	Leaks       []observe.Leak      `json:"leaks,omitempty"`
+	Kernel      *KernelReport  `json:"kernel,omitempty"`
+	Connections []ConnReport   `json:"connections"`
+	Leaks       []observe.Leak `json:"leaks,omitempty"`
+	// HeldSockets are sockets of the server's processes that the kernel closed (a reset,
+	// a timeout) while no application closed them: file descriptor leaks.
+	HeldSockets []HeldSocket        `json:"held_sockets,omitempty"`
 	Counters    string              `json:"finproxy_summary,omitempty"`
 	Warnings    []string            `json:"warnings,omitempty"`
 	Observed    *observe.Report     `json:"-"`
@@ -274,7 +280,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 			Config: o.ConfigArg, Port: port, Server: server, Client: client, ServerReady: ready,
 			Finproxy: o.Finproxy, Dir: filepath.Join(o.Dir, fmt.Sprintf("run-%d", k)),
 			Settle: cfg.Lab.Settle, Timeout: cfg.Lab.Timeout, Logger: o.Logger, Addr6: v6,
-			Observe: true, LeakThreshold: threshold, StopGrace: grace, Procs: o.Procs,
+			Observe: true, LeakThreshold: threshold, StopGrace: grace, Procs: o.Procs, Hang: o.Hang,
 		}
 	}
 	var shared *proc
@@ -364,6 +370,7 @@ func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16
 	run.Counters = res.Summary
 	run.Kernel = res.Kernel
 	run.Leaks = res.Leaks
+	run.HeldSockets = res.HeldSockets
 	run.Records = res.Records
 	run.Observed = res.Observed
 	run.Warnings = append(slices.Clip(res.ObserveWarnings), res.Leftovers...)
