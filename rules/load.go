@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"encoding"
 	"errors"
 	"fmt"
@@ -67,13 +68,20 @@ type loader struct {
 
 func parse(data []byte, file string) (*Config, ConfigErrors) {
 	l := &loader{file: file}
+	if len(data) > MaxConfigSize {
+		return nil, ConfigErrors{l.tooLarge(data)}
+	}
+	// The locator runs first: it finds a source that nests too deep for the parser.
+	l.loc = locate(data)
+	if l.loc.deep.line > 0 {
+		return nil, ConfigErrors{l.tooDeep()}
+	}
 	var top map[string]toml.Primitive
 	md, err := toml.Decode(string(data), &top)
 	if err != nil {
 		return nil, ConfigErrors{l.syntaxError(err)}
 	}
 	l.md = &md
-	l.loc = locate(data)
 	l.cfg = &Config{
 		File:   file,
 		Name:   defaultName(file),
@@ -132,6 +140,27 @@ func (l *loader) syntaxError(err error) *ConfigError {
 		}
 	}
 	return e
+}
+
+// tooLarge reports a source over MaxConfigSize, at the line where it goes over.
+func (l *loader) tooLarge(data []byte) *ConfigError {
+	head := data[:MaxConfigSize]
+	line := bytes.Count(head, []byte("\n")) + 1
+	col := MaxConfigSize - bytes.LastIndexByte(head, '\n')
+	return &ConfigError{Pos: Position{File: l.file, Line: line, Col: col},
+		Msg: fmt.Sprintf("the config is %d bytes; a config is at most %d (%s)", len(data), MaxConfigSize, sizeText(MaxConfigSize))}
+}
+
+// tooDeep reports where the source nests deeper than MaxDepth, with the first pieces of
+// the path there.
+func (l *loader) tooDeep() *ConfigError {
+	p := l.loc.deepPath
+	key := p.String()
+	if len(p) > 4 {
+		key = p[:4].String() + "…"
+	}
+	return &ConfigError{Pos: Position{File: l.file, Line: l.loc.deep.line, Col: l.loc.deep.col}, Key: key,
+		Msg: fmt.Sprintf("nested more than %d levels deep (the deepest keys of a scenario, such as expect.client.max_dwell.FIN_WAIT2, are 4 deep)", MaxDepth)}
 }
 
 func (l *loader) errAt(lc lineCol, p keyPath, format string, args ...any) {
