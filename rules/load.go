@@ -114,6 +114,9 @@ func defaultName(file string) string {
 	if file == "" {
 		return ""
 	}
+	if strings.HasPrefix(file, "<") && strings.HasSuffix(file, ">") {
+		return strings.Trim(file, "<>") // a stream, such as <stdin>
+	}
 	base := filepath.Base(file)
 	return strings.TrimSuffix(base, filepath.Ext(base))
 }

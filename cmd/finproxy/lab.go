@@ -45,7 +45,10 @@ passed.`,
 			if runs < 1 {
 				return &exitError{2, fmt.Errorf("lab: --runs %d: want at least 1", runs)}
 			}
-			cfg, err := loadConfig(cfgPath)
+			if cfgPath == stdinArg {
+				return &exitError{2, fmt.Errorf("lab: -c -: each run's finproxy reads the config again: give it as a file or a preset name")}
+			}
+			cfg, err := loadConfig(cmd.Context(), cfgPath, nil)
 			if err != nil {
 				return &exitError{2, err}
 			}

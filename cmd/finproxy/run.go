@@ -72,7 +72,10 @@ func newRunCmd() *cobra.Command {
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("run: -c CONFIG is required")}
 			}
-			cfg, err := loadConfig(cfgPath)
+			if cfgPath == stdinArg && tf.netns != "" {
+				return &exitError{2, fmt.Errorf("run: -c - and --netns: finproxy re-executes itself in the namespace and would read stdin a second time: give the config as a file")}
+			}
+			cfg, err := loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin())
 			if err != nil {
 				return &exitError{2, err}
 			}
@@ -114,7 +117,7 @@ func newRunCmd() *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config: a TOML file, or a built-in preset name such as lost-fin")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", configUsage)
 	cmd.Flags().StringVar(&logPath, "log", "", "write the event log (JSON lines) to this file")
 	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write a pcapng capture: every queued segment as it arrived (and as it left, when changed or injected), each with a comment naming the rule and the verdict")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop by itself after this long (0: until Ctrl-C)")
