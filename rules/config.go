@@ -110,7 +110,8 @@ func (es ConfigErrors) sort() {
 //	delay:  delay = "200ms", jitter = "50ms"      # delay required
 //	hold:   until = "peer-fin"                     # required: peer-fin, own-fin,
 //	                                               # client-fin, server-fin, both-fins
-//	        timeout = "2s", on_timeout = "pass"    # or "drop"; defaults 2s and pass
+//	        timeout = "2s"                         # required
+//	        on_timeout = "pass"                    # or "drop"; default pass
 //	merge:  timeout = "1s"                         # default 1s
 //	merge-data-fin: timeout = "100ms"              # default 100ms
 //	split:  fin = "inject", delay = "100ms"        # or fin = "retransmit" (no delay)
@@ -159,9 +160,14 @@ func (es ConfigErrors) sort() {
 //	min = 2                          # bounds, 0 or more; without either: min = 1
 //	max = 2
 //
-// Durations are strings such as "250ms" or "2s".
+// Durations are strings such as "250ms" or "2s", at most MaxDuration (1h). A parameter
+// whose default stands for "not given" (merge's timeout, duplicate's copies, ...) must be
+// more than 0 when it is given. Names (the scenario's, the rules') must not contain
+// control characters (they are printed in tables and logs); nor may the description,
+// but for tabs and newlines.
 //
-// The file must be a regular file of at most MaxConfigSize bytes (ReadFile).
+// The file must be a regular file of at most MaxConfigSize bytes (ReadFile), nested at
+// most MaxDepth levels deep.
 func Load(path string) (*Config, error) {
 	data, err := ReadFile(path)
 	if err != nil {
