@@ -23,7 +23,7 @@ func newLabCmd() *cobra.Command {
 		cfgPath, reportDir, junit string
 		pcapPath                  string
 		runs                      int
-		port                      uint16
+		port                      uint // 0 or 1 to 65535: checkSharedFlags
 		server, client, ready     string
 	)
 	cmd := &cobra.Command{
@@ -83,7 +83,7 @@ passed.`,
 			w := cmd.OutOrStdout()
 			tty := isTTY(w)
 			rep, err := scenario.RunLab(cmd.Context(), scenario.LabOptions{
-				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: port,
+				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: uint16(port),
 				Server: srvArgv, Client: cliArgv, Ready: ready, Logger: slog.Default(),
 				Progress: func(done, total, passed int, r *scenario.RunReport) {
 					printProgress(w, tty, done, total, passed, r)
@@ -127,7 +127,7 @@ passed.`,
 	cmd.Flags().StringVar(&reportDir, "report", "", "write DIR/report.json, DIR/index.html (the runs, a ladder diagram) and keep each run's event log, capture and diagram in DIR/run-N/")
 	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write every run's capture (pcapng, one section per run) to this file")
 	cmd.Flags().StringVar(&junit, "junit", "", "write a JUnit XML file, one test case per run")
-	cmd.Flags().Uint16Var(&port, "port", 0, "override the config's target port")
+	cmd.Flags().UintVar(&port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
 	cmd.Flags().StringVar(&ready, "ready", "", "override [lab] ready: the text the server prints once it listens (socat -d -d: \"listening on\")")

@@ -16,23 +16,23 @@ import (
 )
 
 type targetFlags struct {
-	port  uint16
+	port  uint // 0 or 1 to 65535, as for every command: checkSharedFlags
 	hook  string
-	queue uint16
+	queue uint
 	netns string
 }
 
 func (f *targetFlags) add(cmd *cobra.Command) {
-	cmd.Flags().Uint16Var(&f.port, "port", 0, "override the config's target port")
+	cmd.Flags().UintVar(&f.port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&f.hook, "hook", "", "override the config's hook mode: local or forward")
-	cmd.Flags().Uint16Var(&f.queue, "queue", 0, "override the config's NFQUEUE number")
+	cmd.Flags().UintVar(&f.queue, "queue", 0, "override the config's NFQUEUE number")
 	cmd.Flags().StringVar(&f.netns, "netns", "", "do all the work inside this named network namespace (ip netns)")
 }
 
 // apply puts the command-line overrides into cfg and validates the result.
 func (f *targetFlags) apply(cfg *rules.Config) error {
 	if f.port != 0 {
-		cfg.Target.Port = f.port
+		cfg.Target.Port = uint16(f.port)
 	}
 	switch f.hook {
 	case "":
@@ -44,7 +44,7 @@ func (f *targetFlags) apply(cfg *rules.Config) error {
 		return fmt.Errorf("--hook %q: want local or forward", f.hook)
 	}
 	if f.queue != 0 {
-		cfg.Target.Queue = f.queue
+		cfg.Target.Queue = uint16(f.queue)
 	}
 	if cfg.Target.Port == 0 && len(cfg.Target.Addresses) == 0 {
 		return fmt.Errorf("%s: no target scope: give target.port or target.address in the config, or --port", cfg.File)
