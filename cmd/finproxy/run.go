@@ -107,6 +107,7 @@ func newRunCmd() *cobra.Command {
 			})
 			if res != nil {
 				printSummary(out, res)
+				err = panicExit(res, err)
 				if pcapPath != "" {
 					fmt.Fprintf(out, "pcap: %d packets in %s\n", res.PcapPackets, pcapPath)
 				}
@@ -140,6 +141,19 @@ func hookOf(cfg *rules.Config) rules.HookMode {
 	return cfg.Target.Hook
 }
 
+// panicExit makes a run whose actions panicked end with exit status 1 (err, when the run
+// failed anyway): the faults it was asked for did not all happen.
+func panicExit(res *runner.Result, err error) error {
+	var n uint64
+	for _, c := range res.Counters {
+		n += c.Panicked
+	}
+	if n == 0 || err != nil {
+		return err
+	}
+	return &exitError{1, fmt.Errorf("actions panicked %d times: those segments passed untouched (see the WARNING above)", n)}
+}
+
 // printSummary prints the per-rule counters and the queue's health.
 func printSummary(w io.Writer, res *runner.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -149,6 +163,11 @@ func printSummary(w io.Writer, res *runner.Result) {
 	}
 	tw.Flush()
 	var problems []string
+	for _, c := range res.Counters {
+		if c.Panicked > 0 {
+			problems = append(problems, fmt.Sprintf("rule %s: its action panicked %d times (those segments were accepted as they came: the fault did not happen; a bug in finproxy, please report it with the log's stack)", c.Rule, c.Panicked))
+		}
+	}
 	q := res.Queue
 	if q.ENOBUFS > 0 {
 		problems = append(problems, fmt.Sprintf("%d ENOBUFS (the kernel dropped queued segments: the reader fell behind)", q.ENOBUFS))
