@@ -215,7 +215,7 @@ func Read(r io.Reader, name string) ([]byte, error) {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	if len(data) > MaxConfigSize {
-		return nil, fmt.Errorf("config %s: more than %s: a config is at most that", name, sizeText(MaxConfigSize))
+		return nil, fmt.Errorf("config %s: more than %s, the most a config may be", name, sizeText(MaxConfigSize))
 	}
 	return data, nil
 }
