@@ -153,13 +153,30 @@ func TestLabPresets(t *testing.T) {
 				}
 				// What a report reader relies on: each run has the connection with both
 				// sides' states, and the segments finproxy saw.
+				// One connection per incarnation of the run's 4-tuple, each with its own
+				// states and segments.
+				incarnations := 1
+				if preset == "time-wait-reuse" || preset == "old-duplicate" {
+					incarnations = 2
+				}
 				for _, r := range rep.Runs {
-					if !r.Pass || len(r.Failures) != 0 || len(r.Connections) != 1 {
-						t.Fatalf("run %d: pass %v, failures %v, %d connections", r.Run, r.Pass, r.Failures, len(r.Connections))
+					if !r.Pass || len(r.Failures) != 0 || len(r.Connections) != incarnations {
+						t.Fatalf("run %d: pass %v, failures %v, %d connections, want %d", r.Run, r.Pass, r.Failures, len(r.Connections), incarnations)
 					}
-					c := r.Connections[0]
-					if len(c.Client.States) == 0 || len(c.Server.States) == 0 || len(c.Client.Segments)+len(c.Server.Segments) == 0 {
-						t.Fatalf("run %d: empty report: %+v", r.Run, c)
+					for i, c := range r.Connections {
+						if c.Incarnation != i+1 || len(c.Client.States) == 0 || len(c.Server.States) == 0 || len(c.Client.Segments)+len(c.Server.Segments) == 0 {
+							t.Fatalf("run %d: connection %d: empty or misnumbered report: %+v", r.Run, i+1, c)
+						}
+					}
+					if incarnations == 2 {
+						// The second incarnation's segments are its own: its SYN is the
+						// second the client sent, and no segment is in both.
+						c1, c2 := r.Connections[0], r.Connections[1]
+						if len(c2.Client.Segments) == 0 || !strings.Contains(c2.Client.Segments[0].Flags, "SYN") ||
+							c2.Client.Segments[0].TimeNS <= c1.Client.Segments[len(c1.Client.Segments)-1].TimeNS {
+							t.Errorf("run %d: incarnation 2's first client segment %+v is not after incarnation 1's last %+v",
+								r.Run, c2.Client.Segments[0], c1.Client.Segments[len(c1.Client.Segments)-1])
+						}
 					}
 					if r.Kernel == nil {
 						t.Fatalf("run %d: no kernel counters in the report", r.Run)

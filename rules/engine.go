@@ -218,7 +218,7 @@ func (e *Engine) Handle(p Packet) {
 	}
 	ri := e.match(c, side, &p.Seg, phases)
 	if ri < 0 {
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, xr, Accept, now, out)
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, c.incarnation, side, xr, Accept, now, out)
 	} else {
 		e.act(ri, &p, c, side, phases, now, out)
 	}
@@ -230,8 +230,9 @@ func (e *Engine) Handle(p Packet) {
 // handleClosed accepts a segment that came after Close, without tracking it.
 func (e *Engine) handleClosed(p *Packet, now time.Time) {
 	var client, server netip.AddrPort
+	inc := 0
 	if c := e.tr.lookup(&p.Seg); c != nil {
-		client, server = c.client, c.server
+		client, server, inc = c.client, c.server, c.incarnation
 	} else {
 		client, server, _ = inferSides(&p.Seg, &e.tr.target)
 	}
@@ -239,7 +240,7 @@ func (e *Engine) handleClosed(p *Packet, now time.Time) {
 	if p.Seg.Src == client {
 		side = Client
 	}
-	e.finish(p.ID, p.Time, &p.Seg, client, server, side, -1, Accept, now, leaving{})
+	e.finish(p.ID, p.Time, &p.Seg, client, server, inc, side, -1, Accept, now, leaving{})
 }
 
 // match returns the index of the rule that acts on the segment, or -1. It counts the
@@ -282,7 +283,7 @@ func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now ti
 	e.cur = Packet{}
 	cnt := &e.counters[ri]
 	if !ok {
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now, out)
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, c.incarnation, side, ri, Accept, now, out)
 		return
 	}
 	for _, r := range d.releases {
@@ -306,14 +307,14 @@ func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now ti
 	switch d.kind {
 	case decideDrop:
 		cnt.Dropped++
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now, leaving{})
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, c.incarnation, side, ri, Drop, now, leaving{})
 	case decideMerged:
 		cnt.Merged++
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Drop, now, leaving{})
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, c.incarnation, side, ri, Drop, now, leaving{})
 	case decideDelay:
 		cnt.Delayed++
 		if d.delay <= 0 {
-			e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now, out)
+			e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, c.incarnation, side, ri, Accept, now, out)
 			break
 		}
 		it := e.newPending(p, c, side, ri)
@@ -323,7 +324,7 @@ func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now ti
 		e.startHold(ri, p, c, side, d.hold, now, out)
 	default: // pass, or no decision
 		cnt.Passed++
-		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, side, ri, Accept, now, out)
+		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, c.incarnation, side, ri, Accept, now, out)
 	}
 	for _, in := range d.injects {
 		e.schedule(ri, c, in, now)
@@ -484,12 +485,12 @@ func (e *Engine) resolve(it *pending, v Verdict, byCondition bool, now time.Time
 		}
 	}
 	c := it.conn
-	e.finish(it.id, it.queued, &it.seg, c.client, c.server, it.side, it.rule, v, now, it.out)
+	e.finish(it.id, it.queued, &it.seg, c.client, c.server, c.incarnation, it.side, it.rule, v, now, it.out)
 }
 
 // finish gives a segment its verdict (accepted with out's bytes in its place when it has
 // some) and writes its record.
-func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client, server netip.AddrPort,
+func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client, server netip.AddrPort, inc int,
 	side Side, ri int, v Verdict, now time.Time, out leaving) {
 	modified := false
 	if v == Accept && out.data != nil {
@@ -509,6 +510,7 @@ func (e *Engine) finish(id uint32, queued time.Time, s *segment.Segment, client,
 		VerdictTime: now.UnixNano(),
 		Client:      client,
 		Server:      server,
+		Incarnation: inc,
 		Side:        side,
 		Flags:       s.Flags,
 		Seq:         s.Seq,
@@ -690,6 +692,7 @@ func (e *Engine) sendInjection(it *injection, c *Conn, now time.Time) {
 		VerdictTime: now.UnixNano(),
 		Client:      c.client,
 		Server:      c.server,
+		Incarnation: c.incarnation,
 		Rule:        e.names[it.rule],
 		Action:      e.actions[it.rule],
 		Verdict:     v,

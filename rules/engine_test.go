@@ -169,6 +169,7 @@ func TestMergeRecord(t *testing.T) {
 		VerdictTime: t0.Add(18 * time.Millisecond).UnixNano(),
 		Client:      testClient,
 		Server:      testServer,
+		Incarnation: 1,
 		Side:        Server,
 		Flags:       fACK,
 		Seq:         5201,
@@ -568,6 +569,13 @@ func TestIncarnations(t *testing.T) {
 	}
 	if n := h.eng.Conns(); n != 1 {
 		t.Errorf("Conns = %d", n)
+	}
+	// Each record names its incarnation: the event log, and the lab's reports, tell the
+	// two connections of the 4-tuple apart.
+	for i, r := range h.records {
+		if want := 1 + min(i/9, 1); r.Incarnation != want {
+			t.Errorf("record %d (%s %v seq %d): incarnation %d, want %d", i+1, r.Side, r.Flags, r.Seq, r.Incarnation, want)
+		}
 	}
 }
 

@@ -23,8 +23,24 @@ type Expect struct {
 	Server *SideExpect
 	// Segments are the checks on the event log, in the order written.
 	Segments []*SegmentExpect
+	// Incarnations, when not 0, is how many connections the run's 4-tuple must have
+	// carried (a SYN on a 4-tuple whose previous connection is over starts the next).
+	Incarnations int
+	// Connections are expectations of one incarnation each ([[expect.connection]]);
+	// Client and Server above are those of the connection the run is judged on, the
+	// first.
+	Connections []*ConnExpect
 	// Pos is where the [expect] table starts.
 	Pos Position
+}
+
+// ConnExpect is what must be observed of one incarnation of the run's 4-tuple.
+type ConnExpect struct {
+	// Incarnation is the connection's number on its 4-tuple, from 1.
+	Incarnation int
+	// Client and Server are its sides' expectations (nil: none); exit does not apply.
+	Client, Server *SideExpect
+	Pos            Position
 }
 
 // DefaultLeakThreshold is Expect.LeakThreshold when leak_threshold is not given.
@@ -54,11 +70,18 @@ type SideExpect struct {
 	// CLOSE_WAIT for Expect.LeakThreshold or more); false, it must not; nil, either.
 	CloseWaitLeak *bool
 	// Exit is the application's exit code (the client program for the client side, the
-	// server program for the server side); nil, any.
-	Exit *int
+	// server program for the server side) when it exited by itself; nil, any.
+	// ExitStopped (exit = "stopped") expects instead that the lab stopped it: it was
+	// still running when the scenario was over (a daemon that never exits by itself).
+	Exit        *int
+	ExitStopped bool
 	// Pos is where the side's table starts.
 	Pos Position
 }
+
+// ExitStoppedWord is the value of exit that expects the lab to have stopped the
+// application.
+const ExitStoppedWord = "stopped"
 
 // Dwell is a time limit on a state.
 type Dwell struct {
@@ -100,7 +123,8 @@ var noRetransmitStates = map[string]string{
 }
 
 var (
-	expectKeys        = []string{"leak_threshold", "client", "server", "segment"}
+	expectKeys        = []string{"leak_threshold", "client", "server", "segment", "incarnations", "connection"}
+	connExpectKeys    = []string{"incarnation", "client", "server"}
 	sideExpectKeys    = []string{"states", "absent", "retransmits_in", "no_retransmits", "resets_sent", "resets_received", "max_dwell", "min_dwell", "close_wait_leak", "exit"}
 	segmentExpectKeys = []string{"side", "flags", "has_flags", "payload", "verdict", "rule", "injected", "modified", "min", "max"}
 )
@@ -203,10 +227,81 @@ func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
 			for i, t := range tbls {
 				e.Segments = append(e.Segments, l.segmentExpect(kp.index(i+1), t))
 			}
+		case "incarnations":
+			if n, ok := l.count(kp, v, "the number of connections on the run's 4-tuple"); ok {
+				e.Incarnations = n
+			}
+		case "connection":
+			tbls, ok := l.tables(kp, v)
+			if !ok {
+				break
+			}
+			seen := map[int]keyPath{}
+			for i, t := range tbls {
+				if c := l.connExpect(kp.index(i+1), t, seen); c != nil {
+					e.Connections = append(e.Connections, c)
+				}
+			}
 		default:
 			l.unknownKey(kp, k, expectKeys)
 		}
 	}
+	if e.Incarnations > 0 {
+		for i, c := range e.Connections {
+			if c.Incarnation > e.Incarnations {
+				l.valErr(p.key("connection").index(i+1).key("incarnation"), "incarnation %d, but incarnations = %d: the expectation can never hold", c.Incarnation, e.Incarnations)
+			}
+		}
+	}
+}
+
+// maxIncarnation bounds [[expect.connection]] incarnation: a lab run makes a few
+// connections on one 4-tuple, not thousands.
+const maxIncarnation = 1000
+
+func (l *loader) connExpect(p keyPath, tbl map[string]toml.Primitive, seen map[int]keyPath) *ConnExpect {
+	lc := l.loc.at(p)
+	c := &ConnExpect{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	for _, k := range sortedKeys(tbl) {
+		kp, v := p.key(k), tbl[k]
+		switch k {
+		case "incarnation":
+			n, ok := l.count(kp, v, "the connection's number on its 4-tuple: 1 is the first")
+			if !ok {
+				break
+			}
+			if n > maxIncarnation {
+				l.valErr(kp, "%d is out of range: want 1 to %d", n, maxIncarnation)
+				break
+			}
+			if prev, dup := seen[n]; dup {
+				l.valErr(kp, "incarnation %d has expectations already (at line %d): write them in one table", n, l.loc.at(prev).line)
+				break
+			}
+			seen[n] = kp
+			c.Incarnation = n
+		case "client", "server":
+			se := l.sideExpect(kp, v)
+			if se != nil && (se.Exit != nil || se.ExitStopped) {
+				l.keyErr(kp.key("exit"), "exit is the application's, not a connection's: write it in [expect.%s]", k)
+			}
+			if k == "client" {
+				c.Client = se
+			} else {
+				c.Server = se
+			}
+		default:
+			l.unknownKey(kp, k, connExpectKeys)
+		}
+	}
+	if _, ok := tbl["incarnation"]; !ok {
+		l.keyErr(p, "missing incarnation (the connection's number on the run's 4-tuple, such as 2 for the second)")
+		return nil
+	}
+	if c.Incarnation == 0 {
+		return nil
+	}
+	return c
 }
 
 // checkExpect checks what [expect] says of the rest of the config: the rules it names.
@@ -371,12 +466,21 @@ func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
 		case "min_dwell":
 			se.MinDwell, minAt = l.dwells(kp, v)
 		case "exit":
-			if n, ok := l.integer(kp, v); ok {
-				if n < 0 || n > 255 {
-					l.valErr(kp, "%d is out of range: want an exit code, 0 to 255", n)
+			switch raw := l.raw(v).(type) {
+			case string:
+				if raw != ExitStoppedWord {
+					l.valErr(kp, "must be an exit code (an integer, 0 to 255) or %q (the lab stopped it), not the string %q", ExitStoppedWord, raw)
 				} else {
-					x := int(n)
-					se.Exit = &x
+					se.ExitStopped = true
+				}
+			default:
+				if n, ok := l.integer(kp, v); ok {
+					if n < 0 || n > 255 {
+						l.valErr(kp, "%d is out of range: want an exit code, 0 to 255, or %q", n, ExitStoppedWord)
+					} else {
+						x := int(n)
+						se.Exit = &x
+					}
 				}
 			}
 		default:

@@ -154,7 +154,16 @@ func TestExpectParse(t *testing.T) {
 		{
 			name:    "exit type",
 			src:     head + "[expect.client]\nexit = '0'\n[expect.server]\nexit = -1\n",
-			wantErr: "t.toml:3:8: expect.client.exit: must be an integer, not a string (\"0\")\nt.toml:5:8: expect.server.exit: -1 is out of range: want an exit code, 0 to 255",
+			wantErr: "t.toml:3:8: expect.client.exit: must be an exit code (an integer, 0 to 255) or \"stopped\" (the lab stopped it), not the string \"0\"\nt.toml:5:8: expect.server.exit: -1 is out of range: want an exit code, 0 to 255, or \"stopped\"",
+		},
+		{
+			name: "exit stopped",
+			src:  head + "[expect.server]\nexit = 'stopped'\n[expect.client]\nexit = 3\n",
+			check: func(t *testing.T, e *Expect) {
+				if !e.Server.ExitStopped || e.Server.Exit != nil || e.Client.ExitStopped || e.Client.Exit == nil || *e.Client.Exit != 3 {
+					t.Errorf("server %+v, client %+v: want the server stopped by the lab and the client's exit 3", e.Server, e.Client)
+				}
+			},
 		},
 		{
 			name:    "segment keys read as in a rule",

@@ -29,6 +29,14 @@ type Lab struct {
 	// before the run ends.
 	Timeout time.Duration
 	Settle  time.Duration
+	// ServerLifetime is how long one server process serves: ServerPerRun (started and
+	// stopped for each run) or ServerPerLab (started once, before the first run, and
+	// stopped after the last: for daemons that take seconds to start).
+	ServerLifetime ServerLifetime
+	// StopGrace is how long an application the lab stops (a server still running when
+	// the scenario is over, a client past the run's timeout) has between SIGTERM and
+	// SIGKILL to its process group.
+	StopGrace time.Duration
 	// Sysctls are set in the lab's namespaces before the applications start: role
 	// ("client", "router", "server") -> key ("net.ipv4.tcp_fin_timeout") -> value.
 	// Nil when none are given.
@@ -46,12 +54,33 @@ const (
 	FamilyIPv6 Family = "ipv6"
 )
 
+// ServerLifetime is [lab] server_lifetime.
+type ServerLifetime string
+
+// Server lifetimes.
+const (
+	ServerPerRun ServerLifetime = "run"
+	ServerPerLab ServerLifetime = "lab"
+)
+
+// ParseServerLifetime checks a server lifetime given on the command line.
+func ParseServerLifetime(s string) (ServerLifetime, error) {
+	switch l := ServerLifetime(s); l {
+	case ServerPerRun, ServerPerLab:
+		return l, nil
+	}
+	return "", fmt.Errorf("unknown server lifetime %q (want %q: a server per run, or %q: one server for all runs)", s, ServerPerRun, ServerPerLab)
+}
+
 // Defaults of [lab].
 const (
 	DefaultReady       = "ready"
 	DefaultLabTimeout  = 20 * time.Second
 	DefaultLabSettle   = 800 * time.Millisecond
 	DefaultLabFamily   = FamilyIPv4
+	DefaultLabLifetime = ServerPerRun
+	DefaultStopGrace   = 5 * time.Second
+	maxStopGrace       = time.Minute
 	placeholderPattern = `\{[A-Za-z_][A-Za-z0-9_]*\}`
 )
 
@@ -71,7 +100,7 @@ var Placeholders = []string{"server_addr", "client_addr", "port", "finproxy"}
 var LabRoles = []string{"client", "router", "server"}
 
 // labKeys are the keys of [lab].
-var labKeys = []string{"server", "client", "ready", "family", "timeout", "settle", "sysctl"}
+var labKeys = []string{"server", "client", "ready", "family", "timeout", "settle", "server_lifetime", "stop_grace", "sysctl"}
 
 var placeholderRE = regexp.MustCompile(placeholderPattern)
 
@@ -122,11 +151,13 @@ func (l *loader) loadLab(p keyPath, v toml.Primitive) {
 	}
 	lc := l.loc.at(p)
 	lab := &Lab{
-		Ready:   DefaultReady,
-		Family:  DefaultLabFamily,
-		Timeout: DefaultLabTimeout,
-		Settle:  DefaultLabSettle,
-		Pos:     Position{File: l.file, Line: lc.line, Col: lc.col},
+		Ready:          DefaultReady,
+		Family:         DefaultLabFamily,
+		Timeout:        DefaultLabTimeout,
+		Settle:         DefaultLabSettle,
+		ServerLifetime: DefaultLabLifetime,
+		StopGrace:      DefaultStopGrace,
+		Pos:            Position{File: l.file, Line: lc.line, Col: lc.col},
 	}
 	l.cfg.Lab = lab
 	var timeoutOK, settleOK bool
@@ -168,6 +199,22 @@ func (l *loader) loadLab(p keyPath, v toml.Primitive) {
 					l.valErr(kp, "must be more than 0: a retransmission timer needs time to fire (leave it out for %s)", DefaultLabSettle)
 				} else {
 					lab.Settle, settleOK = d, true
+				}
+			}
+		case "server_lifetime":
+			if s, ok := l.str(kp, v); ok {
+				if lt, err := ParseServerLifetime(s); err != nil {
+					l.valErr(kp, "%v", err)
+				} else {
+					lab.ServerLifetime = lt
+				}
+			}
+		case "stop_grace":
+			if d, ok := l.duration(kp, v); ok {
+				if d == 0 || d > maxStopGrace {
+					l.valErr(kp, "%s is out of range: want more than 0 and at most %s (leave it out for %s)", d, maxStopGrace, DefaultStopGrace)
+				} else {
+					lab.StopGrace = d
 				}
 			}
 		case "sysctl":

@@ -17,12 +17,14 @@ func TestLabGood(t *testing.T) {
 		{
 			file: "lab.toml",
 			want: &Lab{
-				Server:  []string{"{finproxy}", "app", "server", "--listen", "[{server_addr}]:{port}", "--mode", "echo close"},
-				Client:  []string{"socat", "-", "TCP6:[{server_addr}]:{port},bind=[{client_addr}]"},
-				Ready:   "listening on",
-				Family:  FamilyIPv6,
-				Timeout: 30 * time.Second,
-				Settle:  1500 * time.Millisecond,
+				Server:         []string{"{finproxy}", "app", "server", "--listen", "[{server_addr}]:{port}", "--mode", "echo close"},
+				Client:         []string{"socat", "-", "TCP6:[{server_addr}]:{port},bind=[{client_addr}]"},
+				Ready:          "listening on",
+				Family:         FamilyIPv6,
+				Timeout:        30 * time.Second,
+				Settle:         1500 * time.Millisecond,
+				ServerLifetime: ServerPerRun,
+				StopGrace:      DefaultStopGrace,
 				Sysctls: map[string]map[string]string{
 					"client": {"net.ipv4.tcp_max_tw_buckets": "0", "net.ipv4.tcp_fin_timeout": "5"},
 					"router": {"net/ipv4/conf/all/rp_filter": "0"},
@@ -34,13 +36,15 @@ func TestLabGood(t *testing.T) {
 		{
 			file: "lab-minimal.toml",
 			want: &Lab{
-				Server:  []string{"{finproxy}", "app", "server", "--listen", "{server_addr}:{port}"},
-				Client:  []string{"{finproxy}", "app", "client", "--connect", "{server_addr}:{port}"},
-				Ready:   DefaultReady,
-				Family:  FamilyIPv4,
-				Timeout: DefaultLabTimeout,
-				Settle:  DefaultLabSettle,
-				Pos:     Position{Line: 5, Col: 1},
+				Server:         []string{"{finproxy}", "app", "server", "--listen", "{server_addr}:{port}"},
+				Client:         []string{"{finproxy}", "app", "client", "--connect", "{server_addr}:{port}"},
+				Ready:          DefaultReady,
+				Family:         FamilyIPv4,
+				Timeout:        DefaultLabTimeout,
+				Settle:         DefaultLabSettle,
+				ServerLifetime: ServerPerRun,
+				StopGrace:      DefaultStopGrace,
+				Pos:            Position{Line: 5, Col: 1},
 			},
 		},
 		{file: "minimal.toml"}, // no [lab]: nil

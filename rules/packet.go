@@ -39,11 +39,14 @@ type Record struct {
 	// Client and Server identify the connection; Side says which of them sent the segment.
 	Client netip.AddrPort `json:"client"`
 	Server netip.AddrPort `json:"server"`
-	Side   Side           `json:"side"`
-	Flags  segment.Flags  `json:"flags"`
-	Seq    uint32         `json:"seq"`
-	Ack    uint32         `json:"ack"`
-	Len    int            `json:"len"`
+	// Incarnation numbers the connections finproxy saw on this 4-tuple, from 1: a new
+	// SYN after the previous connection ended starts the next (0: not tracked).
+	Incarnation int           `json:"incarnation,omitempty"`
+	Side        Side          `json:"side"`
+	Flags       segment.Flags `json:"flags"`
+	Seq         uint32        `json:"seq"`
+	Ack         uint32        `json:"ack"`
+	Len         int           `json:"len"`
 	// Rule is the name of the rule that acted on the segment ("" when none matched).
 	Rule string `json:"rule,omitempty"`
 	// Action is what the rule did (drop, delay, hold, merge, ...), "" when none matched.

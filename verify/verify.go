@@ -36,6 +36,12 @@ type Input struct {
 	Records []rules.Record
 	// ClientExit and ServerExit are the applications' exit codes, -1 when unknown.
 	ClientExit, ServerExit int
+	// Incarnations are the connections observed on Conn's 4-tuple, Conn among them, in
+	// the order of their incarnation numbers (for incarnations and [[expect.connection]]).
+	Incarnations []*observe.Connection
+	// ClientStop and ServerStop say how the lab stopped an application that was still
+	// running (empty when it exited by itself): "SIGTERM, exit status 0".
+	ClientStop, ServerStop string
 }
 
 // Check returns the expectations of in.Expect that the run did not meet, one line each, in
@@ -55,7 +61,12 @@ type Input struct {
 //     ones count) is at least the limit.
 //   - close_wait_leak: in.Leaks has (true) or has not (false) an entry for the side's
 //     socket (its local address is the side's, its remote the peer's).
-//   - exit: ClientExit for the client, ServerExit for the server.
+//   - exit: ClientExit for the client, ServerExit for the server, for an application
+//     that exited by itself; exit = "stopped": ClientStop or ServerStop is not empty
+//     (the lab stopped it).
+//   - incarnations: the number of in.Incarnations.
+//   - [[expect.connection]]: the side expectations above, of the incarnation of that
+//     number in in.Incarnations (which must be there).
 //   - [[expect.segment]]: the number of in.Records that rules.SegmentExpect.Matches is
 //     within Min and Max.
 //
@@ -82,10 +93,16 @@ func Check(in Input) []string {
 		}
 	}
 	if e.Client != nil {
-		c.side("client", e, e.Client, in, in.ClientExit)
+		c.side("client", false, e, e.Client, in, in.ClientExit, in.ClientStop)
 	}
 	if e.Server != nil {
-		c.side("server", e, e.Server, in, in.ServerExit)
+		c.side("server", true, e, e.Server, in, in.ServerExit, in.ServerStop)
+	}
+	if e.Incarnations > 0 && in.Conn != nil && len(in.Incarnations) != e.Incarnations {
+		c.failf("incarnations: want %d connections on the 4-tuple %v → %v; saw %d", e.Incarnations, in.Conn.Client.Addr, in.Conn.Server.Addr, len(in.Incarnations))
+	}
+	for _, ce := range e.Connections {
+		c.connection(e, ce, in)
 	}
 	for _, s := range e.Segments {
 		c.segment(s, in.Records)
@@ -126,10 +143,37 @@ func (c *checker) failf(format string, args ...any) {
 }
 
 // side checks the expectations of one side (name is "client" or "server").
-func (c *checker) side(name string, e *rules.Expect, se *rules.SideExpect, in Input, exit int) {
+// connection checks the expectations of one incarnation.
+func (c *checker) connection(e *rules.Expect, ce *rules.ConnExpect, in Input) {
+	name := fmt.Sprintf("incarnation %d", ce.Incarnation)
+	var conn *observe.Connection
+	for _, x := range in.Incarnations {
+		if x.Incarnation == ce.Incarnation {
+			conn = x
+		}
+	}
+	if conn == nil {
+		if in.Conn == nil {
+			c.failf("%s: not observed: no connection between the client and the server was", name)
+		} else {
+			c.failf("%s: not observed: %d connections on the 4-tuple %v → %v", name, len(in.Incarnations), in.Conn.Client.Addr, in.Conn.Server.Addr)
+		}
+		return
+	}
+	sub := in
+	sub.Conn = conn
+	if ce.Client != nil {
+		c.side(name+" client", false, e, ce.Client, sub, 0, "")
+	}
+	if ce.Server != nil {
+		c.side(name+" server", true, e, ce.Server, sub, 0, "")
+	}
+}
+
+func (c *checker) side(name string, server bool, e *rules.Expect, se *rules.SideExpect, in Input, exit int, stop string) {
 	if in.Conn != nil {
 		s, peer := &in.Conn.Client, &in.Conn.Server
-		if name == "server" {
+		if server {
 			s, peer = peer, s
 		}
 		seen := states(s)
@@ -148,8 +192,17 @@ func (c *checker) side(name string, e *rules.Expect, se *rules.SideExpect, in In
 			c.leak(name, *se.CloseWaitLeak, e.LeakThreshold, s, peer, in.Leaks)
 		}
 	}
+	if se.ExitStopped && stop == "" {
+		if exit < 0 {
+			c.failf("%s exit: want stopped by the lab; saw no exit status (unknown)", name)
+		} else {
+			c.failf("%s exit: want stopped by the lab; it exited by itself with %d", name, exit)
+		}
+	}
 	if se.Exit != nil {
 		switch {
+		case stop != "":
+			c.failf("%s exit: want %d; it was still running when the scenario was over: stopped by the lab (%s)", name, *se.Exit, stop)
 		case exit < 0:
 			c.failf("%s exit: want %d; saw no exit status (unknown)", name, *se.Exit)
 		case exit != *se.Exit:

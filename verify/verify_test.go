@@ -62,6 +62,19 @@ func fourWay() *observe.Connection {
 	}
 }
 
+// second is a second incarnation of fourWay's 4-tuple, 300 ms later: accepted, its
+// server in CLOSE_WAIT at the snapshot.
+func second() *observe.Connection {
+	return &observe.Connection{
+		Incarnation: 2,
+		FirstSeen:   t0.Add(ms(300)),
+		Client: observe.Side{Addr: clientAddr, States: timeline(ms(400),
+			st{observe.SynSent, ms(300)}, st{observe.Established, ms(300.2)}, st{observe.FinWait1, ms(310)})},
+		Server: observe.Side{Addr: serverAddr, States: timeline(ms(400),
+			st{observe.SynRecv, ms(300.2)}, st{observe.Established, ms(300.21)}, st{observe.CloseWait, ms(310.1)})},
+	}
+}
+
 // threeWay: the server's FIN carries the ACK of the client's FIN; the client passes
 // through FIN_WAIT2 within microseconds (as Linux does) or, in the failing variant, not
 // at all.
@@ -147,7 +160,9 @@ type checkCase struct {
 	conn   *observe.Connection
 	leaks  []observe.Leak
 	recs   []rules.Record
-	exits  [2]int // client, server; the zero value means both exited 0
+	exits  [2]int    // client, server; the zero value means both exited 0
+	stops  [2]string // client, server: how the lab stopped it ("" exited by itself)
+	incs   []*observe.Connection
 	pass   bool
 }
 
@@ -406,6 +421,43 @@ has_flags = "FIN"`},
 close_wait_leak = false
 exit = 0`},
 		{name: "empty expect", conn: fourWay(), pass: true, expect: "[expect]"},
+
+		// incarnations of the 4-tuple
+		{name: "connection/second accepted", conn: fourWay(), incs: []*observe.Connection{fourWay(), second()}, pass: true, expect: `
+[expect]
+incarnations = 2
+[[expect.connection]]
+incarnation = 2
+[expect.connection.server]
+states = ["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT"]
+[expect.connection.client]
+states = ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1"]`},
+		{name: "connection/second not there", conn: fourWay(), incs: []*observe.Connection{fourWay()}, expect: `
+[expect]
+incarnations = 2
+[[expect.connection]]
+incarnation = 2
+[expect.connection.server]
+states = ["SYN_RECV", "ESTABLISHED"]`},
+		{name: "connection/second's states are its own", conn: fourWay(), incs: []*observe.Connection{fourWay(), second()}, expect: `
+[[expect.connection]]
+incarnation = 2
+[expect.connection.server]
+states = ["ESTABLISHED", "LAST_ACK"]
+resets_received = true`},
+
+		// exit: by itself, or stopped by the lab
+		{name: "exit/stopped as expected", conn: fourWay(), pass: true, stops: [2]string{"", "SIGTERM, exit status 0"}, expect: `
+[expect.server]
+exit = "stopped"
+[expect.client]
+exit = 0`},
+		{name: "exit/stopped, want a code", conn: fourWay(), stops: [2]string{"", "SIGKILL, signal: killed"}, exits: [2]int{0, -1}, expect: `
+[expect.server]
+exit = 0`},
+		{name: "exit/exited, want stopped", conn: fourWay(), exits: [2]int{0, 3}, expect: `
+[expect.server]
+exit = "stopped"`},
 	}
 }
 
@@ -413,12 +465,15 @@ func TestCheck(t *testing.T) {
 	var golden strings.Builder
 	for _, tt := range checkCases() {
 		in := Input{
-			Expect:     expect(t, tt.expect),
-			Conn:       tt.conn,
-			Leaks:      tt.leaks,
-			Records:    tt.recs,
-			ClientExit: tt.exits[0],
-			ServerExit: tt.exits[1],
+			Expect:       expect(t, tt.expect),
+			Conn:         tt.conn,
+			Leaks:        tt.leaks,
+			Records:      tt.recs,
+			ClientExit:   tt.exits[0],
+			ServerExit:   tt.exits[1],
+			ClientStop:   tt.stops[0],
+			ServerStop:   tt.stops[1],
+			Incarnations: tt.incs,
 		}
 		fails := Check(in)
 		if tt.pass != (len(fails) == 0) {

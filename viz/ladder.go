@@ -19,8 +19,11 @@ type Expectation struct {
 	// Text says what was expected: "client states: ESTABLISHED → FIN_WAIT1 → CLOSING".
 	Text string `json:"text"`
 	Pass bool   `json:"pass"`
-	// Detail is what was seen instead, when it failed.
+	// Detail is what was seen instead, when it failed; why it was not checked when
+	// Skipped.
 	Detail string `json:"detail,omitempty"`
+	// Skipped: the expectation does not apply to this run (Pass is then true).
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 // Ladder is what one diagram shows: one connection.
@@ -195,6 +198,16 @@ func sameAddr(a, b netip.AddrPort) bool {
 	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
 }
 
+// Belongs reports whether the event log's record r is a segment of the connection c:
+// its 4-tuple, and its incarnation when both finproxy and the observer numbered them
+// (each from 1 on the 4-tuple: the second connection's segments are not the first's).
+func Belongs(r rules.Record, c *observe.Connection) bool {
+	if !sameAddr(r.Client, c.Client.Addr) || !sameAddr(r.Server, c.Server.Addr) {
+		return false
+	}
+	return r.Incarnation == 0 || c.Incarnation == 0 || r.Incarnation == c.Incarnation
+}
+
 // records are the records to draw, in the order of their queue time.
 func (l *Ladder) records() []rules.Record {
 	recs := l.Records
@@ -212,7 +225,7 @@ func (l *Ladder) records() []rules.Record {
 	}
 	var out []rules.Record
 	for _, r := range recs {
-		if l.Conn != nil && (!sameAddr(r.Client, l.Conn.Client.Addr) || !sameAddr(r.Server, l.Conn.Server.Addr)) {
+		if l.Conn != nil && !Belongs(r, l.Conn) {
 			continue
 		}
 		out = append(out, r)

@@ -149,7 +149,10 @@ func (lay *layout) draw(s *svgw) float64 {
 		s.printf(`<text x="%s" y="%s" %s font-weight="bold">expected</text>`+"\n", f(margin), f(y), sans(13, colInk))
 		for _, e := range l.Expectations {
 			mark, col, class := "✓", colPass, "pass"
-			if !e.Pass {
+			switch {
+			case e.Skipped:
+				mark, col, class = "–", colGrey, "skipped"
+			case !e.Pass:
 				mark, col, class = "✗", colFail, "fail"
 			}
 			y += 18
@@ -161,10 +164,14 @@ func (lay *layout) draw(s *svgw) float64 {
 				}
 				s.text(margin+22, y, mono(12, colInk), line)
 			}
-			if !e.Pass && e.Detail != "" {
+			if (!e.Pass || e.Skipped) && e.Detail != "" {
+				dcol := colFail
+				if e.Skipped {
+					dcol = colGrey
+				}
 				for _, line := range wrap(e.Detail, maxChars-6) {
 					y += 16
-					s.text(margin+36, y, mono(12, colFail), line)
+					s.text(margin+36, y, mono(12, dcol), line)
 				}
 			}
 			s.printf("</g>\n")

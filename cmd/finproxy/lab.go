@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/rules"
@@ -25,6 +30,8 @@ func newLabCmd() *cobra.Command {
 		runs                      int
 		port                      uint // 0 or 1 to 65535: checkSharedFlags
 		server, client, ready     string
+		lifetime                  string
+		stopGrace                 time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "lab -c CONFIG",
@@ -33,7 +40,14 @@ func newLabCmd() *cobra.Command {
 sysctls), and for each run starts the [lab] server, 'finproxy run' on the router's FORWARD
 path and the [lab] client, observes both sockets (tracepoints and sock_diag) and checks the
 config's [expect] section against what the kernel showed. Exit code 0 only when every run
-passed.`,
+passed.
+
+Every application runs in a process group of its own. A run is over when the client has
+exited and every connection of the run is over (CLOSE or TIME_WAIT, no retransmission
+due), or when the server exited by itself: a server still running then (any daemon) is
+stopped with SIGTERM to its group, SIGKILL after the stop grace. SIGINT or SIGTERM ends
+the lab within 5 s, applications, namespaces, hooks and tracefs instance removed (exit
+130 or 143); a second one kills the applications at once.`,
 		Example: `  sudo finproxy lab -c configs/simultaneous-close.toml --runs 20 --report out/ --junit junit.xml
   sudo finproxy lab -c my-service.toml
   sudo finproxy lab -c lost-fin --server 'socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat' --client 'socat - TCP:{server_addr}:{port}' --ready 'listening on'`,
@@ -66,9 +80,21 @@ passed.`,
 					return &exitError{2, fmt.Errorf("--client: %w", err)}
 				}
 			}
+			var lt rules.ServerLifetime
+			if lifetime != "" {
+				if lt, err = rules.ParseServerLifetime(lifetime); err != nil {
+					return &exitError{2, fmt.Errorf("--server-lifetime: %w", err)}
+				}
+			}
+			if cmd.Flags().Changed("stop-grace") && (stopGrace <= 0 || stopGrace > time.Minute) {
+				return &exitError{2, fmt.Errorf("--stop-grace %s: want more than 0 and at most 1m", stopGrace)}
+			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("lab needs root (network namespaces, NFQUEUE, iptables, tracefs): try sudo")
 			}
+			procs := scenario.NewProcs()
+			ctx, sig, stopSignals := labSignals(cmd.Context(), procs)
+			defer stopSignals()
 			self, err := os.Executable()
 			if err != nil {
 				return err
@@ -82,9 +108,10 @@ passed.`,
 			}
 			w := cmd.OutOrStdout()
 			tty := isTTY(w)
-			rep, err := scenario.RunLab(cmd.Context(), scenario.LabOptions{
+			rep, err := scenario.RunLab(ctx, scenario.LabOptions{
 				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: uint16(port),
 				Server: srvArgv, Client: cliArgv, Ready: ready, Logger: slog.Default(),
+				ServerLifetime: lt, StopGrace: stopGrace, Procs: procs,
 				Progress: func(done, total, passed int, r *scenario.RunReport) {
 					printProgress(w, tty, done, total, passed, r)
 				},
@@ -113,6 +140,14 @@ passed.`,
 					fmt.Fprintf(w, "report: %s (diagrams: %s)\n", filepath.Join(reportDir, "report.json"), filepath.Join(reportDir, "index.html"))
 				}
 			}
+			if s := sig(); s != 0 {
+				done := 0
+				if rep != nil {
+					done = len(rep.Runs)
+				}
+				// 128 + the signal's number, as a shell reports a process it ended.
+				return &exitError{128 + int(s), fmt.Errorf("lab: interrupted by %v after %d runs; its applications, namespaces and hooks are removed", s, done)}
+			}
 			if err != nil {
 				return err
 			}
@@ -130,8 +165,43 @@ passed.`,
 	cmd.Flags().UintVar(&port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
+	cmd.Flags().StringVar(&lifetime, "server-lifetime", "", "override [lab] server_lifetime: \"run\" (a server per run, the default) or \"lab\" (one server for all runs, for daemons slow to start)")
+	cmd.Flags().DurationVar(&stopGrace, "stop-grace", 0, "override [lab] stop_grace: time between SIGTERM and SIGKILL to an application's process group (default 5s)")
 	cmd.Flags().StringVar(&ready, "ready", "", "override [lab] ready: the text the server prints once it listens (socat -d -d: \"listening on\")")
 	return cmd
+}
+
+// labSignals returns a context that SIGINT or SIGTERM cancels, and the signal that did
+// (0 until one did). A second signal kills every application's process group at once;
+// the teardown (namespaces, hooks, tracefs instance) still runs.
+func labSignals(parent context.Context, procs *scenario.Procs) (context.Context, func() syscall.Signal, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	var got atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case s := <-ch:
+				sig := s.(syscall.Signal)
+				if got.CompareAndSwap(0, int32(sig)) {
+					slog.Warn("lab: stopping (again to kill the applications at once)", "signal", sig)
+					cancel(fmt.Errorf("%v", sig))
+					continue
+				}
+				slog.Warn("lab: killing the applications", "signal", sig)
+				procs.KillAll()
+			}
+		}
+	}()
+	return ctx, func() syscall.Signal { return syscall.Signal(got.Load()) }, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
 }
 
 func isTTY(w io.Writer) bool {
@@ -162,6 +232,20 @@ const maxLadderLines = 60
 // expectation failed and what was seen instead.
 func printLabSummary(w io.Writer, rep *scenario.LabReport) {
 	fmt.Fprintf(w, "%s: %d of %d runs passed\n", rep.Scenario, rep.Passed, len(rep.Runs))
+	for _, sk := range rep.Skipped {
+		fmt.Fprintf(w, "  not checked: %s (%s)\n", sk.Expectation, sk.Reason)
+	}
+	stopped := 0
+	var last *scenario.Stop
+	for _, r := range rep.Runs {
+		if r.ServerStop != nil {
+			stopped, last = stopped+1, r.ServerStop
+		}
+	}
+	if stopped > 0 {
+		fmt.Fprintf(w, "  the server was still running when the scenario was over in %d of %d runs: stopped by the lab (last: %s, %s)\n",
+			stopped, len(rep.Runs), last.Signal, last.Status)
+	}
 	if k := rep.KernelTotals(); k != nil && len(k.Client.Notes)+len(k.Server.Notes) > 0 {
 		runs := "the run"
 		if len(rep.Runs) > 1 {

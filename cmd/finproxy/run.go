@@ -6,11 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/finproxy/finproxy/internal/runner"
+	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/spf13/cobra"
 )
@@ -60,6 +63,7 @@ func newRunCmd() *cobra.Command {
 		logPath  string
 		pcapPath string
 		duration time.Duration
+		stack    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run -c CONFIG",
@@ -69,6 +73,10 @@ func newRunCmd() *cobra.Command {
   sudo finproxy run -c lost-final-ack --hook forward --netns router --observe-netns client,server --report run.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// A closed stdout or stderr (`finproxy run ... 2>&1 | head -2`) must not kill
+			// the run: with SIGPIPE caught (not ignored, which the programs it starts would
+			// inherit), writes to them fail and the run goes on until it is stopped.
+			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("run: -c CONFIG is required")}
 			}
@@ -92,6 +100,10 @@ func newRunCmd() *cobra.Command {
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("run needs root (NFQUEUE and iptables): try sudo")
 			}
+			// Before anything is hooked: from here on, however finproxy ends, its hooks go.
+			if err := startWatchdog(slog.Default()); err != nil {
+				return fmt.Errorf("start the watchdog that removes the hooks if finproxy is killed: %w", err)
+			}
 			out := cmd.OutOrStdout()
 			res, err := runner.Run(cmd.Context(), runner.Options{
 				Config:   cfg,
@@ -100,6 +112,7 @@ func newRunCmd() *cobra.Command {
 				Duration: duration,
 				Logger:   slog.Default(),
 				Observe:  observeOpts,
+				Stack:    stack,
 				Ready: func() {
 					fmt.Fprintf(cmd.ErrOrStderr(), "finproxy: ready: %s on queue %d (%s hook, port %d)\n",
 						cfg.Name, queueOf(cfg), hookOf(cfg), cfg.Target.Port)
@@ -115,6 +128,9 @@ func newRunCmd() *cobra.Command {
 					err = errors.Join(err, rerr)
 				}
 			}
+			if ce := (*nfq.ConflictError)(nil); errors.As(err, &ce) {
+				err = fmt.Errorf("%w; stop that run first, or give --stack to run both anyway", err)
+			}
 			return err
 		},
 	}
@@ -122,6 +138,7 @@ func newRunCmd() *cobra.Command {
 	cmd.Flags().StringVar(&logPath, "log", "", "write the event log (JSON lines) to this file")
 	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write a pcapng capture: every queued segment as it arrived (and as it left, when changed or injected), each with a comment naming the rule and the verdict")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop by itself after this long (0: until Ctrl-C)")
+	cmd.Flags().BoolVar(&stack, "stack", false, "hook the target even when a live run hooks an overlapping scope in this namespace (the segments both match reach only this run while it runs)")
 	tf.add(cmd)
 	of.add(cmd)
 	return cmd

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,7 +36,13 @@ type LabOptions struct {
 	Port           uint16
 	Server, Client []string
 	// Ready overrides [lab] ready (the server's readiness text).
-	Ready  string
+	Ready string
+	// ServerLifetime and StopGrace override [lab] server_lifetime and stop_grace.
+	ServerLifetime rules.ServerLifetime
+	StopGrace      time.Duration
+	// Procs, when set, registers every process group the lab starts (what a second
+	// interrupt kills at once).
+	Procs  *Procs
 	Logger *slog.Logger
 	// Progress, when set, is called after each run.
 	Progress func(done, total, passed int, run *RunReport)
@@ -43,16 +50,23 @@ type LabOptions struct {
 
 // LabReport is report.json.
 type LabReport struct {
-	Scenario    string       `json:"scenario"`
-	Description string       `json:"description,omitempty"`
-	Config      string       `json:"config"`
-	Server      []string     `json:"server"`
-	Client      []string     `json:"client"`
-	Started     time.Time    `json:"started"`
-	Ended       time.Time    `json:"ended"`
-	Passed      int          `json:"passed"`
-	Failed      int          `json:"failed"`
-	Runs        []*RunReport `json:"runs"`
+	Scenario    string   `json:"scenario"`
+	Description string   `json:"description,omitempty"`
+	Config      string   `json:"config"`
+	Server      []string `json:"server"`
+	Client      []string `json:"client"`
+	// ServerLifetime is "run" (a server per run) or "lab" (one for all runs).
+	ServerLifetime rules.ServerLifetime `json:"server_lifetime"`
+	// Namespaces are the lab's client, router and server network namespaces (removed
+	// when the lab ends).
+	Namespaces []string `json:"namespaces"`
+	// Skipped are the config's expectations not checked, and why (the same for every run).
+	Skipped []SkippedExpectation `json:"skipped,omitempty"`
+	Started time.Time            `json:"started"`
+	Ended   time.Time            `json:"ended"`
+	Passed  int                  `json:"passed"`
+	Failed  int                  `json:"failed"`
+	Runs    []*RunReport         `json:"runs"`
 }
 
 // RunReport is one run in report.json.
@@ -63,6 +77,13 @@ type RunReport struct {
 	DurationMS float64  `json:"duration_ms"`
 	ClientExit int      `json:"client_exit"`
 	ServerExit int      `json:"server_exit"`
+	// ClientStop and ServerStop say how the lab stopped an application still running
+	// when the scenario was over or the run's time was up (its exit status is then the
+	// signal's); absent when it exited by itself. ServerRunning: the server runs on for
+	// the next runs (server_lifetime "lab") and has no exit status in this run.
+	ClientStop    *Stop `json:"client_stopped_by_lab,omitempty"`
+	ServerStop    *Stop `json:"server_stopped_by_lab,omitempty"`
+	ServerRunning bool  `json:"server_running,omitempty"`
 	// ClientOutput and ServerOutput are what the applications printed: their view of the
 	// run (the built-in ones print a JSON line per connection with the bytes sent and
 	// received and any error; socat -d -d its connections and errors). At most
@@ -79,14 +100,73 @@ type RunReport struct {
 	Observed    *observe.Report     `json:"-"`
 	Records     []rules.Record      `json:"-"`
 	Timeline    *observe.Connection `json:"-"`
+	// Incarnations are the connections observed on Timeline's 4-tuple, Timeline first
+	// (usually: it is the one with a handshake, seen first).
+	Incarnations []*observe.Connection `json:"-"`
 	// Expectations are the config's expectations one by one, with their outcome.
 	Expectations []viz.Expectation `json:"expectations"`
 }
 
-// ConnReport is the connection of a run, as both sides went through it.
+// SkippedExpectation is an expectation of the config that a lab did not check.
+type SkippedExpectation struct {
+	Expectation string `json:"expectation"`
+	Reason      string `json:"reason"`
+}
+
+// effectiveExpect returns the expectations that apply to a lab's applications: an exit
+// expectation describes the application [lab] names, so it does not apply when
+// --server or --client replaced that application, nor a server's when one server runs
+// for all runs (it has no exit status per run).
+func effectiveExpect(e *rules.Expect, serverReplaced, clientReplaced bool, lifetime rules.ServerLifetime) (*rules.Expect, []SkippedExpectation) {
+	if e == nil {
+		return nil, nil
+	}
+	out := *e
+	var skipped []SkippedExpectation
+	drop := func(side string, se **rules.SideExpect, why string) {
+		if *se == nil || ((*se).Exit == nil && !(*se).ExitStopped) {
+			return
+		}
+		cp := **se
+		text := side + " " + exitText(&cp)
+		cp.Exit, cp.ExitStopped = nil, false
+		*se = &cp
+		skipped = append(skipped, SkippedExpectation{Expectation: text, Reason: why})
+	}
+	switch {
+	case serverReplaced:
+		drop("server", &out.Server, "it describes the [lab] server; --server replaced it")
+	case lifetime == rules.ServerPerLab:
+		drop("server", &out.Server, "one server runs for all runs (server_lifetime = \"lab\"): it has no exit status per run")
+	}
+	if clientReplaced {
+		drop("client", &out.Client, "it describes the [lab] client; --client replaced it")
+	}
+	return &out, skipped
+}
+
+// exitText says what an exit expectation wants.
+func exitText(se *rules.SideExpect) string {
+	if se.ExitStopped {
+		return "stopped by the lab"
+	}
+	return fmt.Sprintf("exits with %d", *se.Exit)
+}
+
+// stopText is a Stop for a failure message: "SIGTERM, exit status 0".
+func stopText(s *Stop) string {
+	if s == nil {
+		return ""
+	}
+	return s.Signal + ", " + s.Status
+}
+
+// ConnReport is a connection of a run (one incarnation of the run's 4-tuple), as both
+// sides went through it.
 type ConnReport struct {
-	Client SideReport `json:"client"`
-	Server SideReport `json:"server"`
+	Incarnation int        `json:"incarnation"`
+	Client      SideReport `json:"client"`
+	Server      SideReport `json:"server"`
 }
 
 // SideReport is one side of the connection: its states in order (kernel names, TIME_WAIT
@@ -151,14 +231,35 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 	if len(o.Client) > 0 {
 		client = o.Client
 	}
+	lifetime := cfg.Lab.ServerLifetime
+	if o.ServerLifetime != "" {
+		lifetime = o.ServerLifetime
+	}
+	if lifetime == "" {
+		lifetime = rules.DefaultLabLifetime
+	}
+	grace := cfg.Lab.StopGrace
+	if o.StopGrace > 0 {
+		grace = o.StopGrace
+	}
+	expect, skipped := effectiveExpect(cfg.Expect, len(o.Server) > 0, len(o.Client) > 0, lifetime)
+	o.Logger = orDefault(o.Logger)
 	topo, err := lab.New(ctx, lab.Options{Prefix: lab.DefaultPrefix, Sysctls: cfg.Lab.Sysctls, Logger: o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("build the lab: %w", err)
 	}
 	defer topo.Close()
+	// Last (before the namespaces go): anything still running in them is the lab's.
+	defer func() {
+		for _, n := range sweep(topo, min(grace, time.Second), lab.RoleClient, lab.RoleRouter, lab.RoleServer) {
+			o.Logger.Warn("lab: " + n)
+		}
+	}()
 
 	rep := &LabReport{Scenario: cfg.Name, Description: cfg.Description, Config: o.ConfigArg,
-		Server: server, Client: client, Started: time.Now(), Runs: []*RunReport{}}
+		Server: server, Client: client, ServerLifetime: lifetime, Skipped: skipped, Started: time.Now(), Runs: []*RunReport{},
+		Namespaces: []string{topo.Client, topo.Router, topo.Server}}
+	o.Logger.Debug("lab", "namespaces", strings.Join(rep.Namespaces, ","))
 	threshold := rules.DefaultLeakThreshold
 	if cfg.Expect != nil && cfg.Expect.LeakThreshold > 0 {
 		threshold = cfg.Expect.LeakThreshold
@@ -168,21 +269,44 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		ready = o.Ready
 	}
 	v6 := cfg.Lab.Family == rules.FamilyIPv6
-	for k := 1; k <= o.Runs && ctx.Err() == nil; k++ {
-		start := time.Now()
-		res, err := Run(ctx, topo, Spec{
+	spec := func(k int) Spec {
+		return Spec{
 			Config: o.ConfigArg, Port: port, Server: server, Client: client, ServerReady: ready,
 			Finproxy: o.Finproxy, Dir: filepath.Join(o.Dir, fmt.Sprintf("run-%d", k)),
 			Settle: cfg.Lab.Settle, Timeout: cfg.Lab.Timeout, Logger: o.Logger, Addr6: v6,
-			Observe: true, LeakThreshold: threshold,
-		})
+			Observe: true, LeakThreshold: threshold, StopGrace: grace, Procs: o.Procs,
+		}
+	}
+	var shared *proc
+	if lifetime == rules.ServerPerLab {
+		o.Logger.Debug("lab phase", "phase", "server", "lifetime", "lab")
+		sctx, cancel := context.WithTimeout(ctx, cfg.Lab.Timeout)
+		shared, err = StartServer(sctx, topo, spec(0))
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("the server for all runs: %w", err)
+		}
+		defer shared.Stop(grace)
+	}
+	for k := 1; k <= o.Runs && ctx.Err() == nil; k++ {
+		start := time.Now()
+		sp := spec(k)
+		sp.shared = shared
+		res, err := Run(ctx, topo, sp)
+		if ctx.Err() != nil {
+			// Interrupted: the run in progress is neither passed nor failed.
+			break
+		}
 		run := &RunReport{Run: k, Failures: []string{}, Connections: []ConnReport{}, ClientExit: -1, ServerExit: -1}
 		if err != nil {
 			run.Failures = append(run.Failures, "harness: "+err.Error())
 		} else {
-			judge(run, cfg, topo, port, v6, res)
+			judge(run, expect, topo, port, v6, res)
 		}
-		run.Expectations = expectations(cfg, run)
+		run.Expectations = expectations(expect, run)
+		for _, sk := range skipped {
+			run.Expectations = append(run.Expectations, viz.Expectation{Text: sk.Expectation, Pass: true, Skipped: true, Detail: "not checked: " + sk.Reason})
+		}
 		run.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 		run.Pass = len(run.Failures) == 0
 		if run.Pass {
@@ -197,7 +321,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 	}
 	rep.Ended = time.Now()
 	if ctx.Err() != nil {
-		return rep, fmt.Errorf("interrupted after %d of %d runs: %w", len(rep.Runs), o.Runs, ctx.Err())
+		return rep, fmt.Errorf("interrupted after %d of %d runs: %w", len(rep.Runs), o.Runs, context.Cause(ctx))
 	}
 	return rep, nil
 }
@@ -230,15 +354,19 @@ func clip(out string) string {
 }
 
 // judge fills run from the scenario's result and checks the expectations.
-func judge(run *RunReport, cfg *rules.Config, topo *lab.Topology, port uint16, v6 bool, res *Result) {
+func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16, v6 bool, res *Result) {
 	run.ClientExit, run.ServerExit = exitCode(res.ClientErr), exitCode(res.ServerErr)
+	if res.ServerRunning {
+		run.ServerExit = -1
+	}
+	run.ClientStop, run.ServerStop, run.ServerRunning = res.ClientStop, res.ServerStop, res.ServerRunning
 	run.ClientOutput, run.ServerOutput = clip(res.ClientOutput), clip(res.ServerOutput)
 	run.Counters = res.Summary
 	run.Kernel = res.Kernel
 	run.Leaks = res.Leaks
 	run.Records = res.Records
 	run.Observed = res.Observed
-	run.Warnings = res.ObserveWarnings
+	run.Warnings = append(slices.Clip(res.ObserveWarnings), res.Leftovers...)
 	if res.RunErr != nil {
 		run.Failures = append(run.Failures, fmt.Sprintf("finproxy run: %v", res.RunErr))
 	}
@@ -267,20 +395,41 @@ func judge(run *RunReport, cfg *rules.Config, topo *lab.Topology, port uint16, v
 	}
 	run.Timeline = conn
 	if conn != nil {
-		run.Connections = append(run.Connections, connReport(conn, res.Records))
+		run.Incarnations = incarnations(*res.Observed, conn)
+		for _, c := range run.Incarnations {
+			run.Connections = append(run.Connections, connReport(c, res.Records))
+		}
 	}
-	if cfg.Expect != nil {
-		run.Failures = append(run.Failures, verify.Check(verify.Input{
-			Expect: cfg.Expect, Conn: conn, Leaks: res.Leaks, Records: res.Records,
-			ClientExit: run.ClientExit, ServerExit: run.ServerExit,
-		})...)
+	if expect != nil {
+		run.Failures = append(run.Failures, verify.Check(verifyInput(expect, run))...)
 	}
 }
 
+// verifyInput is what verify.Check needs of a judged run, for the expectations e.
+func verifyInput(e *rules.Expect, run *RunReport) verify.Input {
+	return verify.Input{Expect: e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
+		ClientExit: run.ClientExit, ServerExit: run.ServerExit, Incarnations: run.Incarnations,
+		ClientStop: stopText(run.ClientStop), ServerStop: stopText(run.ServerStop)}
+}
+
+// incarnations returns the connections of rep on conn's 4-tuple, in the order of their
+// incarnation numbers.
+func incarnations(rep observe.Report, conn *observe.Connection) []*observe.Connection {
+	var out []*observe.Connection
+	for i := range rep.Connections {
+		c := &rep.Connections[i]
+		if c.Client.Addr == conn.Client.Addr && c.Server.Addr == conn.Server.Addr {
+			out = append(out, c)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *observe.Connection) int { return a.Incarnation - b.Incarnation })
+	return out
+}
+
 func connReport(c *observe.Connection, recs []rules.Record) ConnReport {
-	cr := ConnReport{Client: sideReport(&c.Client), Server: sideReport(&c.Server)}
+	cr := ConnReport{Incarnation: c.Incarnation, Client: sideReport(&c.Client), Server: sideReport(&c.Server)}
 	for _, r := range recs {
-		if r.Client != c.Client.Addr || r.Server != c.Server.Addr {
+		if !viz.Belongs(r, c) {
 			continue
 		}
 		seg := SegmentReport{From: r.Side.String(), Flags: r.Flags.String(), Seq: r.Seq, Ack: r.Ack, Len: r.Len,
@@ -349,6 +498,7 @@ type junitCase struct {
 	Classname string        `xml:"classname,attr"`
 	Time      float64       `xml:"time,attr"`
 	Failure   *junitFailure `xml:"failure,omitempty"`
+	SystemOut string        `xml:"system-out,omitempty"`
 }
 
 type junitFailure struct {
@@ -365,6 +515,17 @@ func WriteJUnit(path string, rep *LabReport) error {
 		if !r.Pass {
 			c.Failure = &junitFailure{Message: r.Failures[0], Text: strings.Join(r.Failures, "\n")}
 		}
+		var out []string
+		for _, sk := range rep.Skipped {
+			out = append(out, fmt.Sprintf("expectation not checked: %s (%s)", sk.Expectation, sk.Reason))
+		}
+		if r.ServerStop != nil {
+			out = append(out, "server stopped by the lab: "+stopText(r.ServerStop))
+		}
+		if r.ClientStop != nil {
+			out = append(out, "client stopped by the lab: "+stopText(r.ClientStop))
+		}
+		c.SystemOut = strings.Join(out, "\n")
 		s.Cases = append(s.Cases, c)
 	}
 	b, err := xml.MarshalIndent(junitSuites{Suites: []junitSuite{s}}, "", "  ")

@@ -56,6 +56,14 @@ type Spec struct {
 	// CLOSE_WAIT leak detector with this threshold.
 	Observe       bool
 	LeakThreshold time.Duration
+	// StopGrace is how long an application the lab stops has between SIGTERM and
+	// SIGKILL to its process group (default rules.DefaultStopGrace).
+	StopGrace time.Duration
+	// Procs, when set, registers every process group the run starts (what a second
+	// interrupt kills at once).
+	Procs *Procs
+	// shared is the server started once for every run of a lab (server_lifetime "lab").
+	shared *proc
 }
 
 // Result is what one run produced.
@@ -65,6 +73,14 @@ type Result struct {
 	ClientErr    error
 	ServerOutput string
 	ServerErr    error
+	// ClientStop and ServerStop say how the lab stopped an application that had not
+	// exited by itself (nil when it had). ServerRunning: the server runs on for the
+	// lab's next runs (server_lifetime "lab"), it has no exit status in this run.
+	ClientStop, ServerStop *Stop
+	ServerRunning          bool
+	// Leftovers are the processes found in the client's or the server's namespace after
+	// their process groups were stopped (a daemon that detached), which the lab ended.
+	Leftovers []string
 	// Summary is what `finproxy run` printed at exit (counters table).
 	Summary string
 	RunErr  error
@@ -142,6 +158,12 @@ func (s *syncBuffer) String() string {
 }
 
 // Run runs the scenario once in t.
+//
+// The applications run in process groups of their own. The run is over when the client
+// has exited and every connection of the run is over (CLOSE or TIME_WAIT, no
+// retransmission due: see settle), or when the server exited by itself; a server still
+// running then is stopped by the lab (SIGTERM to its group, SIGKILL after StopGrace), unless it is
+// Spec.shared (started once for all runs of a lab).
 func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	if s.Settle == 0 {
 		s.Settle = 800 * time.Millisecond
@@ -149,63 +171,70 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	if s.Timeout == 0 {
 		s.Timeout = 20 * time.Second
 	}
+	if s.StopGrace == 0 {
+		s.StopGrace = rules.DefaultStopGrace
+	}
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
+	// An interrupt leaves each application at most a second to end (the lab must be gone
+	// within 5 s of SIGINT or SIGTERM); the run's own timeout gives it the full grace.
+	grace := func() time.Duration {
+		if outer.Err() != nil {
+			return min(s.StopGrace, time.Second)
+		}
+		return s.StopGrace
+	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, err
 	}
 	res := &Result{}
 	logPath := filepath.Join(s.Dir, "events.jsonl")
+	s.Logger = orDefault(s.Logger)
 
 	// 0. The observer, before anything connects.
+	var obs *observer
 	if s.Observe {
-		obs, err := startObserver(ctx, t, s)
-		if err != nil {
+		var err error
+		if obs, err = startObserver(ctx, t, s); err != nil {
 			res.ObserveWarnings = append(res.ObserveWarnings, err.Error())
-		} else {
-			defer func() {
-				res.Observed, res.Leaks, res.ObserveWarnings = obs.finish(ctx)
-			}()
+			obs = nil
 		}
 	}
+	finishObserver := func() {
+		if obs != nil {
+			res.Observed, res.Leaks, res.ObserveWarnings = obs.finish(ctx)
+			obs = nil
+		}
+	}
+	defer finishObserver()
 
 	// What the kernels count from here on is the run's (each lab has its own namespaces).
 	kernelBefore := kernelSnapshot(t)
 
+	phase := func(name string) { s.Logger.Debug("lab phase", "phase", name, "dir", s.Dir) }
 	// 1. The server, until it says it is ready (a line containing ServerReady on its
-	// stdout or stderr).
-	sargs := expand(s.Server, t, s.Port, s.Finproxy, s.Addr6)
-	srv := t.Command(ctx, "server", sargs[0], sargs[1:]...)
-	pr, pw := io.Pipe()
-	srv.Stdout, srv.Stderr = pw, pw
-	var srvBuf syncBuffer
-	if err := srv.Start(); err != nil {
-		return nil, fmt.Errorf("start server %v: %w", sargs, err)
-	}
-	srvDone := make(chan error, 1)
-	go func() {
-		err := srv.Wait()
-		pw.Close()
-		srvDone <- err
-	}()
-	defer func() {
-		_ = srv.Process.Kill()
-		err := <-srvDone
-		srvDone <- err
-	}()
-	ready := s.ServerReady
-	if ready == "" {
-		ready = "ready"
-	}
-	if err := waitLine(ctx, pr, ready, &srvBuf); err != nil {
-		return nil, fmt.Errorf("server %v: %w", sargs, err)
+	// stdout or stderr), unless one runs for the whole lab.
+	srv := s.shared
+	if srv != nil {
+		if !srv.alive() {
+			return nil, fmt.Errorf("the server started for the whole lab has exited (%s); output:\n%s", statusText(srv.Err()), srv.Output())
+		}
+	} else {
+		phase("server")
+		var err error
+		if srv, err = StartServer(ctx, t, s); err != nil {
+			return nil, err
+		}
+		defer func() { srv.Stop(grace()) }() // on the error paths; a no-op once it is over
 	}
 
 	// 2. finproxy on the router, until its hooks are in place.
-	fp := t.Command(ctx, "router", s.Finproxy, "run", "-c", s.Config, "--hook", "forward",
+	phase("finproxy")
+	fp := t.Command(context.Background(), "router", s.Finproxy, "run", "-c", s.Config, "--hook", "forward",
 		"--port", fmt.Sprint(s.Port), "--log", logPath, "--pcap", filepath.Join(s.Dir, "capture.pcapng"), "--no-observe")
-	fp.Cancel = func() error { return fp.Process.Signal(syscall.SIGTERM) }
-	fp.WaitDelay = 5 * time.Second
+	fp.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	fp.WaitDelay = time.Second
 	var fpOut bytes.Buffer
 	fp.Stdout = &fpOut
 	fpErr, err := fp.StderrPipe()
@@ -213,17 +242,23 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 		return nil, err
 	}
 	var fpErrBuf syncBuffer
-	if err := fp.Start(); err != nil {
+	if err := s.Procs.start(fp, func() { killGroup(fp.Process, syscall.SIGKILL) }); err != nil {
 		return nil, fmt.Errorf("start finproxy: %w", err)
 	}
 	fpDone := make(chan error, 1)
+	stopped := false
 	stopFinproxy := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		defer s.Procs.remove(fp.Process.Pid)
 		_ = fp.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-fpDone:
 			return err
 		case <-time.After(10 * time.Second):
-			_ = fp.Process.Kill()
+			killGroup(fp.Process, syscall.SIGKILL)
 			return errors.Join(errors.New("finproxy did not stop within 10s of SIGTERM"), <-fpDone)
 		}
 	}
@@ -233,34 +268,60 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 		return nil, fmt.Errorf("finproxy run: %w", err)
 	}
 	go func() { fpDone <- fp.Wait() }()
+	defer stopFinproxy() //nolint:errcheck // on the error paths
 
-	// 3. The client, to completion.
+	// 3. The client, to completion (stopped as a group when the run's time is up).
 	cargs := expand(s.Client, t, s.Port, s.Finproxy, s.Addr6)
-	cl := t.Command(ctx, "client", cargs[0], cargs[1:]...)
-	var clOut bytes.Buffer
-	cl.Stdout = &clOut
-	cl.Stderr = &clOut
-	res.ClientErr = cl.Run()
-	res.ClientOutput = clOut.String()
-
-	// 4. The server finishes its connection(s) and exits by itself.
-	select {
-	case res.ServerErr = <-srvDone:
-		srvDone <- res.ServerErr // for the deferred wait
-	case <-time.After(s.Timeout / 2):
-		res.ServerErr = errors.New("server did not exit")
+	phase("client")
+	cl, err := startProc(t, s.Procs, "client", "client", cargs, "")
+	if err != nil {
+		return nil, err
 	}
-	res.ServerOutput = srvBuf.String()
+	select {
+	case <-cl.exited:
+	case <-ctx.Done():
+	}
+	cl.Stop(grace())
+	res.ClientErr, res.ClientStop = cl.Err(), cl.Stopped()
+	res.ClientOutput = cl.Output()
+
+	// 4. The scenario is over when the server exits by itself (a built-in one, after its
+	// connections) or when every connection of the run is over; a server that does
+	// neither has half the run's time.
+	phase("over")
+	diags := openDiags(t, runFilter(t, s))
+	defer closeDiags(diags)
+	overCtx, overCancel := context.WithTimeout(ctx, s.Timeout/2)
+	waitOver(overCtx, srv, diags, s.shared != nil)
+	overCancel()
 
 	// 5. The teardown goes on in the kernels (retransmissions, TIME_WAIT ACKs): wait until
 	// the event log has been quiet for Settle and no retransmission is about to happen.
-	settle(ctx, t, s, logPath, s.Settle)
+	phase("settle")
+	settle(ctx, diags, logPath, s.Settle)
 	res.Kernel = kernelDelta(kernelBefore, kernelSnapshot(t))
 
+	phase("stop")
 	res.RunErr = stopFinproxy()
 	res.Summary = fpOut.String()
 	if res.RunErr != nil {
 		res.Summary += fpErrBuf.String()
+	}
+	// What the observer saw is the run's: stopping a server that still holds connections
+	// (a CLOSE_WAIT leak) would add a teardown the scenario did not make.
+	finishObserver()
+
+	// 6. A server of this run that is still running is stopped, and whatever the
+	// applications left in their namespaces (outside their process groups) too.
+	if s.shared == nil {
+		srv.Stop(grace())
+		res.ServerErr, res.ServerStop = srv.Err(), srv.Stopped()
+		res.ServerOutput = srv.Output()
+		res.Leftovers = sweep(t, grace(), lab.RoleClient, lab.RoleServer)
+	} else {
+		res.ServerRunning = true
+		res.ServerOutput = srv.takeOutput() // the first run's has the start
+		res.Leftovers = sweep(t, grace(), lab.RoleClient)
 	}
 	recs, err := ReadLog(logPath)
 	if err != nil {
@@ -268,6 +329,87 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	}
 	res.Records = recs
 	return res, nil
+}
+
+// StartServer starts the spec's server in t's server namespace and waits until it prints
+// its ready text. The caller stops it (Stop) when it is done with it.
+func StartServer(ctx context.Context, t *lab.Topology, s Spec) (*proc, error) {
+	ready := s.ServerReady
+	if ready == "" {
+		ready = "ready"
+	}
+	if s.StopGrace == 0 {
+		s.StopGrace = rules.DefaultStopGrace
+	}
+	sargs := expand(s.Server, t, s.Port, s.Finproxy, s.Addr6)
+	srv, err := startProc(t, s.Procs, "server", "server", sargs, ready)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.waitReady(ctx.Done()); err != nil {
+		grace := s.StopGrace
+		if ctx.Err() != nil {
+			// Interrupted, or out of time: a second is enough for what never got ready.
+			grace = min(grace, time.Second)
+		}
+		srv.Stop(grace)
+		return nil, fmt.Errorf("server %q: %w", sargs, err)
+	}
+	return srv, nil
+}
+
+// waitOver returns when srv has exited by itself (unless shared), when every socket of
+// the run in diags is over, or when ctx ends.
+func waitOver(ctx context.Context, srv *proc, diags []*observe.Diag, shared bool) {
+	exited := srv.exited
+	if shared {
+		exited = nil
+	}
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if connectionsOver(diags) {
+			return
+		}
+		select {
+		case <-exited:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// connectionsOver reports whether no socket in diags is still in the middle of a
+// connection: every one is a listener, in TIME_WAIT or closed, and none has a
+// retransmission pending. Without a source it says no (the run then waits for the
+// server or its time).
+func connectionsOver(diags []*observe.Diag) bool {
+	if len(diags) == 0 {
+		return false
+	}
+	for _, d := range diags {
+		socks, err := d.Dump()
+		if err != nil {
+			return false
+		}
+		for _, so := range socks {
+			switch so.State {
+			case observe.Listen, observe.TimeWait, observe.Close:
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func orDefault(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
 }
 
 // waitQuiet returns once the file at path has not grown for quiet, or ctx ends.

@@ -20,15 +20,7 @@ const retransmitHorizon = 2 * time.Second
 // has a retransmission, loss probe or zero-window probe due within retransmitHorizon.
 // A timer due sooner is waited for, then the log must be quiet again (for a quarter of
 // quiet: what follows a retransmission is an answer within an RTT).
-func settle(ctx context.Context, t *lab.Topology, s Spec, logPath string, quiet time.Duration) {
-	f := runFilter(t, s)
-	var diags []*observe.Diag
-	for _, ns := range []string{t.Client, t.Server} {
-		if d, err := observe.OpenDiag(ns, f); err == nil {
-			diags = append(diags, d)
-			defer d.Close()
-		}
-	}
+func settle(ctx context.Context, diags []*observe.Diag, logPath string, quiet time.Duration) {
 	for {
 		waitQuiet(ctx, logPath, quiet)
 		due, ok := nextRetransmit(diags)
@@ -41,6 +33,24 @@ func settle(ctx context.Context, t *lab.Topology, s Spec, logPath string, quiet 
 		case <-time.After(due + 20*time.Millisecond):
 		}
 		quiet = min(quiet, max(quiet/4, 100*time.Millisecond))
+	}
+}
+
+// openDiags opens a sock_diag source for f in the client's and the server's namespace
+// (those that open).
+func openDiags(t *lab.Topology, f observe.Filter) []*observe.Diag {
+	var diags []*observe.Diag
+	for _, ns := range []string{t.Client, t.Server} {
+		if d, err := observe.OpenDiag(ns, f); err == nil {
+			diags = append(diags, d)
+		}
+	}
+	return diags
+}
+
+func closeDiags(diags []*observe.Diag) {
+	for _, d := range diags {
+		d.Close()
 	}
 }
 

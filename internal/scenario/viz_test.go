@@ -45,7 +45,7 @@ func judgeAgain(cfg *rules.Config, run *RunReport) {
 	run.Failures = verify.Check(verify.Input{Expect: cfg.Expect, Conn: run.Timeline, Records: run.Records,
 		ClientExit: run.ClientExit, ServerExit: run.ServerExit})
 	run.Pass = len(run.Failures) == 0
-	run.Expectations = expectations(cfg, run)
+	run.Expectations = expectations(cfg.Expect, run)
 }
 
 func TestExpectations(t *testing.T) {
@@ -72,7 +72,7 @@ func TestExpectations(t *testing.T) {
 	run.Records = run.Records[:4] // before the drop
 	judgeAgain(cfg, run)
 	run.Failures = append(run.Failures, "harness: something broke")
-	run.Expectations = expectations(cfg, run)
+	run.Expectations = expectations(cfg.Expect, run)
 	var failed []viz.Expectation
 	for _, e := range run.Expectations {
 		if !e.Pass {
@@ -105,7 +105,7 @@ func TestWriteVisuals(t *testing.T) {
 	rec.Client = other.Client.Addr
 	run1.Records = append(run1.Records, rec)
 	run2 := &RunReport{Run: 2, Failures: []string{"harness: <no lab>"}}
-	run2.Expectations = expectations(cfg, run2)
+	run2.Expectations = expectations(cfg.Expect, run2)
 	rep := &LabReport{Scenario: "lost-final-ack", Description: cfg.Description, Config: "lost-final-ack",
 		Passed: 1, Failed: 1, Runs: []*RunReport{run1, run2}}
 	dir := t.TempDir()
