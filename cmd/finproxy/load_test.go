@@ -146,11 +146,11 @@ func finproxyProcess(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// SIGINT and SIGTERM end finproxy within a second while it waits for its config on stdin
-// (before, signals were caught but nothing looked at them until the config was read: a
-// FIFO kept check running for 603 s through them).
+// SIGINT, SIGTERM and SIGHUP end finproxy within a second while it waits for its config
+// on stdin (before, signals were caught but nothing looked at them until the config was
+// read: a FIFO kept check running for 603 s through them).
 func TestSignalWhileLoading(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := finproxyProcess(t, "check", "-c", "-")
 			stdin, err := cmd.StdinPipe() // kept open, never written: the config never comes
