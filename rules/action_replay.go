@@ -34,9 +34,9 @@ func init() { Register("replay", func() Action { return &ReplayAction{} }) }
 // accepted) is the kernel's business; the record of the copy says when it was sent.
 type ReplayAction struct {
 	After    string   `toml:"after"`
-	Delay    Duration `toml:"delay"`
+	Delay    Duration `toml:"delay,positive"`
 	Original Verdict  `toml:"original"`
-	Timeout  Duration `toml:"timeout"`
+	Timeout  Duration `toml:"timeout,positive"`
 }
 
 // Replay triggers (ReplayAction.After).

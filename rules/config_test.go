@@ -653,7 +653,7 @@ x = 1979-05-27 07:32:00Z
 		"other[1].w":               {36, 1},
 		"other[1].x":               {37, 1},
 	} {
-		if got := l.keys[path]; got != want {
+		if got, _ := l.keyAt(pathOf(path)); got != want {
 			t.Errorf("key %s at %v, want %v", path, got, want)
 		}
 	}
@@ -664,12 +664,12 @@ x = 1979-05-27 07:32:00Z
 		"arr[1]":     {13, 3},
 		"other[1].x": {37, 5},
 	} {
-		if got := l.vals[path]; got != want {
+		if got, _ := l.valueAt(pathOf(path)); got != want {
 			t.Errorf("value %s at %v, want %v", path, got, want)
 		}
 	}
 	for _, bogus := range []string{"fake", "fake[1]", "x", "rule[3]"} {
-		if lc, ok := l.keys[bogus]; ok {
+		if lc, ok := l.keyAt(pathOf(bogus)); ok {
 			t.Errorf("found %s at %v", bogus, lc)
 		}
 	}
@@ -679,4 +679,28 @@ x = 1979-05-27 07:32:00Z
 	if got := l.at(keyPath{"nothing"}); got != (lineCol{1, 1}) {
 		t.Errorf("fallback to 1:1: %v", got)
 	}
+}
+
+// pathOf reads a key path as keyPath.String writes it: rule[2].nested[1].y, a."g.h".
+func pathOf(s string) keyPath {
+	var p keyPath
+	for i := 0; i < len(s); {
+		switch s[i] {
+		case '.':
+			i++
+		case '[':
+			j := i + strings.IndexByte(s[i:], ']') + 1
+			p, i = append(p, s[i:j]), j
+		case '"':
+			j := i + 1 + strings.IndexByte(s[i+1:], '"') + 1
+			p, i = append(p, s[i:j]), j
+		default:
+			j := i
+			for j < len(s) && isBareKeyByte(s[j]) {
+				j++
+			}
+			p, i = append(p, s[i:j]), j
+		}
+	}
+	return p
 }

@@ -72,7 +72,7 @@ Everything it creates is removed, also on Ctrl-C.`,
 				if ctx.Err() != nil {
 					break
 				}
-				cfg, err := loadConfig(name)
+				cfg, err := loadConfig(ctx, name, nil)
 				if err != nil {
 					return err
 				}

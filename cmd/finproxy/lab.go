@@ -28,7 +28,7 @@ func newLabCmd() *cobra.Command {
 		cfgPath, reportDir, junit string
 		pcapPath                  string
 		runs                      int
-		port                      uint16
+		port                      uint // 0 or 1 to 65535: checkSharedFlags
 		server, client, ready     string
 		lifetime                  string
 		stopGrace                 time.Duration
@@ -59,7 +59,10 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 			if runs < 1 {
 				return &exitError{2, fmt.Errorf("lab: --runs %d: want at least 1", runs)}
 			}
-			cfg, err := loadConfig(cfgPath)
+			if cfgPath == stdinArg {
+				return &exitError{2, fmt.Errorf("lab: -c -: each run's finproxy reads the config again: give it as a file or a preset name")}
+			}
+			cfg, err := loadConfig(cmd.Context(), cfgPath, nil)
 			if err != nil {
 				return &exitError{2, err}
 			}
@@ -106,7 +109,7 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 			w := cmd.OutOrStdout()
 			tty := isTTY(w)
 			rep, err := scenario.RunLab(ctx, scenario.LabOptions{
-				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: port,
+				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: uint16(port),
 				Server: srvArgv, Client: cliArgv, Ready: ready, Logger: slog.Default(),
 				ServerLifetime: lt, StopGrace: stopGrace, Procs: procs,
 				Progress: func(done, total, passed int, r *scenario.RunReport) {
@@ -159,7 +162,7 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 	cmd.Flags().StringVar(&reportDir, "report", "", "write DIR/report.json, DIR/index.html (the runs, a ladder diagram) and keep each run's event log, capture and diagram in DIR/run-N/")
 	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write every run's capture (pcapng, one section per run) to this file")
 	cmd.Flags().StringVar(&junit, "junit", "", "write a JUnit XML file, one test case per run")
-	cmd.Flags().Uint16Var(&port, "port", 0, "override the config's target port")
+	cmd.Flags().UintVar(&port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
 	cmd.Flags().StringVar(&lifetime, "server-lifetime", "", "override [lab] server_lifetime: \"run\" (a server per run, the default) or \"lab\" (one server for all runs, for daemons slow to start)")

@@ -65,7 +65,8 @@ close, three-way close, FIN_WAIT2 hangs, CLOSE_WAIT leaks, ...) and reports what
 	}
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
 	root.PersistentFlags().BoolVar(&g.json, "log-json", false, "log as JSON on stderr")
-	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {
+	root.SetFlagErrorFunc(flagError)
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		level := slog.LevelInfo
 		if g.verbose {
 			level = slog.LevelDebug
@@ -77,6 +78,10 @@ close, three-way close, FIN_WAIT2 hangs, CLOSE_WAIT leaks, ...) and reports what
 			h = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
 		}
 		slog.SetDefault(slog.New(h))
+		if err := checkSharedFlags(cmd); err != nil {
+			return &exitError{2, err}
+		}
+		return nil
 	}
 	root.AddCommand(newRunCmd(), newCheckCmd(), newCleanupCmd())
 	for _, c := range extraCommands {

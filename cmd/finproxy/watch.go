@@ -82,7 +82,6 @@ did not) is a leak: it is printed with its 4-tuple, owner, age and queues. With
 			return runWatch(cmd.Context(), wc, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{2, err} })
 	fl := cmd.Flags()
 	fl.UintSliceVar(&f.ports, "port", nil, "TCP `PORT` to watch (either end of a connection); repeat or separate with commas. Required unless --addr")
 	fl.StringSliceVar(&f.addrs, "addr", nil, "only connections with an end in this `PREFIX` (address or CIDR); repeat or separate with commas")
@@ -102,10 +101,7 @@ func (f *watchFlags) check() (*watchConfig, error) {
 	if len(f.ports) == 0 && len(f.addrs) == 0 {
 		return nil, fmt.Errorf("watch: give --port (or --addr)")
 	}
-	for _, p := range f.ports {
-		if p == 0 || p > 65535 {
-			return nil, fmt.Errorf("--port %d: want 1 to 65535", p)
-		}
+	for _, p := range f.ports { // in range: checkSharedFlags
 		wc.filter.Ports = append(wc.filter.Ports, uint16(p))
 	}
 	for _, a := range f.addrs {
@@ -120,11 +116,6 @@ func (f *watchFlags) check() (*watchConfig, error) {
 		return nil, fmt.Errorf("--close-wait %v: want a positive duration", f.closeWait)
 	case f.interval <= 0:
 		return nil, fmt.Errorf("--interval %v: want a positive duration", f.interval)
-	case f.duration < 0:
-		return nil, fmt.Errorf("--duration %v: want a positive duration (or 0: until Ctrl-C)", f.duration)
-	}
-	if err := checkNamespaces("--observe-netns", f.observeNetns); err != nil {
-		return nil, err
 	}
 	return wc, nil
 }
