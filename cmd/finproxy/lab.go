@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/rules"
@@ -30,8 +29,7 @@ func newLabCmd() *cobra.Command {
 		runs                      int
 		port                      uint // 0 or 1 to 65535: checkSharedFlags
 		server, client, ready     string
-		lifetime                  string
-		stopGrace                 time.Duration
+		apps                      appFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "lab -c CONFIG",
@@ -80,14 +78,9 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 					return &exitError{2, fmt.Errorf("--client: %w", err)}
 				}
 			}
-			var lt rules.ServerLifetime
-			if lifetime != "" {
-				if lt, err = rules.ParseServerLifetime(lifetime); err != nil {
-					return &exitError{2, fmt.Errorf("--server-lifetime: %w", err)}
-				}
-			}
-			if cmd.Flags().Changed("stop-grace") && (stopGrace <= 0 || stopGrace > time.Minute) {
-				return &exitError{2, fmt.Errorf("--stop-grace %s: want more than 0 and at most 1m", stopGrace)}
+			lt, stopGrace, err := apps.parse(cmd)
+			if err != nil {
+				return err
 			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("lab needs root (network namespaces, NFQUEUE, iptables, tracefs): try sudo")
@@ -165,8 +158,7 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 	cmd.Flags().UintVar(&port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
-	cmd.Flags().StringVar(&lifetime, "server-lifetime", "", "override [lab] server_lifetime: \"run\" (a server per run, the default) or \"lab\" (one server for all runs, for daemons slow to start)")
-	cmd.Flags().DurationVar(&stopGrace, "stop-grace", 0, "override [lab] stop_grace: time between SIGTERM and SIGKILL to an application's process group (default 5s)")
+	apps.register(cmd, "override [lab] server_lifetime: \"run\" (a server per run, the default) or \"lab\" (one server for all runs, for daemons slow to start); --stop-grace overrides [lab] stop_grace")
 	cmd.Flags().StringVar(&ready, "ready", "", "override [lab] ready: the text the server prints once it listens (socat -d -d: \"listening on\")")
 	return cmd
 }

@@ -24,11 +24,10 @@ func newSweepCmd() *cobra.Command {
 	var (
 		server, client, ready, faults string
 		reportDir, junit, failOn      string
-		lifetime                      string
+		apps                          appFlags
 		runs                          int
 		port                          uint16
 		closeWait, hang, delay        time.Duration
-		stopGrace                     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "sweep --server CMD --client CMD --port N",
@@ -100,14 +99,9 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
 			if err != nil {
 				return &exitError{2, fmt.Errorf("--client: %w", err)}
 			}
-			var lt rules.ServerLifetime
-			if lifetime != "" {
-				if lt, err = rules.ParseServerLifetime(lifetime); err != nil {
-					return &exitError{2, fmt.Errorf("--server-lifetime: %w", err)}
-				}
-			}
-			if cmd.Flags().Changed("stop-grace") && (stopGrace <= 0 || stopGrace > time.Minute) {
-				return &exitError{2, fmt.Errorf("--stop-grace %s: want more than 0 and at most 1m", stopGrace)}
+			lt, stopGrace, err := apps.parse(cmd)
+			if err != nil {
+				return err
 			}
 			if stopGrace == 0 {
 				stopGrace = rules.DefaultStopGrace
@@ -191,8 +185,7 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
 	f.StringVar(&failOn, "fail-on", "leak,hang", "finding kinds that make the exit status 1 (leak, hang, linger, error; \"\" none)")
 	f.StringVar(&reportDir, "report", "", "write DIR/report.json, DIR/index.html (a ladder per finding) and each fault's runs in DIR/FAULT/")
 	f.StringVar(&junit, "junit", "", "write a JUnit XML file, one test case per fault")
-	f.StringVar(&lifetime, "server-lifetime", "", "\"run\" (a server per run, the default) or \"lab\" (one server per fault)")
-	f.DurationVar(&stopGrace, "stop-grace", 0, "time between SIGTERM and SIGKILL to an application's process group (default 5s)")
+	apps.register(cmd, "\"run\" (a server per run, the default) or \"lab\" (one server per fault)")
 	return cmd
 }
 

@@ -3,7 +3,6 @@ package scenario
 import (
 	"context"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/internal/junit"
 	"github.com/finproxy/finproxy/lab"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
@@ -487,40 +487,13 @@ func WriteReport(dir string, rep *LabReport) error {
 	return writeVisuals(dir, rep)
 }
 
-type junitSuites struct {
-	XMLName xml.Name     `xml:"testsuites"`
-	Suites  []junitSuite `xml:"testsuite"`
-}
-
-type junitSuite struct {
-	Name     string      `xml:"name,attr"`
-	Tests    int         `xml:"tests,attr"`
-	Failures int         `xml:"failures,attr"`
-	Time     float64     `xml:"time,attr"`
-	Cases    []junitCase `xml:"testcase"`
-}
-
-type junitCase struct {
-	Name      string        `xml:"name,attr"`
-	Classname string        `xml:"classname,attr"`
-	Time      float64       `xml:"time,attr"`
-	Failure   *junitFailure `xml:"failure,omitempty"`
-	SystemOut string        `xml:"system-out,omitempty"`
-}
-
-type junitFailure struct {
-	Message string `xml:"message,attr"`
-	Text    string `xml:",chardata"`
-}
-
 // WriteJUnit writes one test case per run.
 func WriteJUnit(path string, rep *LabReport) error {
-	s := junitSuite{Name: "finproxy lab " + rep.Scenario, Tests: len(rep.Runs), Failures: rep.Failed,
-		Time: rep.Ended.Sub(rep.Started).Seconds()}
+	s := junit.Suite{Name: "finproxy lab " + rep.Scenario, Time: rep.Ended.Sub(rep.Started).Seconds()}
 	for _, r := range rep.Runs {
-		c := junitCase{Name: fmt.Sprintf("%s/run-%d", rep.Scenario, r.Run), Classname: "finproxy.lab." + rep.Scenario, Time: r.DurationMS / 1000}
+		c := junit.Case{Name: fmt.Sprintf("%s/run-%d", rep.Scenario, r.Run), Classname: "finproxy.lab." + rep.Scenario, Time: r.DurationMS / 1000}
 		if !r.Pass {
-			c.Failure = &junitFailure{Message: r.Failures[0], Text: strings.Join(r.Failures, "\n")}
+			c.Failure = &junit.Failure{Message: r.Failures[0], Text: strings.Join(r.Failures, "\n")}
 		}
 		var out []string
 		for _, sk := range rep.Skipped {
@@ -535,14 +508,5 @@ func WriteJUnit(path string, rep *LabReport) error {
 		c.SystemOut = strings.Join(out, "\n")
 		s.Cases = append(s.Cases, c)
 	}
-	b, err := xml.MarshalIndent(junitSuites{Suites: []junitSuite{s}}, "", "  ")
-	if err != nil {
-		return err
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	return os.WriteFile(path, append([]byte(xml.Header), append(b, '\n')...), 0o644)
+	return junit.Write(path, s)
 }

@@ -3,7 +3,6 @@ package sweep
 import (
 	"bytes"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"html/template"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/finproxy/finproxy/internal/junit"
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/viz"
 )
@@ -170,38 +170,12 @@ code { background: #f4f4f4; padding: 1px 3px; }
 </body></html>
 `))
 
-type junitSuites struct {
-	XMLName xml.Name   `xml:"testsuites"`
-	Suites  []junitSet `xml:"testsuite"`
-}
-
-type junitSet struct {
-	Name     string      `xml:"name,attr"`
-	Tests    int         `xml:"tests,attr"`
-	Failures int         `xml:"failures,attr"`
-	Time     float64     `xml:"time,attr"`
-	Cases    []junitCase `xml:"testcase"`
-}
-
-type junitCase struct {
-	Name      string        `xml:"name,attr"`
-	Classname string        `xml:"classname,attr"`
-	Time      float64       `xml:"time,attr"`
-	Failure   *junitFailure `xml:"failure,omitempty"`
-	SystemOut string        `xml:"system-out,omitempty"`
-}
-
-type junitFailure struct {
-	Message string `xml:"message,attr"`
-	Text    string `xml:",chardata"`
-}
-
 // WriteJUnit writes one test case per fault, failed when it showed a finding of one of
 // failOn.
 func WriteJUnit(path string, rep *Report, failOn []string) error {
-	s := junitSet{Name: "finproxy sweep", Tests: len(rep.Faults), Time: rep.Ended.Sub(rep.Started).Seconds()}
+	s := junit.Suite{Name: "finproxy sweep", Time: rep.Ended.Sub(rep.Started).Seconds()}
 	for _, f := range rep.Faults {
-		c := junitCase{Name: f.Name, Classname: "finproxy.sweep"}
+		c := junit.Case{Name: f.Name, Classname: "finproxy.sweep"}
 		var lines, failing []string
 		for _, r := range f.Runs {
 			c.Time += r.DurationMS / 1000
@@ -215,20 +189,10 @@ func WriteJUnit(path string, rep *Report, failOn []string) error {
 			}
 		}
 		if len(failing) > 0 {
-			s.Failures++
-			c.Failure = &junitFailure{Message: failing[0], Text: strings.Join(failing, "\n")}
+			c.Failure = &junit.Failure{Message: failing[0], Text: strings.Join(failing, "\n")}
 		}
 		c.SystemOut = strings.Join(lines, "\n")
 		s.Cases = append(s.Cases, c)
 	}
-	b, err := xml.MarshalIndent(junitSuites{Suites: []junitSet{s}}, "", "  ")
-	if err != nil {
-		return err
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	return os.WriteFile(path, append([]byte(xml.Header), append(b, '\n')...), 0o644)
+	return junit.Write(path, s)
 }
