@@ -124,7 +124,7 @@ func TestSweep(t *testing.T) {
 					t.Errorf("the table does not name %s:\n%s", name, stdout)
 				}
 				page, _ := os.ReadFile(filepath.Join(out, "index.html"))
-				if !strings.Contains(string(page), `href="`+name+`/run-`) {
+				if !strings.Contains(string(page), `href="`+name+`/run-`) || !strings.Contains(string(page), "ladder</a>") {
 					t.Errorf("index.html has no ladder link for %s", name)
 				}
 			}

@@ -160,11 +160,10 @@ code { background: #f4f4f4; padding: 1px 3px; }
 <p>server <code>{{join .Server}}</code><br>client <code>{{join .Client}}</code><br>
 {{.Runs}} runs per fault · started {{.Started.Format "2006-01-02 15:04:05 MST"}}{{if .Interrupted}} · <b>interrupted</b>{{end}} · <a href="report.json">report.json</a></p>
 <table>
-<tr><th>fault</th><th>what it does</th><th>findings (runs that showed each)</th><th>ladder</th></tr>
+<tr><th>fault</th><th>what it does</th><th>findings: the runs that showed each, and the ladder diagram of one</th></tr>
 {{range $f := .Faults}}<tr id="{{$f.Name}}">
 <td><a href="{{$f.Config}}">{{$f.Name}}</a></td><td>{{$f.Description}}</td>
-<td>{{if $f.Findings}}{{range $f.Findings}}<div><span class="{{.Kind}}">{{.Kind}}</span>: {{.Key}}, {{.Runs}} of {{len $f.Runs}} runs{{with .Process}} ({{.Comm}}, pid {{.Pid}}){{end}}</div>{{end}}{{else}}<span class="none">nothing unusual</span>{{end}}</td>
-<td>{{range $f.Findings}}{{if .Ladder}}<div><a href="{{.Ladder}}">run {{.Example}}</a></div>{{end}}{{else}}{{with $f.FirstLadder}}<a href="{{.}}">run 1</a>{{end}}{{end}}</td>
+<td>{{range $f.Findings}}<div><span class="{{.Kind}}">{{.Kind}}</span>: {{.Key}}, {{.Runs}} of {{len $f.Runs}} runs{{with .Process}} ({{.Comm}}, pid {{.Pid}}){{end}}{{with .Ladder}} · <a href="{{.}}">ladder</a>{{end}}</div>{{else}}<span class="none">nothing unusual</span>{{with $f.FirstLadder}} · <a href="{{.}}">ladder</a>{{end}}{{end}}</td>
 </tr>
 {{end}}</table>
 </body></html>
