@@ -96,6 +96,10 @@ type HookSpec struct {
 	// family Install is given is hooked.
 	Addrs []netip.Prefix
 	Scope Scope
+	// NoHandshake: SYN segments (SYN and SYN|ACK) are neither queued nor, where the
+	// scope allows, sent to the chain at all: the rules act on the teardown only, and a
+	// connection's connect() never waits for finproxy.
+	NoHandshake bool
 	// Bypass adds --queue-bypass: while no process is bound to the queue,
 	// packets pass instead of being dropped (traffic flows if finproxy dies).
 	// NewHookSpec sets it.
@@ -201,6 +205,9 @@ func chainRules(s HookSpec) [][]string {
 		rules = append(rules, slices.Concat([]string{"-m", "conntrack", "--ctstate", "INVALID"}, queue))
 	}
 	for _, f := range []string{"SYN", "FIN", "RST"} {
+		if f == "SYN" && s.NoHandshake {
+			continue
+		}
 		rules = append(rules, slices.Concat(flags(f), queue))
 	}
 	if !s.Owner.IsZero() {
@@ -254,7 +261,7 @@ func jumpRules(s HookSpec, chain string, addrs []netip.Prefix) []rule {
 					r = append(r, "!", "-i", h.iface)
 				}
 				r = append(r, "-p", "tcp")
-				if s.Port != 0 || s.Scope == Control {
+				if s.Port != 0 || s.Scope == Control || s.NoHandshake {
 					r = append(r, "-m", "tcp")
 				}
 				if s.Port != 0 {
@@ -264,10 +271,17 @@ func jumpRules(s HookSpec, chain string, addrs []netip.Prefix) []rule {
 						r = append(r, "--sport", strconv.Itoa(int(s.Port)))
 					}
 				}
-				if s.Scope == Control {
+				switch {
+				case s.Scope == Control && s.NoHandshake:
+					// Only FIN and RST are queued: nothing else enters the chain.
+					r = append(r, "!", "--tcp-flags", "FIN,RST", "NONE")
+				case s.Scope == Control:
 					// Only SYN, FIN and RST are queued: the rest (bulk data) need not even
 					// enter the chain, which saves a few rule evaluations per packet.
 					r = append(r, "!", "--tcp-flags", "FIN,SYN,RST", "NONE")
+				case s.NoHandshake:
+					// The handshake's SYN and SYN|ACK stay out of the chain.
+					r = append(r, "!", "--tcp-flags", "SYN", "SYN")
 				}
 				r = append(r, "-m", "comment", "--comment", s.Owner.comment(), "-j", chain)
 				out = append(out, rule{h.chain, r})

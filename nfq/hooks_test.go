@@ -524,8 +524,17 @@ func goldenSpecs() map[string]HookSpec {
 	e.Scope = FromFIN
 	e.SkipMark = 0x2
 	e.Owner = Owner{PID: 4242, Start: 1234567}
+	// Rules about the teardown only: no SYN is queued, and none enters the chain.
+	f := NewHookSpec(Forward, 7400)
+	f.Port = 8080
+	f.NoHandshake = true
+	f.SkipMark = 0x2
+	g := NewHookSpec(Local, 7400)
+	g.Port = 8080
+	g.Scope = FromFIN
+	g.NoHandshake = true
 	return map[string]HookSpec{"local_control_port": a, "forward_fromfin_both": b, "local_all_addr_nobypass": c, "forward_control_balance": d,
-		"local_fromfin_owner": e}
+		"local_fromfin_owner": e, "forward_control_nohandshake": f, "local_fromfin_nohandshake": g}
 }
 
 // TestGolden writes the rules of a few specs to testdata/hooks_*.golden, for
@@ -537,8 +546,12 @@ func TestGolden(t *testing.T) {
 			_, err := Install(f4, f6, spec)
 			must(t, err)
 			var b strings.Builder
-			fmt.Fprintf(&b, "# %s: mode=%v scope=%v queue=%d port=%d addrs=%v bypass=%v skipmark=%#x\n",
+			fmt.Fprintf(&b, "# %s: mode=%v scope=%v queue=%d port=%d addrs=%v bypass=%v skipmark=%#x",
 				name, spec.Mode, spec.Scope, spec.Queue, spec.Port, spec.Addrs, spec.Bypass, spec.SkipMark)
+			if spec.NoHandshake {
+				b.WriteString(" nohandshake")
+			}
+			b.WriteString("\n")
 			for _, fam := range []struct {
 				cmd string
 				f   *Fake

@@ -67,6 +67,9 @@ func (a *ReplayAction) Validate() error {
 // Injects reports that replay sends segments.
 func (*ReplayAction) Injects() bool { return true }
 
+// NeedsHandshake reports that replay must see the next incarnation's handshake.
+func (*ReplayAction) NeedsHandshake() bool { return true }
+
 // NeedsData reports that replay must see every segment: the handshake of the next
 // incarnation, the acknowledgments that end this one.
 func (*ReplayAction) NeedsData() bool { return true }

@@ -32,6 +32,11 @@ func newCheckCmd() *cobra.Command {
 			for _, r := range cfg.Rules {
 				fmt.Fprintf(w, "  %-24s %s\n", r.Name, r.ActionName)
 			}
+			if need, why := cfg.HandshakeNeed(); need {
+				fmt.Fprintf(w, "  handshake queued: %s\n", why)
+			} else {
+				fmt.Fprintf(w, "  handshake not queued (no SYN, no SYN|ACK): %s\n", why)
+			}
 			return nil
 		},
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
+	"github.com/finproxy/finproxy/viz"
 	"github.com/spf13/cobra"
 )
 
@@ -153,15 +154,19 @@ func printLadder(w io.Writer, recs []rules.Record, conn *observe.Connection) {
 		text string
 	}
 	var lines []line
-	isn := map[rules.Side]uint32{}
+	var mine []rules.Record
 	for _, r := range recs {
-		if conn != nil && (r.Client != conn.Client.Addr || r.Server != conn.Server.Addr) {
-			continue
+		if conn == nil || viz.Belongs(r, conn) {
+			mine = append(mine, r)
 		}
-		if r.Flags.Has(segment.SYN) && !r.Injected {
-			isn[r.Side] = r.Seq
-		}
-		seq, ack := fmt.Sprint(r.Seq-isn[r.Side]), fmt.Sprint(r.Ack-isn[r.Side.Other()])
+	}
+	base := rules.NewSeqBase(mine)
+	if len(mine) > 0 && !base.FromSYN() {
+		lines = append(lines, line{mine[0].Time - 1, "(seq and ack relative to each side's first segment queued: the rules needed no handshake)"})
+	}
+	for _, r := range mine {
+		rs, ra := base.Rel(r.Side, r.Seq, r.Ack)
+		seq, ack := fmt.Sprint(rs), fmt.Sprint(ra)
 		if !r.Flags.Has(segment.ACK) {
 			ack = "-"
 		}

@@ -192,6 +192,8 @@ func HookSpec(cfg *rules.Config) nfq.HookSpec {
 	} else {
 		spec.Mode = nfq.Local
 	}
+	need, _ := cfg.HandshakeNeed()
+	spec.NoHandshake = !need
 	switch cfg.QueueScope() {
 	case rules.QueueAll:
 		spec.Scope = nfq.All
