@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -128,6 +129,23 @@ var (
 	sideExpectKeys    = []string{"states", "absent", "retransmits_in", "no_retransmits", "resets_sent", "resets_received", "max_dwell", "min_dwell", "close_wait_leak", "exit"}
 	segmentExpectKeys = []string{"side", "flags", "has_flags", "payload", "verdict", "rule", "injected", "modified", "min", "max"}
 )
+
+// CountText says what count s wants: "none", "exactly 1", "at least 2", "at most 3",
+// "1 to 4".
+func (s *SegmentExpect) CountText() string {
+	lo, hi := s.Min, s.Max
+	switch {
+	case hi == 0:
+		return "none"
+	case hi < 0:
+		return fmt.Sprintf("at least %d", lo)
+	case lo == hi:
+		return fmt.Sprintf("exactly %d", lo)
+	case lo == 0:
+		return fmt.Sprintf("at most %d", hi)
+	}
+	return fmt.Sprintf("%d to %d", lo, hi)
+}
 
 // Matches reports whether the record r counts for s.
 func (s *SegmentExpect) Matches(r *Record) bool {

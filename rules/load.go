@@ -475,7 +475,7 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 				break
 			}
 			for i, s := range ss {
-				if pfx, err := parsePrefix(s); err != nil {
+				if pfx, err := ParsePrefix(s); err != nil {
 					l.valErr(ps[i], "%v", err)
 				} else {
 					t.Addresses = append(t.Addresses, pfx)
@@ -508,8 +508,10 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 	}
 }
 
-// parsePrefix parses an address (a single-host prefix) or a prefix.
-func parsePrefix(s string) (netip.Prefix, error) {
+// ParsePrefix parses an address (a single-host prefix) or a prefix, as [target]
+// addresses and every command's --addr take them: IPv4-mapped addresses unmapped, no
+// zone, no host bits set (the error suggests the prefix meant).
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil {

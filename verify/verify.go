@@ -487,22 +487,9 @@ func (c *checker) segment(s *rules.SegmentExpect, records []rules.Record) {
 	if n >= s.Min && (s.Max < 0 || n <= s.Max) {
 		return
 	}
-	c.failf("segment %s: want %s, saw %d", s, countText(s.Min, s.Max), n)
+	c.failf("segment %s: want %s, saw %d", s, s.CountText(), n)
 }
 
-func countText(lo, hi int) string {
-	switch {
-	case hi == 0:
-		return "none"
-	case hi < 0:
-		return fmt.Sprintf("at least %d", lo)
-	case lo == hi:
-		return fmt.Sprintf("exactly %d", lo)
-	case lo == 0:
-		return fmt.Sprintf("at most %d", hi)
-	}
-	return fmt.Sprintf("%d to %d", lo, hi)
-}
 
 // dur writes a duration for messages: to the microsecond below a second, to the
 // millisecond below a minute, to the second above.

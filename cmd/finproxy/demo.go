@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -67,7 +68,7 @@ Everything it creates is removed, also on Ctrl-C.`,
 			failed := 0
 			start := time.Now()
 			for _, name := range configs.Names() {
-				if len(only) > 0 && !contains(only, name) {
+				if len(only) > 0 && !slices.Contains(only, name) {
 					continue
 				}
 				if ctx.Err() != nil {
@@ -134,15 +135,6 @@ Everything it creates is removed, also on Ctrl-C.`,
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these presets")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the table")
 	return cmd
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // printLadder prints what happened on the connection in time order: the segments of the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/observe"
+	"github.com/finproxy/finproxy/rules"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -105,9 +106,9 @@ func (f *watchFlags) check() (*watchConfig, error) {
 		wc.filter.Ports = append(wc.filter.Ports, uint16(p))
 	}
 	for _, a := range f.addrs {
-		p, err := parsePrefix(a)
+		p, err := rules.ParsePrefix(a)
 		if err != nil {
-			return nil, fmt.Errorf("--addr %q: want an address or a prefix (198.18.2.2, 198.18.0.0/15, fd00::/8)", a)
+			return nil, fmt.Errorf("--addr: %w", err)
 		}
 		wc.filter.Addrs = append(wc.filter.Addrs, p)
 	}
@@ -118,22 +119,6 @@ func (f *watchFlags) check() (*watchConfig, error) {
 		return nil, fmt.Errorf("--interval %v: want a positive duration", f.interval)
 	}
 	return wc, nil
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // watchLeak is a leak as watch reports it: the Observer's Leak as last seen, and whether
