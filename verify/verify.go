@@ -490,7 +490,6 @@ func (c *checker) segment(s *rules.SegmentExpect, records []rules.Record) {
 	c.failf("segment %s: want %s, saw %d", s, s.CountText(), n)
 }
 
-
 // dur writes a duration for messages: to the microsecond below a second, to the
 // millisecond below a minute, to the second above.
 func dur(d time.Duration) string {

@@ -133,7 +133,6 @@ func yesNo(b bool, yes, no string) string {
 	return no
 }
 
-
 // Ladder is the diagram of a run's connection (the one it was judged on), or of conn when
 // not nil (another connection the run observed).
 func Ladder(rep *LabReport, run *RunReport, conn *observe.Connection) viz.Ladder {
