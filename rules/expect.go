@@ -27,6 +27,8 @@ type Expect struct {
 	// Incarnations, when not 0, is how many connections the run's 4-tuple must have
 	// carried (a SYN on a 4-tuple whose previous connection is over starts the next).
 	Incarnations int
+	// Kernel are bounds on the kernel's TCP counters of each side ([expect.kernel]).
+	Kernel []KernelExpect
 	// Connections are expectations of one incarnation each ([[expect.connection]]);
 	// Client and Server above are those of the connection the run is judged on, the
 	// first.
@@ -124,7 +126,7 @@ var noRetransmitStates = map[string]string{
 }
 
 var (
-	expectKeys        = []string{"leak_threshold", "client", "server", "segment", "incarnations", "connection"}
+	expectKeys        = []string{"leak_threshold", "client", "server", "segment", "incarnations", "connection", "kernel"}
 	connExpectKeys    = []string{"incarnation", "client", "server"}
 	sideExpectKeys    = []string{"states", "absent", "retransmits_in", "no_retransmits", "resets_sent", "resets_received", "max_dwell", "min_dwell", "close_wait_leak", "exit"}
 	segmentExpectKeys = []string{"side", "flags", "has_flags", "payload", "verdict", "rule", "injected", "modified", "min", "max"}
@@ -245,6 +247,8 @@ func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
 			for i, t := range tbls {
 				e.Segments = append(e.Segments, l.segmentExpect(kp.index(i+1), t))
 			}
+		case "kernel":
+			e.Kernel = l.loadKernelExpect(kp, v)
 		case "incarnations":
 			if n, ok := l.count(kp, v, "the number of connections on the run's 4-tuple"); ok {
 				e.Incarnations = n

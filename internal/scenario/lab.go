@@ -414,9 +414,20 @@ func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16
 
 // verifyInput is what verify.Check needs of a judged run, for the expectations e.
 func verifyInput(e *rules.Expect, run *RunReport) verify.Input {
-	return verify.Input{Expect: e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
+	in := verify.Input{Expect: e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
 		ClientExit: run.ClientExit, ServerExit: run.ServerExit, Incarnations: run.Incarnations,
 		ClientStop: stopText(run.ClientStop), ServerStop: stopText(run.ServerStop)}
+	if run.Kernel != nil {
+		in.ClientCounters, in.ServerCounters = orEmpty(run.Kernel.Client.Counters), orEmpty(run.Kernel.Server.Counters)
+	}
+	return in
+}
+
+func orEmpty(m map[string]int64) map[string]int64 {
+	if m == nil {
+		return map[string]int64{}
+	}
+	return m
 }
 
 // incarnations returns the connections of rep on conn's 4-tuple, in the order of their

@@ -70,6 +70,9 @@ func expectations(expect *rules.Expect, run *RunReport) []viz.Expectation {
 				check(s.name+" "+item.text, x)
 			}
 		}
+		for _, k := range e.Kernel {
+			check(fmt.Sprintf("kernel %s: %s", &k, k.CountText()), rules.Expect{Kernel: []rules.KernelExpect{k}})
+		}
 		for _, sx := range e.Segments {
 			check(fmt.Sprintf("segments %s: %s", sx, sx.CountText()), rules.Expect{Segments: []*rules.SegmentExpect{sx}})
 		}
