@@ -23,7 +23,6 @@ import (
 )
 
 func init() {
-	extraCommands = append(extraCommands, newDemoCmd)
 	extraCleanups = append(extraCleanups, func() ([]string, error) { return lab.Cleanup(lab.DefaultPrefix) })
 }
 

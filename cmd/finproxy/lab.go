@@ -18,10 +18,6 @@ import (
 	"golang.org/x/term"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newLabCmd)
-}
-
 func newLabCmd() *cobra.Command {
 	var (
 		cfgPath, reportDir, junit string

@@ -83,12 +83,8 @@ close, three-way close, FIN_WAIT2 hangs, CLOSE_WAIT leaks, ...) and reports what
 		}
 		return nil
 	}
-	root.AddCommand(newRunCmd(), newCheckCmd(), newCleanupCmd())
-	for _, c := range extraCommands {
-		root.AddCommand(c())
-	}
+	// Every command, in one place.
+	root.AddCommand(newRunCmd(), newCheckCmd(), newCleanupCmd(), newWatchCmd(), newLabCmd(), newDemoCmd(),
+		newSweepCmd(), newAppCmd(), newWatchdogCmd())
 	return root
 }
-
-// extraCommands are added by other files of this package (demo, watch, app, ...).
-var extraCommands []func() *cobra.Command

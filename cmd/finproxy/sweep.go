@@ -16,10 +16,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newSweepCmd)
-}
-
 func newSweepCmd() *cobra.Command {
 	var (
 		server, client, ready, faults string

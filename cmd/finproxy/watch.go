@@ -16,10 +16,6 @@ import (
 	"golang.org/x/term"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newWatchCmd)
-}
-
 // defaultCloseWait is watch's CLOSE_WAIT leak threshold. A server normally closes within
 // milliseconds of reading EOF; five seconds in CLOSE_WAIT is already far from that, and
 // short enough for a CI run. Servers that keep sending after the peer's FIN (half-close)

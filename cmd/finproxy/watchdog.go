@@ -200,6 +200,3 @@ func removeLeftovers(owner nfq.Owner) []string {
 	return lines
 }
 
-func init() {
-	extraCommands = append(extraCommands, newWatchdogCmd)
-}
