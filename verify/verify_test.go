@@ -657,3 +657,43 @@ func TestDur(t *testing.T) {
 		}
 	}
 }
+
+// Results checks each expectation on its own: over every case, their failures are
+// exactly Check's, and a result passes when it has none.
+func TestResultsMatchCheck(t *testing.T) {
+	for _, tt := range checkCases() {
+		in := Input{Expect: expect(t, tt.expect), Conn: tt.conn, Leaks: tt.leaks, Records: tt.recs,
+			ClientExit: tt.exits[0], ServerExit: tt.exits[1], ClientStop: tt.stops[0], ServerStop: tt.stops[1],
+			Incarnations: tt.incs, ClientCounters: tt.kernel[0], ServerCounters: tt.kernel[1]}
+		var fromResults []string
+		for _, r := range Results(in) {
+			if r.Pass != (len(r.Failures) == 0) || r.Key == "" || r.Want == "" || r.Text == "" {
+				t.Errorf("%s: result %+v", tt.name, r)
+			}
+			fromResults = append(fromResults, r.Failures...)
+		}
+		fromCheck := Check(in)
+		// "connection: ... none was observed, so K1, K2 cannot be checked" is one line of
+		// Check for the whole section, one per result that needs the connection.
+		noConn := func(fails []string) ([]string, int) {
+			n := 0
+			return slices.DeleteFunc(fails, func(f string) bool {
+				if strings.HasPrefix(f, "connection: ") {
+					n++
+					return true
+				}
+				return false
+			}), n
+		}
+		fromResults, nr := noConn(fromResults)
+		fromCheck, nc := noConn(fromCheck)
+		if (nr == 0) != (nc == 0) {
+			t.Errorf("%s: %d results say there is no connection, Check %d times", tt.name, nr, nc)
+		}
+		slices.Sort(fromResults)
+		slices.Sort(fromCheck)
+		if !slices.Equal(fromResults, fromCheck) {
+			t.Errorf("%s: results' failures\n%s\nCheck's\n%s", tt.name, strings.Join(fromResults, "\n"), strings.Join(fromCheck, "\n"))
+		}
+	}
+}

@@ -199,4 +199,3 @@ func removeLeftovers(owner nfq.Owner) []string {
 	wg.Wait()
 	return lines
 }
-

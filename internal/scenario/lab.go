@@ -134,7 +134,7 @@ func effectiveExpect(e *rules.Expect, serverReplaced, clientReplaced bool, lifet
 			return
 		}
 		cp := **se
-		text := side + " " + exitText(&cp)
+		text := side + " " + verify.ExitText(&cp)
 		cp.Exit, cp.ExitStopped = nil, false
 		*se = &cp
 		skipped = append(skipped, SkippedExpectation{Expectation: text, Reason: why})
@@ -149,14 +149,6 @@ func effectiveExpect(e *rules.Expect, serverReplaced, clientReplaced bool, lifet
 		drop("client", &out.Client, "it describes the [lab] client; --client replaced it")
 	}
 	return &out, skipped
-}
-
-// exitText says what an exit expectation wants.
-func exitText(se *rules.SideExpect) string {
-	if se.ExitStopped {
-		return "stopped by the lab"
-	}
-	return fmt.Sprintf("exits with %d", *se.Exit)
 }
 
 // stopText is a Stop for a failure message: "SIGTERM, exit status 0".

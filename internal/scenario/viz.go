@@ -23,59 +23,16 @@ const CaptureName = "capture.pcapng"
 // LadderName is the ladder diagram of a run's connection in its directory.
 const LadderName = "ladder.svg"
 
-// expectations lists every expectation of the config's [expect] section with its outcome in
-// run: each is checked on its own (verify.Check of a section with only that key), so that
-// the diagram can say which held. Failures of the run that no expectation explains (the
-// harness, finproxy run) follow as failed lines.
+// expectations lists every expectation of [expect] with its outcome in run (verify.Results),
+// then the failures of the run that no expectation explains (the harness, finproxy run).
 func expectations(expect *rules.Expect, run *RunReport) []viz.Expectation {
 	var out []viz.Expectation
 	failed := map[string]bool{}
-	check := func(text string, e rules.Expect) {
-		fails := verify.Check(verifyInput(&e, run))
-		for _, fl := range fails {
+	for _, r := range verify.Results(verifyInput(expect, run)) {
+		for _, fl := range r.Failures {
 			failed[fl] = true
 		}
-		out = append(out, viz.Expectation{Text: text, Pass: len(fails) == 0, Detail: strings.Join(fails, "; ")})
-	}
-	if e := expect; e != nil {
-		type sideOf struct {
-			name string
-			se   *rules.SideExpect
-			set  func(*rules.Expect, *rules.SideExpect)
-		}
-		sides := []sideOf{
-			{"client", e.Client, func(x *rules.Expect, se *rules.SideExpect) { x.Client = se }},
-			{"server", e.Server, func(x *rules.Expect, se *rules.SideExpect) { x.Server = se }},
-		}
-		if e.Incarnations > 0 {
-			check(fmt.Sprintf("%d connections on the 4-tuple", e.Incarnations), rules.Expect{Incarnations: e.Incarnations})
-		}
-		for _, ce := range e.Connections {
-			n := ce.Incarnation
-			sides = append(sides,
-				sideOf{fmt.Sprintf("incarnation %d client", n), ce.Client, func(x *rules.Expect, se *rules.SideExpect) {
-					x.Connections = []*rules.ConnExpect{{Incarnation: n, Client: se}}
-				}},
-				sideOf{fmt.Sprintf("incarnation %d server", n), ce.Server, func(x *rules.Expect, se *rules.SideExpect) {
-					x.Connections = []*rules.ConnExpect{{Incarnation: n, Server: se}}
-				}})
-		}
-		for _, s := range sides {
-			if s.se == nil {
-				continue
-			}
-			for _, item := range sideItems(s.se) {
-				x := rules.Expect{LeakThreshold: e.LeakThreshold}
-				s.set(&x, &item.se)
-				check(s.name+" "+item.text, x)
-			}
-		}
-		for _, k := range e.Kernel {
-			check(fmt.Sprintf("kernel %s: %s", &k, k.CountText()), rules.Expect{Kernel: []rules.KernelExpect{k}})
-		}
-		for _, sx := range e.Segments {
-			check(fmt.Sprintf("segments %s: %s", sx, sx.CountText()), rules.Expect{Segments: []*rules.SegmentExpect{sx}})
-		}
+		out = append(out, viz.Expectation{Text: r.Text, Pass: r.Pass, Detail: r.Saw()})
 	}
 	for _, fl := range run.Failures {
 		if !failed[fl] {
@@ -83,57 +40,6 @@ func expectations(expect *rules.Expect, run *RunReport) []viz.Expectation {
 		}
 	}
 	return out
-}
-
-// sideItem is one key of a side's expectations, with its description.
-type sideItem struct {
-	text string
-	se   rules.SideExpect
-}
-
-// sideItems splits se into its keys, each a SideExpect of its own.
-func sideItems(se *rules.SideExpect) []sideItem {
-	var out []sideItem
-	one := func(text string, x rules.SideExpect) { out = append(out, sideItem{text, x}) }
-	if len(se.States) > 0 {
-		one("states: "+strings.Join(se.States, " → "), rules.SideExpect{States: se.States})
-	}
-	if len(se.Absent) > 0 {
-		one("never in "+strings.Join(se.Absent, ", "), rules.SideExpect{Absent: se.Absent})
-	}
-	for _, st := range se.RetransmitsIn {
-		one("retransmits in "+st, rules.SideExpect{RetransmitsIn: []string{st}})
-	}
-	if se.NoRetransmits {
-		one("retransmits nothing", rules.SideExpect{NoRetransmits: true})
-	}
-	if se.ResetsSent != nil {
-		one(yesNo(*se.ResetsSent, "sends a RST", "sends no RST"), rules.SideExpect{ResetsSent: se.ResetsSent})
-	}
-	if se.ResetsReceived != nil {
-		one(yesNo(*se.ResetsReceived, "receives a RST", "receives no RST"), rules.SideExpect{ResetsReceived: se.ResetsReceived})
-	}
-	for _, d := range se.MaxDwell {
-		one(fmt.Sprintf("stays at most %v in %s", d.Limit, d.State), rules.SideExpect{MaxDwell: []rules.Dwell{d}})
-	}
-	for _, d := range se.MinDwell {
-		one(fmt.Sprintf("stays at least %v in %s", d.Limit, d.State), rules.SideExpect{MinDwell: []rules.Dwell{d}})
-	}
-	if se.CloseWaitLeak != nil {
-		one(yesNo(*se.CloseWaitLeak, "reported as a CLOSE_WAIT leak", "not reported as a CLOSE_WAIT leak"),
-			rules.SideExpect{CloseWaitLeak: se.CloseWaitLeak})
-	}
-	if se.Exit != nil || se.ExitStopped {
-		one(exitText(se), rules.SideExpect{Exit: se.Exit, ExitStopped: se.ExitStopped})
-	}
-	return out
-}
-
-func yesNo(b bool, yes, no string) string {
-	if b {
-		return yes
-	}
-	return no
 }
 
 // Ladder is the diagram of a run's connection (the one it was judged on), or of conn when
