@@ -253,7 +253,12 @@ func sizeText(n int) string {
 // listing every problem found, sorted by position (a syntax error stops the parse: it
 // is then the only one).
 func Parse(data []byte, file string) (*Config, error) {
-	cfg, errs := parse(data, file)
+	return ParseWith(data, file, defaultRegistry)
+}
+
+// ParseWith is Parse with the actions of reg (a test's Clone of DefaultRegistry).
+func ParseWith(data []byte, file string, reg *Registry) (*Config, error) {
+	cfg, errs := parse(data, file, reg)
 	if len(errs) > 0 {
 		errs.sort()
 		return nil, errs

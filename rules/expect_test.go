@@ -201,7 +201,7 @@ func TestExpectParse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(tt.src), "t.toml")
+			cfg, err := ParseWith([]byte(tt.src), "t.toml", testActions())
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("Parse: %v", err)

@@ -51,7 +51,7 @@ v = {
 `))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkLocate(t, data)
-		cfg, err := Parse(data, "fuzz.toml")
+		cfg, err := ParseWith(data, "fuzz.toml", testActions())
 		if err != nil {
 			if cfg != nil {
 				t.Fatalf("Parse returned a config with its error %v", err)

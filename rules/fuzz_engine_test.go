@@ -119,7 +119,7 @@ var fuzzParamTable = sync.OnceValue(func() map[string][2][]string {
 })
 
 func actionParams(action string) (names, pools []string) {
-	l := &loader{}
+	l := &loader{reg: DefaultRegistry()}
 	a, _ := NewAction(action)
 	t := reflect.TypeOf(a).Elem()
 	params := l.paramsOf(action)

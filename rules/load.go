@@ -58,6 +58,7 @@ var ruleKeys = []string{"name", "side", "flags", "has_flags", "payload", "phase"
 
 type loader struct {
 	file string
+	reg  *Registry // the actions a rule may name
 	md   *toml.MetaData
 	loc  *locator
 	cfg  *Config
@@ -77,8 +78,8 @@ type param struct {
 	positive bool
 }
 
-func parse(data []byte, file string) (*Config, ConfigErrors) {
-	l := &loader{file: file}
+func parse(data []byte, file string, reg *Registry) (*Config, ConfigErrors) {
+	l := &loader{file: file, reg: reg}
 	if len(data) > MaxConfigSize {
 		return nil, ConfigErrors{l.tooLarge(data)}
 	}
@@ -584,7 +585,7 @@ func (l *loader) loadRule(p keyPath, tbl map[string]toml.Primitive) *Rule {
 		l.keyErr(p, "missing name (every rule needs a unique name)")
 	}
 	if _, ok := tbl["action"]; !ok {
-		l.keyErr(p, "missing action (one of %s)", strings.Join(Actions(), ", "))
+		l.keyErr(p, "missing action (one of %s)", strings.Join(l.reg.Names(), ", "))
 	}
 	rl.params(tbl)
 	rl.crossCheck()
@@ -704,9 +705,9 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 		if s, ok = rl.str(p, v); !ok {
 			break
 		}
-		a, found := NewAction(s)
+		a, found := rl.reg.New(s)
 		if !found || a == nil {
-			names := Actions()
+			names := rl.reg.Names()
 			if sug := suggest(s, names); sug != "" {
 				rl.valErr(p, "unknown action %q (did you mean %s?)", s, sug)
 			} else {
@@ -937,9 +938,9 @@ func (rl *ruleLoad) crossCheck() {
 func (l *loader) paramsOf(action string) map[string]param {
 	if l.params == nil {
 		l.params = map[string]map[string]param{}
-		for _, name := range Actions() {
+		for _, name := range l.reg.Names() {
 			fields := map[string]param{}
-			if a, ok := NewAction(name); ok && a != nil {
+			if a, ok := l.reg.New(name); ok && a != nil {
 				if v := reflect.ValueOf(a); v.Kind() == reflect.Pointer && !v.IsNil() && v.Elem().Kind() == reflect.Struct {
 					collectParams(v.Elem(), nil, fields)
 				}
@@ -978,7 +979,7 @@ func collectParams(v reflect.Value, index []int, out map[string]param) {
 // owners lists the registered actions that take parameter k.
 func (l *loader) owners(k string) []string {
 	var names []string
-	for _, name := range Actions() {
+	for _, name := range l.reg.Names() {
 		if _, ok := l.paramsOf(name)[k]; ok {
 			names = append(names, name)
 		}
@@ -989,7 +990,7 @@ func (l *loader) owners(k string) []string {
 // allParams lists the parameters of all registered actions.
 func (l *loader) allParams() []string {
 	var all []string
-	for _, name := range Actions() {
+	for _, name := range l.reg.Names() {
 		for k := range l.paramsOf(name) {
 			if !slices.Contains(all, k) {
 				all = append(all, k)

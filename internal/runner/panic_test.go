@@ -17,7 +17,12 @@ type panicAction struct{}
 
 func (panicAction) Apply(*rules.Context) { panic("a bug") }
 
-func init() { rules.Register("test-runner-panic", func() rules.Action { return panicAction{} }) }
+// testActions are the engine's actions and the panicking one.
+var testActions = func() *rules.Registry {
+	r := rules.DefaultRegistry().Clone()
+	r.Register("test-runner-panic", func() rules.Action { return panicAction{} })
+	return r
+}()
 
 // syncBuffer is a log sink the run's goroutines may write to while the test reads it.
 type syncBuffer struct {
@@ -40,7 +45,7 @@ func (s *syncBuffer) String() string {
 // A run whose action panics accepts the segment, logs the panic while the run goes on
 // (not only at its end), and reports every panic in the rule's counters.
 func TestRunActionPanics(t *testing.T) {
-	cfg, err := rules.Parse([]byte(`
+	cfg, err := rules.ParseWith([]byte(`
 [target]
 port = 8080
 address = ["10.0.0.2"]
@@ -48,7 +53,7 @@ address = ["10.0.0.2"]
 name = "buggy-fin"
 has_flags = "FIN"
 action = "test-runner-panic"
-`), "panic.toml")
+`), "panic.toml", testActions)
 	if err != nil {
 		t.Fatal(err)
 	}
