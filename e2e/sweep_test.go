@@ -17,8 +17,8 @@ import (
 )
 
 // TestSweep runs the default sweep against three small servers written for it, with
-// one client (a Python program that sends a request, half-closes 50 ms later, and waits
-// 2 s for the response):
+// one client (a Python program that sends a request 100 ms after connecting, half-closes
+// 200 ms later, and waits 2 s for the response):
 //   - goserver -bug reset (Go) forgets close() when the peer resets mid-request;
 //   - pyserver.py --bug halfclose (Python) leaves the connection in CLOSE_WAIT when the
 //     client has half-closed by the time the request is read;
