@@ -37,12 +37,23 @@ type Lab struct {
 	// the scenario is over, a client past the run's timeout) has between SIGTERM and
 	// SIGKILL to its process group.
 	StopGrace time.Duration
+	// Apps are other applications the scenario works with, by name ([lab.apps.socat]):
+	// `finproxy lab --apps NAME` runs them instead of Server, Client and Ready.
+	Apps map[string]*LabApps
 	// Sysctls are set in the lab's namespaces before the applications start: role
 	// ("client", "router", "server") -> key ("net.ipv4.tcp_fin_timeout") -> value.
 	// Nil when none are given.
 	Sysctls map[string]map[string]string
 	// Pos is where the [lab] table starts.
 	Pos Position
+}
+
+// LabApps are a server, a client and the server's ready text that may replace the [lab]
+// ones.
+type LabApps struct {
+	Server, Client []string
+	Ready          string
+	Pos            Position
 }
 
 // Family is an address family of the lab.
@@ -100,7 +111,13 @@ var Placeholders = []string{"server_addr", "client_addr", "port", "finproxy"}
 var LabRoles = []string{"client", "router", "server"}
 
 // labKeys are the keys of [lab].
-var labKeys = []string{"server", "client", "ready", "family", "timeout", "settle", "server_lifetime", "stop_grace", "sysctl"}
+var labKeys = []string{"server", "client", "ready", "family", "timeout", "settle", "server_lifetime", "stop_grace", "apps", "sysctl"}
+
+// labAppsKeys are the keys of [lab.apps.NAME].
+var labAppsKeys = []string{"server", "client", "ready"}
+
+// appsName is the shape of a name of [lab.apps].
+var appsName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
 var placeholderRE = regexp.MustCompile(placeholderPattern)
 
@@ -217,6 +234,8 @@ func (l *loader) loadLab(p keyPath, v toml.Primitive) {
 					lab.StopGrace = d
 				}
 			}
+		case "apps":
+			lab.Apps = l.labApps(kp, v)
 		case "sysctl":
 			lab.Sysctls = l.sysctls(kp, v)
 		default:
@@ -235,6 +254,55 @@ func (l *loader) loadLab(p keyPath, v toml.Primitive) {
 		}
 		l.valErr(at, "settle (%s) must be shorter than timeout (%s): every run would time out", lab.Settle, lab.Timeout)
 	}
+}
+
+// labApps reads [lab.apps]: a table per name, each with a server and a client command
+// and, optionally, the server's ready text.
+func (l *loader) labApps(p keyPath, v toml.Primitive) map[string]*LabApps {
+	tbl, ok := l.table(p, v)
+	if !ok {
+		return nil
+	}
+	out := map[string]*LabApps{}
+	for _, name := range sortedKeys(tbl) {
+		np := p.key(name)
+		if !appsName.MatchString(name) {
+			l.keyErr(np, "%q: name the applications with lower-case letters, digits and dashes (such as socat)", name)
+			continue
+		}
+		at, ok := l.table(np, tbl[name])
+		if !ok {
+			continue
+		}
+		lc := l.loc.at(np)
+		a := &LabApps{Ready: DefaultReady, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+		for _, k := range sortedKeys(at) {
+			kp := np.key(k)
+			switch k {
+			case "server":
+				a.Server = l.command(kp, at[k])
+			case "client":
+				a.Client = l.command(kp, at[k])
+			case "ready":
+				if s, ok := l.str(kp, at[k]); ok {
+					if s == "" {
+						l.valErr(kp, "must not be empty (leave it out for %q)", DefaultReady)
+					} else {
+						a.Ready = s
+					}
+				}
+			default:
+				l.unknownKey(kp, k, labAppsKeys)
+			}
+		}
+		for _, k := range []string{"server", "client"} {
+			if _, ok := at[k]; !ok {
+				l.keyErr(np, "missing %s (the %s program's command)", k, k)
+			}
+		}
+		out[name] = a
+	}
+	return out
 }
 
 var exampleCommand = map[string]string{
