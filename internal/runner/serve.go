@@ -1,0 +1,363 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/finproxy/finproxy/nfq"
+	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/segment"
+)
+
+// ServeOptions configure a Service (finproxy serve).
+type ServeOptions struct {
+	// Queue is the NFQUEUE number the service reads, for its whole life (0:
+	// rules.DefaultQueue). A rule set naming another queue is refused.
+	Queue uint16
+	// Config is the first rule set (nil: none, and no hooks until one with a scope).
+	Config *rules.Config
+	Logger *slog.Logger
+	// IPT4 and IPT6 replace the real iptables/ip6tables (tests). Nil: the real ones.
+	IPT4, IPT6 nfq.IPTables
+	// OpenQueue replaces nfq.Open (tests: nfq.OpenFake). Nil: nfq.Open.
+	OpenQueue func(ctx context.Context, cfg nfq.Config, h nfq.Handler) (*nfq.Queue, error)
+	// OnRecord, when set, sees every segment's record, with the engine's lock held (in
+	// verdict order): it must not block and must not call the Service.
+	OnRecord func(rules.Record)
+}
+
+// Service is finproxy with a rule set that can be replaced while segments flow: the
+// queue stays bound from Serve to Close, the engine (and what it tracks of the
+// connections) stays, and the hooks follow the scope of the current rule set.
+type Service struct {
+	log   *slog.Logger
+	queue uint16
+	q     *nfq.Queue
+	eng   *rules.Engine
+	sink  *serveSink
+	undec atomic.Uint64
+
+	mu         sync.Mutex // serialises Replace, Close and the reads of what they change
+	cfg        *rules.Config
+	ipt4, ipt6 nfq.IPTables
+	hooks      *nfq.Hooks
+	spec       nfq.HookSpec
+	retired    map[string]rules.Counters // counters of rules replaced, by name
+	order      []string                  // every rule name seen, in the order first seen
+	replaced   uint64
+	closed     bool
+	started    time.Time
+}
+
+// serveSink is the engine's Sink: verdicts to the queue, injections to raw sockets
+// opened when a rule set first needs them.
+type serveSink struct {
+	q   *nfq.Queue
+	inj atomic.Pointer[injector]
+}
+
+func (s *serveSink) Verdict(id uint32, v rules.Verdict) error {
+	if v == rules.Drop {
+		return s.q.Drop(id)
+	}
+	return s.q.Accept(id)
+}
+
+func (s *serveSink) AcceptModified(id uint32, data []byte) error {
+	return s.q.AcceptModified(id, data)
+}
+
+func (s *serveSink) Inject(data []byte) error {
+	in := s.inj.Load()
+	if in == nil {
+		return errors.New("no raw socket: no rule set so far injects")
+	}
+	return in.send(data)
+}
+
+// Serve binds the queue, starts the engine with o.Config and installs its hooks. The
+// Service runs until Close, which must be called on every path (it tears down as Run
+// does: verdicts for everything held, then the hooks, then the queue).
+func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Service{log: log, queue: o.Queue, ipt4: o.IPT4, ipt6: o.IPT6,
+		retired: map[string]rules.Counters{}, started: time.Now(), cfg: &rules.Config{}}
+	if s.queue == 0 {
+		s.queue = rules.DefaultQueue
+	}
+	if o.Config != nil {
+		if err := s.checkQueue(o.Config); err != nil {
+			return nil, err
+		}
+	}
+	if s.ipt4 == nil && s.ipt6 == nil {
+		var err error
+		if s.ipt4, err = nfq.NewIPTables(false); err != nil {
+			return nil, err
+		}
+		if s.ipt6, err = nfq.NewIPTables(true); err != nil {
+			log.Warn("IPv6 segments will not be hooked", "err", err)
+			s.ipt6 = nil
+		}
+	}
+	s.sink = &serveSink{}
+	eopts := rules.Options{Sink: s.sink, Logger: log, Log: o.OnRecord}
+	s.eng = rules.NewEngine(nil, eopts)
+	dec := segment.NewDecoder()
+	handler := func(p nfq.Packet) {
+		var seg segment.Segment
+		if derr := dec.Decode(p.Data, &seg); derr != nil {
+			s.undec.Add(1)
+			_ = s.sink.Verdict(p.ID, rules.Accept)
+			return
+		}
+		s.eng.Handle(rules.Packet{ID: p.ID, Time: p.Time, Seg: seg, Data: p.Data})
+	}
+	// The queue outlives ctx: Close drains it after the hooks are gone.
+	openQueue := o.OpenQueue
+	if openQueue == nil {
+		openQueue = nfq.Open
+	}
+	q, err := openQueue(context.WithoutCancel(ctx), nfq.Config{Num: s.queue, Logger: log}, handler)
+	if err != nil {
+		s.eng.Close()
+		return nil, err
+	}
+	s.q, s.sink.q = q, q
+	if o.Config != nil {
+		if err := s.Replace(o.Config); err != nil {
+			_, cerr := s.Close()
+			return nil, errors.Join(err, cerr)
+		}
+	}
+	return s, nil
+}
+
+// Queue is the NFQUEUE number the service reads.
+func (s *Service) Queue() uint16 { return s.queue }
+
+func (s *Service) checkQueue(cfg *rules.Config) error {
+	if cfg.Target.Queue != 0 && cfg.Target.Queue != s.queue {
+		return fmt.Errorf("%s: target.queue %d: this finproxy serve reads queue %d for its whole life; leave target.queue out, or restart serve with --queue %d",
+			cfg.File, cfg.Target.Queue, s.queue, cfg.Target.Queue)
+	}
+	return nil
+}
+
+// hasScope reports whether cfg names connections to hook.
+func hasScope(cfg *rules.Config) bool {
+	return cfg.Target.Port != 0 || len(cfg.Target.Addresses) > 0
+}
+
+func (s *Service) specOf(cfg *rules.Config) nfq.HookSpec {
+	c := *cfg
+	c.Target.Queue = s.queue
+	spec := HookSpec(&c)
+	spec.Logger = s.log
+	return spec
+}
+
+func sameSpec(a, b nfq.HookSpec) bool {
+	return a.Mode == b.Mode && a.Queue == b.Queue && a.Queues == b.Queues && a.Port == b.Port &&
+		slices.Equal(a.Addrs, b.Addrs) && a.Scope == b.Scope && a.Bypass == b.Bypass &&
+		a.SkipMark == b.SkipMark && a.ConnMark == b.ConnMark
+}
+
+// Replace puts cfg (already validated: rules.Parse) in place of the current rule set,
+// for the next segment queued (see rules.Engine.Replace for what carries over). When the
+// scope (target, hook mode, the segments the rules need) changes, the old hooks are
+// removed before the rules change and the new ones installed after: in between (a few
+// milliseconds) segments pass unqueued. If the new hooks cannot be installed, the old
+// rule set and hooks are put back and the error returned.
+func (s *Service) Replace(cfg *rules.Config) error {
+	if err := s.checkQueue(cfg); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("finproxy is stopping")
+	}
+	if cfg.Injects() && s.sink.inj.Load() == nil {
+		in, err := openInjector(DefaultInjectMark, s.ipt4 != nil, s.ipt6 != nil)
+		if err != nil {
+			return fmt.Errorf("%s: the rule set injects segments: %w", cfg.File, err)
+		}
+		s.sink.inj.Store(in)
+	}
+	spec := s.specOf(cfg)
+	if s.hooks != nil && hasScope(cfg) && sameSpec(spec, s.spec) {
+		s.swap(cfg)
+		return nil
+	}
+	old := s.cfg
+	if err := s.removeHooks(); err != nil {
+		return err // the old rules stay, with what is left of their hooks
+	}
+	s.swap(cfg)
+	if !hasScope(cfg) {
+		return nil
+	}
+	err := s.installHooks(spec)
+	if err == nil {
+		return nil
+	}
+	s.swap(old)
+	if hasScope(old) {
+		if rerr := s.installHooks(s.specOf(old)); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("putting the old hooks back: %w", rerr))
+		}
+	}
+	return err
+}
+
+func (s *Service) swap(cfg *rules.Config) {
+	for _, c := range s.eng.Replace(cfg) {
+		t := s.retired[c.Rule]
+		addCounters(&t, c)
+		s.retired[c.Rule] = t
+	}
+	for _, r := range cfg.Rules {
+		if _, ok := s.retired[r.Name]; !ok {
+			s.retired[r.Name] = rules.Counters{Rule: r.Name}
+			s.order = append(s.order, r.Name)
+		}
+	}
+	s.cfg = cfg
+	s.replaced++
+}
+
+func addCounters(t *rules.Counters, c rules.Counters) {
+	t.Rule = c.Rule
+	t.Matched += c.Matched
+	t.Passed += c.Passed
+	t.Dropped += c.Dropped
+	t.Delayed += c.Delayed
+	t.Held += c.Held
+	t.Merged += c.Merged
+	t.Modified += c.Modified
+	t.Injected += c.Injected
+}
+
+func (s *Service) installHooks(spec nfq.HookSpec) error {
+	h, err := nfq.Install(s.ipt4, s.ipt6, spec)
+	if err != nil {
+		return fmt.Errorf("install iptables hooks: %w", err)
+	}
+	s.hooks, s.spec = h, spec
+	s.log.Info("hooks installed", "queue", spec.Queue, "hook", spec.Mode.String(), "port", spec.Port,
+		"addresses", spec.Addrs, "queued", spec.Scope.String())
+	return nil
+}
+
+func (s *Service) removeHooks() error {
+	if s.hooks == nil {
+		return nil
+	}
+	if err := s.hooks.Remove(); err != nil {
+		return fmt.Errorf("remove iptables hooks (run `finproxy cleanup`): %w", err)
+	}
+	s.hooks = nil
+	return nil
+}
+
+// Config returns the current rule set (never nil; no rules and no scope at first).
+func (s *Service) Config() *rules.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// Replacements counts the rule sets put in place so far.
+func (s *Service) Replacements() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replaced
+}
+
+// Hooks lists the iptables rules in place, as nfq.Hooks.Rules does (none without a scope).
+func (s *Service) Hooks() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hooks == nil {
+		return nil
+	}
+	return s.hooks.Rules()
+}
+
+// Counters returns what each rule did since the service started, by rule name (a rule
+// replaced by one of the same name goes on counting), every name ever loaded, in the
+// order first loaded.
+func (s *Service) Counters() []rules.Counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters()
+}
+
+func (s *Service) counters() []rules.Counters {
+	cur := map[string]rules.Counters{}
+	for _, c := range s.eng.Counters() {
+		cur[c.Rule] = c
+	}
+	out := make([]rules.Counters, 0, len(s.order))
+	for _, name := range s.order {
+		t := s.retired[name]
+		addCounters(&t, cur[name])
+		t.Rule = name
+		out = append(out, t)
+	}
+	return out
+}
+
+// QueueStats returns the queue loop's counters so far.
+func (s *Service) QueueStats() nfq.Stats { return s.q.Stats() }
+
+// KernelStats returns the kernel's view of the queue.
+func (s *Service) KernelStats() (nfq.KernelQueueStats, error) { return s.q.KernelStats() }
+
+// Undecodable counts queued packets that were not TCP segments (accepted).
+func (s *Service) Undecodable() uint64 { return s.undec.Load() }
+
+// Close tears down as Run does: verdicts for everything held, then the hooks, then the
+// queue (drained first). It returns the service's totals. Later calls return nil.
+func (s *Service) Close() (*Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil
+	}
+	s.closed = true
+	res := &Result{Started: s.started}
+	s.eng.Close()
+	res.Counters = s.counters()
+	err := s.removeHooks()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		ks, kerr := s.q.KernelStats()
+		if kerr != nil || ks.Waiting == 0 {
+			break
+		}
+	}
+	s.q.Flush()
+	if ks, kerr := s.q.KernelStats(); kerr == nil {
+		res.Kernel = &ks
+	}
+	res.Queue = s.q.Stats()
+	if cerr := s.q.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close queue: %w", cerr))
+	}
+	if in := s.sink.inj.Load(); in != nil {
+		in.close()
+	}
+	res.Undecodable = s.undec.Load()
+	res.Ended = time.Now()
+	return res, err
+}
