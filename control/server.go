@@ -34,6 +34,7 @@ type Backend interface {
 	Undecodable() uint64
 	Replacements() uint64
 	Queue() uint16
+	HookScope() string
 }
 
 // DefaultMaxBody bounds a request's body (a rule set): larger ones get 413.
@@ -142,6 +143,7 @@ func (s *Server) ruleSet() *client.RuleSet {
 		Source:       s.source,
 		Rules:        []client.Rule{},
 		Queued:       s.effective().QueueScope().String(),
+		Hooked:       s.o.Backend.HookScope(),
 		Replacements: s.o.Backend.Replacements(),
 	}
 	rs.Target.Port = cfg.Target.Port

@@ -162,6 +162,9 @@ func TestAPIReplace(t *testing.T) {
 	if rs.Name != "drop-fin" || len(rs.Rules) != 2 || !rs.Rules[0].Enabled || rs.Target.Port != 8080 || rs.Source != dropFIN {
 		t.Errorf("rule set after PUT: %+v", rs)
 	}
+	if rs.Queued != "control" || rs.Hooked != "control" {
+		t.Errorf("queued %q, hooked %q: want control, control", rs.Queued, rs.Hooked)
+	}
 	if !strings.Contains(hooks(r.ipt), "--dport 8080") {
 		t.Errorf("no hooks for port 8080:\n%s", hooks(r.ipt))
 	}

@@ -106,6 +106,10 @@ type HookSpec struct {
 	ConnMark uint32
 	// Logger receives notes about stale chains; nil means slog.Default().
 	Logger *slog.Logger
+	// Chain names finproxy's chain; "" means ChainName(Queue). It must start with
+	// ChainPrefix (Cleanup finds it). A second set of hooks for the same queue, in
+	// another chain, can be installed before the first is removed.
+	Chain string
 }
 
 // NewHookSpec returns a spec with the defaults: Bypass on, Scope Control.
@@ -134,6 +138,9 @@ func (s HookSpec) logger() *slog.Logger {
 func (s HookSpec) validate() error {
 	if s.Port == 0 && len(s.Addrs) == 0 {
 		return ErrNoScope
+	}
+	if s.Chain != "" && (!strings.HasPrefix(s.Chain, ChainPrefix) || len(s.Chain) > 28) {
+		return fmt.Errorf("nfq: chain %q: want a name of up to 28 characters starting with %s", s.Chain, ChainPrefix)
 	}
 	if s.Queues > 1 && int(s.Queue)+int(s.Queues)-1 > 0xffff {
 		return fmt.Errorf("nfq: queues %d to %d: queue numbers go up to 65535", s.Queue, int(s.Queue)+int(s.Queues)-1)
@@ -338,6 +345,9 @@ func Install(ipt4, ipt6 IPTables, spec HookSpec) (*Hooks, error) {
 	}
 	h := &Hooks{spec: spec}
 	chain := ChainName(spec.Queue)
+	if spec.Chain != "" {
+		chain = spec.Chain
+	}
 	for _, f := range fams {
 		fh := &famHooks{name: f.name, ipt: f.ipt, chain: chain, chainR: chainRules(spec)}
 		h.fams = append(h.fams, fh)

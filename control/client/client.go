@@ -32,8 +32,12 @@ type RuleSet struct {
 	Source string `json:"source"`
 	Target Target `json:"target"`
 	Rules  []Rule `json:"rules"`
-	// Queued says which segments the hooks queue: control, from-fin or all.
+	// Queued says which segments the rules need queued: control, from-fin or all.
 	Queued string `json:"queued"`
+	// Hooked says which segments the hooks in place queue ("" without hooks): at least
+	// Queued, more when an earlier rule set on the same target needed more (the hooks do
+	// not narrow while finproxy serve runs, so that no segment passes unseen in between).
+	Hooked string `json:"hooked"`
 	// Replacements counts the rule sets put in place since finproxy serve started.
 	Replacements uint64 `json:"replacements"`
 }

@@ -48,6 +48,7 @@ type Service struct {
 	ipt4, ipt6 nfq.IPTables
 	hooks      *nfq.Hooks
 	spec       nfq.HookSpec
+	stale      []*nfq.Hooks              // replaced hooks whose removal failed, tried again at Close
 	retired    map[string]rules.Counters // counters of rules replaced, by name
 	order      []string                  // every rule name seen, in the order first seen
 	replaced   uint64
@@ -166,18 +167,33 @@ func (s *Service) specOf(cfg *rules.Config) nfq.HookSpec {
 	return spec
 }
 
-func sameSpec(a, b nfq.HookSpec) bool {
+// sameTarget reports whether a and b hook the same connections the same way (their
+// scopes, the segments queued, may differ).
+func sameTarget(a, b nfq.HookSpec) bool {
 	return a.Mode == b.Mode && a.Queue == b.Queue && a.Queues == b.Queues && a.Port == b.Port &&
-		slices.Equal(a.Addrs, b.Addrs) && a.Scope == b.Scope && a.Bypass == b.Bypass &&
+		slices.Equal(a.Addrs, b.Addrs) && a.Bypass == b.Bypass &&
 		a.SkipMark == b.SkipMark && a.ConnMark == b.ConnMark
 }
 
+// otherChain names the chain the hooks in place do not use: FINPROXY-Q<n> and
+// FINPROXY-Q<n>-B take turns.
+func (s *Service) otherChain() string {
+	if s.spec.Chain == "" {
+		return nfq.ChainName(s.queue) + "-B"
+	}
+	return ""
+}
+
 // Replace puts cfg (already validated: rules.Parse) in place of the current rule set,
-// for the next segment queued (see rules.Engine.Replace for what carries over). When the
-// scope (target, hook mode, the segments the rules need) changes, the old hooks are
-// removed before the rules change and the new ones installed after: in between (a few
-// milliseconds) segments pass unqueued. If the new hooks cannot be installed, the old
-// rule set and hooks are put back and the error returned.
+// for the next segment queued (see rules.Engine.Replace for what carries over).
+//
+// The hooks change only when they must. On the same target (port, addresses, hook
+// mode) they never narrow while the service runs, and widen (control < from-fin < all)
+// without a gap: the new hooks are installed before the old ones are removed. A new
+// target moves them: the old hooks are removed before the rules change and the new ones
+// installed after, and in between (measured: 0.4 to 0.7 s of iptables calls on a loaded
+// 2-core VM) segments pass unqueued and unseen. If the new hooks cannot be installed,
+// the old rule set and hooks are put back and the error returned.
 func (s *Service) Replace(cfg *rules.Config) error {
 	if err := s.checkQueue(cfg); err != nil {
 		return err
@@ -195,11 +211,30 @@ func (s *Service) Replace(cfg *rules.Config) error {
 		s.sink.inj.Store(in)
 	}
 	spec := s.specOf(cfg)
-	if s.hooks != nil && hasScope(cfg) && sameSpec(spec, s.spec) {
+	if s.hooks != nil && hasScope(cfg) && sameTarget(spec, s.spec) {
+		// The hooks never narrow what they queue while the service runs (a rule set that
+		// needs fewer segments sees more, and ignores them), so that switching rules on
+		// and off leaves them alone.
+		if spec.Scope <= s.spec.Scope {
+			s.swap(cfg)
+			return nil
+		}
+		// They widen without a moment when segments pass unqueued: the wider hooks go in
+		// first, in the other chain (a segment is queued by the first jump it meets, never
+		// twice), then the rules change, then the old hooks go.
+		spec.Chain = s.otherChain()
+		old := s.hooks
+		if err := s.installHooks(spec); err != nil {
+			return err
+		}
 		s.swap(cfg)
+		if err := old.Remove(); err != nil {
+			s.log.Warn("the previous hooks could not all be removed; trying again at exit", "err", err)
+			s.stale = append(s.stale, old)
+		}
 		return nil
 	}
-	old := s.cfg
+	old, oldSpec, hooked := s.cfg, s.spec, s.hooks != nil
 	if err := s.removeHooks(); err != nil {
 		return err // the old rules stay, with what is left of their hooks
 	}
@@ -212,8 +247,8 @@ func (s *Service) Replace(cfg *rules.Config) error {
 		return nil
 	}
 	s.swap(old)
-	if hasScope(old) {
-		if rerr := s.installHooks(s.specOf(old)); rerr != nil {
+	if hooked {
+		if rerr := s.installHooks(oldSpec); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("putting the old hooks back: %w", rerr))
 		}
 	}
@@ -284,6 +319,16 @@ func (s *Service) Replacements() uint64 {
 	return s.replaced
 }
 
+// HookScope says which segments the hooks in place queue ("" without hooks).
+func (s *Service) HookScope() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hooks == nil {
+		return ""
+	}
+	return s.spec.Scope.String()
+}
+
 // Hooks lists the iptables rules in place, as nfq.Hooks.Rules does (none without a scope).
 func (s *Service) Hooks() []string {
 	s.mu.Lock()
@@ -340,6 +385,11 @@ func (s *Service) Close() (*Result, error) {
 	s.eng.Close()
 	res.Counters = s.counters()
 	err := s.removeHooks()
+	for _, h := range s.stale {
+		if rerr := h.Remove(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove iptables hooks (run `finproxy cleanup`): %w", rerr))
+		}
+	}
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		ks, kerr := s.q.KernelStats()
 		if kerr != nil || ks.Waiting == 0 {

@@ -180,3 +180,61 @@ func TestServeAllocs(t *testing.T) {
 		t.Errorf("%v allocations per unmatched data segment", n)
 	}
 }
+
+// The hooks widen when a rule set needs more segments and do not narrow again while the
+// target stays (no moment without hooks when rules are switched); a new target moves
+// them, with its own scope.
+func TestServeHooksOnlyWiden(t *testing.T) {
+	s := startServe(t, parseCfg(t, dropClientFIN), nil)
+	if got := s.svc.HookScope(); got != "control" {
+		t.Fatalf("hook scope %q, want control", got)
+	}
+	control := hookLines(s.ipt)
+	all := strings.Replace(dropClientFIN, `has_flags = "FIN"`, `payload = "some"`, 1)
+	var ops []string
+	s.ipt.FailOn = func(op, table, chain string, spec []string) error {
+		ops = append(ops, op)
+		return nil
+	}
+	if err := s.svc.Replace(parseCfg(t, all)); err != nil {
+		t.Fatal(err)
+	}
+	s.ipt.FailOn = nil
+	// Widening leaves no gap: the new jumps are in before anything is taken out.
+	firstInsert, firstRemoval := slices.Index(ops, "Insert"), slices.IndexFunc(ops, func(op string) bool {
+		return op == "ClearChain" || op == "DeleteIfExists" || op == "ClearAndDeleteChain"
+	})
+	if firstInsert < 0 || firstRemoval < 0 || firstInsert > firstRemoval {
+		t.Errorf("widening: iptables calls %v: want the new jumps inserted before the old hooks are removed", ops)
+	}
+	wide := hookLines(s.ipt)
+	if s.svc.HookScope() != "all" || wide == control {
+		t.Fatalf("hooks for a rule on data segments: %s\n%s", s.svc.HookScope(), wide)
+	}
+	calls := 0
+	s.ipt.FailOn = func(op, table, chain string, spec []string) error {
+		if op != "ChainExists" && op != "List" && op != "ListChains" && op != "Exists" {
+			calls++
+		}
+		return nil
+	}
+	if err := s.svc.Replace(parseCfg(t, dropClientFIN)); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 0 || hookLines(s.ipt) != wide || s.svc.HookScope() != "all" {
+		t.Errorf("back to a FIN rule: %d iptables changes, scope %s, hooks:\n%s", calls, s.svc.HookScope(), hookLines(s.ipt))
+	}
+	s.ipt.FailOn = nil
+	if err := s.svc.Replace(parseCfg(t, strings.Replace(dropClientFIN, "8080", "9090", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if h := hookLines(s.ipt); s.svc.HookScope() != "control" || h != strings.ReplaceAll(control, "8080", "9090") {
+		t.Errorf("hooks for port 9090: %s\n%s\nwant\n%s", s.svc.HookScope(), h, strings.ReplaceAll(control, "8080", "9090"))
+	}
+	if _, err := s.svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if h := hookLines(s.ipt); h != "" {
+		t.Errorf("hooks left after Close:\n%s", h)
+	}
+}
