@@ -15,6 +15,7 @@ import (
 	"time"
 
 	fpclient "github.com/finproxy/finproxy/control/client"
+	"github.com/finproxy/finproxy/internal/nstest"
 	"github.com/finproxy/finproxy/lab"
 )
 
@@ -216,6 +217,20 @@ func TestServeReplaceTakesEffect(t *testing.T) {
 	}
 	if len(cs.Rules) == 0 || cs.Rules[0].Dropped != 1 {
 		t.Errorf("counters %+v", cs.Rules)
+	}
+	// /metrics as Prometheus' own checker sees it.
+	nstest.RequireTool(t, "promtool")
+	m, err := s.c.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := exec.Command("promtool", "check", "metrics")
+	check.Stdin = strings.NewReader(string(m))
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v:\n%s", err, out)
+	}
+	if want := `finproxy_rule_segments_total{outcome="dropped",rule="drop-first-client-fin"} 1`; !strings.Contains(string(m), want) {
+		t.Errorf("metrics lack %s:\n%s", want, m)
 	}
 	s.stop(t)
 	iptablesClean(t, topo, "router")

@@ -280,6 +280,16 @@ func (c *Client) Counters(ctx context.Context) (*Counters, error) {
 	return &cs, c.do(ctx, http.MethodGet, "/v1/counters", "", nil, &cs)
 }
 
+// Metrics returns the Prometheus text exposition of /metrics.
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	resp, err := c.send(ctx, http.MethodGet, "/metrics", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
 // Events is a stream of segment verdicts (server-sent events), from the moment it was
 // opened. Close it when done.
 type Events struct {
