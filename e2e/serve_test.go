@@ -51,7 +51,7 @@ func startServe(t *testing.T, topo *lab.Topology, args ...string) *served {
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	s := &served{errOut: &lockedBuf{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(finproxyBin, append([]string{"serve", "--netns", topo.Router, "--hook", "forward",
-		"--listen", "", "--unix", sock}, args...)...)
+		"--unix", sock}, args...)...)
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	s.cmd.Stdout = &s.out
 	pr, err := s.cmd.StderrPipe()
@@ -217,6 +217,22 @@ func TestServeReplaceTakesEffect(t *testing.T) {
 	}
 	if len(cs.Rules) == 0 || cs.Rules[0].Dropped != 1 {
 		t.Errorf("counters %+v", cs.Rules)
+	}
+	// finproxy ctl reaches the default listener, 127.0.0.1:8474 in the router's namespace.
+	out, err := exec.Command(finproxyBin, "ctl", "--netns", topo.Router, "counters").Output()
+	if err != nil {
+		t.Fatalf("finproxy ctl counters: %v", err)
+	}
+	var viaCtl fpclient.Counters
+	if err := json.Unmarshal(out, &viaCtl); err != nil || len(viaCtl.Rules) == 0 || viaCtl.Rules[0].Dropped != 1 {
+		t.Errorf("finproxy ctl counters: %v:\n%s", err, out)
+	}
+	bad := exec.Command(finproxyBin, "ctl", "--netns", topo.Router, "replace", "-")
+	bad.Stdin = strings.NewReader("[target]\nport = 8080\n[[rule]]\nname = \"x\"\naction = \"dorp\"\n")
+	out, err = bad.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.HasPrefix(string(out), "request:5:10: rule[1].action: ") {
+		t.Errorf("finproxy ctl replace of an invalid rule set: %v:\n%s\nwant exit 1 and check's positioned problem", err, out)
 	}
 	// /metrics as Prometheus' own checker sees it.
 	nstest.RequireTool(t, "promtool")
