@@ -68,6 +68,7 @@ type Server struct {
 	full     *rules.Config
 	source   string
 	disabled map[string]bool
+	proxies  []*toxiProxy // the Toxiproxy view (toxiproxy.go); a native change forgets it
 }
 
 // New returns a Server with no rule set recorded yet (SetInitial records the first).
@@ -91,6 +92,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /v1/counters", s.counters)
 	s.mux.HandleFunc("GET /v1/events", s.events)
 	s.mux.Handle("GET /metrics", s.met.handler())
+	s.toxiRoutes()
 	return s
 }
 
@@ -228,7 +230,7 @@ func (s *Server) replace(w http.ResponseWriter, source []byte, file string) {
 		writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
 		return
 	}
-	s.full, s.source, s.disabled = cfg, string(source), map[string]bool{}
+	s.full, s.source, s.disabled, s.proxies = cfg, string(source), map[string]bool{}, nil
 	s.log.Info("rule set replaced", "name", cfg.Name, "rules", len(cfg.Rules))
 	writeJSON(w, http.StatusOK, s.ruleSet())
 }
@@ -313,7 +315,7 @@ func (s *Server) replaceConfig(w http.ResponseWriter, cfg *rules.Config, source 
 		writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
 		return
 	}
-	s.full, s.source, s.disabled = cfg, string(source), map[string]bool{}
+	s.full, s.source, s.disabled, s.proxies = cfg, string(source), map[string]bool{}, nil
 	writeJSON(w, http.StatusOK, s.ruleSet())
 }
 
@@ -322,6 +324,15 @@ func (s *Server) replaceConfig(w http.ResponseWriter, cfg *rules.Config, source 
 func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.proxies) > 0 {
+		// Toxiproxy's view resets too: the proxies stay, enabled, without toxics.
+		if err := s.resetProxies(); err != nil {
+			writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, s.ruleSet())
+		return
+	}
 	cfg := &rules.Config{Name: "reset", File: s.full.File, Target: s.full.Target}
 	if err := s.o.Backend.Replace(cfg); err != nil {
 		writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})

@@ -91,9 +91,29 @@ const (
 // send delivers an IPv4 TCP segment and returns its verdict (true: accepted).
 func (r *rig) send(src, dst [4]byte, sport, dport uint16, seq, ack uint32, flags byte) bool {
 	r.t.Helper()
-	b := make([]byte, 40)
+	return r.deliver(src, dst, sport, dport, seq, ack, flags, 0, true)
+}
+
+// sendData delivers a data segment (10 bytes) and returns its verdict.
+func (r *rig) sendData(src, dst [4]byte, sport, dport uint16, seq, ack uint32) bool {
+	r.t.Helper()
+	return r.deliver(src, dst, sport, dport, seq, ack, tACK|0x08, 10, true)
+}
+
+// serverDataNoWait is serverData, reporting false when the data segment's verdict did
+// not come at once (delayed).
+func (r *rig) serverDataNoWait(cp uint16) bool {
+	r.send(cliAddr, srvAddr, cp, 8080, 1000, 0, tSYN)
+	r.send(srvAddr, cliAddr, 8080, cp, 5000, 1001, tSYN|tACK)
+	r.send(cliAddr, srvAddr, cp, 8080, 1001, 5001, tACK)
+	return r.deliver(srvAddr, cliAddr, 8080, cp, 5001, 1001, tACK|0x08, 10, false)
+}
+
+func (r *rig) deliver(src, dst [4]byte, sport, dport uint16, seq, ack uint32, flags byte, n int, must bool) bool {
+	r.t.Helper()
+	b := make([]byte, 40+n)
 	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], 40)
+	binary.BigEndian.PutUint16(b[2:], uint16(40+n))
 	b[8], b[9] = 64, 6
 	copy(b[12:], src[:])
 	copy(b[16:], dst[:])
@@ -108,7 +128,7 @@ func (r *rig) send(src, dst [4]byte, sport, dport uint16, seq, ack uint32, flags
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	v, ok := r.verdicts[r.id]
-	if !ok {
+	if !ok && must {
 		r.t.Fatalf("segment %d: no verdict", r.id)
 	}
 	return v
