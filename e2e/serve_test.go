@@ -22,6 +22,7 @@ import (
 // served is a `finproxy serve` on the lab's router (forward hook), driven through its
 // unix socket.
 type served struct {
+	sock   string // the API's unix socket
 	cmd    *exec.Cmd
 	c      *fpclient.Client
 	out    strings.Builder // stdout: the summary at exit
@@ -49,7 +50,7 @@ func (l *lockedBuf) String() string {
 func startServe(t *testing.T, topo *lab.Topology, args ...string) *served {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "api.sock")
-	s := &served{errOut: &lockedBuf{}, done: make(chan error, 1)}
+	s := &served{sock: sock, errOut: &lockedBuf{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(finproxyBin, append([]string{"serve", "--netns", topo.Router, "--hook", "forward",
 		"--unix", sock}, args...)...)
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
