@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,4 +250,38 @@ func startProc(t *testing.T, cmd *exec.Cmd, ready string) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%v: no %q in 10 s", cmd.Args, ready)
 	}
+}
+
+// toxiproxyVersion is the Toxiproxy whose client and CLI the tests use.
+const toxiproxyVersion = "v2.12.0"
+
+// The same flow through toxiproxy-cli (installed from its module, as scripts/bench
+// installs Toxiproxy's server), as a shell script: testdata/serve/toxiproxy-cli.sh.
+func TestServeToxiproxyCLI(t *testing.T) {
+	topo := newLab(t)
+	bin := t.TempDir()
+	install := exec.Command("go", "install", "github.com/Shopify/toxiproxy/v2/cmd/cli@"+toxiproxyVersion)
+	install.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=")
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("install toxiproxy-cli %s: %v\n%s", toxiproxyVersion, err, out)
+	}
+	srv := topo.Command(context.Background(), "server", finproxyBin, "app", "server",
+		"--listen", topo.ServerAddr.String()+":8080", "--mode", "reply-wait-close", "--count", "0")
+	startProc(t, srv, "ready")
+	s := startServe(t, topo)
+	script := exec.Command("bash", "testdata/serve/toxiproxy-cli.sh")
+	script.Env = append(os.Environ(),
+		"CLI="+filepath.Join(bin, "cli"),
+		"TOXIPROXY_URL=http://"+forwardToUnix(t, s.sock),
+		"FINPROXY="+finproxyBin,
+		"CLIENT_NS="+topo.Client,
+		"UP="+topo.ServerAddr.String()+":8080",
+		"SOCK="+s.sock)
+	out, err := script.CombinedOutput()
+	t.Logf("toxiproxy-cli.sh:\n%s", out)
+	if err != nil {
+		t.Errorf("toxiproxy-cli.sh: %v", err)
+	}
+	s.stop(t)
+	iptablesClean(t, topo, "router")
 }
