@@ -8,12 +8,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/finproxy/finproxy/control/client"
 	"github.com/finproxy/finproxy/rules"
 )
 
 // eventBuffer is how many records a slow event stream may lag behind before finproxy
 // drops records for it (and tells it so): the packet path never waits for a reader.
 const eventBuffer = 4096
+
+// MaxStreams bounds the event streams open at once (each holds a buffer of eventBuffer
+// records): more get 503.
+const MaxStreams = 16
 
 type subscriber struct {
 	ch   chan rules.Record
@@ -42,12 +47,16 @@ func (b *broadcaster) publish(r *rules.Record) {
 	}
 }
 
+// subscribe adds a stream; nil when MaxStreams are open.
 func (b *broadcaster) subscribe() *subscriber {
-	s := &subscriber{ch: make(chan rules.Record, eventBuffer)}
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.subs) >= MaxStreams {
+		return nil
+	}
+	s := &subscriber{ch: make(chan rules.Record, eventBuffer)}
 	b.subs[s] = struct{}{}
 	b.n.Store(int32(len(b.subs)))
-	b.mu.Unlock()
 	return s
 }
 
@@ -69,6 +78,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub := s.ev.subscribe()
+	if sub == nil {
+		writeError(w, &client.Error{Status: http.StatusServiceUnavailable,
+			Message: fmt.Sprintf("%d event streams are open already, the most finproxy serves at once", MaxStreams)})
+		return
+	}
 	defer s.ev.unsubscribe(sub)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

@@ -216,6 +216,10 @@ func (s *Server) putRules(w http.ResponseWriter, r *http.Request) {
 // replace validates source as `finproxy check` would and puts it in place; every rule
 // is enabled again.
 func (s *Server) replace(w http.ResponseWriter, source []byte, file string) {
+	if err := checkNesting(source, file); err != nil {
+		writeError(w, refusal(err))
+		return
+	}
 	cfg, err := rules.Parse(source, file)
 	if err == nil && s.o.Check != nil {
 		err = s.o.Check(cfg)

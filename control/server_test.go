@@ -431,3 +431,42 @@ func TestRecordAllocs(t *testing.T) {
 		t.Errorf("%v allocations per record", n)
 	}
 }
+
+// Event streams are bounded: one more than MaxStreams gets 503, and a stream closed
+// frees its place.
+func TestAPIEventStreamLimit(t *testing.T) {
+	r := newRig(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var open []*client.Events
+	defer func() {
+		for _, e := range open {
+			e.Close()
+		}
+	}()
+	for range MaxStreams {
+		ev, err := r.c.Events(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, ev)
+	}
+	var ae *client.Error
+	if _, err := r.c.Events(ctx); !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable {
+		t.Fatalf("stream %d: %v, want 503", MaxStreams+1, err)
+	}
+	open[0].Close()
+	open = open[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev, err := r.c.Events(ctx)
+		if err == nil {
+			open = append(open, ev)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream closed did not free its place: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

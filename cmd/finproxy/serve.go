@@ -200,7 +200,10 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 		srv.SetInitial(cfg, source)
 	}
 	api.Store(srv)
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	// ReadTimeout bounds a request's upload (a rule set); responses have no deadline, as
+	// event streams last.
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { errc <- hs.Serve(ln) }()
