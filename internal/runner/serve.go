@@ -267,8 +267,42 @@ func (s *Service) swap(cfg *rules.Config) {
 			s.order = append(s.order, r.Name)
 		}
 	}
+	s.foldRetired(cfg)
 	s.cfg = cfg
 	s.replaced++
+}
+
+// MaxCountedRules bounds the rule names counted one by one (and so the series of the
+// per-rule metrics): past it, the counters of the oldest names not in the current rule
+// set are added up under EarlierRules.
+const MaxCountedRules = 256
+
+// EarlierRules names the counters of rules folded together (MaxCountedRules).
+const EarlierRules = "(earlier rules)"
+
+// foldRetired keeps at most MaxCountedRules names (plus EarlierRules), folding the oldest
+// ones not in cfg.
+func (s *Service) foldRetired(cfg *rules.Config) {
+	current := map[string]bool{}
+	for _, r := range cfg.Rules {
+		current[r.Name] = true
+	}
+	for len(s.order) > MaxCountedRules {
+		i := slices.IndexFunc(s.order, func(n string) bool { return n != EarlierRules && !current[n] })
+		if i < 0 {
+			return
+		}
+		name := s.order[i]
+		o, ok := s.retired[EarlierRules]
+		addCounters(&o, s.retired[name])
+		o.Rule = EarlierRules
+		s.retired[EarlierRules] = o
+		delete(s.retired, name)
+		s.order = slices.Delete(s.order, i, i+1)
+		if !ok {
+			s.order = slices.Insert(s.order, 0, EarlierRules)
+		}
+	}
 }
 
 func addCounters(t *rules.Counters, c rules.Counters) {

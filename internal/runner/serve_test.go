@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -236,5 +237,28 @@ func TestServeHooksOnlyWiden(t *testing.T) {
 	}
 	if h := hookLines(s.ipt); h != "" {
 		t.Errorf("hooks left after Close:\n%s", h)
+	}
+}
+
+// The counters keep at most MaxCountedRules names (bounded metric series), the rest added
+// up under EarlierRules: nothing counted is lost.
+func TestServeCountersBounded(t *testing.T) {
+	s := startServe(t, nil, nil)
+	const sets = MaxCountedRules + 50
+	for i := range sets {
+		cfg := parseCfg(t, fmt.Sprintf("[target]\nport = 8080\n[[rule]]\nname = \"syn-%d\"\nhas_flags = \"SYN\"\naction = \"pass\"\n", i))
+		if err := s.svc.Replace(cfg); err != nil {
+			t.Fatal(err)
+		}
+		s.send(hpClient, hpServer, uint16(20000+i), 8080, 1000, 0, tSYN, 0)
+	}
+	got := s.svc.Counters()
+	var matched uint64
+	for _, c := range got {
+		matched += c.Matched
+	}
+	if len(got) > MaxCountedRules+1 || got[0].Rule != EarlierRules || got[len(got)-1].Rule != fmt.Sprintf("syn-%d", sets-1) || matched != sets {
+		t.Errorf("%d counters (first %+v, last %+v), %d matched in all; want at most %d names, %s first, the current rule last, %d matched",
+			len(got), got[0], got[len(got)-1], matched, MaxCountedRules+1, EarlierRules, sets)
 	}
 }
