@@ -79,7 +79,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			name string
 			v    uint64
 		}{{"matched", r.Matched}, {"passed", r.Passed}, {"dropped", r.Dropped}, {"delayed", r.Delayed},
-			{"held", r.Held}, {"merged", r.Merged}, {"modified", r.Modified}, {"injected", r.Injected}} {
+			{"held", r.Held}, {"merged", r.Merged}, {"modified", r.Modified}, {"injected", r.Injected},
+			{"panicked", r.Panicked}} {
 			counter(m.rule, o.v, r.Rule, o.name)
 		}
 	}

@@ -103,10 +103,8 @@ func TestSIGTERMRemovesHooks(t *testing.T) {
 func TestSIGKILLBypassThenCleanup(t *testing.T) {
 	topo := newLab(t)
 	cmd := startRun(t, topo, "-c", "lost-fin", "--port", "8080")
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	// The watchdog would remove the hooks at once (TestExitPathSIGKILL): kill it too.
+	killWithWatchdog(t, cmd)
 	if !iptablesHas(t, topo, "router", "--queue-bypass") {
 		t.Fatal("after SIGKILL the NFQUEUE rules are gone: the bypass check would prove nothing")
 	}
@@ -131,8 +129,10 @@ func TestSIGKILLBypassThenCleanup(t *testing.T) {
 func TestStaleChainReplacedAtStart(t *testing.T) {
 	topo := newLab(t)
 	first := startRun(t, topo, "-c", "lost-fin", "--port", "8080")
-	_ = first.Process.Kill()
-	_ = first.Wait()
+	killWithWatchdog(t, first)
+	if !iptablesHas(t, topo, "router", "FINPROXY-Q") {
+		t.Fatal("no chain left by the killed run: the test would prove nothing")
+	}
 	// A new run on the same queue removes the dead run's chain and installs its own.
 	second := startRun(t, topo, "-c", "lost-fin", "--port", "8080")
 	_ = second.Process.Signal(syscall.SIGTERM)

@@ -99,26 +99,10 @@ func runLab(t *testing.T, args ...string) (int, string, *scenario.LabReport) {
 	return code, string(out), &rep
 }
 
-// kernelViews check, for the presets whose point is what the kernel does with a crafted
-// segment, that the report says so: the kernel's counters and the application's view.
-var kernelViews = map[string]func(r *scenario.RunReport) error{
-	"old-duplicate": func(r *scenario.RunReport) error {
-		if n := r.Kernel.Server.Counters["TcpExtPAWSEstab"]; n != 1 {
-			return fmt.Errorf("server TcpExtPAWSEstab %+d, want +1 (the old duplicate rejected by PAWS)", n)
-		}
-		return nil
-	},
-	"time-wait-reuse": func(r *scenario.RunReport) error {
-		k := r.Kernel.Server.Counters
-		if k["TcpPassiveOpens"] != 2 || k["TcpExtPAWSTimewait"] != 0 {
-			return fmt.Errorf("server: %d connections accepted, %d SYNs refused by PAWS in TIME_WAIT; want 2 and 0", k["TcpPassiveOpens"], k["TcpExtPAWSTimewait"])
-		}
-		return nil
-	},
+// appViews check, for the presets whose point is what the application saw, that the
+// report says so (the kernel's counters are the presets' own [expect.kernel]).
+var appViews = map[string]func(r *scenario.RunReport) error{
 	"reset-injection": func(r *scenario.RunReport) error {
-		if r.Kernel.Client.Counters["TcpEstabResets"] != 1 {
-			return fmt.Errorf("client TcpEstabResets %+d, want +1", r.Kernel.Client.Counters["TcpEstabResets"])
-		}
 		if !strings.Contains(r.ClientOutput, "ECONNRESET") && !strings.Contains(r.ClientOutput, "Connection reset by peer") {
 			return errors.New("the client's output does not report the reset")
 		}
@@ -181,7 +165,7 @@ func TestLabPresets(t *testing.T) {
 					if r.Kernel == nil {
 						t.Fatalf("run %d: no kernel counters in the report", r.Run)
 					}
-					if check := kernelViews[preset]; check != nil {
+					if check := appViews[preset]; check != nil {
 						if err := check(r); err != nil {
 							t.Errorf("run %d: %v\nkernel: %+v\nclient output: %s", r.Run, err, *r.Kernel, r.ClientOutput)
 						}

@@ -14,9 +14,11 @@ import (
 const (
 	// Table is the iptables table every finproxy rule lives in.
 	Table = "mangle"
-	// ChainPrefix starts the name of every chain finproxy creates; Cleanup removes them all.
+	// ChainPrefix starts the name of every chain finproxy creates; Cleanup removes them
+	// all, but those of live runs.
 	ChainPrefix = "FINPROXY"
-	// Comment tags every rule finproxy adds to a built-in chain.
+	// Comment starts the comment of every rule finproxy adds to a built-in chain (and, when
+	// the spec has an Owner, to its own chain): "finproxy pid=P start=S" names the owner.
 	Comment = "finproxy"
 	// DefaultConnMark is the connmark bit used by Scope FromFIN and All when HookSpec.ConnMark is 0.
 	DefaultConnMark uint32 = 0x00f10000
@@ -94,6 +96,10 @@ type HookSpec struct {
 	// family Install is given is hooked.
 	Addrs []netip.Prefix
 	Scope Scope
+	// NoHandshake: SYN segments (SYN and SYN|ACK) are neither queued nor, where the
+	// scope allows, sent to the chain at all: the rules act on the teardown only, and a
+	// connection's connect() never waits for finproxy.
+	NoHandshake bool
 	// Bypass adds --queue-bypass: while no process is bound to the queue,
 	// packets pass instead of being dropped (traffic flows if finproxy dies).
 	// NewHookSpec sets it.
@@ -106,6 +112,15 @@ type HookSpec struct {
 	ConnMark uint32
 	// Logger receives notes about stale chains; nil means slog.Default().
 	Logger *slog.Logger
+	// Owner is the process the hooks belong to (usually Self()). It is written in the
+	// comment of every rule the hooks add, so that Cleanup spares the hooks of a live
+	// run, RemoveOwned removes exactly those of a dead one, and Install finds a live run
+	// hooking the same scope. Zero: the rules carry a plain "finproxy" and count as stale.
+	Owner Owner
+	// Stack lets Install hook a scope a live run of another Owner hooks already (a
+	// ConflictError otherwise). The later run's jumps go first: the segments both runs
+	// match reach only the later run while it runs.
+	Stack bool
 	// Chain names finproxy's chain; "" means ChainName(Queue). It must start with
 	// ChainPrefix (Cleanup finds it). A second set of hooks for the same queue, in
 	// another chain, can be installed before the first is removed.
@@ -197,7 +212,18 @@ func chainRules(s HookSpec) [][]string {
 		rules = append(rules, slices.Concat([]string{"-m", "conntrack", "--ctstate", "INVALID"}, queue))
 	}
 	for _, f := range []string{"SYN", "FIN", "RST"} {
+		if f == "SYN" && s.NoHandshake {
+			continue
+		}
 		rules = append(rules, slices.Concat(flags(f), queue))
+	}
+	if !s.Owner.IsZero() {
+		// Tag each rule with the owner, before its target (where iptables -S prints it).
+		c := []string{"-m", "comment", "--comment", s.Owner.comment()}
+		for i, r := range rules {
+			j := slices.Index(r, "-j")
+			rules[i] = slices.Concat(r[:j], c, r[j:])
+		}
 	}
 	return rules
 }
@@ -242,7 +268,7 @@ func jumpRules(s HookSpec, chain string, addrs []netip.Prefix) []rule {
 					r = append(r, "!", "-i", h.iface)
 				}
 				r = append(r, "-p", "tcp")
-				if s.Port != 0 || s.Scope == Control {
+				if s.Port != 0 || s.Scope == Control || s.NoHandshake {
 					r = append(r, "-m", "tcp")
 				}
 				if s.Port != 0 {
@@ -252,12 +278,19 @@ func jumpRules(s HookSpec, chain string, addrs []netip.Prefix) []rule {
 						r = append(r, "--sport", strconv.Itoa(int(s.Port)))
 					}
 				}
-				if s.Scope == Control {
+				switch {
+				case s.Scope == Control && s.NoHandshake:
+					// Only FIN and RST are queued: nothing else enters the chain.
+					r = append(r, "!", "--tcp-flags", "FIN,RST", "NONE")
+				case s.Scope == Control:
 					// Only SYN, FIN and RST are queued: the rest (bulk data) need not even
 					// enter the chain, which saves a few rule evaluations per packet.
 					r = append(r, "!", "--tcp-flags", "FIN,SYN,RST", "NONE")
+				case s.NoHandshake:
+					// The handshake's SYN and SYN|ACK stay out of the chain.
+					r = append(r, "!", "--tcp-flags", "SYN", "SYN")
 				}
-				r = append(r, "-m", "comment", "--comment", Comment, "-j", chain)
+				r = append(r, "-m", "comment", "--comment", s.Owner.comment(), "-j", chain)
 				out = append(out, rule{h.chain, r})
 			}
 		}
@@ -334,6 +367,12 @@ func families(ipt4, ipt6 IPTables, s HookSpec) ([]family, error) {
 // that already exists is stale (a crashed run): Install removes it and its
 // jumps first and logs that.
 //
+// Before it changes anything, Install looks for the jumps of live runs of another Owner
+// in the built-in chains it would hook: if one hooks an overlapping scope (same hook
+// chain and direction, same port or any, overlapping addresses or any), the two runs
+// would undo each other (the later one's jumps go first, the earlier one would see
+// nothing), and Install returns a *ConflictError naming that run, unless spec.Stack.
+//
 // On error, Install removes whatever it had added.
 func Install(ipt4, ipt6 IPTables, spec HookSpec) (*Hooks, error) {
 	if err := spec.validate(); err != nil {
@@ -347,6 +386,20 @@ func Install(ipt4, ipt6 IPTables, spec HookSpec) (*Hooks, error) {
 	chain := ChainName(spec.Queue)
 	if spec.Chain != "" {
 		chain = spec.Chain
+	}
+	for _, f := range fams {
+		others, err := overlapping(f, spec, jumpRules(spec, chain, f.addrs))
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range others {
+			if !spec.Stack {
+				return nil, c
+			}
+			spec.logger().Warn("nfq: hooking a scope another live finproxy run hooks (stacked on request): "+
+				"while this run runs, the segments both runs match reach only this run",
+				"family", c.Family, "other_pid", c.Other.PID, "other_queue", c.Queue, "other_rule", c.Rule)
+		}
 	}
 	for _, f := range fams {
 		fh := &famHooks{name: f.name, ipt: f.ipt, chain: chain, chainR: chainRules(spec)}
@@ -368,7 +421,7 @@ func (fh *famHooks) install(spec HookSpec, jumps []rule) error {
 		return fmt.Errorf("nfq: %s: look for chain %s in table %s: %w", fh.name, fh.chain, Table, err)
 	}
 	if exists {
-		removed, err := removeChains(ipt, func(c string) bool { return c == fh.chain }, false)
+		removed, err := removeChains(ipt, func(c string, _ []Owner) bool { return c == fh.chain }, nil)
 		spec.logger().Warn("nfq: removed a stale finproxy chain left by an earlier run that did not clean up",
 			"family", fh.name, "table", Table, "chain", fh.chain, "removed", removed)
 		if err != nil {
@@ -430,7 +483,16 @@ func (h *Hooks) Remove() error {
 		if !fh.made || len(fh.jumps) == 0 {
 			continue
 		}
-		if ok, err := fh.ipt.ChainExists(Table, fh.chain); err == nil && ok {
+		ok, err := fh.ipt.ChainExists(Table, fh.chain)
+		if err == nil && !ok {
+			// Removed by someone else (`finproxy cleanup --force`): no jump can lead to a
+			// chain that does not exist, so nothing of these hooks is left.
+			h.spec.logger().Warn("nfq: finproxy's chain had been removed by someone else (finproxy cleanup --force?): nothing was queued since",
+				"family", fh.name, "table", Table, "chain", fh.chain)
+			fh.jumps, fh.made = nil, false
+			continue
+		}
+		if err == nil {
 			if err := fh.ipt.ClearChain(Table, fh.chain); err != nil {
 				errs = append(errs, fmt.Errorf("nfq: %s: flush chain %s in table %s: %w", fh.name, fh.chain, Table, err))
 			}
@@ -458,21 +520,70 @@ func (h *Hooks) Remove() error {
 	return errors.Join(errs...)
 }
 
-// Cleanup removes every finproxy chain (name starting with FINPROXY) in the
-// mangle table and every rule jumping to one or tagged with the finproxy
-// comment, whichever run added them (crashed ones too). It reports what it
-// removed, one line per rule or chain. Run it only when no finproxy is running
-// on this host (namespace): it does not spare live runs.
-func Cleanup(ipt IPTables) (removed []string, err error) {
-	return removeChains(ipt, func(c string) bool { return strings.HasPrefix(c, ChainPrefix) }, true)
+// LiveRun is a finproxy chain Cleanup kept because a process it names is alive.
+type LiveRun struct {
+	Chain  string
+	Owners []Owner // the live ones
 }
 
-// removeChains removes the chains of Table that match, every rule that jumps
-// to one and, with byComment, every rule carrying finproxy's comment.
-func removeChains(ipt IPTables, match func(chain string) bool, byComment bool) (removed []string, err error) {
-	chains, err := ipt.ListChains(Table)
+// Cleanup removes every finproxy chain (name starting with FINPROXY) in the mangle table
+// and every rule jumping to one or tagged with finproxy's comment, whichever run added
+// them (crashed ones too), except those of live runs: a chain one of whose rules, or of
+// the rules jumping to it, names an Owner that is alive is kept with its jumps (and
+// reported in live), unless force. Rules without an owner (an older finproxy's, or a
+// spec without Owner) count as stale. It reports what it removed, one line per rule or
+// chain.
+func Cleanup(ipt IPTables, force bool) (removed []string, live []LiveRun, err error) {
+	keep := func(c string, owners []Owner) bool {
+		if force || !strings.HasPrefix(c, ChainPrefix) {
+			return false
+		}
+		var alive []Owner
+		for _, o := range owners {
+			if o.Alive() {
+				alive = append(alive, o)
+			}
+		}
+		if len(alive) > 0 {
+			live = append(live, LiveRun{Chain: c, Owners: alive})
+			return true
+		}
+		return false
+	}
+	removed, err = removeChains(ipt,
+		func(c string, owners []Owner) bool { return strings.HasPrefix(c, ChainPrefix) && !keep(c, owners) },
+		func(r listedRule) bool { return force || !r.owner.Alive() })
+	return removed, live, err
+}
+
+// RemoveOwned removes the hooks of owner o alone: the finproxy chains o's rules are in
+// or jump to, and every rule tagged with o. Run it when o is dead (a watchdog does,
+// when the run it watches was killed); it never touches the hooks of another owner, so
+// what o removed itself before it died, and what a later run installed, stay as they are.
+func RemoveOwned(ipt IPTables, o Owner) (removed []string, err error) {
+	if o.IsZero() {
+		return nil, errors.New("nfq: RemoveOwned of the unknown owner")
+	}
+	return removeChains(ipt,
+		func(c string, owners []Owner) bool {
+			return strings.HasPrefix(c, ChainPrefix) && slices.Contains(owners, o)
+		},
+		func(r listedRule) bool { return r.owner == o })
+}
+
+// listedRule is one rule of an `iptables -S` listing.
+type listedRule struct {
+	chain, line string
+	spec        []string
+	owner       Owner
+	tagged      bool // carries a finproxy comment
+}
+
+// listTable lists the chains of Table and their rules.
+func listTable(ipt IPTables) (chains []string, rules []listedRule, err error) {
+	chains, err = ipt.ListChains(Table)
 	if err != nil {
-		return nil, fmt.Errorf("nfq: list chains of table %s: %w", Table, err)
+		return nil, nil, fmt.Errorf("nfq: list chains of table %s: %w", Table, err)
 	}
 	var errs []error
 	for _, c := range chains {
@@ -486,19 +597,59 @@ func removeChains(ipt IPTables, match func(chain string) bool, byComment bool) (
 			if !ok || chain != c {
 				continue
 			}
-			target := ruleTarget(spec)
-			if !match(target) && !(byComment && hasComment(spec, Comment)) {
-				continue
+			r := listedRule{chain: c, line: line, spec: spec}
+			if cm, ok := ruleComment(spec); ok {
+				r.owner, r.tagged = parseComment(cm)
 			}
-			if err := ipt.DeleteIfExists(Table, c, spec...); err != nil {
-				errs = append(errs, fmt.Errorf("nfq: delete rule %q: %w", line, err))
-				continue
-			}
-			removed = append(removed, Table+": "+line)
+			rules = append(rules, r)
 		}
 	}
+	return chains, rules, errors.Join(errs...)
+}
+
+// removeChains removes the chains of Table that dropChain picks (given the owners named
+// by their rules and by the rules jumping to them), every rule that jumps to one, and,
+// with dropTagged, every finproxy-tagged rule it picks outside those chains.
+func removeChains(ipt IPTables, dropChain func(chain string, owners []Owner) bool, dropTagged func(listedRule) bool) (removed []string, err error) {
+	chains, rules, err := listTable(ipt)
+	if chains == nil {
+		return nil, err
+	}
+	errs := []error{err}
+	owners := map[string][]Owner{}
+	add := func(c string, o Owner) {
+		if !slices.Contains(owners[c], o) {
+			owners[c] = append(owners[c], o)
+		}
+	}
+	for _, r := range rules {
+		if r.tagged {
+			add(r.chain, r.owner)
+			add(ruleTarget(r.spec), r.owner)
+		}
+	}
+	drop := map[string]bool{}
 	for _, c := range chains {
-		if !match(c) {
+		if dropChain(c, owners[c]) {
+			drop[c] = true
+		}
+	}
+	for _, r := range rules {
+		if drop[r.chain] || strings.HasPrefix(r.chain, ChainPrefix) {
+			continue // flushed with its chain, or kept with it
+		}
+		target := ruleTarget(r.spec)
+		if !drop[target] && !(r.tagged && dropTagged != nil && dropTagged(r) && !strings.HasPrefix(target, ChainPrefix)) {
+			continue
+		}
+		if err := ipt.DeleteIfExists(Table, r.chain, r.spec...); err != nil {
+			errs = append(errs, fmt.Errorf("nfq: delete rule %q: %w", r.line, err))
+			continue
+		}
+		removed = append(removed, Table+": "+r.line)
+	}
+	for _, c := range chains {
+		if !drop[c] {
 			continue
 		}
 		if err := ipt.ClearAndDeleteChain(Table, c); err != nil {
@@ -518,15 +669,6 @@ func ruleTarget(spec []string) string {
 		}
 	}
 	return ""
-}
-
-func hasComment(spec []string, c string) bool {
-	for i := 0; i+1 < len(spec); i++ {
-		if spec[i] == "--comment" && spec[i+1] == c {
-			return true
-		}
-	}
-	return false
 }
 
 // parseRuleLine splits a `-A CHAIN args...` line of `iptables -S` into the chain

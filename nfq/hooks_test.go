@@ -396,7 +396,7 @@ func TestCleanupRemovesCrashedRuns(t *testing.T) {
 	must(t, f.NewChain("mangle", "FINPROXY-OLD"))
 	must(t, f.Insert("mangle", "PREROUTING", 1, "-m", "comment", "--comment", "finproxy old", "-j", "FINPROXY-OLD"))
 
-	removed, err := Cleanup(f)
+	removed, _, err := Cleanup(f, false)
 	must(t, err)
 	if d := cmp.Diff(init, f.Rules()); d != "" {
 		t.Errorf("rules after Cleanup (-want +got):\n%s", d)
@@ -410,7 +410,7 @@ func TestCleanupRemovesCrashedRuns(t *testing.T) {
 	if chains != 3 {
 		t.Errorf("Cleanup reported %d chains removed, want 3:\n%s", chains, strings.Join(removed, "\n"))
 	}
-	again, err := Cleanup(f)
+	again, _, err := Cleanup(f, false)
 	if err != nil || len(again) != 0 {
 		t.Errorf("second Cleanup = %v, %v; want nothing removed", again, err)
 	}
@@ -454,7 +454,7 @@ func TestInstallReplacesStaleChain(t *testing.T) {
 	if ok, _ := f.ChainExists(Table, ChainName(5)); !ok {
 		t.Error("Install removed the chain of another queue")
 	}
-	_, err = Cleanup(f)
+	_, _, err = Cleanup(f, false)
 	must(t, err)
 	if d := cmp.Diff(init, f.Rules()); d != "" {
 		t.Errorf("rules after Remove and Cleanup (-want +got):\n%s", d)
@@ -518,7 +518,23 @@ func goldenSpecs() map[string]HookSpec {
 	d := NewHookSpec(Forward, 7451)
 	d.Port = 5201
 	d.Queues = 2
-	return map[string]HookSpec{"local_control_port": a, "forward_fromfin_both": b, "local_all_addr_nobypass": c, "forward_control_balance": d}
+	// A run's hooks name their owner in every rule, its chain's included.
+	e := NewHookSpec(Local, 5)
+	e.Port = 6379
+	e.Scope = FromFIN
+	e.SkipMark = 0x2
+	e.Owner = Owner{PID: 4242, Start: 1234567}
+	// Rules about the teardown only: no SYN is queued, and none enters the chain.
+	f := NewHookSpec(Forward, 7400)
+	f.Port = 8080
+	f.NoHandshake = true
+	f.SkipMark = 0x2
+	g := NewHookSpec(Local, 7400)
+	g.Port = 8080
+	g.Scope = FromFIN
+	g.NoHandshake = true
+	return map[string]HookSpec{"local_control_port": a, "forward_fromfin_both": b, "local_all_addr_nobypass": c, "forward_control_balance": d,
+		"local_fromfin_owner": e, "forward_control_nohandshake": f, "local_fromfin_nohandshake": g}
 }
 
 // TestGolden writes the rules of a few specs to testdata/hooks_*.golden, for
@@ -530,8 +546,12 @@ func TestGolden(t *testing.T) {
 			_, err := Install(f4, f6, spec)
 			must(t, err)
 			var b strings.Builder
-			fmt.Fprintf(&b, "# %s: mode=%v scope=%v queue=%d port=%d addrs=%v bypass=%v skipmark=%#x\n",
+			fmt.Fprintf(&b, "# %s: mode=%v scope=%v queue=%d port=%d addrs=%v bypass=%v skipmark=%#x",
 				name, spec.Mode, spec.Scope, spec.Queue, spec.Port, spec.Addrs, spec.Bypass, spec.SkipMark)
+			if spec.NoHandshake {
+				b.WriteString(" nohandshake")
+			}
+			b.WriteString("\n")
 			for _, fam := range []struct {
 				cmd string
 				f   *Fake

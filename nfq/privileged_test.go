@@ -185,7 +185,7 @@ func TestRealIPTablesInstallRemove(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, ipt := range []IPTables{ipt4, ipt6} {
-			removed, err := Cleanup(ipt)
+			removed, _, err := Cleanup(ipt, false)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -111,6 +111,26 @@ func removeStaleInstances(dir string, alive func(pid int) bool) ([]string, error
 	return removed, errors.Join(errs...)
 }
 
+// RemoveInstancesOf removes the tracefs instances of the finproxy process pid
+// (finproxy-<pid>[-n]) and returns their directories. The caller knows that process is
+// dead (a watchdog whose run was killed): it does not check.
+func RemoveInstancesOf(pid int) ([]string, error) {
+	if ensureTracefs() != nil {
+		return nil, nil
+	}
+	// The instance is busy until the dead process's last thread released its trace_pipe,
+	// which may be a moment after the pipe that told the caller it died.
+	var all []string
+	for i := 0; ; i++ {
+		removed, err := removeStaleInstances(filepath.Join(TracefsRoot, "instances"), func(p int) bool { return p != pid })
+		all = append(all, removed...)
+		if !errors.Is(err, syscall.EBUSY) || i == 200 {
+			return all, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func processAlive(pid int) bool {
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, unix.EPERM)

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/finproxy/finproxy/mutate"
@@ -21,16 +22,20 @@ func init() { Register("duplicate", func() Action { return &DuplicateAction{} })
 // they do not pass through the rules.
 type DuplicateAction struct {
 	Delay  Duration `toml:"delay"`
-	Copies int      `toml:"copies"`
+	Copies int      `toml:"copies,positive"`
 }
 
 // MaxCopies bounds duplicate's copies.
 const MaxCopies = 100
 
-// Validate checks the number of copies.
+// Validate checks the number of copies, and that the last leaves within MaxDuration.
 func (a *DuplicateAction) Validate() error {
 	if a.Copies < 0 || a.Copies > MaxCopies {
 		return paramError{"copies", "must be 1 to 100"}
+	}
+	if span := time.Duration(max(a.Copies, 1)) * time.Duration(a.Delay); span > MaxDuration {
+		return paramError{"delay", fmt.Sprintf("%s apart, the last of %d copies would leave %s after the segment: at most %s",
+			durationText(time.Duration(a.Delay)), max(a.Copies, 1), durationText(span), durationText(MaxDuration))}
 	}
 	return nil
 }

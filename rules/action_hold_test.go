@@ -8,7 +8,9 @@ import (
 func TestHoldValidate(t *testing.T) {
 	paramErr(t, (&HoldAction{}).Validate(), "until")
 	paramErr(t, (&HoldAction{Until: EventPeerFIN, OnTimeout: 9}).Validate(), "on_timeout")
-	if err := (&HoldAction{Until: EventBothFINs, OnTimeout: Drop}).Validate(); err != nil {
+	// The timeout decides what a run shows when the event does not come: no default.
+	paramErr(t, (&HoldAction{Until: EventPeerFIN}).Validate(), "timeout")
+	if err := (&HoldAction{Until: EventBothFINs, Timeout: Duration(time.Second), OnTimeout: Drop}).Validate(); err != nil {
 		t.Error(err)
 	}
 }

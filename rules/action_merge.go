@@ -20,7 +20,7 @@ func init() { Register("merge", func() Action { return &MergeAction{} }) }
 // that comes carries another ack number (it then passes just before that FIN). A segment
 // that is not a pure ACK, or a pure ACK sent after its side's FIN, passes at once.
 type MergeAction struct {
-	Timeout Duration `toml:"timeout"`
+	Timeout Duration `toml:"timeout,positive"`
 }
 
 // DefaultMergeTimeout is the merge action's timeout when none is given.

@@ -31,7 +31,7 @@ func init() { Register("merge-data-fin", func() Action { return &MergeDataFINAct
 // does not see cannot be merged, and would overtake the held data segment. When the
 // engine cannot give segments back changed (Context.CanRewrite), it passes everything.
 type MergeDataFINAction struct {
-	Timeout Duration `toml:"timeout"`
+	Timeout Duration `toml:"timeout,positive"`
 }
 
 // DefaultMergeDataFINTimeout is merge-data-fin's timeout when none is given: well under

@@ -34,9 +34,9 @@ func init() { Register("replay", func() Action { return &ReplayAction{} }) }
 // accepted) is the kernel's business; the record of the copy says when it was sent.
 type ReplayAction struct {
 	After    string   `toml:"after"`
-	Delay    Duration `toml:"delay"`
+	Delay    Duration `toml:"delay,positive"`
 	Original Verdict  `toml:"original"`
-	Timeout  Duration `toml:"timeout"`
+	Timeout  Duration `toml:"timeout,positive"`
 }
 
 // Replay triggers (ReplayAction.After).
@@ -66,6 +66,9 @@ func (a *ReplayAction) Validate() error {
 
 // Injects reports that replay sends segments.
 func (*ReplayAction) Injects() bool { return true }
+
+// NeedsHandshake reports that replay must see the next incarnation's handshake.
+func (*ReplayAction) NeedsHandshake() bool { return true }
 
 // NeedsData reports that replay must see every segment: the handshake of the next
 // incarnation, the acknowledgments that end this one.

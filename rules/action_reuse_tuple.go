@@ -37,7 +37,7 @@ func init() { Register("reuse-tuple", func() Action { return &ReuseTupleAction{}
 // client's real port, so with a rewritten port it is a coin toss (measured: 26 accepted,
 // 19 rejected by PAWS in 45 runs; see configs/time-wait-reuse.toml).
 type ReuseTupleAction struct {
-	MaxAge Duration `toml:"max_age"`
+	MaxAge Duration `toml:"max_age,positive"`
 }
 
 // DefaultReuseMaxAge is reuse-tuple's max_age when none is given.

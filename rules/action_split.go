@@ -31,7 +31,7 @@ func init() { Register("split", func() Action { return &SplitAction{} }) }
 // When the engine cannot give segments back changed (Context.CanRewrite), it passes them.
 type SplitAction struct {
 	FIN   string   `toml:"fin"`
-	Delay Duration `toml:"delay"`
+	Delay Duration `toml:"delay,positive"`
 }
 
 // Split modes (SplitAction.FIN).

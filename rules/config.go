@@ -1,9 +1,13 @@
 package rules
 
 import (
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/finproxy/finproxy/segment"
 )
@@ -106,7 +110,8 @@ func (es ConfigErrors) sort() {
 //	delay:  delay = "200ms", jitter = "50ms"      # delay required
 //	hold:   until = "peer-fin"                     # required: peer-fin, own-fin,
 //	                                               # client-fin, server-fin, both-fins
-//	        timeout = "2s", on_timeout = "pass"    # or "drop"; defaults 2s and pass
+//	        timeout = "2s"                         # required
+//	        on_timeout = "pass"                    # or "drop"; default pass
 //	merge:  timeout = "1s"                         # default 1s
 //	merge-data-fin: timeout = "100ms"              # default 100ms
 //	split:  fin = "inject", delay = "100ms"        # or fin = "retransmit" (no delay)
@@ -155,13 +160,92 @@ func (es ConfigErrors) sort() {
 //	min = 2                          # bounds, 0 or more; without either: min = 1
 //	max = 2
 //
-// Durations are strings such as "250ms" or "2s".
+// Durations are strings such as "250ms" or "2s", at most MaxDuration (1h). A parameter
+// whose default stands for "not given" (merge's timeout, duplicate's copies, ...) must be
+// more than 0 when it is given. Names (the scenario's, the rules') must not contain
+// control characters (they are printed in tables and logs); nor may the description,
+// but for tabs and newlines.
+//
+// The file must be a regular file of at most MaxConfigSize bytes (ReadFile), nested at
+// most MaxDepth levels deep.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	return Parse(data, path)
+}
+
+// MaxConfigSize bounds a config. A scenario is a few kilobytes (the largest preset is under
+// 5 KB, comments included); the TOML parser needs about 10 µs and 2.5 KB per key, so that a
+// 1 MiB file of small keys cost it 1.5 s and 260 MB (nested ones more), and 64 KiB nested as
+// deep as MaxDepth allows 0.2 s and 55 MB. The bound also keeps a wrong path (a log file, a
+// disk image) from costing the machine its memory.
+const MaxConfigSize = 64 << 10
+
+// ReadFile reads the config file at path: a regular file (a symbolic link to one will do)
+// of at most MaxConfigSize bytes. Anything else is refused at once, without reading: a
+// FIFO (whose open would wait for a writer), a device such as /dev/zero (which never
+// ends), a directory, a socket.
+func ReadFile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO does not wait for a writer, so that it can be refused.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("config %s: %s, not a regular file: give a config file (or -, where a command takes it, to read the config from stdin)", path, fileKind(fi.Mode()))
+	}
+	if fi.Size() > MaxConfigSize {
+		return nil, fmt.Errorf("config %s: %d bytes: a config file is at most %s", path, fi.Size(), sizeText(MaxConfigSize))
+	}
+	return Read(f, path)
+}
+
+// Read reads a config from r (stdin, for example), at most MaxConfigSize bytes: it stops
+// reading after that, with an error. name names r in the error.
+func Read(r io.Reader, name string) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("config %s: more than %s, the most a config may be", name, sizeText(MaxConfigSize))
+	}
+	return data, nil
+}
+
+// fileKind names what a file that is not a regular file is.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO (named pipe)"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
+}
+
+// sizeText writes a size in bytes in the largest binary unit that divides it.
+func sizeText(n int) string {
+	switch {
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // Parse parses and checks a config. file names it in positions and error messages and

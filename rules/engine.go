@@ -335,9 +335,7 @@ func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now ti
 func (e *Engine) apply(ri int) (ok bool) {
 	defer func() {
 		if v := recover(); v != nil {
-			e.logger.Error("action panicked; the segment is accepted",
-				"rule", e.names[ri], "action", e.actions[ri], "segment", e.cur.Seg.String(),
-				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			e.panicked(ri, "action panicked; the segment is accepted", e.cur.Seg.String(), v)
 			ok = false
 		}
 	}()
@@ -345,6 +343,25 @@ func (e *Engine) apply(ri int) (ok bool) {
 		a.Apply(&e.ctx)
 	}
 	return true
+}
+
+// panicked counts a panic of rule ri's action (or of a condition it handed the engine)
+// and reports it at once: the rule's first with its stack, at level Error; the next ones
+// at level Warn, with the count so far, when the count reaches a power of two (a rule that
+// panics on every segment does not flood the log). Counters.Panicked has them all.
+func (e *Engine) panicked(ri int, msg, seg string, v any) {
+	e.counters[ri].Panicked++
+	n := e.counters[ri].Panicked
+	attrs := []any{"rule", e.names[ri], "action", e.actions[ri], "panic", fmt.Sprint(v), "count", n}
+	if seg != "" {
+		attrs = append(attrs, "segment", seg)
+	}
+	switch {
+	case n == 1:
+		e.logger.Error(msg, append(attrs, "stack", string(debug.Stack()))...)
+	case n&(n-1) == 0:
+		e.logger.Warn(msg, attrs...)
+	}
 }
 
 func (e *Engine) startHold(ri int, p *Packet, c *Conn, side Side, h Hold, now time.Time, out leaving) {
@@ -375,9 +392,7 @@ func (e *Engine) startHold(ri int, p *Packet, c *Conn, side Side, h Hold, now ti
 func (e *Engine) check(it *pending) (release bool, v Verdict) {
 	defer func() {
 		if r := recover(); r != nil {
-			e.logger.Error("hold condition panicked; the segment is accepted",
-				"rule", e.names[it.rule], "action", e.actions[it.rule], "segment", it.seg.String(),
-				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			e.panicked(it.rule, "hold condition panicked; the segment is accepted", it.seg.String(), r)
 			release, v = true, Accept
 		}
 	}()
@@ -579,8 +594,7 @@ func (e *Engine) schedule(ri int, c *Conn, in Injection, now time.Time) {
 func (e *Engine) injectionDue(it *injection, c *Conn) (due bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			e.logger.Error("injection condition panicked; the segment is not sent",
-				"rule", e.names[it.rule], "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			e.panicked(it.rule, "injection condition panicked; the segment is not sent", "", r)
 			it.Until = func(*Conn) bool { return false }
 			it.SendOnTimeout = false
 			due = false
@@ -812,7 +826,7 @@ func (e *Engine) Close() {
 // acted on (Matched) is counted once more when its fate is known: as Passed, Dropped,
 // Delayed or Held by the rule's decision (a hold counts as Held whatever its outcome),
 // and for a merge as Merged when the held ACK was dropped into its FIN, otherwise as
-// Passed or Dropped. A segment whose action panicked is only counted as Matched.
+// Passed or Dropped. A segment whose action panicked is counted as Matched and Panicked.
 func (e *Engine) Counters() []Counters {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -69,5 +69,5 @@ func ExampleEngine() {
 	//   client FIN|ACK seq=1001 drop by drop-first-client-fin/drop
 	// packet 5: accept
 	//   client FIN|ACK seq=1001 accept
-	// {Rule:drop-first-client-fin Matched:1 Passed:0 Dropped:1 Delayed:0 Held:0 Merged:0 Modified:0 Injected:0}
+	// {Rule:drop-first-client-fin Matched:1 Passed:0 Dropped:1 Delayed:0 Held:0 Merged:0 Modified:0 Injected:0 Panicked:0}
 }

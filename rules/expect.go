@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -26,6 +27,8 @@ type Expect struct {
 	// Incarnations, when not 0, is how many connections the run's 4-tuple must have
 	// carried (a SYN on a 4-tuple whose previous connection is over starts the next).
 	Incarnations int
+	// Kernel are bounds on the kernel's TCP counters of each side ([expect.kernel]).
+	Kernel []KernelExpect
 	// Connections are expectations of one incarnation each ([[expect.connection]]);
 	// Client and Server above are those of the connection the run is judged on, the
 	// first.
@@ -123,11 +126,28 @@ var noRetransmitStates = map[string]string{
 }
 
 var (
-	expectKeys        = []string{"leak_threshold", "client", "server", "segment", "incarnations", "connection"}
+	expectKeys        = []string{"leak_threshold", "client", "server", "segment", "incarnations", "connection", "kernel"}
 	connExpectKeys    = []string{"incarnation", "client", "server"}
 	sideExpectKeys    = []string{"states", "absent", "retransmits_in", "no_retransmits", "resets_sent", "resets_received", "max_dwell", "min_dwell", "close_wait_leak", "exit"}
 	segmentExpectKeys = []string{"side", "flags", "has_flags", "payload", "verdict", "rule", "injected", "modified", "min", "max"}
 )
+
+// CountText says what count s wants: "none", "exactly 1", "at least 2", "at most 3",
+// "1 to 4".
+func (s *SegmentExpect) CountText() string {
+	lo, hi := s.Min, s.Max
+	switch {
+	case hi == 0:
+		return "none"
+	case hi < 0:
+		return fmt.Sprintf("at least %d", lo)
+	case lo == hi:
+		return fmt.Sprintf("exactly %d", lo)
+	case lo == 0:
+		return fmt.Sprintf("at most %d", hi)
+	}
+	return fmt.Sprintf("%d to %d", lo, hi)
+}
 
 // Matches reports whether the record r counts for s.
 func (s *SegmentExpect) Matches(r *Record) bool {
@@ -227,6 +247,8 @@ func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
 			for i, t := range tbls {
 				e.Segments = append(e.Segments, l.segmentExpect(kp.index(i+1), t))
 			}
+		case "kernel":
+			e.Kernel = l.loadKernelExpect(kp, v)
 		case "incarnations":
 			if n, ok := l.count(kp, v, "the number of connections on the run's 4-tuple"); ok {
 				e.Incarnations = n

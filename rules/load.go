@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"encoding"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 	"github.com/finproxy/finproxy/segment"
@@ -62,18 +65,34 @@ type loader struct {
 	// scope is set when target.port or target.address is given, even if wrong.
 	scope bool
 	// params holds the parameters of every registered action, by action name (lazily).
-	params map[string]map[string][]int
+	params map[string]map[string]param
+}
+
+// param is an action's parameter: the index of its struct field, and whether a value
+// given must be more than zero (the tag option "positive": the field's zero value means
+// "not given, use the default", so a zero written in the config would silently become
+// the default).
+type param struct {
+	index    []int
+	positive bool
 }
 
 func parse(data []byte, file string) (*Config, ConfigErrors) {
 	l := &loader{file: file}
+	if len(data) > MaxConfigSize {
+		return nil, ConfigErrors{l.tooLarge(data)}
+	}
+	// The locator runs first: it finds a source that nests too deep for the parser.
+	l.loc = locate(data)
+	if l.loc.deep.line > 0 {
+		return nil, ConfigErrors{l.tooDeep()}
+	}
 	var top map[string]toml.Primitive
 	md, err := toml.Decode(string(data), &top)
 	if err != nil {
 		return nil, ConfigErrors{l.syntaxError(err)}
 	}
 	l.md = &md
-	l.loc = locate(data)
 	l.cfg = &Config{
 		File:   file,
 		Name:   defaultName(file),
@@ -106,6 +125,9 @@ func defaultName(file string) string {
 	if file == "" {
 		return ""
 	}
+	if strings.HasPrefix(file, "<") && strings.HasSuffix(file, ">") {
+		return strings.Trim(file, "<>") // a stream, such as <stdin>
+	}
 	base := filepath.Base(file)
 	return strings.TrimSuffix(base, filepath.Ext(base))
 }
@@ -132,6 +154,27 @@ func (l *loader) syntaxError(err error) *ConfigError {
 		}
 	}
 	return e
+}
+
+// tooLarge reports a source over MaxConfigSize, at the line where it goes over.
+func (l *loader) tooLarge(data []byte) *ConfigError {
+	head := data[:MaxConfigSize]
+	line := bytes.Count(head, []byte("\n")) + 1
+	col := MaxConfigSize - bytes.LastIndexByte(head, '\n')
+	return &ConfigError{Pos: Position{File: l.file, Line: line, Col: col},
+		Msg: fmt.Sprintf("the config is %d bytes; a config is at most %d (%s)", len(data), MaxConfigSize, sizeText(MaxConfigSize))}
+}
+
+// tooDeep reports where the source nests deeper than MaxDepth, with the first pieces of
+// the path there.
+func (l *loader) tooDeep() *ConfigError {
+	p := l.loc.deepPath
+	key := p.String()
+	if len(p) > 4 {
+		key = p[:4].String() + "…"
+	}
+	return &ConfigError{Pos: Position{File: l.file, Line: l.loc.deep.line, Col: l.loc.deep.col}, Key: key,
+		Msg: fmt.Sprintf("nested more than %d levels deep (the deepest keys of a scenario, such as expect.client.max_dwell.FIN_WAIT2, are 4 deep)", MaxDepth)}
 }
 
 func (l *loader) errAt(lc lineCol, p keyPath, format string, args ...any) {
@@ -365,14 +408,37 @@ func (l *loader) loadName(p keyPath, v toml.Primitive) {
 			l.valErr(p, "must not be empty (leave it out to use the file's name)")
 			return
 		}
+		if !l.printable(p, s, "") {
+			return
+		}
 		l.cfg.Name = s
 	}
 }
 
 func (l *loader) loadDescription(p keyPath, v toml.Primitive) {
-	if s, ok := l.str(p, v); ok {
+	if s, ok := l.str(p, v); ok && l.printable(p, s, "\t\n") {
 		l.cfg.Description = s
 	}
+}
+
+// printable reports whether s, the value at p, is free of control characters (but for
+// those in allowed) and is valid UTF-8; if not, it reports the first offender. Names and
+// descriptions are printed on terminals, in tables and logs: an escape sequence, a
+// carriage return or a bidirectional override there would rewrite what the user sees.
+func (l *loader) printable(p keyPath, s, allowed string) bool {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			l.valErr(p, "is not valid UTF-8 (at byte %d)", i)
+		case unicode.IsControl(r) && !strings.ContainsRune(allowed, r),
+			unicode.Is(unicode.Bidi_Control, r):
+			l.valErr(p, "contains the control character %U (at byte %d): it would be printed raw on terminals and in logs", r, i)
+		default:
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 func (l *loader) loadSeed(p keyPath, v toml.Primitive) {
@@ -409,7 +475,7 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 				break
 			}
 			for i, s := range ss {
-				if pfx, err := parsePrefix(s); err != nil {
+				if pfx, err := ParsePrefix(s); err != nil {
 					l.valErr(ps[i], "%v", err)
 				} else {
 					t.Addresses = append(t.Addresses, pfx)
@@ -442,8 +508,10 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 	}
 }
 
-// parsePrefix parses an address (a single-host prefix) or a prefix.
-func parsePrefix(s string) (netip.Prefix, error) {
+// ParsePrefix parses an address (a single-host prefix) or a prefix, as [target]
+// addresses and every command's --addr take them: IPv4-mapped addresses unmapped, no
+// zone, no host bits set (the error suggests the prefix meant).
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -532,6 +600,8 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 		if s, ok = rl.str(p, v); ok {
 			if strings.TrimSpace(s) == "" {
 				rl.valErr(p, "must not be empty")
+				ok = false
+			} else if !rl.printable(p, s, "") {
 				ok = false
 			}
 			rl.r.Name = s
@@ -657,7 +727,7 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 	var (
 		act    = rl.r.Action
-		fields map[string][]int
+		fields map[string]param
 		known  = ruleKeys
 		set    = map[string]keyPath{} // parameters decoded
 		failed bool
@@ -679,7 +749,7 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 			}
 			continue
 		}
-		idx, ok := fields[k]
+		pa, ok := fields[k]
 		if !ok {
 			failed = true
 			if len(owners) > 0 {
@@ -689,10 +759,15 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 			}
 			continue
 		}
-		if rl.decodeParam(kp, v, reflect.ValueOf(act).Elem().FieldByIndex(idx)) {
-			set[k] = kp
-		} else {
+		f := reflect.ValueOf(act).Elem().FieldByIndex(pa.index)
+		switch {
+		case !rl.decodeParam(kp, v, f):
 			failed = true
+		case pa.positive && f.IsZero():
+			rl.valErr(kp, "must be more than 0 (leave %s out for its default)", k)
+			failed = true
+		default:
+			set[k] = kp
 		}
 	}
 	if act == nil || failed {
@@ -858,12 +933,12 @@ func (rl *ruleLoad) crossCheck() {
 }
 
 // paramsOf returns the parameters of the named action: the exported fields of its struct,
-// named by their toml tag (or the field's name when untagged), with their index.
-func (l *loader) paramsOf(action string) map[string][]int {
+// named by their toml tag (or the field's name when untagged), with their index and options.
+func (l *loader) paramsOf(action string) map[string]param {
 	if l.params == nil {
-		l.params = map[string]map[string][]int{}
+		l.params = map[string]map[string]param{}
 		for _, name := range Actions() {
-			fields := map[string][]int{}
+			fields := map[string]param{}
 			if a, ok := NewAction(name); ok && a != nil {
 				if v := reflect.ValueOf(a); v.Kind() == reflect.Pointer && !v.IsNil() && v.Elem().Kind() == reflect.Struct {
 					collectParams(v.Elem(), nil, fields)
@@ -875,12 +950,12 @@ func (l *loader) paramsOf(action string) map[string][]int {
 	return l.params[action]
 }
 
-func collectParams(v reflect.Value, index []int, out map[string][]int) {
+func collectParams(v reflect.Value, index []int, out map[string]param) {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
 		idx := append(index[:len(index):len(index)], i)
-		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		if name == "-" {
 			continue
 		}
@@ -895,7 +970,7 @@ func collectParams(v reflect.Value, index []int, out map[string][]int) {
 			name = f.Name
 		}
 		if _, dup := out[name]; !dup {
-			out[name] = idx
+			out[name] = param{index: idx, positive: slices.Contains(strings.Split(opts, ","), "positive")}
 		}
 	}
 }

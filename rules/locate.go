@@ -49,34 +49,115 @@ func isBareKeyByte(c byte) bool {
 }
 
 // lineCol is a 1-based place in a source; columns count bytes, as toml.ParseError does.
+// The zero value means "not known".
 type lineCol struct{ line, col int }
+
+// MaxDepth bounds how deep a config nests: the number of pieces of the longest key path
+// (rule[2].delay is 3 deep). A scenario's deepest keys, such as
+// expect.client.max_dwell.FIN_WAIT2 or expect.segment[1].side, are 4 deep. The bound
+// is checked before the TOML parser runs: its cost per key grows with the square of the
+// depth (8,000 nested inline tables, a 32 KB file, cost it 15 s and 7.5 GB).
+const MaxDepth = 16
 
 // locator knows where the keys and values of a TOML source are written. BurntSushi/toml keeps
 // that to itself, so locate scans the source again: table headers, arrays of tables by index,
-// dotted keys, inline tables and arrays, best-effort. It is meant for sources that already
-// parsed without error; on anything else it records what it can and never fails.
+// dotted keys, inline tables and arrays, best-effort. It records what it can and never
+// fails; on a source that parses it finds every key. It also finds where the source nests
+// deeper than MaxDepth, and stops there.
+//
+// What it finds is a tree of key paths, each path a node reached from its parent by one
+// piece (a key, quoted as keyPath quotes it, or an index "[n]"): memory and time are
+// linear in the size of the source, whatever its depth.
 type locator struct {
-	keys map[string]lineCol // where a key (its last piece), a table header or an array element is written
-	vals map[string]lineCol // where a key's value starts
+	nodes []locNode // nodes[0] is the root (the empty path)
+	edges map[locEdge]int32
+	// deep is where the source first nests deeper than MaxDepth (line 0: nowhere), and
+	// deepPath the path there.
+	deep     lineCol
+	deepPath keyPath
+}
+
+type locNode struct {
+	parent int32
+	piece  string
+	depth  int32
+	key    lineCol // where the key (its last piece), the table header or the array element is written
+	val    lineCol // where the key's value starts
+	arrays int32   // for an array of tables: elements seen so far
+}
+
+type locEdge struct {
+	parent int32
+	piece  string
+}
+
+func newLocator() *locator {
+	return &locator{nodes: []locNode{{parent: -1}}, edges: map[locEdge]int32{}}
+}
+
+// find returns the node of path p, or the node of its longest prefix that the locator
+// knows and whether that is all of p.
+func (l *locator) find(p keyPath) (n int32, whole bool) {
+	for _, piece := range p {
+		c, ok := l.edges[locEdge{n, piece}]
+		if !ok {
+			return n, false
+		}
+		n = c
+	}
+	return n, true
 }
 
 // at returns where the key at p is written, or, when the locator does not know it, where the
 // nearest enclosing table or key is; 1:1 when nothing encloses it.
 func (l *locator) at(p keyPath) lineCol {
-	for q := p; len(q) > 0; q = q[:len(q)-1] {
-		if lc, ok := l.keys[q.String()]; ok {
-			return lc
+	best, n := lineCol{1, 1}, int32(0)
+	for _, piece := range p {
+		c, ok := l.edges[locEdge{n, piece}]
+		if !ok {
+			break
+		}
+		n = c
+		if lc := l.nodes[n].key; lc.line > 0 {
+			best = lc
 		}
 	}
-	return lineCol{1, 1}
+	return best
 }
 
 // value returns where the value of the key at p starts, falling back as at does.
 func (l *locator) value(p keyPath) lineCol {
-	if lc, ok := l.vals[p.String()]; ok {
-		return lc
+	if n, whole := l.find(p); whole && l.nodes[n].val.line > 0 {
+		return l.nodes[n].val
 	}
 	return l.at(p)
+}
+
+// keyAt reports where the key at p is written, if the locator found it there.
+func (l *locator) keyAt(p keyPath) (lineCol, bool) {
+	n, whole := l.find(p)
+	if !whole || n == 0 || l.nodes[n].key.line == 0 {
+		return lineCol{}, false
+	}
+	return l.nodes[n].key, true
+}
+
+// valueAt reports where the value of the key at p starts, if the locator found it.
+func (l *locator) valueAt(p keyPath) (lineCol, bool) {
+	n, whole := l.find(p)
+	if !whole || n == 0 || l.nodes[n].val.line == 0 {
+		return lineCol{}, false
+	}
+	return l.nodes[n].val, true
+}
+
+// path returns the path of node n.
+func (l *locator) path(n int32) keyPath {
+	p := make(keyPath, l.nodes[n].depth)
+	for ; n > 0; n = l.nodes[n].parent {
+		p[l.nodes[n].depth-1] = l.nodes[n].piece
+	}
+	return p
 }
 
 // scanner is the state of locate.
@@ -86,18 +167,12 @@ type scanner struct {
 	lineStart int // offset of the current line's first byte
 	line      int
 	loc       *locator
-	arrays    map[string]int // arrays of tables: elements seen so far, by resolved path
 }
 
 // locate scans src and returns what it found.
 func locate(src []byte) *locator {
-	s := &scanner{
-		src:    string(src),
-		line:   1,
-		loc:    &locator{keys: map[string]lineCol{}, vals: map[string]lineCol{}},
-		arrays: map[string]int{},
-	}
-	var table keyPath
+	s := &scanner{src: string(src), line: 1, loc: newLocator()}
+	table := int32(0)
 	for s.i < len(s.src) {
 		start := s.i
 		s.skipSpace()
@@ -121,6 +196,33 @@ func locate(src []byte) *locator {
 	}
 	return s.loc
 }
+
+// child returns the node of piece inside node n, making it if needed. A node deeper than
+// MaxDepth (written at lc) ends the scan: the scanner jumps to the end of the source.
+func (s *scanner) child(n int32, piece string, lc lineCol) int32 {
+	l := s.loc
+	e := locEdge{n, piece}
+	if c, ok := l.edges[e]; ok {
+		return c
+	}
+	c := int32(len(l.nodes))
+	l.nodes = append(l.nodes, locNode{parent: n, piece: piece, depth: l.nodes[n].depth + 1})
+	l.edges[e] = c
+	if l.nodes[c].depth > MaxDepth && l.deep.line == 0 {
+		l.deep, l.deepPath = lc, l.path(c)
+		s.i = len(s.src)
+	}
+	return c
+}
+
+func (s *scanner) key(n int32, k string, lc lineCol) int32 { return s.child(n, quoteKey(k), lc) }
+
+func (s *scanner) index(n int32, i int32, lc lineCol) int32 {
+	return s.child(n, "["+strconv.Itoa(int(i))+"]", lc)
+}
+
+// stopped reports whether the scan has ended (at the end of the source, or too deep).
+func (s *scanner) stopped() bool { return s.loc.deep.line > 0 }
 
 func (s *scanner) eof() bool { return s.i >= len(s.src) }
 
@@ -190,19 +292,22 @@ func (s *scanner) skipLine() {
 	s.advance()
 }
 
-func (s *scanner) record(m map[string]lineCol, p keyPath, lc lineCol, replace bool) {
-	if len(p) == 0 {
-		return
+// setKey records where the key of node n is written (replace: even if known already).
+func (s *scanner) setKey(n int32, lc lineCol, replace bool) {
+	if nd := &s.loc.nodes[n]; n > 0 && (replace || nd.key.line == 0) {
+		nd.key = lc
 	}
-	k := p.String()
-	if _, ok := m[k]; ok && !replace {
-		return
-	}
-	m[k] = lc
 }
 
-// header reads [a.b] or [[a.b]] and returns the path of the table it opens.
-func (s *scanner) header() (keyPath, bool) {
+// setVal records where the value of node n starts, unless known already.
+func (s *scanner) setVal(n int32, lc lineCol) {
+	if nd := &s.loc.nodes[n]; n > 0 && nd.val.line == 0 {
+		nd.val = lc
+	}
+}
+
+// header reads [a.b] or [[a.b]] and returns the node of the table it opens.
+func (s *scanner) header() (int32, bool) {
 	at := s.pos()
 	s.i++ // [
 	array := s.peek() == '['
@@ -210,31 +315,34 @@ func (s *scanner) header() (keyPath, bool) {
 		s.i++
 	}
 	s.skipSpace()
-	parts, _, ok := s.key()
+	parts, partAt, ok := s.keyParts()
 	if !ok || len(parts) == 0 {
-		return nil, false
+		return 0, false
 	}
-	var p keyPath
+	p := int32(0)
 	for n, part := range parts {
-		p = p.key(part)
+		p = s.key(p, part, partAt[n])
+		if s.stopped() {
+			return 0, false
+		}
 		last := n == len(parts)-1
 		if last && array {
-			s.record(s.loc.keys, p, at, false)
-			s.arrays[p.String()]++
-			p = p.index(s.arrays[p.String()])
-			s.record(s.loc.keys, p, at, true)
+			s.setKey(p, at, false)
+			s.loc.nodes[p].arrays++
+			p = s.index(p, s.loc.nodes[p].arrays, at)
+			s.setKey(p, at, true)
 			break
 		}
-		if k, ok := s.arrays[p.String()]; ok {
-			p = p.index(k) // a sub-table of the last element of an array of tables
+		if k := s.loc.nodes[p].arrays; k > 0 {
+			p = s.index(p, k, at) // a sub-table of the last element of an array of tables
 		}
-		s.record(s.loc.keys, p, at, last)
+		s.setKey(p, at, last)
 	}
-	return p, true
+	return p, !s.stopped()
 }
 
 // key reads a possibly dotted key and returns its pieces and where each starts.
-func (s *scanner) key() ([]string, []lineCol, bool) {
+func (s *scanner) keyParts() ([]string, []lineCol, bool) {
 	var (
 		parts []string
 		at    []lineCol
@@ -264,23 +372,27 @@ func (s *scanner) key() ([]string, []lineCol, bool) {
 		parts = append(parts, part)
 		at = append(at, lc)
 		s.skipSpace()
-		if s.peek() != '.' {
+		if s.peek() != '.' || len(parts) > MaxDepth {
+			// A key of more pieces nests too deep: the scan ends at its piece MaxDepth+1.
 			return parts, at, true
 		}
 		s.i++
 	}
 }
 
-// keyValue reads key = value inside the table at table.
-func (s *scanner) keyValue(table keyPath, inline bool) {
-	parts, at, ok := s.key()
+// keyValue reads key = value inside the table at node table.
+func (s *scanner) keyValue(table int32, inline bool) {
+	parts, at, ok := s.keyParts()
 	if !ok {
 		return
 	}
 	p := table
 	for n, part := range parts {
-		p = p.key(part)
-		s.record(s.loc.keys, p, at[n], false)
+		p = s.key(p, part, at[n])
+		if s.stopped() {
+			return
+		}
+		s.setKey(p, at[n], false)
 	}
 	s.skipSpace()
 	if s.peek() != '=' {
@@ -291,9 +403,12 @@ func (s *scanner) keyValue(table keyPath, inline bool) {
 	s.value(p, inline)
 }
 
-// value reads the value of the key at p.
-func (s *scanner) value(p keyPath, inline bool) {
-	s.record(s.loc.vals, p, s.pos(), false)
+// value reads the value of the key at node p.
+func (s *scanner) value(p int32, inline bool) {
+	if s.stopped() {
+		return
+	}
+	s.setVal(p, s.pos())
 	switch c := s.peek(); c {
 	case '"':
 		s.basicString()
@@ -301,14 +416,18 @@ func (s *scanner) value(p keyPath, inline bool) {
 		s.literalString()
 	case '[':
 		s.i++
-		for n := 1; ; n++ {
+		for n := int32(1); ; n++ {
 			s.skipBlank()
 			if s.eof() || s.peek() == ']' {
 				s.i++
 				return
 			}
-			e := p.index(n)
-			s.record(s.loc.keys, e, s.pos(), false)
+			lc := s.pos()
+			e := s.index(p, n, lc)
+			if s.stopped() {
+				return
+			}
+			s.setKey(e, lc, false)
 			start := s.i
 			s.value(e, true)
 			s.skipBlank()

@@ -191,8 +191,16 @@ func ParseVerdict(v string) (Verdict, error) {
 	return 0, fmt.Errorf("unknown verdict %q (want pass or drop)", v)
 }
 
-// Duration is a time.Duration that reads from TOML strings such as "250ms" or "2s".
+// Duration is a time.Duration that reads from TOML strings such as "250ms" or "2s", from 0
+// to MaxDuration.
 type Duration time.Duration
+
+// MaxDuration bounds every duration of a config. It is longer than any timer of a TCP
+// teardown (TIME_WAIT and FIN_WAIT2 last 60 s; a sender gives up retransmitting after about
+// 15 minutes with the default tcp_retries2), and short enough that no sum or product of
+// durations the engine makes overflows (jitter = "2000000h" used to overflow the random
+// draw, so that every matching segment's action panicked).
+const MaxDuration = time.Hour
 
 // UnmarshalText parses a Go duration string.
 func (d *Duration) UnmarshalText(b []byte) error {
@@ -203,8 +211,24 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	if v < 0 {
 		return fmt.Errorf("negative duration %q", string(b))
 	}
+	if v > MaxDuration {
+		return fmt.Errorf("duration %q is longer than %s, the longest a config may give (longer than any TCP timer of a teardown)", string(b), durationText(MaxDuration))
+	}
 	*d = Duration(v)
 	return nil
+}
+
+// durationText writes d as time.Duration does, without its zero minutes and seconds
+// ("1h", "1h20m", "40m").
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // MarshalText renders the duration as time.Duration does.

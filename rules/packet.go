@@ -78,4 +78,8 @@ type Counters struct {
 	// above), Injected the segments it made and sent.
 	Modified uint64 `json:"modified"`
 	Injected uint64 `json:"injected"`
+	// Panicked counts the times the rule's action (or a condition it handed the engine:
+	// a hold's, an injection's) panicked: the segment was then accepted as it came, the
+	// fault did not happen. Nonzero is a bug, in finproxy or in a new action.
+	Panicked uint64 `json:"panicked,omitempty"`
 }

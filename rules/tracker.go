@@ -273,8 +273,15 @@ func (c *Conn) apply(side Side, s *segment.Segment, now time.Time) {
 }
 
 // restarts reports whether segment s, sent by side, starts a new incarnation of c: a SYN
-// without ACK that is not a retransmission of the SYN that opened c.
+// without ACK that is not a retransmission of the SYN that opened c; or, when c is over
+// (both FINs acknowledged), a FIN of a side whose FIN c has seen at another sequence
+// number: the next connection on the 4-tuple, whose handshake was not queued (a hook
+// that queues only the teardown).
 func (c *Conn) restarts(side Side, s *segment.Segment) bool {
+	if s.Flags&(segment.SYN|segment.FIN) == segment.FIN {
+		me := c.side(side)
+		return c.sides[0].finAcked && c.sides[1].finAcked && me.finSeen && s.Seq+s.SeqLen()-1 != me.finSeq
+	}
 	if s.Flags&(segment.SYN|segment.ACK) != segment.SYN {
 		return false
 	}

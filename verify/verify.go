@@ -36,6 +36,9 @@ type Input struct {
 	Records []rules.Record
 	// ClientExit and ServerExit are the applications' exit codes, -1 when unknown.
 	ClientExit, ServerExit int
+	// ClientCounters and ServerCounters are how much each side's kernel TCP counters
+	// changed during the run (nstat's names; nil when they could not be read).
+	ClientCounters, ServerCounters map[string]int64
 	// Incarnations are the connections observed on Conn's 4-tuple, Conn among them, in
 	// the order of their incarnation numbers (for incarnations and [[expect.connection]]).
 	Incarnations []*observe.Connection
@@ -67,6 +70,8 @@ type Input struct {
 //   - incarnations: the number of in.Incarnations.
 //   - [[expect.connection]]: the side expectations above, of the incarnation of that
 //     number in in.Incarnations (which must be there).
+//   - [expect.kernel]: how much each named counter of the side's kernel changed (a
+//     counter that did not change counts 0), within the bounds.
 //   - [[expect.segment]]: the number of in.Records that rules.SegmentExpect.Matches is
 //     within Min and Max.
 //
@@ -106,6 +111,9 @@ func Check(in Input) []string {
 	}
 	for _, s := range e.Segments {
 		c.segment(s, in.Records)
+	}
+	for i := range e.Kernel {
+		c.kernel(&e.Kernel[i], in)
 	}
 	return c.fails
 }
@@ -487,21 +495,23 @@ func (c *checker) segment(s *rules.SegmentExpect, records []rules.Record) {
 	if n >= s.Min && (s.Max < 0 || n <= s.Max) {
 		return
 	}
-	c.failf("segment %s: want %s, saw %d", s, countText(s.Min, s.Max), n)
+	c.failf("segment %s: want %s, saw %d", s, s.CountText(), n)
 }
 
-func countText(lo, hi int) string {
-	switch {
-	case hi == 0:
-		return "none"
-	case hi < 0:
-		return fmt.Sprintf("at least %d", lo)
-	case lo == hi:
-		return fmt.Sprintf("exactly %d", lo)
-	case lo == 0:
-		return fmt.Sprintf("at most %d", hi)
+// kernel checks one bound on a kernel counter.
+func (c *checker) kernel(k *rules.KernelExpect, in Input) {
+	counters := in.ClientCounters
+	if k.Side == rules.Server {
+		counters = in.ServerCounters
 	}
-	return fmt.Sprintf("%d to %d", lo, hi)
+	if counters == nil {
+		c.failf("kernel %s: want %s; the %s's counters could not be read", k, k.CountText(), k.Side)
+		return
+	}
+	n := counters[k.Counter]
+	if n < k.Min || (k.Max >= 0 && n > k.Max) {
+		c.failf("kernel %s: want %s; saw %+d", k, k.CountText(), n)
+	}
 }
 
 // dur writes a duration for messages: to the microsecond below a second, to the

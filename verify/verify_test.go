@@ -163,6 +163,7 @@ type checkCase struct {
 	exits  [2]int    // client, server; the zero value means both exited 0
 	stops  [2]string // client, server: how the lab stopped it ("" exited by itself)
 	incs   []*observe.Connection
+	kernel [2]map[string]int64 // client, server counters
 	pass   bool
 }
 
@@ -446,6 +447,26 @@ incarnation = 2
 states = ["ESTABLISHED", "LAST_ACK"]
 resets_received = true`},
 
+		// kernel counters
+		{name: "kernel/within bounds", conn: fourWay(), pass: true,
+			kernel: [2]map[string]int64{{"TcpEstabResets": 1}, {"TcpExtPAWSEstab": 1, "TcpPassiveOpens": 2}}, expect: `
+[expect.kernel.client]
+TcpEstabResets = 1
+TcpExtTCPAbortOnTimeout = 0
+[expect.kernel.server]
+TcpExtPAWSEstab = { min = 1 }
+TcpPassiveOpens = { min = 1, max = 2 }`},
+		{name: "kernel/out of bounds", conn: fourWay(),
+			kernel: [2]map[string]int64{{"TcpEstabResets": 2}, {"TcpPassiveOpens": 3}}, expect: `
+[expect.kernel.client]
+TcpEstabResets = 1
+[expect.kernel.server]
+TcpExtPAWSEstab = { min = 1 }
+TcpPassiveOpens = { max = 2 }`},
+		{name: "kernel/not read", conn: fourWay(), expect: `
+[expect.kernel.server]
+TcpExtPAWSEstab = 1`},
+
 		// exit: by itself, or stopped by the lab
 		{name: "exit/stopped as expected", conn: fourWay(), pass: true, stops: [2]string{"", "SIGTERM, exit status 0"}, expect: `
 [expect.server]
@@ -465,15 +486,17 @@ func TestCheck(t *testing.T) {
 	var golden strings.Builder
 	for _, tt := range checkCases() {
 		in := Input{
-			Expect:       expect(t, tt.expect),
-			Conn:         tt.conn,
-			Leaks:        tt.leaks,
-			Records:      tt.recs,
-			ClientExit:   tt.exits[0],
-			ServerExit:   tt.exits[1],
-			ClientStop:   tt.stops[0],
-			ServerStop:   tt.stops[1],
-			Incarnations: tt.incs,
+			Expect:         expect(t, tt.expect),
+			Conn:           tt.conn,
+			Leaks:          tt.leaks,
+			Records:        tt.recs,
+			ClientExit:     tt.exits[0],
+			ServerExit:     tt.exits[1],
+			ClientStop:     tt.stops[0],
+			ServerStop:     tt.stops[1],
+			Incarnations:   tt.incs,
+			ClientCounters: tt.kernel[0],
+			ServerCounters: tt.kernel[1],
 		}
 		fails := Check(in)
 		if tt.pass != (len(fails) == 0) {

@@ -190,6 +190,7 @@ type layout struct {
 	t0       int64
 	top, end float64 // the timelines' extent
 	omitted  int
+	fromSYN  bool // seq and ack are relative to both sides' SYNs
 	client   observe.Side
 	server   observe.Side
 }
@@ -252,41 +253,10 @@ func segTime(r rules.Record) int64 {
 	return r.Time
 }
 
-// isns are the sides' initial sequence numbers, when their SYNs were seen.
-type isns struct {
-	client, server       uint32
-	haveClient, haveServ bool
-}
-
-func findISNs(recs []rules.Record) isns {
-	var b isns
-	for _, r := range recs {
-		if !r.Flags.Has(segment.SYN) {
-			continue
-		}
-		switch {
-		case r.Side == rules.Client && !r.Flags.Has(segment.ACK) && !b.haveClient:
-			b.client, b.haveClient = r.Seq, true
-		case r.Side == rules.Server && r.Flags.Has(segment.ACK) && !b.haveServ:
-			b.server, b.haveServ = r.Seq, true
-		}
-	}
-	return b
-}
-
-// segLabel is "FIN|ACK seq=1 ack=1002 len=0", seq and ack relative to the initial
-// sequence numbers.
-func segLabel(side rules.Side, flags segment.Flags, seq, ack uint32, n int, b isns) string {
-	own, ownOK, peer, peerOK := b.client, b.haveClient, b.server, b.haveServ
-	if side == rules.Server {
-		own, ownOK, peer, peerOK = b.server, b.haveServ, b.client, b.haveClient
-	}
-	if ownOK {
-		seq -= own
-	}
-	if peerOK {
-		ack -= peer
-	}
+// segLabel is "FIN|ACK seq=1 ack=1002 len=0", seq and ack relative to the bases (see
+// rules.SeqBase).
+func segLabel(side rules.Side, flags segment.Flags, seq, ack uint32, n int, b rules.SeqBase) string {
+	seq, ack = b.Rel(side, seq, ack)
 	s := fmt.Sprintf("%s seq=%d", flags, seq)
 	if flags.Has(segment.ACK) {
 		s += fmt.Sprintf(" ack=%d", ack)
@@ -374,7 +344,8 @@ func newLayout(l Ladder) *layout {
 	if l.Conn == nil && len(recs) > 0 {
 		lay.client.Addr, lay.server.Addr = recs[0].Client, recs[0].Server
 	}
-	b := findISNs(recs)
+	b := rules.NewSeqBase(recs)
+	lay.fromSYN = b.FromSYN() || len(recs) == 0
 	type key struct {
 		side  rules.Side
 		flags segment.Flags

@@ -585,7 +585,10 @@ func (lay *layout) drawLegend(s *svgw, y float64) float64 {
 	notes := []string{
 		"Time runs down. Gaps between events are compressed; gaps over " + fmtDur(breakAfter) + " are cut (two slashes, with their length). The left column is the time since the first event.",
 		"Beside each line: the side's TCP states when its kernel entered them, and how long it stayed (italic: seen by sock_diag polling, not a tracepoint).",
-		"Arrows are the segments finproxy queued (SYN, FIN and RST always; others as its rules need). seq and ack are relative to each side's SYN.",
+		"Arrows are the segments finproxy queued (FIN and RST always, the handshake and other segments as its rules need). seq and ack are relative to each side's SYN.",
+	}
+	if !lay.fromSYN {
+		notes[2] = "Arrows are the segments finproxy queued (FIN and RST always, the handshake and other segments as its rules need). The handshake was not queued: seq and ack are relative to each side's first segment finproxy saw (seq=0), not to its SYN."
 	}
 	if lay.omitted > 0 {
 		notes = append(notes, fmt.Sprintf("%d more segments were not drawn.", lay.omitted))

@@ -19,7 +19,7 @@ func newCheckCmd() *cobra.Command {
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("check: -c CONFIG is required")}
 			}
-			cfg, err := loadConfig(cfgPath)
+			cfg, err := loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin())
 			if err != nil {
 				return &exitError{1, err}
 			}
@@ -28,14 +28,19 @@ func newCheckCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "%s: ok: %q, %d rules, %s hook, port %d, queue %d, queues %s segments\n",
-				cfgPath, cfg.Name, len(cfg.Rules), hookOf(cfg), cfg.Target.Port, queueOf(cfg), cfg.QueueScope())
+				configName(cfgPath), cfg.Name, len(cfg.Rules), hookOf(cfg), cfg.Target.Port, queueOf(cfg), cfg.QueueScope())
 			for _, r := range cfg.Rules {
 				fmt.Fprintf(w, "  %-24s %s\n", r.Name, r.ActionName)
+			}
+			if need, why := cfg.HandshakeNeed(); need {
+				fmt.Fprintf(w, "  handshake queued: %s\n", why)
+			} else {
+				fmt.Fprintf(w, "  handshake not queued (no SYN, no SYN|ACK): %s\n", why)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config: a TOML file, or a built-in preset name such as lost-fin")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", configUsage)
 	tf.add(cmd)
 	return cmd
 }

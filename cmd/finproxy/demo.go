@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -17,11 +18,11 @@ import (
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
+	"github.com/finproxy/finproxy/viz"
 	"github.com/spf13/cobra"
 )
 
 func init() {
-	extraCommands = append(extraCommands, newDemoCmd)
 	extraCleanups = append(extraCleanups, func() ([]string, error) { return lab.Cleanup(lab.DefaultPrefix) })
 }
 
@@ -66,13 +67,13 @@ Everything it creates is removed, also on Ctrl-C.`,
 			failed := 0
 			start := time.Now()
 			for _, name := range configs.Names() {
-				if len(only) > 0 && !contains(only, name) {
+				if len(only) > 0 && !slices.Contains(only, name) {
 					continue
 				}
 				if ctx.Err() != nil {
 					break
 				}
-				cfg, err := loadConfig(name)
+				cfg, err := loadConfig(ctx, name, nil)
 				if err != nil {
 					return err
 				}
@@ -135,15 +136,6 @@ Everything it creates is removed, also on Ctrl-C.`,
 	return cmd
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // printLadder prints what happened on the connection in time order: the segments of the
 // event log (sequence numbers relative to each side's initial one, as Wireshark shows
 // them) and, when observed, each side's state changes and retransmissions.
@@ -153,15 +145,19 @@ func printLadder(w io.Writer, recs []rules.Record, conn *observe.Connection) {
 		text string
 	}
 	var lines []line
-	isn := map[rules.Side]uint32{}
+	var mine []rules.Record
 	for _, r := range recs {
-		if conn != nil && (r.Client != conn.Client.Addr || r.Server != conn.Server.Addr) {
-			continue
+		if conn == nil || viz.Belongs(r, conn) {
+			mine = append(mine, r)
 		}
-		if r.Flags.Has(segment.SYN) && !r.Injected {
-			isn[r.Side] = r.Seq
-		}
-		seq, ack := fmt.Sprint(r.Seq-isn[r.Side]), fmt.Sprint(r.Ack-isn[r.Side.Other()])
+	}
+	base := rules.NewSeqBase(mine)
+	if len(mine) > 0 && !base.FromSYN() {
+		lines = append(lines, line{mine[0].Time - 1, "(seq and ack relative to each side's first segment queued: the rules needed no handshake)"})
+	}
+	for _, r := range mine {
+		rs, ra := base.Rel(r.Side, r.Seq, r.Ack)
+		seq, ack := fmt.Sprint(rs), fmt.Sprint(ra)
 		if !r.Flags.Has(segment.ACK) {
 			ack = "-"
 		}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/rules"
@@ -19,19 +18,14 @@ import (
 	"golang.org/x/term"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newLabCmd)
-}
-
 func newLabCmd() *cobra.Command {
 	var (
 		cfgPath, reportDir, junit string
 		pcapPath                  string
 		runs                      int
-		port                      uint16
+		port                      uint // 0 or 1 to 65535: checkSharedFlags
 		server, client, ready     string
-		lifetime                  string
-		stopGrace                 time.Duration
+		apps                      appFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "lab -c CONFIG",
@@ -59,7 +53,10 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 			if runs < 1 {
 				return &exitError{2, fmt.Errorf("lab: --runs %d: want at least 1", runs)}
 			}
-			cfg, err := loadConfig(cfgPath)
+			if cfgPath == stdinArg {
+				return &exitError{2, fmt.Errorf("lab: -c -: each run's finproxy reads the config again: give it as a file or a preset name")}
+			}
+			cfg, err := loadConfig(cmd.Context(), cfgPath, nil)
 			if err != nil {
 				return &exitError{2, err}
 			}
@@ -77,14 +74,9 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 					return &exitError{2, fmt.Errorf("--client: %w", err)}
 				}
 			}
-			var lt rules.ServerLifetime
-			if lifetime != "" {
-				if lt, err = rules.ParseServerLifetime(lifetime); err != nil {
-					return &exitError{2, fmt.Errorf("--server-lifetime: %w", err)}
-				}
-			}
-			if cmd.Flags().Changed("stop-grace") && (stopGrace <= 0 || stopGrace > time.Minute) {
-				return &exitError{2, fmt.Errorf("--stop-grace %s: want more than 0 and at most 1m", stopGrace)}
+			lt, stopGrace, err := apps.parse(cmd)
+			if err != nil {
+				return err
 			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("lab needs root (network namespaces, NFQUEUE, iptables, tracefs): try sudo")
@@ -106,7 +98,7 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 			w := cmd.OutOrStdout()
 			tty := isTTY(w)
 			rep, err := scenario.RunLab(ctx, scenario.LabOptions{
-				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: port,
+				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: uint16(port),
 				Server: srvArgv, Client: cliArgv, Ready: ready, Logger: slog.Default(),
 				ServerLifetime: lt, StopGrace: stopGrace, Procs: procs,
 				Progress: func(done, total, passed int, r *scenario.RunReport) {
@@ -159,11 +151,10 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 	cmd.Flags().StringVar(&reportDir, "report", "", "write DIR/report.json, DIR/index.html (the runs, a ladder diagram) and keep each run's event log, capture and diagram in DIR/run-N/")
 	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write every run's capture (pcapng, one section per run) to this file")
 	cmd.Flags().StringVar(&junit, "junit", "", "write a JUnit XML file, one test case per run")
-	cmd.Flags().Uint16Var(&port, "port", 0, "override the config's target port")
+	cmd.Flags().UintVar(&port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
-	cmd.Flags().StringVar(&lifetime, "server-lifetime", "", "override [lab] server_lifetime: \"run\" (a server per run, the default) or \"lab\" (one server for all runs, for daemons slow to start)")
-	cmd.Flags().DurationVar(&stopGrace, "stop-grace", 0, "override [lab] stop_grace: time between SIGTERM and SIGKILL to an application's process group (default 5s)")
+	apps.register(cmd, "override [lab] server_lifetime: \"run\" (a server per run, the default) or \"lab\" (one server for all runs, for daemons slow to start); --stop-grace overrides [lab] stop_grace")
 	cmd.Flags().StringVar(&ready, "ready", "", "override [lab] ready: the text the server prints once it listens (socat -d -d: \"listening on\")")
 	return cmd
 }

@@ -27,7 +27,9 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A hangup (a closed terminal, a lost ssh session) stops every command like Ctrl-C:
+	// with its teardown.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	root := newRoot()
 	err := root.ExecuteContext(ctx)
@@ -63,7 +65,8 @@ close, three-way close, FIN_WAIT2 hangs, CLOSE_WAIT leaks, ...) and reports what
 	}
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
 	root.PersistentFlags().BoolVar(&g.json, "log-json", false, "log as JSON on stderr")
-	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {
+	root.SetFlagErrorFunc(flagError)
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		level := slog.LevelInfo
 		if g.verbose {
 			level = slog.LevelDebug
@@ -75,13 +78,13 @@ close, three-way close, FIN_WAIT2 hangs, CLOSE_WAIT leaks, ...) and reports what
 			h = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
 		}
 		slog.SetDefault(slog.New(h))
+		if err := checkSharedFlags(cmd); err != nil {
+			return &exitError{2, err}
+		}
+		return nil
 	}
-	root.AddCommand(newRunCmd(), newCheckCmd(), newCleanupCmd())
-	for _, c := range extraCommands {
-		root.AddCommand(c())
-	}
+	// Every command, in one place.
+	root.AddCommand(newRunCmd(), newCheckCmd(), newCleanupCmd(), newWatchCmd(), newLabCmd(), newDemoCmd(),
+		newSweepCmd(), newAppCmd(), newWatchdogCmd(), newServeCmd(), newCtlCmd())
 	return root
 }
-
-// extraCommands are added by other files of this package (demo, watch, app, ...).
-var extraCommands []func() *cobra.Command

@@ -59,10 +59,7 @@ func (f *runObserveFlags) options() (*runner.ObserveOptions, error) {
 		}
 		return nil, nil
 	}
-	if err := checkNamespaces("--observe-netns", f.netns); err != nil {
-		return nil, err
-	}
-	return &runner.ObserveOptions{NetNS: f.netns}, nil
+	return &runner.ObserveOptions{NetNS: f.netns}, nil // they exist: checkSharedFlags
 }
 
 // finish prints the observed timelines after the summary and writes the report.

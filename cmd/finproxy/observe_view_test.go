@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/observe"
+	"github.com/finproxy/finproxy/rules"
 )
 
 var (
@@ -133,9 +134,17 @@ func TestWatchUsage(t *testing.T) {
 			t.Errorf("%q: exit %d, want 2 (%s)", args, code, out)
 		}
 	}
-	for in, want := range map[string]string{"198.18.2.2": "198.18.2.2/32", "::ffff:10.0.0.1": "10.0.0.1/32", "fd00::1/8": "fd00::/8", "10.1.2.3/16": "10.1.0.0/16"} {
-		if p, err := parsePrefix(in); err != nil || p.String() != want {
-			t.Errorf("parsePrefix(%q) = %v, %v; want %s", in, p, err, want)
+	// --addr takes addresses and prefixes as [target] addresses does (rules.ParsePrefix):
+	// a prefix with host bits set is refused with the prefix meant.
+	for in, want := range map[string]string{"198.18.2.2": "198.18.2.2/32", "::ffff:10.0.0.1": "10.0.0.1/32", "fd00::/8": "fd00::/8", "10.1.0.0/16": "10.1.0.0/16"} {
+		if p, err := rules.ParsePrefix(in); err != nil || p.String() != want {
+			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", in, p, err, want)
+		}
+	}
+	for in, want := range map[string]string{"fd00::1/8": `did you mean "fd00::/8"?`, "10.1.2.3/16": `did you mean "10.1.0.0/16"?`} {
+		out, code := runCLI(t, "watch", "--port", "1", "--addr", in)
+		if code != 2 || !strings.Contains(out, want) {
+			t.Errorf("watch --addr %s: exit %d, %q; want 2 and %q", in, code, out, want)
 		}
 	}
 }

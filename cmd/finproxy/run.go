@@ -6,33 +6,36 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/finproxy/finproxy/internal/runner"
+	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/spf13/cobra"
 )
 
 type targetFlags struct {
-	port  uint16
+	port  uint // 0 or 1 to 65535, as for every command: checkSharedFlags
 	hook  string
-	queue uint16
+	queue uint
 	netns string
 }
 
 func (f *targetFlags) add(cmd *cobra.Command) {
-	cmd.Flags().Uint16Var(&f.port, "port", 0, "override the config's target port")
+	cmd.Flags().UintVar(&f.port, "port", 0, "override the config's target port")
 	cmd.Flags().StringVar(&f.hook, "hook", "", "override the config's hook mode: local or forward")
-	cmd.Flags().Uint16Var(&f.queue, "queue", 0, "override the config's NFQUEUE number")
+	cmd.Flags().UintVar(&f.queue, "queue", 0, "override the config's NFQUEUE number")
 	cmd.Flags().StringVar(&f.netns, "netns", "", "do all the work inside this named network namespace (ip netns)")
 }
 
 // apply puts the command-line overrides into cfg and validates the result.
 func (f *targetFlags) apply(cfg *rules.Config) error {
 	if f.port != 0 {
-		cfg.Target.Port = f.port
+		cfg.Target.Port = uint16(f.port)
 	}
 	switch f.hook {
 	case "":
@@ -44,7 +47,7 @@ func (f *targetFlags) apply(cfg *rules.Config) error {
 		return fmt.Errorf("--hook %q: want local or forward", f.hook)
 	}
 	if f.queue != 0 {
-		cfg.Target.Queue = f.queue
+		cfg.Target.Queue = uint16(f.queue)
 	}
 	if cfg.Target.Port == 0 && len(cfg.Target.Addresses) == 0 {
 		return fmt.Errorf("%s: no target scope: give target.port or target.address in the config, or --port", cfg.File)
@@ -60,6 +63,7 @@ func newRunCmd() *cobra.Command {
 		logPath  string
 		pcapPath string
 		duration time.Duration
+		stack    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run -c CONFIG",
@@ -69,10 +73,17 @@ func newRunCmd() *cobra.Command {
   sudo finproxy run -c lost-final-ack --hook forward --netns router --observe-netns client,server --report run.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// A closed stdout or stderr (`finproxy run ... 2>&1 | head -2`) must not kill
+			// the run: with SIGPIPE caught (not ignored, which the programs it starts would
+			// inherit), writes to them fail and the run goes on until it is stopped.
+			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("run: -c CONFIG is required")}
 			}
-			cfg, err := loadConfig(cfgPath)
+			if cfgPath == stdinArg && tf.netns != "" {
+				return &exitError{2, fmt.Errorf("run: -c - and --netns: finproxy re-executes itself in the namespace and would read stdin a second time: give the config as a file")}
+			}
+			cfg, err := loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin())
 			if err != nil {
 				return &exitError{2, err}
 			}
@@ -89,6 +100,10 @@ func newRunCmd() *cobra.Command {
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("run needs root (NFQUEUE and iptables): try sudo")
 			}
+			// Before anything is hooked: from here on, however finproxy ends, its hooks go.
+			if err := startWatchdog(slog.Default()); err != nil {
+				return fmt.Errorf("start the watchdog that removes the hooks if finproxy is killed: %w", err)
+			}
 			out := cmd.OutOrStdout()
 			res, err := runner.Run(cmd.Context(), runner.Options{
 				Config:   cfg,
@@ -97,6 +112,7 @@ func newRunCmd() *cobra.Command {
 				Duration: duration,
 				Logger:   slog.Default(),
 				Observe:  observeOpts,
+				Stack:    stack,
 				Ready: func() {
 					fmt.Fprintf(cmd.ErrOrStderr(), "finproxy: ready: %s on queue %d (%s hook, port %d)\n",
 						cfg.Name, queueOf(cfg), hookOf(cfg), cfg.Target.Port)
@@ -104,6 +120,7 @@ func newRunCmd() *cobra.Command {
 			})
 			if res != nil {
 				printSummary(out, res)
+				err = panicExit(res, err)
 				if pcapPath != "" {
 					fmt.Fprintf(out, "pcap: %d packets in %s\n", res.PcapPackets, pcapPath)
 				}
@@ -111,13 +128,17 @@ func newRunCmd() *cobra.Command {
 					err = errors.Join(err, rerr)
 				}
 			}
+			if ce := (*nfq.ConflictError)(nil); errors.As(err, &ce) {
+				err = fmt.Errorf("%w; stop that run first, or give --stack to run both anyway", err)
+			}
 			return err
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "scenario config: a TOML file, or a built-in preset name such as lost-fin")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", configUsage)
 	cmd.Flags().StringVar(&logPath, "log", "", "write the event log (JSON lines) to this file")
 	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write a pcapng capture: every queued segment as it arrived (and as it left, when changed or injected), each with a comment naming the rule and the verdict")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop by itself after this long (0: until Ctrl-C)")
+	cmd.Flags().BoolVar(&stack, "stack", false, "hook the target even when a live run hooks an overlapping scope in this namespace (the segments both match reach only this run while it runs)")
 	tf.add(cmd)
 	of.add(cmd)
 	return cmd
@@ -137,6 +158,19 @@ func hookOf(cfg *rules.Config) rules.HookMode {
 	return cfg.Target.Hook
 }
 
+// panicExit makes a run whose actions panicked end with exit status 1 (err, when the run
+// failed anyway): the faults it was asked for did not all happen.
+func panicExit(res *runner.Result, err error) error {
+	var n uint64
+	for _, c := range res.Counters {
+		n += c.Panicked
+	}
+	if n == 0 || err != nil {
+		return err
+	}
+	return &exitError{1, fmt.Errorf("actions panicked %d times: those segments passed untouched (see the WARNING above)", n)}
+}
+
 // printSummary prints the per-rule counters and the queue's health.
 func printSummary(w io.Writer, res *runner.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -146,6 +180,11 @@ func printSummary(w io.Writer, res *runner.Result) {
 	}
 	tw.Flush()
 	var problems []string
+	for _, c := range res.Counters {
+		if c.Panicked > 0 {
+			problems = append(problems, fmt.Sprintf("rule %s: its action panicked %d times (those segments were accepted as they came: the fault did not happen; a bug in finproxy, please report it with the log's stack)", c.Rule, c.Panicked))
+		}
+	}
 	q := res.Queue
 	if q.ENOBUFS > 0 {
 		problems = append(problems, fmt.Sprintf("%d ENOBUFS (the kernel dropped queued segments: the reader fell behind)", q.ENOBUFS))

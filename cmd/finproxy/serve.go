@@ -22,8 +22,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { extraCommands = append(extraCommands, newServeCmd, newCtlCmd) }
-
 // serveFlags are the listener flags of finproxy serve.
 type serveFlags struct {
 	listen      string
@@ -96,7 +94,7 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 			)
 			switch {
 			case cfgPath != "":
-				if cfg, err = loadConfig(cfgPath); err != nil {
+				if cfg, err = loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin()); err != nil {
 					return &exitError{2, err}
 				}
 				if err := tf.apply(cfg); err != nil {
@@ -104,7 +102,7 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 				}
 				source = configSource(cfgPath)
 			case tf.port != 0:
-				cfg = &rules.Config{Name: "empty", Target: rules.Target{Port: tf.port}}
+				cfg = &rules.Config{Name: "empty", Target: rules.Target{Port: uint16(tf.port)}}
 				if err := tf.apply(cfg); err != nil {
 					return &exitError{2, err}
 				}
@@ -127,8 +125,11 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 	return cmd
 }
 
-// configSource is the text of -c (a file or a preset), for GET /v1/rules.
+// configSource is the text of -c (a file or a preset), for GET /v1/rules; nil for stdin.
 func configSource(arg string) []byte {
+	if arg == "-" {
+		return nil
+	}
 	if b, err := os.ReadFile(arg); err == nil {
 		return b
 	}
@@ -161,7 +162,7 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 	}
 
 	var api atomic.Pointer[control.Server]
-	queue := tf.queue
+	queue := uint16(tf.queue) // checked: 0 or 1 to 65535
 	if queue == 0 && cfg != nil {
 		queue = cfg.Target.Queue
 	}

@@ -11,13 +11,10 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/observe"
+	"github.com/finproxy/finproxy/rules"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
-
-func init() {
-	extraCommands = append(extraCommands, newWatchCmd)
-}
 
 // defaultCloseWait is watch's CLOSE_WAIT leak threshold. A server normally closes within
 // milliseconds of reading EOF; five seconds in CLOSE_WAIT is already far from that, and
@@ -82,7 +79,6 @@ did not) is a leak: it is printed with its 4-tuple, owner, age and queues. With
 			return runWatch(cmd.Context(), wc, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{2, err} })
 	fl := cmd.Flags()
 	fl.UintSliceVar(&f.ports, "port", nil, "TCP `PORT` to watch (either end of a connection); repeat or separate with commas. Required unless --addr")
 	fl.StringSliceVar(&f.addrs, "addr", nil, "only connections with an end in this `PREFIX` (address or CIDR); repeat or separate with commas")
@@ -102,16 +98,13 @@ func (f *watchFlags) check() (*watchConfig, error) {
 	if len(f.ports) == 0 && len(f.addrs) == 0 {
 		return nil, fmt.Errorf("watch: give --port (or --addr)")
 	}
-	for _, p := range f.ports {
-		if p == 0 || p > 65535 {
-			return nil, fmt.Errorf("--port %d: want 1 to 65535", p)
-		}
+	for _, p := range f.ports { // in range: checkSharedFlags
 		wc.filter.Ports = append(wc.filter.Ports, uint16(p))
 	}
 	for _, a := range f.addrs {
-		p, err := parsePrefix(a)
+		p, err := rules.ParsePrefix(a)
 		if err != nil {
-			return nil, fmt.Errorf("--addr %q: want an address or a prefix (198.18.2.2, 198.18.0.0/15, fd00::/8)", a)
+			return nil, fmt.Errorf("--addr: %w", err)
 		}
 		wc.filter.Addrs = append(wc.filter.Addrs, p)
 	}
@@ -120,29 +113,8 @@ func (f *watchFlags) check() (*watchConfig, error) {
 		return nil, fmt.Errorf("--close-wait %v: want a positive duration", f.closeWait)
 	case f.interval <= 0:
 		return nil, fmt.Errorf("--interval %v: want a positive duration", f.interval)
-	case f.duration < 0:
-		return nil, fmt.Errorf("--duration %v: want a positive duration (or 0: until Ctrl-C)", f.duration)
-	}
-	if err := checkNamespaces("--observe-netns", f.observeNetns); err != nil {
-		return nil, err
 	}
 	return wc, nil
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // watchLeak is a leak as watch reports it: the Observer's Leak as last seen, and whether

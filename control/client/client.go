@@ -76,6 +76,9 @@ type RuleCounters struct {
 	Merged   uint64 `json:"merged"`
 	Modified uint64 `json:"modified"`
 	Injected uint64 `json:"injected"`
+	// Panicked counts the times the rule's action panicked (the segment passed
+	// untouched): nonzero is a bug in finproxy.
+	Panicked uint64 `json:"panicked,omitempty"`
 }
 
 // QueueCounters are the queue's health: segments queued and given a verdict, and the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -107,7 +108,7 @@ func clientMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case c.connect == "":
 		fmt.Fprintln(stderr, "app client: --connect is required")
 		return ExitUsage
-	case !contains(clientModes, c.mode):
+	case !slices.Contains(clientModes, c.mode):
 		fmt.Fprintf(stderr, "app client: --mode %q: want one of %s\n", c.mode, strings.Join(clientModes, ", "))
 		return ExitUsage
 	case c.count < 1:

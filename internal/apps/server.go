@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -103,7 +104,7 @@ func serverMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case c.listen == "":
 		fmt.Fprintln(stderr, "app server: --listen is required")
 		return ExitUsage
-	case !contains(serverModes, c.mode):
+	case !slices.Contains(serverModes, c.mode):
 		fmt.Fprintf(stderr, "app server: --mode %q: want one of %s\n", c.mode, strings.Join(serverModes, ", "))
 		return ExitUsage
 	case c.count < 0 || c.lines < 0 || c.interval < 0 || c.closeDelay < 0 || c.hold < 0 || c.timeout < 0:
@@ -111,15 +112,6 @@ func serverMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return ExitUsage
 	}
 	return runServer(ctx, c, stdout, stderr)
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 type server struct {

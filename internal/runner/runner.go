@@ -55,6 +55,9 @@ type Options struct {
 	// connection (observe.Note, Data the rules.Record), on the Observer's clock. Observation
 	// never fails a run: what did not work is in Result.ObserveWarnings.
 	Observe *ObserveOptions
+	// Stack lets the run hook a scope that a live run hooks already in this network
+	// namespace (refused otherwise, with an *nfq.ConflictError naming that run).
+	Stack bool
 }
 
 // Result is what a finished run reports.
@@ -189,6 +192,8 @@ func HookSpec(cfg *rules.Config) nfq.HookSpec {
 	} else {
 		spec.Mode = nfq.Local
 	}
+	need, _ := cfg.HandshakeNeed()
+	spec.NoHandshake = !need
 	switch cfg.QueueScope() {
 	case rules.QueueAll:
 		spec.Scope = nfq.All
@@ -228,6 +233,13 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		defer cancel()
 	}
 	spec := HookSpec(cfg)
+	spec.Stack = o.Stack
+	spec.Logger = log
+	// The hooks name this process, so that cleanup spares them while it lives and a
+	// watchdog removes exactly them when it dies.
+	if spec.Owner, err = nfq.Self(); err != nil {
+		return nil, err
+	}
 	// res is filled in by the deferred teardown steps, also when an error returns nil.
 	res := &Result{Started: time.Now()}
 	defer func() { res.Ended = time.Now() }()
@@ -380,7 +392,18 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		res.Undecodable = undecodable.Load()
 	}()
 
-	hooks, err = nfq.Install(ipt4, ipt6, spec)
+	if o.IPT4 == nil && o.IPT6 == nil {
+		// The host's iptables: no other run may check and install between our check
+		// and our install.
+		unlock, lerr := nfq.LockInstall(ctx)
+		if lerr != nil {
+			return res, lerr
+		}
+		hooks, err = nfq.Install(ipt4, ipt6, spec)
+		unlock()
+	} else {
+		hooks, err = nfq.Install(ipt4, ipt6, spec)
+	}
 	if err != nil {
 		return res, fmt.Errorf("install iptables hooks: %w", err)
 	}

@@ -92,6 +92,7 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 	}
 	s := &Service{log: log, queue: o.Queue, ipt4: o.IPT4, ipt6: o.IPT6,
 		retired: map[string]rules.Counters{}, started: time.Now(), cfg: &rules.Config{}}
+
 	if s.queue == 0 {
 		s.queue = rules.DefaultQueue
 	}
@@ -315,6 +316,7 @@ func addCounters(t *rules.Counters, c rules.Counters) {
 	t.Merged += c.Merged
 	t.Modified += c.Modified
 	t.Injected += c.Injected
+	t.Panicked += c.Panicked
 }
 
 func (s *Service) installHooks(spec nfq.HookSpec) error {

@@ -200,7 +200,13 @@ func timelineEvents(c observe.Connection) []tlEvent {
 			}
 		}
 	}
-	isn := isns(c.Notes)
+	var recs []rules.Record
+	for _, n := range c.Notes {
+		if r, ok := SegmentOf(n); ok {
+			recs = append(recs, r)
+		}
+	}
+	isn := rules.NewSeqBase(recs)
 	for _, n := range c.Notes {
 		side := "client"
 		if n.Src == c.Server.Addr {
@@ -216,43 +222,10 @@ func timelineEvents(c observe.Connection) []tlEvent {
 	return evs
 }
 
-// seqBase holds the initial sequence numbers of a connection's sides, when seen.
-type seqBase struct {
-	client, server       uint32
-	haveClient, haveServ bool
-}
-
-func isns(notes []observe.Note) seqBase {
-	var b seqBase
-	for _, n := range notes {
-		r, ok := SegmentOf(n)
-		if !ok || !r.Flags.Has(segment.SYN) {
-			continue
-		}
-		switch {
-		case r.Side == rules.Client && !r.Flags.Has(segment.ACK) && !b.haveClient:
-			b.client, b.haveClient = r.Seq, true
-		case r.Side == rules.Server && r.Flags.Has(segment.ACK) && !b.haveServ:
-			b.server, b.haveServ = r.Seq, true
-		}
-	}
-	return b
-}
-
 // segmentText describes a segment and its fate: "ACK seq=1001 ack=2 len=0  DROPPED by
 // drop-final-ack".
-func segmentText(r rules.Record, b seqBase) string {
-	own, ownOK, peer, peerOK := b.client, b.haveClient, b.server, b.haveServ
-	if r.Side == rules.Server {
-		own, ownOK, peer, peerOK = b.server, b.haveServ, b.client, b.haveClient
-	}
-	seq, ack := r.Seq, r.Ack
-	if ownOK {
-		seq -= own
-	}
-	if peerOK {
-		ack -= peer
-	}
+func segmentText(r rules.Record, b rules.SeqBase) string {
+	seq, ack := b.Rel(r.Side, r.Seq, r.Ack)
 	text := fmt.Sprintf("%s seq=%d", r.Flags, seq)
 	if r.Flags.Has(segment.ACK) {
 		text += fmt.Sprintf(" ack=%d", ack)

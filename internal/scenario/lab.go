@@ -3,7 +3,6 @@ package scenario
 import (
 	"context"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/internal/junit"
 	"github.com/finproxy/finproxy/lab"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
@@ -40,6 +40,9 @@ type LabOptions struct {
 	// ServerLifetime and StopGrace override [lab] server_lifetime and stop_grace.
 	ServerLifetime rules.ServerLifetime
 	StopGrace      time.Duration
+	// Hang, when set, bounds each run's client and the wait for its connections to be
+	// over (Spec.Hang).
+	Hang time.Duration
 	// Procs, when set, registers every process group the lab starts (what a second
 	// interrupt kills at once).
 	Procs  *Procs
@@ -92,9 +95,12 @@ type RunReport struct {
 	ServerOutput string `json:"server_output,omitempty"`
 	// Kernel is what the two ends' kernels counted (PAWS rejections, challenge ACKs,
 	// TIME_WAIT kills, resets, retransmissions): what the kernel did with the faults.
-	Kernel      *KernelReport       `json:"kernel,omitempty"`
-	Connections []ConnReport        `json:"connections"`
-	Leaks       []observe.Leak      `json:"leaks,omitempty"`
+	Kernel      *KernelReport  `json:"kernel,omitempty"`
+	Connections []ConnReport   `json:"connections"`
+	Leaks       []observe.Leak `json:"leaks,omitempty"`
+	// HeldSockets are sockets of the server's processes that the kernel closed (a reset,
+	// a timeout) while no application closed them: file descriptor leaks.
+	HeldSockets []HeldSocket        `json:"held_sockets,omitempty"`
 	Counters    string              `json:"finproxy_summary,omitempty"`
 	Warnings    []string            `json:"warnings,omitempty"`
 	Observed    *observe.Report     `json:"-"`
@@ -274,7 +280,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 			Config: o.ConfigArg, Port: port, Server: server, Client: client, ServerReady: ready,
 			Finproxy: o.Finproxy, Dir: filepath.Join(o.Dir, fmt.Sprintf("run-%d", k)),
 			Settle: cfg.Lab.Settle, Timeout: cfg.Lab.Timeout, Logger: o.Logger, Addr6: v6,
-			Observe: true, LeakThreshold: threshold, StopGrace: grace, Procs: o.Procs,
+			Observe: true, LeakThreshold: threshold, StopGrace: grace, Procs: o.Procs, Hang: o.Hang,
 		}
 	}
 	var shared *proc
@@ -364,6 +370,7 @@ func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16
 	run.Counters = res.Summary
 	run.Kernel = res.Kernel
 	run.Leaks = res.Leaks
+	run.HeldSockets = res.HeldSockets
 	run.Records = res.Records
 	run.Observed = res.Observed
 	run.Warnings = append(slices.Clip(res.ObserveWarnings), res.Leftovers...)
@@ -407,9 +414,20 @@ func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16
 
 // verifyInput is what verify.Check needs of a judged run, for the expectations e.
 func verifyInput(e *rules.Expect, run *RunReport) verify.Input {
-	return verify.Input{Expect: e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
+	in := verify.Input{Expect: e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
 		ClientExit: run.ClientExit, ServerExit: run.ServerExit, Incarnations: run.Incarnations,
 		ClientStop: stopText(run.ClientStop), ServerStop: stopText(run.ServerStop)}
+	if run.Kernel != nil {
+		in.ClientCounters, in.ServerCounters = orEmpty(run.Kernel.Client.Counters), orEmpty(run.Kernel.Server.Counters)
+	}
+	return in
+}
+
+func orEmpty(m map[string]int64) map[string]int64 {
+	if m == nil {
+		return map[string]int64{}
+	}
+	return m
 }
 
 // incarnations returns the connections of rep on conn's 4-tuple, in the order of their
@@ -480,40 +498,13 @@ func WriteReport(dir string, rep *LabReport) error {
 	return writeVisuals(dir, rep)
 }
 
-type junitSuites struct {
-	XMLName xml.Name     `xml:"testsuites"`
-	Suites  []junitSuite `xml:"testsuite"`
-}
-
-type junitSuite struct {
-	Name     string      `xml:"name,attr"`
-	Tests    int         `xml:"tests,attr"`
-	Failures int         `xml:"failures,attr"`
-	Time     float64     `xml:"time,attr"`
-	Cases    []junitCase `xml:"testcase"`
-}
-
-type junitCase struct {
-	Name      string        `xml:"name,attr"`
-	Classname string        `xml:"classname,attr"`
-	Time      float64       `xml:"time,attr"`
-	Failure   *junitFailure `xml:"failure,omitempty"`
-	SystemOut string        `xml:"system-out,omitempty"`
-}
-
-type junitFailure struct {
-	Message string `xml:"message,attr"`
-	Text    string `xml:",chardata"`
-}
-
 // WriteJUnit writes one test case per run.
 func WriteJUnit(path string, rep *LabReport) error {
-	s := junitSuite{Name: "finproxy lab " + rep.Scenario, Tests: len(rep.Runs), Failures: rep.Failed,
-		Time: rep.Ended.Sub(rep.Started).Seconds()}
+	s := junit.Suite{Name: "finproxy lab " + rep.Scenario, Time: rep.Ended.Sub(rep.Started).Seconds()}
 	for _, r := range rep.Runs {
-		c := junitCase{Name: fmt.Sprintf("%s/run-%d", rep.Scenario, r.Run), Classname: "finproxy.lab." + rep.Scenario, Time: r.DurationMS / 1000}
+		c := junit.Case{Name: fmt.Sprintf("%s/run-%d", rep.Scenario, r.Run), Classname: "finproxy.lab." + rep.Scenario, Time: r.DurationMS / 1000}
 		if !r.Pass {
-			c.Failure = &junitFailure{Message: r.Failures[0], Text: strings.Join(r.Failures, "\n")}
+			c.Failure = &junit.Failure{Message: r.Failures[0], Text: strings.Join(r.Failures, "\n")}
 		}
 		var out []string
 		for _, sk := range rep.Skipped {
@@ -528,14 +519,5 @@ func WriteJUnit(path string, rep *LabReport) error {
 		c.SystemOut = strings.Join(out, "\n")
 		s.Cases = append(s.Cases, c)
 	}
-	b, err := xml.MarshalIndent(junitSuites{Suites: []junitSuite{s}}, "", "  ")
-	if err != nil {
-		return err
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	return os.WriteFile(path, append([]byte(xml.Header), append(b, '\n')...), 0o644)
+	return junit.Write(path, s)
 }

@@ -2,17 +2,20 @@ package scenario
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/finproxy/finproxy/lab"
+	"github.com/finproxy/finproxy/observe"
 )
 
 // proc is an application the lab started: the leader of a process group of its own
@@ -363,4 +366,45 @@ func zombie(pid int) bool {
 		return b[i+2] == 'Z'
 	}
 	return false
+}
+
+// HeldSocket is a socket a server process holds whose connection the kernel ended: the
+// application never called close() (a file descriptor leak).
+type HeldSocket struct {
+	Pid   int    `json:"pid"`
+	Comm  string `json:"comm"`
+	Inode uint32 `json:"inode"`
+}
+
+// heldSockets reads the held closed sockets of every process in the server namespace.
+func heldSockets(t *lab.Topology) map[uint32]HeldSocket {
+	out := map[uint32]HeldSocket{}
+	ps, err := t.Processes(lab.RoleServer)
+	if err != nil {
+		return out
+	}
+	for _, p := range ps {
+		inodes, err := observe.HeldClosedSockets("", p.Pid)
+		if err != nil {
+			continue // gone
+		}
+		for _, in := range inodes {
+			if h, ok := out[in]; !ok || p.Pid < h.Pid {
+				out[in] = HeldSocket{Pid: p.Pid, Comm: p.Comm, Inode: in}
+			}
+		}
+	}
+	return out
+}
+
+// newHeldSockets returns the sockets in after that were not in before, by inode.
+func newHeldSockets(before, after map[uint32]HeldSocket) []HeldSocket {
+	var out []HeldSocket
+	for in, h := range after {
+		if _, ok := before[in]; !ok {
+			out = append(out, h)
+		}
+	}
+	slices.SortFunc(out, func(a, b HeldSocket) int { return cmp.Compare(a.Inode, b.Inode) })
+	return out
 }

@@ -62,6 +62,9 @@ type Spec struct {
 	// Procs, when set, registers every process group the run starts (what a second
 	// interrupt kills at once).
 	Procs *Procs
+	// Hang, when set, bounds the client's run (it is stopped after Hang) and the wait for
+	// the run's connections to be over once it ended (instead of half the timeout).
+	Hang time.Duration
 	// shared is the server started once for every run of a lab (server_lifetime "lab").
 	shared *proc
 }
@@ -78,6 +81,9 @@ type Result struct {
 	// lab's next runs (server_lifetime "lab"), it has no exit status in this run.
 	ClientStop, ServerStop *Stop
 	ServerRunning          bool
+	// HeldSockets are the sockets the server's processes hold that the kernel closed (a
+	// reset, a timeout) and no application closed, new since the client started.
+	HeldSockets []HeldSocket
 	// Leftovers are the processes found in the client's or the server's namespace after
 	// their process groups were stopped (a daemon that detached), which the lab ended.
 	Leftovers []string
@@ -270,16 +276,23 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	go func() { fpDone <- fp.Wait() }()
 	defer stopFinproxy() //nolint:errcheck // on the error paths
 
-	// 3. The client, to completion (stopped as a group when the run's time is up).
+	// 3. The client, to completion (stopped as a group when the run's time is up, or
+	// after Hang).
+	heldBefore := heldSockets(t)
 	cargs := expand(s.Client, t, s.Port, s.Finproxy, s.Addr6)
 	phase("client")
 	cl, err := startProc(t, s.Procs, "client", "client", cargs, "")
 	if err != nil {
 		return nil, err
 	}
+	var hang <-chan time.Time
+	if s.Hang > 0 {
+		hang = time.After(s.Hang)
+	}
 	select {
 	case <-cl.exited:
 	case <-ctx.Done():
+	case <-hang:
 	}
 	cl.Stop(grace())
 	res.ClientErr, res.ClientStop = cl.Err(), cl.Stopped()
@@ -291,7 +304,11 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	phase("over")
 	diags := openDiags(t, runFilter(t, s))
 	defer closeDiags(diags)
-	overCtx, overCancel := context.WithTimeout(ctx, s.Timeout/2)
+	overWait := s.Timeout / 2
+	if s.Hang > 0 {
+		overWait = s.Hang
+	}
+	overCtx, overCancel := context.WithTimeout(ctx, overWait)
 	waitOver(overCtx, srv, diags, s.shared != nil)
 	overCancel()
 
@@ -300,6 +317,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 	phase("settle")
 	settle(ctx, diags, logPath, s.Settle)
 	res.Kernel = kernelDelta(kernelBefore, kernelSnapshot(t))
+	res.HeldSockets = newHeldSockets(heldBefore, heldSockets(t))
 
 	phase("stop")
 	res.RunErr = stopFinproxy()
@@ -347,7 +365,12 @@ func StartServer(ctx context.Context, t *lab.Topology, s Spec) (*proc, error) {
 		return nil, err
 	}
 	if err := srv.waitReady(ctx.Done()); err != nil {
-		srv.Stop(s.StopGrace)
+		grace := s.StopGrace
+		if ctx.Err() != nil {
+			// Interrupted, or out of time: a second is enough for what never got ready.
+			grace = min(grace, time.Second)
+		}
+		srv.Stop(grace)
 		return nil, fmt.Errorf("server %q: %w", sargs, err)
 	}
 	return srv, nil

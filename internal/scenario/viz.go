@@ -70,8 +70,11 @@ func expectations(expect *rules.Expect, run *RunReport) []viz.Expectation {
 				check(s.name+" "+item.text, x)
 			}
 		}
+		for _, k := range e.Kernel {
+			check(fmt.Sprintf("kernel %s: %s", &k, k.CountText()), rules.Expect{Kernel: []rules.KernelExpect{k}})
+		}
 		for _, sx := range e.Segments {
-			check(fmt.Sprintf("segments %s: %s", sx, countText(sx.Min, sx.Max)), rules.Expect{Segments: []*rules.SegmentExpect{sx}})
+			check(fmt.Sprintf("segments %s: %s", sx, sx.CountText()), rules.Expect{Segments: []*rules.SegmentExpect{sx}})
 		}
 	}
 	for _, fl := range run.Failures {
@@ -131,20 +134,6 @@ func yesNo(b bool, yes, no string) string {
 		return yes
 	}
 	return no
-}
-
-func countText(lo, hi int) string {
-	switch {
-	case hi == 0:
-		return "none"
-	case hi < 0:
-		return fmt.Sprintf("at least %d", lo)
-	case lo == hi:
-		return fmt.Sprintf("exactly %d", lo)
-	case lo == 0:
-		return fmt.Sprintf("at most %d", hi)
-	}
-	return fmt.Sprintf("%d to %d", lo, hi)
 }
 
 // Ladder is the diagram of a run's connection (the one it was judged on), or of conn when

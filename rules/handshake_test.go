@@ -1,0 +1,182 @@
+package rules
+
+import (
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/finproxy/finproxy/configs"
+)
+
+// The scope every preset gets: the presets about the teardown queue no SYN; those whose
+// rules act on the handshake or on every segment from the SYN on keep it.
+func TestHandshakeNeedPresets(t *testing.T) {
+	want := map[string]bool{
+		"close-wait-leak": false, "fin-wait-2-hang": false, "four-way-close": false, "half-close": false,
+		"lost-fin": false, "lost-final-ack": false, "no-time-wait": false, "simultaneous-close": false,
+		"three-way-close": false,
+		"fin-with-data":   true, "lost-handshake-ack": true, "lost-syn-ack": true, "old-duplicate": true,
+		"reset-injection": true, "time-wait-reuse": true,
+	}
+	for _, n := range configs.Names() {
+		w, ok := want[n]
+		if !ok {
+			t.Errorf("preset %s: no expected scope in this table", n)
+			continue
+		}
+		data, path, _ := configs.Read(n)
+		cfg, err := Parse(data, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if need, why := cfg.HandshakeNeed(); need != w || why == "" {
+			t.Errorf("%s: handshake needed %v (%s), want %v", n, need, why, w)
+		}
+	}
+}
+
+// The test configs, and rules one by one with the reason given.
+func TestHandshakeNeedRules(t *testing.T) {
+	for _, f := range []string{"full.toml", "minimal.toml", "dotted.toml", "address-only.toml"} {
+		cfg, err := Load(filepath.Join("testdata", "good", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		need, why := cfg.HandshakeNeed()
+		t.Logf("%s: %v (%s)", f, need, why)
+		if why == "" {
+			t.Errorf("%s: no reason", f)
+		}
+	}
+	for _, tc := range []struct {
+		name, rule string
+		need       bool
+		why        string
+	}{
+		{"fin", `has_flags = "FIN"` + "\naction = \"drop\"", false, ""},
+		{"rst", `flags = "RST"` + "\naction = \"drop\"", false, ""},
+		{"ack of fin", `flags = "pure-ack"` + "\nphase = \"ack-of-server-fin\"\naction = \"drop\"", false, ""},
+		{"first fin is established", `has_flags = "FIN"` + "\nphase = \"established\"\naction = \"drop\"", false, ""},
+		{"syn-ack", `flags = "SYN|ACK"` + "\naction = \"drop\"", true, "matches SYN segments (flags)"},
+		{"has syn", `has_flags = "SYN"` + "\naction = \"drop\"", true, "matches SYN segments (has_flags)"},
+		{"every segment", `side = "server"` + "\naction = \"drop\"", true, "needs every segment from the SYN on"},
+		{"pure ack", `flags = "pure-ack"` + "\naction = \"drop\"", true, "needs every segment from the SYN on"},
+		{"handshake phase", `phase = "handshake"` + "\nhas_flags = \"RST\"\naction = \"drop\"", true, "requires phase handshake"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "[target]\nport = 8080\n[[rule]]\nname = \"r\"\n" + tc.rule + "\n"
+			cfg, err := Parse([]byte(src), "t.toml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			need, why := cfg.HandshakeNeed()
+			if need != tc.need || (tc.need && !strings.Contains(why, tc.why)) {
+				t.Errorf("need %v (%s), want %v (%s)", need, why, tc.need, tc.why)
+			}
+		})
+	}
+	if need, why := (&Config{}).HandshakeNeed(); need || why != "no rule" {
+		t.Errorf("no rules: %v %s", need, why)
+	}
+}
+
+// A connection whose handshake was not queued is learnt from its first FIN, whichever
+// side sends it and in both families: the server is the side on the target's port, the
+// phases after the FIN hold, nth counts from there, and a later connection on the same
+// 4-tuple is a new incarnation.
+func TestLearnFromFirstFIN(t *testing.T) {
+	for _, fam := range []struct {
+		name           string
+		client, server netip.AddrPort
+	}{
+		{"ipv4", testClient, testServer},
+		{"ipv6", netip.MustParseAddrPort("[fd00:1::1]:40000"), netip.MustParseAddrPort("[fd00:2::2]:8080")},
+	} {
+		for _, first := range []Side{Client, Server} {
+			t.Run(fam.name+"/"+first.String()+"-closes-first", func(t *testing.T) {
+				closer, peer := fam.client, fam.server
+				if first == Server {
+					closer, peer = peer, closer
+				}
+				// Drop the closer's peer's ACK of the closer's FIN, once per connection.
+				other := first.Other()
+				ph := PhaseAckOfClientFIN
+				if first == Server {
+					ph = PhaseAckOfServerFIN
+				}
+				r := rule("drop-ack-of-fin", Match{Side: other, PureACK: true, Phases: ph, Nth: 1}, "drop", &DropAction{})
+				h := newHarness(t, cfgOf(r), Options{})
+				const cs, ps = 3_000_000_000, 1_000_000 // seqs far from any ISN the tracker could know
+				id1 := h.handle(seg(closer, peer, fFIN|fACK, cs, ps, 0))
+				o := h.observed[id1]
+				if o.conn.Client() != fam.client || o.conn.Server() != fam.server || !o.conn.Inferred() || o.inc != 1 {
+					t.Fatalf("learnt client %v server %v inferred %v inc %d", o.conn.Client(), o.conn.Server(), o.conn.Inferred(), o.inc)
+				}
+				if o.phases != PhaseEstablished {
+					t.Errorf("the first FIN's phases %s, want established", o.phases)
+				}
+				id2 := h.handle(seg(peer, closer, fACK, ps, cs+1, 0))      // the ACK of the FIN: dropped
+				id3 := h.handle(seg(peer, closer, fACK, ps, cs+1, 0))      // again: nth = 1 passed
+				id4 := h.handle(seg(peer, closer, fFIN|fACK, ps, cs+1, 0)) // the peer's FIN
+				id5 := h.handle(seg(closer, peer, fACK, cs+1, ps+1, 0))
+				if h.verdicts[id2] != Drop || h.verdicts[id3] != Accept || h.verdicts[id4] != Accept || h.verdicts[id5] != Accept {
+					t.Errorf("verdicts %v %v %v %v, want drop accept accept accept", h.verdicts[id2], h.verdicts[id3], h.verdicts[id4], h.verdicts[id5])
+				}
+				if p := h.observed[id2].phases; p&ph == 0 || p&(PhaseAfterClientFIN|PhaseAfterServerFIN) == 0 {
+					t.Errorf("the ACK of the FIN: phases %s", p)
+				}
+				c := h.observed[id5].conn
+				if !c.Finished() || !c.ClosedFirst(first) || c.ClosedFirst(other) {
+					t.Errorf("finished %v, closed first %v/%v", c.Finished(), c.ClosedFirst(first), c.ClosedFirst(other))
+				}
+				// The same FIN again (a retransmission) is the same connection; a FIN at
+				// another sequence number, the next one.
+				if id := h.handle(seg(closer, peer, fFIN|fACK, cs, ps+1, 0)); h.observed[id].inc != 1 {
+					t.Errorf("the retransmitted FIN started incarnation %d", h.observed[id].inc)
+				}
+				id6 := h.handle(seg(closer, peer, fFIN|fACK, cs+70000, ps+5000, 0))
+				if o := h.observed[id6]; o.inc != 2 || o.conn == c || o.conn.Server() != fam.server {
+					t.Errorf("the next connection's FIN: incarnation %d (same conn %v), server %v", o.inc, o.conn == c, o.conn.Server())
+				}
+				if id := h.handle(seg(peer, closer, fACK, ps+5000, cs+70001, 0)); h.verdicts[id] != Drop {
+					t.Errorf("the second incarnation's ACK of the FIN: %v, want drop (nth counts per connection)", h.verdicts[id])
+				}
+				if n := h.records[len(h.records)-1].Incarnation; n != 2 {
+					t.Errorf("record incarnation %d, want 2", n)
+				}
+			})
+		}
+	}
+}
+
+// Relative numbers: from the SYNs when queued, else from each side's first segment.
+func TestSeqBase(t *testing.T) {
+	withSYN := []Record{
+		{Side: Client, Flags: fSYN, Seq: 1000},
+		{Side: Server, Flags: fSYN | fACK, Seq: 5000, Ack: 1001},
+		{Side: Client, Flags: fFIN | fACK, Seq: 2001, Ack: 5001},
+	}
+	b := NewSeqBase(withSYN)
+	if s, a := b.Rel(Client, 2001, 5001); !b.FromSYN() || s != 1001 || a != 1 {
+		t.Errorf("from SYN: %d %d %v", s, a, b.FromSYN())
+	}
+	noSYN := []Record{
+		{Side: Client, Flags: fFIN | fACK, Seq: 2001, Ack: 5001},
+		{Side: Server, Flags: fACK, Seq: 5001, Ack: 2002},
+	}
+	b = NewSeqBase(noSYN)
+	if s, a := b.Rel(Server, 5001, 2002); b.FromSYN() || s != 0 || a != 1 {
+		t.Errorf("no SYN: %d %d %v", s, a, b.FromSYN())
+	}
+	// A side never seen takes its base from the peer's first ACK.
+	b = NewSeqBase(noSYN[:1])
+	if s, a := b.Rel(Server, 5001, 2002); !b.HaveServer || s != 0 || a != 1 {
+		t.Errorf("server from the client's ack: %d %d", s, a)
+	}
+	// Injected segments are not the sides' own.
+	b = NewSeqBase([]Record{{Side: Client, Flags: fRST, Seq: 9, Injected: true}, noSYN[0]})
+	if b.Client != 2001 {
+		t.Errorf("base from an injected segment: %d", b.Client)
+	}
+}
