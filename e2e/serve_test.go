@@ -463,3 +463,35 @@ func TestServeReplaceUnderLoad(t *testing.T) {
 	<-evDone
 	iptablesClean(t, topo, "router")
 }
+
+// SIGKILL of finproxy serve leaves no hooks: its watchdog removes them within a second.
+func TestServeSIGKILLRemovesHooks(t *testing.T) {
+	topo := newLab(t)
+	s := startServe(t, topo)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.c.LoadPreset(ctx, "lost-fin", 8080); err != nil {
+		t.Fatal(err)
+	}
+	if h := hookLines(t, topo); !strings.Contains(h, "--dport 8080") {
+		t.Fatalf("no hooks to remove:\n%s", h)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	<-s.done
+	s.done = nil // killed on purpose: stop has nothing to check
+	for {
+		h := hookLines(t, topo)
+		if h == "" {
+			t.Logf("hooks gone %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+			break
+		}
+		if time.Since(killed) > time.Second {
+			t.Fatalf("hooks still there 1 s after SIGKILL:\n%s", h)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	iptablesClean(t, topo, "router")
+}

@@ -113,6 +113,10 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("serve needs root (NFQUEUE and iptables): try sudo")
 			}
+			// Before anything is hooked: from here on, however finproxy ends, its hooks go.
+			if err := startWatchdog(slog.Default()); err != nil {
+				return fmt.Errorf("start the watchdog that removes the hooks if finproxy is killed: %w", err)
+			}
 			return serve(cmd, cfg, source, &tf, &sf, token)
 		},
 	}
@@ -181,10 +185,11 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 	}
 	defer func() {
 		res, cerr := svc.Close()
+		err = errors.Join(err, cerr)
 		if res != nil {
 			printSummary(cmd.OutOrStdout(), res)
+			err = panicExit(res, err)
 		}
-		err = errors.Join(err, cerr)
 	}()
 	srv := control.New(control.Options{
 		Backend: svc,

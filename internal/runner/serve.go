@@ -38,6 +38,7 @@ type ServeOptions struct {
 type Service struct {
 	log   *slog.Logger
 	queue uint16
+	owner nfq.Owner
 	q     *nfq.Queue
 	eng   *rules.Engine
 	sink  *serveSink
@@ -92,7 +93,12 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 	}
 	s := &Service{log: log, queue: o.Queue, ipt4: o.IPT4, ipt6: o.IPT6,
 		retired: map[string]rules.Counters{}, started: time.Now(), cfg: &rules.Config{}}
-
+	// The hooks name this process, so that cleanup spares them while it lives and a
+	// watchdog removes exactly them when it dies.
+	var err error
+	if s.owner, err = nfq.Self(); err != nil {
+		return nil, err
+	}
 	if s.queue == 0 {
 		s.queue = rules.DefaultQueue
 	}
@@ -102,7 +108,6 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 		}
 	}
 	if s.ipt4 == nil && s.ipt6 == nil {
-		var err error
 		if s.ipt4, err = nfq.NewIPTables(false); err != nil {
 			return nil, err
 		}
@@ -165,6 +170,7 @@ func (s *Service) specOf(cfg *rules.Config) nfq.HookSpec {
 	c.Target.Queue = s.queue
 	spec := HookSpec(&c)
 	spec.Logger = s.log
+	spec.Owner = s.owner
 	return spec
 }
 
@@ -216,13 +222,15 @@ func (s *Service) Replace(cfg *rules.Config) error {
 		// The hooks never narrow what they queue while the service runs (a rule set that
 		// needs fewer segments sees more, and ignores them), so that switching rules on
 		// and off leaves them alone.
-		if spec.Scope <= s.spec.Scope {
+		if spec.Scope <= s.spec.Scope && (spec.NoHandshake || !s.spec.NoHandshake) {
 			s.swap(cfg)
 			return nil
 		}
 		// They widen without a moment when segments pass unqueued: the wider hooks go in
 		// first, in the other chain (a segment is queued by the first jump it meets, never
 		// twice), then the rules change, then the old hooks go.
+		spec.Scope = max(spec.Scope, s.spec.Scope)
+		spec.NoHandshake = spec.NoHandshake && s.spec.NoHandshake
 		spec.Chain = s.otherChain()
 		old := s.hooks
 		if err := s.installHooks(spec); err != nil {

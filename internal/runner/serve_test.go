@@ -262,3 +262,33 @@ func TestServeCountersBounded(t *testing.T) {
 			len(got), got[0], got[len(got)-1], matched, MaxCountedRules+1, EarlierRules, sets)
 	}
 }
+
+// The hooks name this process (so that cleanup spares them while it lives and the
+// watchdog removes them when it dies), and a rule set that needs the handshake widens
+// hooks that kept SYNs out, without narrowing them back afterwards.
+func TestServeHooksOwnerAndHandshake(t *testing.T) {
+	s := startServe(t, parseCfg(t, dropClientFIN), nil)
+	self, err := nfq.Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("finproxy pid=%d start=%d", self.PID, self.Start)
+	noSYN := hookLines(s.ipt)
+	if !strings.Contains(noSYN, tag) || strings.Contains(noSYN, "SYN SYN -j NFQUEUE") {
+		t.Fatalf("hooks for a FIN rule: want them tagged %q and without SYN:\n%s", tag, noSYN)
+	}
+	syn := strings.Replace(dropClientFIN, `has_flags = "FIN"`, `has_flags = "SYN"`, 1)
+	if err := s.svc.Replace(parseCfg(t, syn)); err != nil {
+		t.Fatal(err)
+	}
+	withSYN := hookLines(s.ipt)
+	if !strings.Contains(withSYN, "SYN") || withSYN == noSYN {
+		t.Fatalf("hooks for a SYN rule:\n%s", withSYN)
+	}
+	if err := s.svc.Replace(parseCfg(t, dropClientFIN)); err != nil {
+		t.Fatal(err)
+	}
+	if h := hookLines(s.ipt); h != withSYN {
+		t.Errorf("back to a FIN rule, the hooks narrowed:\n%s\nwant\n%s", h, withSYN)
+	}
+}
