@@ -121,6 +121,10 @@ type HookSpec struct {
 	// ConflictError otherwise). The later run's jumps go first: the segments both runs
 	// match reach only the later run while it runs.
 	Stack bool
+	// Chain names finproxy's chain; "" means ChainName(Queue). It must start with
+	// ChainPrefix (Cleanup finds it). A second set of hooks for the same queue, in
+	// another chain, can be installed before the first is removed.
+	Chain string
 }
 
 // NewHookSpec returns a spec with the defaults: Bypass on, Scope Control.
@@ -149,6 +153,9 @@ func (s HookSpec) logger() *slog.Logger {
 func (s HookSpec) validate() error {
 	if s.Port == 0 && len(s.Addrs) == 0 {
 		return ErrNoScope
+	}
+	if s.Chain != "" && (!strings.HasPrefix(s.Chain, ChainPrefix) || len(s.Chain) > 28) {
+		return fmt.Errorf("nfq: chain %q: want a name of up to 28 characters starting with %s", s.Chain, ChainPrefix)
 	}
 	if s.Queues > 1 && int(s.Queue)+int(s.Queues)-1 > 0xffff {
 		return fmt.Errorf("nfq: queues %d to %d: queue numbers go up to 65535", s.Queue, int(s.Queue)+int(s.Queues)-1)
@@ -377,6 +384,9 @@ func Install(ipt4, ipt6 IPTables, spec HookSpec) (*Hooks, error) {
 	}
 	h := &Hooks{spec: spec}
 	chain := ChainName(spec.Queue)
+	if spec.Chain != "" {
+		chain = spec.Chain
+	}
 	for _, f := range fams {
 		others, err := overlapping(f, spec, jumpRules(spec, chain, f.addrs))
 		if err != nil {

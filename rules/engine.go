@@ -771,7 +771,7 @@ func (e *Engine) rewritePort(p *Packet) ([]byte, int) {
 	}
 	out, err := rewritePort(p.Data, port, isSrc)
 	if err != nil {
-		e.logger.Warn("rewriting the client port failed; the segment leaves unchanged", "rule", e.names[rw.rule], "err", err)
+		e.logger.Warn("rewriting the client port failed; the segment leaves unchanged", "rule", e.ruleName(rw.rule), "err", err)
 		return nil, -1
 	}
 	if !isSrc {

@@ -85,6 +85,6 @@ close, three-way close, FIN_WAIT2 hangs, CLOSE_WAIT leaks, ...) and reports what
 	}
 	// Every command, in one place.
 	root.AddCommand(newRunCmd(), newCheckCmd(), newCleanupCmd(), newWatchCmd(), newLabCmd(), newDemoCmd(),
-		newSweepCmd(), newAppCmd(), newWatchdogCmd())
+		newSweepCmd(), newAppCmd(), newWatchdogCmd(), newServeCmd(), newCtlCmd())
 	return root
 }

@@ -1,0 +1,637 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/configs"
+	"github.com/finproxy/finproxy/rules"
+)
+
+// The Toxiproxy-compatible endpoints: Toxiproxy's paths, JSON and status codes, so that
+// its clients drive finproxy unchanged. A proxy names the connections to act on; its
+// toxics become rules on them (see toxicRules for the mapping). Every change builds the
+// whole rule set again as TOML and puts it in place through the same checks as PUT
+// /v1/rules; GET /v1/rules shows it.
+//
+// What finproxy does not do (yet): redirect listen to upstream (a proxy's listen must be
+// its upstream: the client connects to the server itself, and finproxy acts in the
+// kernel's path), more than one proxy at a time (one serve drives one target), and the
+// toxics that need a timer or a byte count (timeout and reset_peer with a timeout,
+// limit_data, bandwidth, slicer, limiter).
+
+// ToxiproxyVersion is the Toxiproxy API version the endpoints follow.
+const ToxiproxyVersion = "2.12.0"
+
+type toxiProxy struct {
+	Name     string  `json:"name"`
+	Listen   string  `json:"listen"`
+	Upstream string  `json:"upstream"`
+	Enabled  bool    `json:"enabled"`
+	Toxics   []toxic `json:"toxics"`
+}
+
+type toxic struct {
+	Name       string         `json:"name"`
+	Type       string         `json:"type"`
+	Stream     string         `json:"stream"`
+	Toxicity   float32        `json:"toxicity"`
+	Attributes map[string]any `json:"attributes"`
+}
+
+type toxiError struct {
+	Message string `json:"error"`
+	Status  int    `json:"status"`
+}
+
+func toxiFail(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, toxiError{fmt.Sprintf(format, args...), status})
+}
+
+func (s *Server) toxiRoutes() {
+	s.mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": ToxiproxyVersion})
+	})
+	s.mux.HandleFunc("POST /reset", s.toxiReset)
+	s.mux.HandleFunc("GET /proxies", s.toxiIndex)
+	s.mux.HandleFunc("POST /proxies", s.toxiCreate)
+	s.mux.HandleFunc("POST /populate", s.toxiPopulate)
+	s.mux.HandleFunc("GET /proxies/{proxy}", s.toxiShow)
+	s.mux.HandleFunc("POST /proxies/{proxy}", s.toxiUpdate)
+	s.mux.HandleFunc("PATCH /proxies/{proxy}", s.toxiUpdate)
+	s.mux.HandleFunc("DELETE /proxies/{proxy}", s.toxiDelete)
+	s.mux.HandleFunc("GET /proxies/{proxy}/toxics", s.toxicIndex)
+	s.mux.HandleFunc("POST /proxies/{proxy}/toxics", s.toxicCreate)
+	s.mux.HandleFunc("GET /proxies/{proxy}/toxics/{toxic}", s.toxicShow)
+	s.mux.HandleFunc("POST /proxies/{proxy}/toxics/{toxic}", s.toxicUpdate)
+	s.mux.HandleFunc("PATCH /proxies/{proxy}/toxics/{toxic}", s.toxicUpdate)
+	s.mux.HandleFunc("DELETE /proxies/{proxy}/toxics/{toxic}", s.toxicDelete)
+}
+
+// decodeBody decodes a JSON body within the size limit; on failure it has answered.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.o.MaxBody))
+	err := dec.Decode(v)
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		toxiFail(w, http.StatusRequestEntityTooLarge, "the body is larger than the limit of %d bytes", mbe.Limit)
+		return false
+	case errors.Is(err, io.EOF):
+		toxiFail(w, http.StatusBadRequest, "bad request body: empty")
+		return false
+	case err != nil:
+		toxiFail(w, http.StatusBadRequest, "bad request body: %v", err)
+		return false
+	}
+	return true
+}
+
+// proxy returns the proxy of that name (s.mu held), or answers 404.
+func (s *Server) proxy(w http.ResponseWriter, name string) *toxiProxy {
+	for _, p := range s.proxies {
+		if p.Name == name {
+			return p
+		}
+	}
+	toxiFail(w, http.StatusNotFound, "proxy not found")
+	return nil
+}
+
+func (s *Server) toxiIndex(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]*toxiProxy{}
+	for _, p := range s.proxies {
+		out[p.Name] = p
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) toxiShow(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.proxy(w, r.PathValue("proxy")); p != nil {
+		writeJSON(w, http.StatusOK, p)
+	}
+}
+
+// checkProxy validates a new proxy against the ones there are (s.mu held).
+func (s *Server) checkProxy(p *toxiProxy, others []*toxiProxy) (int, error) {
+	switch {
+	case p.Name == "":
+		return http.StatusBadRequest, errors.New("missing required field: name")
+	case p.Upstream == "":
+		return http.StatusBadRequest, errors.New("missing required field: upstream")
+	}
+	if _, _, err := splitUpstream(p.Upstream); err != nil {
+		return http.StatusBadRequest, err
+	}
+	if p.Listen == "" {
+		p.Listen = p.Upstream
+	}
+	if !sameEndpoint(p.Listen, p.Upstream) {
+		return http.StatusNotImplemented, fmt.Errorf("proxy %s: listen %s differs from upstream %s: finproxy does not redirect connections (no DNAT yet); it acts in the kernel's path of the connections to upstream, so give listen = upstream and connect to it",
+			p.Name, p.Listen, p.Upstream)
+	}
+	for _, o := range others {
+		if o.Name == p.Name {
+			return http.StatusConflict, errors.New("proxy already exists")
+		}
+	}
+	if len(others) > 0 {
+		return http.StatusNotImplemented, fmt.Errorf("proxy %s: finproxy serve drives one target, and proxy %s (upstream %s) is it; run one finproxy serve per upstream",
+			p.Name, others[0].Name, others[0].Upstream)
+	}
+	return 0, nil
+}
+
+func splitUpstream(hp string) (string, uint16, error) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, fmt.Errorf("upstream %q: want HOST:PORT: %w", hp, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, fmt.Errorf("upstream %q: want a port of 1-65535", hp)
+	}
+	return host, uint16(n), nil
+}
+
+func sameEndpoint(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	ia, ib := net.ParseIP(ha), net.ParseIP(hb)
+	if ia != nil && ib != nil {
+		return ia.Equal(ib)
+	}
+	return ha == hb
+}
+
+func (s *Server) toxiCreate(w http.ResponseWriter, r *http.Request) {
+	p := &toxiProxy{Enabled: true}
+	if !s.decodeBody(w, r, p) {
+		return
+	}
+	p.Toxics = []toxic{}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if code, err := s.checkProxy(p, s.proxies); err != nil {
+		toxiFail(w, code, "%s", err)
+		return
+	}
+	if err := s.applyProxies(append(slices.Clone(s.proxies), p)); err != nil {
+		toxiFail(w, http.StatusBadRequest, "%s", err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, p)
+}
+
+// toxiPopulate replaces the proxies of the same names and creates the others.
+func (s *Server) toxiPopulate(w http.ResponseWriter, r *http.Request) {
+	var in []*toxiProxy
+	if !s.decodeBody(w, r, &in) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := slices.Clone(s.proxies)
+	for _, p := range in {
+		if p == nil {
+			toxiFail(w, http.StatusBadRequest, "bad request body: a proxy is null")
+			return
+		}
+		next = slices.DeleteFunc(next, func(o *toxiProxy) bool { return o.Name == p.Name })
+		p.Toxics = []toxic{}
+		if code, err := s.checkProxy(p, next); err != nil {
+			toxiFail(w, code, "%s", err)
+			return
+		}
+		next = append(next, p)
+	}
+	if err := s.applyProxies(next); err != nil {
+		toxiFail(w, http.StatusBadRequest, "%s", err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"proxies": in})
+}
+
+// toxiUpdate changes enabled (the only field finproxy can change in place).
+func (s *Server) toxiUpdate(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Enabled  *bool  `json:"enabled"`
+		Listen   string `json:"listen"`
+		Upstream string `json:"upstream"`
+	}
+	if !s.decodeBody(w, r, &in) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proxy(w, r.PathValue("proxy"))
+	if p == nil {
+		return
+	}
+	if in.Upstream != "" && in.Upstream != p.Upstream || in.Listen != "" && !sameEndpoint(in.Listen, p.Listen) {
+		toxiFail(w, http.StatusNotImplemented, "proxy %s: finproxy cannot move a proxy; delete it and create it again", p.Name)
+		return
+	}
+	q := *p
+	if in.Enabled != nil {
+		q.Enabled = *in.Enabled
+	}
+	next := slices.Clone(s.proxies)
+	next[slices.Index(next, p)] = &q
+	if err := s.applyProxies(next); err != nil {
+		toxiFail(w, http.StatusBadRequest, "%s", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, &q)
+}
+
+func (s *Server) toxiDelete(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proxy(w, r.PathValue("proxy"))
+	if p == nil {
+		return
+	}
+	if err := s.applyProxies(slices.DeleteFunc(slices.Clone(s.proxies), func(o *toxiProxy) bool { return o == p })); err != nil {
+		toxiFail(w, http.StatusBadRequest, "%s", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// toxiReset removes every toxic and enables every proxy, as Toxiproxy's reset does.
+func (s *Server) toxiReset(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.proxies) == 0 {
+		// No proxy: finproxy's own reset (the rule set may be a native one).
+		cfg := &rules.Config{Name: "reset", File: s.full.File, Target: s.full.Target}
+		if err := s.o.Backend.Replace(cfg); err != nil {
+			toxiFail(w, http.StatusInternalServerError, "%s", err)
+			return
+		}
+		s.full, s.source, s.disabled = cfg, "", map[string]bool{}
+	} else if err := s.resetProxies(); err != nil {
+		toxiFail(w, http.StatusInternalServerError, "%s", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// resetProxies enables every proxy and removes its toxics (s.mu held).
+func (s *Server) resetProxies() error {
+	next := make([]*toxiProxy, len(s.proxies))
+	for i, p := range s.proxies {
+		q := *p
+		q.Enabled, q.Toxics = true, []toxic{}
+		next[i] = &q
+	}
+	return s.applyProxies(next)
+}
+
+func (s *Server) toxicIndex(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.proxy(w, r.PathValue("proxy")); p != nil {
+		writeJSON(w, http.StatusOK, p.Toxics)
+	}
+}
+
+func (s *Server) toxicShow(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proxy(w, r.PathValue("proxy"))
+	if p == nil {
+		return
+	}
+	i := slices.IndexFunc(p.Toxics, func(t toxic) bool { return t.Name == r.PathValue("toxic") })
+	if i < 0 {
+		toxiFail(w, http.StatusNotFound, "toxic not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, p.Toxics[i])
+}
+
+func (s *Server) toxicCreate(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Name       string         `json:"name"`
+		Type       string         `json:"type"`
+		Stream     string         `json:"stream"`
+		Toxicity   *float32       `json:"toxicity"`
+		Attributes map[string]any `json:"attributes"`
+	}
+	if !s.decodeBody(w, r, &in) {
+		return
+	}
+	t := toxic{Name: in.Name, Type: in.Type, Stream: in.Stream, Toxicity: 1, Attributes: in.Attributes}
+	if in.Toxicity != nil {
+		t.Toxicity = *in.Toxicity
+	}
+	if t.Stream == "" {
+		t.Stream = "downstream"
+	}
+	if t.Name == "" {
+		t.Name = t.Type + "_" + t.Stream
+	}
+	if t.Attributes == nil {
+		t.Attributes = map[string]any{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proxy(w, r.PathValue("proxy"))
+	if p == nil {
+		return
+	}
+	if slices.ContainsFunc(p.Toxics, func(o toxic) bool { return o.Name == t.Name }) {
+		toxiFail(w, http.StatusConflict, "toxic already exists")
+		return
+	}
+	q := *p
+	q.Toxics = append(slices.Clone(p.Toxics), t)
+	s.putProxy(w, p, &q, t)
+}
+
+func (s *Server) toxicUpdate(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Toxicity   *float32       `json:"toxicity"`
+		Attributes map[string]any `json:"attributes"`
+	}
+	if !s.decodeBody(w, r, &in) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proxy(w, r.PathValue("proxy"))
+	if p == nil {
+		return
+	}
+	i := slices.IndexFunc(p.Toxics, func(t toxic) bool { return t.Name == r.PathValue("toxic") })
+	if i < 0 {
+		toxiFail(w, http.StatusNotFound, "toxic not found")
+		return
+	}
+	q := *p
+	q.Toxics = slices.Clone(p.Toxics)
+	t := &q.Toxics[i]
+	if in.Toxicity != nil {
+		t.Toxicity = *in.Toxicity
+	}
+	if in.Attributes != nil {
+		attrs := map[string]any{}
+		for k, v := range t.Attributes {
+			attrs[k] = v
+		}
+		for k, v := range in.Attributes {
+			attrs[k] = v
+		}
+		t.Attributes = attrs
+	}
+	s.putProxy(w, p, &q, *t)
+}
+
+func (s *Server) toxicDelete(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proxy(w, r.PathValue("proxy"))
+	if p == nil {
+		return
+	}
+	name := r.PathValue("toxic")
+	if !slices.ContainsFunc(p.Toxics, func(t toxic) bool { return t.Name == name }) {
+		toxiFail(w, http.StatusNotFound, "toxic not found")
+		return
+	}
+	q := *p
+	q.Toxics = slices.DeleteFunc(slices.Clone(p.Toxics), func(t toxic) bool { return t.Name == name })
+	next := slices.Clone(s.proxies)
+	next[slices.Index(next, p)] = &q
+	if err := s.applyProxies(next); err != nil {
+		toxiFail(w, http.StatusBadRequest, "%s", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// putProxy puts q in place of p and answers with toxic t (s.mu held).
+func (s *Server) putProxy(w http.ResponseWriter, p, q *toxiProxy, t toxic) {
+	next := slices.Clone(s.proxies)
+	next[slices.Index(next, p)] = q
+	if err := s.applyProxies(next); err != nil {
+		var te *toxicError
+		if errors.As(err, &te) {
+			toxiFail(w, te.status, "%s", te.msg)
+			return
+		}
+		toxiFail(w, http.StatusBadRequest, "%s", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+// applyProxies builds the rule set of the proxies, checks it as PUT /v1/rules does and
+// puts it in place; the proxies are kept only if it was (s.mu held).
+func (s *Server) applyProxies(next []*toxiProxy) error {
+	var cfg *rules.Config
+	var source []byte
+	if len(next) == 0 {
+		cfg = &rules.Config{Name: "toxiproxy"}
+	} else {
+		var err error
+		if source, err = proxiesTOML(next[0]); err != nil {
+			return err
+		}
+		if cfg, err = rules.Parse(source, "toxiproxy"); err != nil {
+			return fmt.Errorf("the rules made of proxy %s's toxics: %w\n%s", next[0].Name, err, source)
+		}
+		if s.o.Check != nil {
+			if err := s.o.Check(cfg); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.o.Backend.Replace(cfg); err != nil {
+		return err
+	}
+	s.proxies = next
+	s.full, s.source, s.disabled = cfg, string(source), map[string]bool{}
+	return nil
+}
+
+// toxicError is a toxic finproxy refuses, with Toxiproxy's status for it.
+type toxicError struct {
+	status int
+	msg    string
+}
+
+func (e *toxicError) Error() string { return e.msg }
+
+func refuseToxic(t toxic, format string, args ...any) error {
+	return &toxicError{http.StatusBadRequest, fmt.Sprintf("toxic %s (type %s): ", t.Name, t.Type) + fmt.Sprintf(format, args...)}
+}
+
+// proxiesTOML writes the rule set of proxy p as TOML: its target is the upstream, its
+// rules those of its toxics in order (and, when disabled, a reset of everything).
+func proxiesTOML(p *toxiProxy) ([]byte, error) {
+	host, port, err := splitUpstream(p.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	target := map[string]any{"port": port}
+	if host != "" && host != "0.0.0.0" && host != "::" {
+		ips, err := net.LookupHost(host)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", p.Upstream, err)
+		}
+		target["address"] = ips
+	}
+	var rs []map[string]any
+	if !p.Enabled {
+		// New connections refused, existing ones reset: every segment answered by a RST
+		// both ways, and dropped.
+		rs = append(rs, map[string]any{"name": "proxy-disabled", "action": "inject-rst", "toward": "both", "segment": "drop"})
+	}
+	for _, t := range p.Toxics {
+		tr, err := toxicRules(t)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, tr...)
+	}
+	doc := map[string]any{"name": "toxiproxy-" + p.Name, "target": target}
+	if len(rs) > 0 {
+		doc["rule"] = rs
+	}
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ms reads a toxic attribute in milliseconds (a JSON number), 0 when absent.
+func ms(t toxic, key string) (int64, error) {
+	v, ok := t.Attributes[key]
+	if !ok || v == nil {
+		return 0, nil
+	}
+	f, ok := v.(float64)
+	if !ok || f < 0 || f != math.Trunc(f) || f > 24*3600*1000 {
+		return 0, refuseToxic(t, "attribute %s = %v: want a whole number of milliseconds, 0 to 86400000", key, v)
+	}
+	return int64(f), nil
+}
+
+// toxicRules maps one toxic to rules. stream downstream is what the upstream (server)
+// sends, upstream what the client sends; toxicity is the rules' probability.
+func toxicRules(t toxic) ([]map[string]any, error) {
+	if t.Toxicity < 0 || t.Toxicity > 1 || math.IsNaN(float64(t.Toxicity)) {
+		return nil, refuseToxic(t, "toxicity %v: want 0 to 1", t.Toxicity)
+	}
+	if t.Toxicity == 0 {
+		return nil, nil // never acts
+	}
+	side := "server"
+	switch t.Stream {
+	case "downstream":
+	case "upstream":
+		side = "client"
+	default:
+		return nil, refuseToxic(t, "stream %q: want downstream or upstream", t.Stream)
+	}
+	rule := func(fields ...any) map[string]any {
+		m := map[string]any{"name": t.Name}
+		for i := 0; i+1 < len(fields); i += 2 {
+			m[fields[i].(string)] = fields[i+1]
+		}
+		if t.Toxicity < 1 {
+			m["probability"] = float64(t.Toxicity)
+		}
+		return m
+	}
+	switch t.Type {
+	case "latency":
+		lat, err := ms(t, "latency")
+		if err != nil {
+			return nil, err
+		}
+		jit, err := ms(t, "jitter")
+		if err != nil {
+			return nil, err
+		}
+		r := rule("side", side, "payload", "some", "action", "delay", "delay", fmt.Sprintf("%dms", lat))
+		if jit > 0 {
+			r["jitter"] = fmt.Sprintf("%dms", jit)
+		}
+		return []map[string]any{r}, nil
+	case "slow_close":
+		d, err := ms(t, "delay")
+		if err != nil {
+			return nil, err
+		}
+		return []map[string]any{rule("side", side, "has_flags", "FIN", "action", "delay", "delay", fmt.Sprintf("%dms", d))}, nil
+	case "timeout":
+		d, err := ms(t, "timeout")
+		if err != nil {
+			return nil, err
+		}
+		if d != 0 {
+			return nil, refuseToxic(t, "timeout = %d: the reset after the timeout is not mapped yet (only timeout = 0: the data stops, the connection stays)", d)
+		}
+		return []map[string]any{rule("side", side, "payload", "some", "action", "drop")}, nil
+	case "reset_peer":
+		d, err := ms(t, "timeout")
+		if err != nil {
+			return nil, err
+		}
+		if d != 0 {
+			return nil, refuseToxic(t, "timeout = %d: a reset after a delay is not mapped yet (only timeout = 0: reset at the first data)", d)
+		}
+		return []map[string]any{rule("side", side, "payload", "some", "action", "inject-rst", "toward", "both", "segment", "drop")}, nil
+	case "limit_data", "bandwidth", "slicer", "limiter":
+		return nil, refuseToxic(t, "not available in finproxy, which does not copy the stream: it can drop, delay, hold and reset segments, not cut or pace bytes")
+	}
+	// finproxy's own faults: one toxic type per preset (lost-final-ack as lost_final_ack).
+	preset := strings.ReplaceAll(t.Type, "_", "-")
+	data, path, ok := configs.Read(preset)
+	if !ok {
+		return nil, &toxicError{http.StatusBadRequest, fmt.Sprintf("invalid toxic type %q: finproxy maps latency, slow_close, timeout, reset_peer, and its presets as %s",
+			t.Type, strings.ReplaceAll(strings.Join(configs.Names(), ", "), "-", "_"))}
+	}
+	cfg, err := rules.Parse(data, path)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Rule []map[string]any `toml:"rule"`
+	}
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		return nil, err
+	}
+	if len(doc.Rule) != len(cfg.Rules) {
+		return nil, fmt.Errorf("preset %s: %d rule tables for %d rules", preset, len(doc.Rule), len(cfg.Rules))
+	}
+	for _, r := range doc.Rule {
+		r["name"] = t.Name + ":" + fmt.Sprint(r["name"])
+		if t.Toxicity < 1 {
+			r["probability"] = float64(t.Toxicity)
+		}
+	}
+	return doc.Rule, nil
+}

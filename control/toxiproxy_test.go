@@ -1,0 +1,168 @@
+package control
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
+)
+
+// counter returns what the rule of that name did so far.
+func (r *rig) counter(name string) (matched, dropped, delayed uint64) {
+	r.t.Helper()
+	cs, err := r.c.Counters(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, c := range cs.Rules {
+		if c.Rule == name {
+			return c.Matched, c.Dropped, c.Delayed
+		}
+	}
+	return 0, 0, 0
+}
+
+// dataFrom opens a connection from client port cp and sends a data segment from the
+// server; it returns whether that segment was accepted at once.
+func (r *rig) serverData(cp uint16) bool {
+	r.send(cliAddr, srvAddr, cp, 8080, 1000, 0, tSYN)
+	r.send(srvAddr, cliAddr, 8080, cp, 5000, 1001, tSYN|tACK)
+	r.send(cliAddr, srvAddr, cp, 8080, 1001, 5001, tACK)
+	return r.sendData(srvAddr, cliAddr, 8080, cp, 5001, 1001)
+}
+
+// Toxiproxy's own Go client (v2.12.0) drives finproxy: proxies and toxics become rule
+// sets that act on the next segments; what finproxy cannot do is refused with a reason.
+func TestToxiproxyClient(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	v, err := tc.Version()
+	if err != nil || !strings.Contains(string(v), `"version"`) || !strings.Contains(string(v), ToxiproxyVersion) {
+		t.Errorf("version %s, %v", v, err)
+	}
+	if _, err := tc.CreateProxy("redis", "127.0.0.1:26379", "10.0.0.2:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 501") || !strings.Contains(err.Error(), "listen = upstream") {
+		t.Errorf("proxy with listen != upstream: %v, want a 501 naming the limit", err)
+	}
+	p, err := tc.CreateProxy("redis", "10.0.0.2:8080", "10.0.0.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(hooks(r.ipt), "--dport 8080") {
+		t.Errorf("no hooks for the proxy's upstream:\n%s", hooks(r.ipt))
+	}
+	if _, err := tc.CreateProxy("redis", "10.0.0.2:8080", "10.0.0.2:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 409") {
+		t.Errorf("second proxy of the same name: %v, want 409", err)
+	}
+	if _, err := tc.CreateProxy("pg", "10.0.0.3:5432", "10.0.0.3:5432"); err == nil || !strings.Contains(err.Error(), "one target") {
+		t.Errorf("second proxy: %v, want a refusal", err)
+	}
+
+	// timeout 0 downstream: the server's data stops.
+	if _, err := p.AddToxic("", "timeout", "downstream", 1, toxiproxy.Attributes{"timeout": 0}); err != nil {
+		t.Fatal(err)
+	}
+	if r.serverData(40000) {
+		t.Error("server data accepted under the timeout toxic")
+	}
+	if _, dropped, _ := r.counter("timeout_downstream"); dropped != 1 {
+		t.Errorf("timeout_downstream dropped %d, want 1", dropped)
+	}
+	if err := p.RemoveToxic("timeout_downstream"); err != nil {
+		t.Fatal(err)
+	}
+	if !r.serverData(40001) {
+		t.Error("server data dropped after the toxic was removed")
+	}
+
+	// latency, slow_close: delays (the verdict comes later).
+	if _, err := p.AddToxic("lat", "latency", "downstream", 1, toxiproxy.Attributes{"latency": 50, "jitter": 5}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AddToxic("sc", "slow_close", "upstream", 1, toxiproxy.Attributes{"delay": 30}); err != nil {
+		t.Fatal(err)
+	}
+	if r.serverDataNoWait(40002) {
+		t.Error("server data accepted at once under latency 50ms")
+	}
+	if _, _, delayed := r.counter("lat"); delayed != 1 {
+		t.Errorf("lat delayed %d, want 1", delayed)
+	}
+	// UpdateToxic: toxicity 0 switches it off.
+	if _, err := p.UpdateToxic("lat", 0, toxiproxy.Attributes{}); err != nil {
+		t.Fatal(err)
+	}
+	if !r.serverData(40003) {
+		t.Error("server data delayed by a toxic of toxicity 0")
+	}
+	toxics, err := p.Toxics()
+	if err != nil || len(toxics) != 2 || toxics[0].Name != "lat" || toxics[0].Toxicity != 0 || toxics[1].Attributes["delay"] != float64(30) {
+		t.Errorf("toxics %+v, %v", toxics, err)
+	}
+
+	// finproxy's own faults as toxic types.
+	if _, err := p.AddToxic("laf", "lost_final_ack", "downstream", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := r.c.Rules(context.Background())
+	if err != nil || !strings.Contains(rs.Source, `"laf:drop-final-ack"`) {
+		t.Errorf("rule set after lost_final_ack: %+v, %v", rs, err)
+	}
+	for _, bad := range []struct{ typ, want string }{
+		{"bandwidth", "does not copy the stream"},
+		{"limit_data", "does not copy the stream"},
+		{"nonesuch", "invalid toxic type"},
+	} {
+		if _, err := p.AddToxic("", bad.typ, "downstream", 1, toxiproxy.Attributes{"rate": 1}); err == nil || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("toxic %s: %v, want a 400 with %q", bad.typ, err, bad.want)
+		}
+	}
+	if _, err := p.AddToxic("", "latency", "sideways", 1, nil); err == nil || !strings.Contains(err.Error(), "stream") {
+		t.Errorf("bad stream: %v", err)
+	}
+
+	// Disabled: every segment answered by RSTs (the rule), proxies listed with toxics.
+	if err := p.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	proxies, err := tc.Proxies()
+	if err != nil || len(proxies) != 1 || proxies["redis"].Enabled || len(proxies["redis"].ActiveToxics) != 3 {
+		t.Errorf("proxies %+v, %v", proxies, err)
+	}
+	if rs, _ := r.c.Rules(context.Background()); len(rs.Rules) == 0 || rs.Rules[0].Name != "proxy-disabled" || rs.Rules[0].Action != "inject-rst" {
+		t.Errorf("disabled proxy's rules: %+v", rs.Rules)
+	}
+
+	if err := tc.ResetState(); err != nil {
+		t.Fatal(err)
+	}
+	proxies, err = tc.Proxies()
+	if err != nil || !proxies["redis"].Enabled || len(proxies["redis"].ActiveToxics) != 0 {
+		t.Errorf("after reset: %+v, %v", proxies, err)
+	}
+	if !r.serverData(40004) {
+		t.Error("server data not accepted after reset")
+	}
+	if err := p.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if h := hooks(r.ipt); h != "" {
+		t.Errorf("hooks left after the proxy was deleted:\n%s", h)
+	}
+	if _, err := tc.Proxy("redis"); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Errorf("deleted proxy: %v, want 404", err)
+	}
+}
+
+// Populate creates the proxies of a list (Toxiproxy's /populate).
+func TestToxiproxyPopulate(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	ps, err := tc.Populate([]toxiproxy.Proxy{{Name: "web", Listen: "10.0.0.2:8080", Upstream: "10.0.0.2:8080", Enabled: true}})
+	if err != nil || len(ps) != 1 || ps[0].Name != "web" {
+		t.Fatalf("populate: %+v, %v", ps, err)
+	}
+	if !strings.Contains(hooks(r.ipt), "--dport 8080") {
+		t.Errorf("no hooks after populate:\n%s", hooks(r.ipt))
+	}
+}

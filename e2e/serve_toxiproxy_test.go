@@ -1,0 +1,287 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
+	fpclient "github.com/finproxy/finproxy/control/client"
+	"github.com/finproxy/finproxy/lab"
+)
+
+// forwardToUnix serves 127.0.0.1:<port> in the test's namespace by relaying each
+// connection to the unix socket sock (serve's API lives in the router's namespace, and
+// Toxiproxy's client only speaks TCP). It returns host:port.
+func forwardToUnix(t *testing.T, sock string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("unix", sock)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// appClient runs one connection of the built-in client in the client namespace and
+// returns its record (elapsed_ms, error) and whether it succeeded.
+func appClient(t *testing.T, topo *lab.Topology, mode string, extra ...string) (rec struct {
+	Local     string  `json:"local"`
+	ElapsedMS float64 `json:"elapsed_ms"`
+	Error     string  `json:"error"`
+}, ok bool) {
+	t.Helper()
+	args := append([]string{"app", "client", "--connect", topo.ServerAddr.String() + ":8080", "--mode", mode, "--count", "1"}, extra...)
+	out, err := topo.Command(context.Background(), "client", finproxyBin, args...).Output()
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		json.Unmarshal([]byte(l), &rec)
+	}
+	return rec, err == nil
+}
+
+// Toxiproxy's own Go client drives finproxy serve: a proxy on the server, then latency,
+// reset_peer, timeout, slow_close and lost_final_ack one after the other, each checked on
+// a real client and server, then reset.
+func TestServeToxiproxyClient(t *testing.T) {
+	topo := newLab(t)
+	srv := topo.Command(context.Background(), "server", finproxyBin, "app", "server",
+		"--listen", topo.ServerAddr.String()+":8080", "--mode", "reply-wait-close", "--count", "0")
+	startProc(t, srv, "ready")
+	s := startServe(t, topo)
+	tc := toxiproxy.NewClient(forwardToUnix(t, s.sock))
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	ev, err := s.c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+
+	up := topo.ServerAddr.String() + ":8080"
+	p, err := tc.CreateProxy("app", up, up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, ok := appClient(t, topo, "request-close")
+	if !ok {
+		t.Fatalf("a connection through the proxy without toxics failed: %+v", base)
+	}
+
+	// latency: the reply comes at least 300 ms later.
+	if _, err := p.AddToxic("lat", "latency", "downstream", 1, toxiproxy.Attributes{"latency": 300}); err != nil {
+		t.Fatal(err)
+	}
+	rec, ok := appClient(t, topo, "request-close")
+	if !ok || rec.ElapsedMS < 300 {
+		t.Errorf("under latency 300 ms: %+v (ok %v), want at least 300 ms (without: %.1f ms)", rec, ok, base.ElapsedMS)
+	}
+	t.Logf("latency 300 ms: %.1f ms, without: %.1f ms", rec.ElapsedMS, base.ElapsedMS)
+	mustRemove(t, p, "lat")
+
+	// reset_peer: the client's read ends in ECONNRESET.
+	if _, err := p.AddToxic("rst", "reset_peer", "downstream", 1, toxiproxy.Attributes{"timeout": 0}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, ok := appClient(t, topo, "expect-reset"); !ok {
+		t.Errorf("under reset_peer: %+v, want ECONNRESET", rec)
+	}
+	mustRemove(t, p, "rst")
+
+	// timeout 0: the reply never comes.
+	if _, err := p.AddToxic("to", "timeout", "downstream", 1, toxiproxy.Attributes{"timeout": 0}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, ok := appClient(t, topo, "request-close", "--timeout", "1s"); ok || !strings.Contains(rec.Error, "timeout") {
+		t.Errorf("under timeout: %+v (ok %v), want the read to time out", rec, ok)
+	}
+	mustRemove(t, p, "to")
+
+	// slow_close upstream: the client's FIN reaches the server 300 ms late.
+	ev = reopen(t, ctx, s, ev)
+	if _, err := p.AddToxic("sc", "slow_close", "upstream", 1, toxiproxy.Attributes{"delay": 300}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, ok := appClient(t, topo, "request-close"); !ok {
+		t.Errorf("under slow_close: %+v", rec)
+	}
+	fin := nextEvent(t, ev, func(e fpclient.Event) bool { return e.Side == "client" && strings.Contains(e.Flags, "FIN") })
+	if fin.Rule != "sc" || fin.Verdict != "accept" || time.Duration(fin.HeldNS) < 300*time.Millisecond {
+		t.Errorf("client FIN under slow_close: %+v, want held 300 ms by sc", fin)
+	}
+	mustRemove(t, p, "sc")
+
+	// finproxy's own fault: the final ACK lost, the server retransmits its FIN from LAST_ACK.
+	ev = reopen(t, ctx, s, ev)
+	if _, err := p.AddToxic("laf", "lost_final_ack", "downstream", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec, ok = appClient(t, topo, "request-close")
+	if !ok {
+		t.Errorf("under lost_final_ack: %+v", rec)
+	}
+	// This connection's events only (the previous one may still be closing).
+	of := func(side, flags string) func(fpclient.Event) bool {
+		return func(e fpclient.Event) bool {
+			return e.Client == rec.Local && e.Side == side && strings.Contains(e.Flags, flags)
+		}
+	}
+	f1 := nextEvent(t, ev, of("server", "FIN"))
+	ack := nextEvent(t, ev, func(e fpclient.Event) bool { return of("client", "ACK")(e) && e.Ack == f1.Seq+1 })
+	f2 := nextEvent(t, ev, of("server", "FIN"))
+	if ack.Verdict != "drop" || ack.Rule != "laf:drop-final-ack" {
+		t.Errorf("client's ACK of the server's FIN: %+v, want dropped by laf:drop-final-ack", ack)
+	}
+	if f2.Seq != f1.Seq || f2.TimeNS <= f1.TimeNS {
+		t.Errorf("server FINs %+v then %+v: want a retransmission from LAST_ACK", f1, f2)
+	}
+
+	if err := tc.ResetState(); err != nil {
+		t.Fatal(err)
+	}
+	ev = reopen(t, ctx, s, ev)
+	rec, ok = appClient(t, topo, "request-close")
+	if !ok {
+		t.Errorf("after reset: %+v", rec)
+	}
+	if e := nextEvent(t, ev, of("server", "FIN")); e.Rule != "" {
+		t.Errorf("after reset a rule acted: %+v", e)
+	}
+	s.stop(t)
+	iptablesClean(t, topo, "router")
+}
+
+func mustRemove(t *testing.T, p *toxiproxy.Proxy, name string) {
+	t.Helper()
+	if err := p.RemoveToxic(name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reopen closes an event stream and opens a new one: it has only what comes next.
+func reopen(t *testing.T, ctx context.Context, s *served, old *fpclient.Events) *fpclient.Events {
+	t.Helper()
+	old.Close()
+	ev, err := s.c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+	return ev
+}
+
+func nextEvent(t *testing.T, ev *fpclient.Events, match func(fpclient.Event) bool) fpclient.Event {
+	t.Helper()
+	for {
+		e, err := ev.Next()
+		if err != nil {
+			t.Fatalf("events: %v", err)
+		}
+		if match(e) {
+			return e
+		}
+	}
+}
+
+// startProc starts cmd in its own process group, waits for ready on its stdout, and ends
+// it (by its group) at cleanup.
+func startProc(t *testing.T, cmd *exec.Cmd, ready string) {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
+	got := make(chan bool, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		var seen strings.Builder
+		for {
+			n, err := out.Read(buf)
+			seen.Write(buf[:n])
+			if strings.Contains(seen.String(), ready) {
+				got <- true
+				io.Copy(io.Discard, out)
+				return
+			}
+			if err != nil {
+				got <- false
+				return
+			}
+		}
+	}()
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Fatalf("%v ended before %q", cmd.Args, ready)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%v: no %q in 10 s", cmd.Args, ready)
+	}
+}
+
+// toxiproxyVersion is the Toxiproxy whose client and CLI the tests use.
+const toxiproxyVersion = "v2.12.0"
+
+// The same flow through toxiproxy-cli (installed from its module, as scripts/bench
+// installs Toxiproxy's server), as a shell script: testdata/serve/toxiproxy-cli.sh.
+func TestServeToxiproxyCLI(t *testing.T) {
+	topo := newLab(t)
+	bin := t.TempDir()
+	install := exec.Command("go", "install", "github.com/Shopify/toxiproxy/v2/cmd/cli@"+toxiproxyVersion)
+	install.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=")
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("install toxiproxy-cli %s: %v\n%s", toxiproxyVersion, err, out)
+	}
+	srv := topo.Command(context.Background(), "server", finproxyBin, "app", "server",
+		"--listen", topo.ServerAddr.String()+":8080", "--mode", "reply-wait-close", "--count", "0")
+	startProc(t, srv, "ready")
+	s := startServe(t, topo)
+	script := exec.Command("bash", "testdata/serve/toxiproxy-cli.sh")
+	script.Env = append(os.Environ(),
+		"CLI="+filepath.Join(bin, "cli"),
+		"TOXIPROXY_URL=http://"+forwardToUnix(t, s.sock),
+		"FINPROXY="+finproxyBin,
+		"CLIENT_NS="+topo.Client,
+		"UP="+topo.ServerAddr.String()+":8080",
+		"SOCK="+s.sock)
+	out, err := script.CombinedOutput()
+	t.Logf("toxiproxy-cli.sh:\n%s", out)
+	if err != nil {
+		t.Errorf("toxiproxy-cli.sh: %v", err)
+	}
+	s.stop(t)
+	iptablesClean(t, topo, "router")
+}
