@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/internal/nstest"
 	"github.com/finproxy/finproxy/internal/scenario"
+	"github.com/finproxy/finproxy/rules"
 )
 
 // labRuns is how many times each preset runs (the issue's acceptance: 20 of 20).
@@ -30,34 +32,6 @@ func labRuns(t *testing.T) int {
 		return n
 	}
 	return 20
-}
-
-// Third-party applications (Debian's socat) per preset: the server and client command
-// lines given to `finproxy lab --server --client`, as each preset's comments document.
-var socatApps = map[string][2]string{
-	"four-way-close":     {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr "SYSTEM:cat; sleep 0.3"`, `socat - TCP:{server_addr}:{port}`},
-	"three-way-close":    {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr "SYSTEM:cat; sleep 0.1"`, `socat - TCP:{server_addr}:{port}`},
-	"lost-fin":           {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`, `socat - TCP:{server_addr}:{port}`},
-	"lost-final-ack":     {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`, `socat - TCP:{server_addr}:{port}`},
-	"simultaneous-close": {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr "SYSTEM:read l; echo reply"`, `socat "SYSTEM:echo request; read r" TCP:{server_addr}:{port}`},
-	"half-close":         {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr "SYSTEM:cat >/dev/null; for i in 1 2 3; do echo line-$i; sleep 0.02; done"`, `socat - TCP:{server_addr}:{port}`},
-	"close-wait-leak":    {`socat -d -d -t 10 TCP-LISTEN:{port},bind={server_addr},reuseaddr "SYSTEM:cat >/dev/null; sleep 2"`, `socat - TCP:{server_addr}:{port}`},
-	"fin-wait-2-hang":    {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`, `socat - TCP:{server_addr}:{port}`},
-	"no-time-wait":       {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`, `socat - TCP:{server_addr}:{port}`},
-	"lost-syn-ack":       {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`, `socat - TCP:{server_addr}:{port}`},
-	"lost-handshake-ack": {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`, `socat "SYSTEM:sleep 1.5" TCP:{server_addr}:{port}`},
-	// The clients check the reply (socat exits 1 when its SYSTEM command fails); two
-	// connections take two socat servers one after the other, and two socat clients from
-	// one port taken from the clock per run (as the presets' own clients do).
-	"fin-with-data": {`socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr "SYSTEM:read l; echo reply"`,
-		`socat "SYSTEM:echo request; read r; test \"$r\" = reply" TCP:{server_addr}:{port}`},
-	"time-wait-reuse": {`sh -c "for i in 1 2; do socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr \"SYSTEM:read l; echo reply\" || exit 1; done"`,
-		`sh -c "p=$((20000 + $(date +%s%N) / 100000000 % 10000)); for i in 1 2; do socat \"SYSTEM:echo request; read r; test \\\"\\$r\\\" = reply\" TCP:{server_addr}:{port},sourceport=$p,reuseaddr || exit 1; sleep 0.3; done"`},
-	"old-duplicate": {`sh -c "for i in 1 2; do socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr \"SYSTEM:read l; echo reply\" || exit 1; done"`,
-		`sh -c "p=$((20000 + $(date +%s%N) / 100000000 % 10000)); for i in 1 2; do socat \"SYSTEM:sleep 0.1; echo request; read r; test \\\"\\$r\\\" = reply\" TCP:{server_addr}:{port},sourceport=$p,reuseaddr || exit 1; sleep 0.3; done"`},
-	// The client succeeds when socat reports the reset.
-	"reset-injection": {`socat -d -d -T 1 TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat`,
-		`sh -c "socat -d \"SYSTEM:echo request; cat >/dev/null\" TCP:{server_addr}:{port} 2>&1 | grep \"Connection reset by peer\""`},
 }
 
 // nextPort gives every lab test its own server port: the observer's tracepoints see all
@@ -115,21 +89,26 @@ var appViews = map[string]func(r *scenario.RunReport) error{
 func TestLabPresets(t *testing.T) {
 	nstest.RequireRoot(t)
 	runs := labRuns(t)
-	for _, preset := range []string{"four-way-close", "three-way-close", "lost-fin", "lost-final-ack",
-		"simultaneous-close", "half-close", "close-wait-leak", "fin-wait-2-hang", "no-time-wait",
-		"lost-syn-ack", "lost-handshake-ack", "fin-with-data", "reset-injection", "time-wait-reuse",
-		"old-duplicate"} {
+	// Every preset (discovered: a new one runs here as in demo), with its built-in
+	// applications and with the socat ones its [lab.apps.socat] names; a preset
+	// without them fails.
+	for _, preset := range configs.Names() {
+		data, path, _ := configs.Read(preset)
+		cfg, err := rules.Parse(data, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Lab == nil || cfg.Lab.Apps["socat"] == nil {
+			t.Errorf("preset %s: no [lab.apps.socat]: every preset must also run with a third-party server and client", preset)
+			continue
+		}
 		for _, variant := range []string{"builtin", "socat"} {
 			t.Run(preset+"/"+variant, func(t *testing.T) {
 				t.Parallel()
 				args := []string{"-c", preset, "--runs", fmt.Sprint(runs), "--port", labPort()}
 				if variant == "socat" {
 					nstest.RequireTool(t, "socat")
-					apps, ok := socatApps[preset]
-					if !ok {
-						t.Fatalf("no socat applications for %s", preset)
-					}
-					args = append(args, "--server", apps[0], "--client", apps[1], "--ready", "listening on")
+					args = append(args, "--apps", "socat")
 				}
 				code, out, rep := runLab(t, args...)
 				if code != 0 || rep.Passed != runs || len(rep.Runs) != runs {

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -25,6 +27,7 @@ func newLabCmd() *cobra.Command {
 		runs                      int
 		port                      uint // 0 or 1 to 65535: checkSharedFlags
 		server, client, ready     string
+		appsName                  string
 		apps                      appFlags
 	)
 	cmd := &cobra.Command{
@@ -44,6 +47,7 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 130 or 143); a second one kills the applications at once.`,
 		Example: `  sudo finproxy lab -c configs/simultaneous-close.toml --runs 20 --report out/ --junit junit.xml
   sudo finproxy lab -c my-service.toml
+  sudo finproxy lab -c lost-fin --apps socat --runs 20
   sudo finproxy lab -c lost-fin --server 'socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat' --client 'socat - TCP:{server_addr}:{port}' --ready 'listening on'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,6 +68,20 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 				return &exitError{2, fmt.Errorf("%s: no [lab] section: it names the server and client commands to run (see configs/*.toml)", cfg.File)}
 			}
 			var srvArgv, cliArgv []string
+			if appsName != "" {
+				alt, ok := cfg.Lab.Apps[appsName]
+				if !ok {
+					names := slices.Sorted(maps.Keys(cfg.Lab.Apps))
+					if len(names) == 0 {
+						return &exitError{2, fmt.Errorf("--apps %s: %s has no [lab.apps] section: give --server and --client", appsName, cfg.File)}
+					}
+					return &exitError{2, fmt.Errorf("--apps %s: %s has no [lab.apps.%s] (it has: %s)", appsName, cfg.File, appsName, strings.Join(names, ", "))}
+				}
+				srvArgv, cliArgv = alt.Server, alt.Client
+				if ready == "" {
+					ready = alt.Ready
+				}
+			}
 			if server != "" {
 				if srvArgv, err = rules.SplitCommand(server); err != nil {
 					return &exitError{2, fmt.Errorf("--server: %w", err)}
@@ -155,6 +173,7 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 	cmd.Flags().StringVar(&server, "server", "", "override [lab] server: a command line, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	cmd.Flags().StringVar(&client, "client", "", "override [lab] client: a command line, with the same placeholders")
 	apps.register(cmd, "override [lab] server_lifetime: \"run\" (a server per run, the default) or \"lab\" (one server for all runs, for daemons slow to start); --stop-grace overrides [lab] stop_grace")
+	cmd.Flags().StringVar(&appsName, "apps", "", "run the config's [lab.apps.NAME] server and client instead of [lab]'s (--server, --client, --ready override them in turn)")
 	cmd.Flags().StringVar(&ready, "ready", "", "override [lab] ready: the text the server prints once it listens (socat -d -d: \"listening on\")")
 	return cmd
 }

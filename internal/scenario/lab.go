@@ -141,12 +141,12 @@ func effectiveExpect(e *rules.Expect, serverReplaced, clientReplaced bool, lifet
 	}
 	switch {
 	case serverReplaced:
-		drop("server", &out.Server, "it describes the [lab] server; --server replaced it")
+		drop("server", &out.Server, "it describes the [lab] server; --server or --apps replaced it")
 	case lifetime == rules.ServerPerLab:
 		drop("server", &out.Server, "one server runs for all runs (server_lifetime = \"lab\"): it has no exit status per run")
 	}
 	if clientReplaced {
-		drop("client", &out.Client, "it describes the [lab] client; --client replaced it")
+		drop("client", &out.Client, "it describes the [lab] client; --client or --apps replaced it")
 	}
 	return &out, skipped
 }
