@@ -31,9 +31,96 @@ var forbidden = map[string][]string{
 	"control/client": {mod, "github.com/", "golang.org/x/"},
 }
 
+// layers lists every package of the module (cmd/ apart: a command may import anything,
+// nothing may import it) with the packages of the module it may import directly. Each
+// may import only packages listed before it, so dependencies point one way; a package
+// that is not listed fails the test: a new package says where it stands.
+var layers = []struct {
+	pkg     string
+	imports []string
+}{
+	// Leaves: what the rest is built on, or stands on its own.
+	{"segment", nil},
+	{"observe", nil},
+	{"nfq", nil},
+	{"lab", nil},
+	{"configs", nil},
+	{"internal/junit", nil},
+	{"internal/nstest", nil},
+	{"internal/deps", nil},
+	{"internal/apps", nil},
+	{"internal/apps/cmd/fpapp", []string{"internal/apps"}},
+	{"control/client", nil},
+	// The engine and what judges and draws its runs.
+	{"mutate", []string{"segment"}},
+	{"rules", []string{"segment", "mutate"}},
+	{"verify", []string{"observe", "rules"}},
+	{"viz", []string{"observe", "rules", "segment"}},
+	// A run: the queue, the engine and the observer together.
+	{"internal/runner", []string{"nfq", "observe", "rules", "segment"}},
+	{"control", []string{"configs", "control/client", "nfq", "rules"}},
+	// The lab, and what runs it.
+	{"internal/scenario", []string{"internal/junit", "lab", "observe", "rules", "verify", "viz"}},
+	{"internal/sweep", []string{"configs", "internal/junit", "internal/scenario", "observe", "rules", "viz"}},
+	{"bench", []string{"internal/runner", "lab", "nfq", "observe", "rules", "segment"}},
+	// Tests only.
+	{"e2e", nil},
+}
+
 type pkg struct {
 	ImportPath string
+	Imports    []string
 	Deps       []string
+}
+
+// TestLayers checks every package's direct imports of the module against layers.
+func TestLayers(t *testing.T) {
+	pos := map[string]int{}
+	for i, l := range layers {
+		pos[l.pkg] = i
+		for _, imp := range l.imports {
+			if j, ok := pos[imp]; !ok || j >= i {
+				t.Errorf("layers: %s may import %s, which is not listed before it", l.pkg, imp)
+			}
+		}
+	}
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", "../../...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	seen := map[string]bool{}
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		rel := strings.TrimPrefix(p.ImportPath, mod)
+		if strings.HasPrefix(rel, "cmd/") {
+			continue
+		}
+		i, ok := pos[rel]
+		if !ok {
+			t.Errorf("package %s is not in layers (internal/deps): say which packages of the module it may import", rel)
+			continue
+		}
+		seen[rel] = true
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			if r := strings.TrimPrefix(imp, mod); !slices.Contains(layers[i].imports, r) {
+				t.Errorf("%s imports %s: not among what layers lets it import (%v)", rel, r, layers[i].imports)
+			}
+		}
+	}
+	for _, l := range layers {
+		if !seen[l.pkg] {
+			t.Errorf("layers lists %s, which go list does not find", l.pkg)
+		}
+	}
 }
 
 func TestImportRules(t *testing.T) {
