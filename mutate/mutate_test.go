@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/finproxy/finproxy/internal/golden"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,8 +15,6 @@ import (
 
 	"github.com/finproxy/finproxy/segment"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 // Real segments recorded on loopback (Linux 6.18, from segment/testdata/segments.txt):
 // a data segment with timestamps and the bare FIN after it, and a SYN with every option
@@ -236,7 +234,7 @@ func TestGolden(t *testing.T) {
 				fmt.Fprintf(&b, "%s in   %x\n%s out  %x\n%s seg  %s\n", fam, in, fam, out, fam, s)
 			}
 			path := filepath.Join("testdata", op.name+".golden")
-			if *update {
+			if golden.Update() {
 				if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 					t.Fatal(err)
 				}

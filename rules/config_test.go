@@ -2,7 +2,7 @@ package rules
 
 import (
 	"errors"
-	"flag"
+	"github.com/finproxy/finproxy/internal/golden"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,27 +14,6 @@ import (
 
 	"github.com/finproxy/finproxy/segment"
 )
-
-// go test ./rules -update rewrites the golden files of TestConfigBad. The flag is defined
-// only if no other test file of the package defines it.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite golden files")
-	}
-}
-
-func updateGolden() bool {
-	f := flag.Lookup("update")
-	if f == nil {
-		return false
-	}
-	g, ok := f.Value.(flag.Getter)
-	if !ok {
-		return false
-	}
-	b, _ := g.Get().(bool)
-	return b
-}
 
 // Test-only actions. Their parameters are named t_... so that they do not show up in the
 // messages about the real actions' parameters.
@@ -141,21 +120,7 @@ func TestConfigBad(t *testing.T) {
 			if !errors.As(err, &errs) || len(errs) == 0 {
 				t.Fatalf("Load(%s) error is %T, want ConfigErrors", file, err)
 			}
-			got := err.Error() + "\n"
-			golden := strings.TrimSuffix(file, ".toml") + ".golden"
-			if updateGolden() {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./rules -run TestConfigBad -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("Load(%s) error:\n%s\nwant:\n%s", file, got, want)
-			}
+			golden.Check(t, strings.TrimSuffix(file, ".toml")+".golden", []byte(err.Error()+"\n"))
 		})
 	}
 }

@@ -1,9 +1,8 @@
 package verify
 
 import (
-	"flag"
+	"github.com/finproxy/finproxy/internal/golden"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -13,8 +12,6 @@ import (
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/failures.golden")
 
 var (
 	t0         = time.Date(2025, 11, 22, 10, 0, 0, 0, time.UTC)
@@ -483,7 +480,7 @@ exit = "stopped"`},
 }
 
 func TestCheck(t *testing.T) {
-	var golden strings.Builder
+	var out strings.Builder
 	for _, tt := range checkCases() {
 		in := Input{
 			Expect:         expect(t, tt.expect),
@@ -502,42 +499,15 @@ func TestCheck(t *testing.T) {
 		if tt.pass != (len(fails) == 0) {
 			t.Errorf("%s: pass = %t, want %t; failures:\n%s", tt.name, len(fails) == 0, tt.pass, strings.Join(fails, "\n"))
 		}
-		golden.WriteString("== " + tt.name + "\n")
+		out.WriteString("== " + tt.name + "\n")
 		for _, f := range fails {
 			if strings.Contains(f, "\n") {
 				t.Errorf("%s: failure on several lines: %q", tt.name, f)
 			}
-			golden.WriteString(f + "\n")
+			out.WriteString(f + "\n")
 		}
 	}
-	const file = "testdata/failures.golden"
-	got := golden.String()
-	if *update {
-		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (go test ./verify -run TestCheck -update creates it)", err)
-	}
-	if got != string(want) {
-		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-		for i := range max(len(gl), len(wl)) {
-			var g, w string
-			if i < len(gl) {
-				g = gl[i]
-			}
-			if i < len(wl) {
-				w = wl[i]
-			}
-			if g != w {
-				t.Errorf("%s line %d:\n got %s\nwant %s", file, i+1, g, w)
-				break
-			}
-		}
-	}
+	golden.Check(t, "testdata/failures.golden", []byte(out.String()))
 }
 
 func TestCheckNil(t *testing.T) {

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
-	"flag"
 	"fmt"
+	"github.com/finproxy/finproxy/internal/golden"
 	"io"
 	"net/netip"
 	"os"
@@ -24,8 +24,6 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.svg")
 
 // recorded are the runs in testdata/NAME.json: the Ladder of a real `finproxy lab -c NAME`
 // run (its records as the event log has them, the observer's connection, the
@@ -55,29 +53,11 @@ func render(t *testing.T, l Ladder) string {
 	return b.String()
 }
 
-// golden compares got with testdata/name.golden.svg (or writes it with -update).
-func golden(t *testing.T, name, got string) {
+// checkGolden compares got with testdata/name.golden.svg (go test ./viz -update rewrites
+// it, after the picture was checked).
+func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden.svg")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./viz -update to create it)", err)
-	}
-	if got != string(want) {
-		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-		for i := range min(len(gl), len(wl)) {
-			if gl[i] != wl[i] {
-				t.Fatalf("%s differs from the golden file at line %d (go test ./viz -update after checking the picture):\n got: %s\nwant: %s", name, i+1, gl[i], wl[i])
-			}
-		}
-		t.Fatalf("%s: %d lines, the golden file %d (go test ./viz -update after checking the picture)", name, len(gl), len(wl))
-	}
+	golden.Check(t, filepath.Join("testdata", name+".golden.svg"), []byte(got))
 }
 
 func TestGoldenRecorded(t *testing.T) {
@@ -89,7 +69,7 @@ func TestGoldenRecorded(t *testing.T) {
 				t.Fatal("two renderings of the same input differ")
 			}
 			checkSVG(t, got, l)
-			golden(t, name, got)
+			checkGolden(t, name, got)
 		})
 	}
 }
@@ -249,7 +229,7 @@ func TestGoldenSynthetic(t *testing.T) {
 			t.Errorf("no %q", s)
 		}
 	}
-	golden(t, "synthetic", got)
+	checkGolden(t, "synthetic", got)
 }
 
 // Only the connection's own records are drawn; without a connection, every record.

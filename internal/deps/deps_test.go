@@ -46,6 +46,7 @@ var layers = []struct {
 	{"lab", nil},
 	{"configs", nil},
 	{"internal/junit", nil},
+	{"internal/golden", nil},
 	{"internal/nstest", nil},
 	{"internal/deps", nil},
 	{"internal/apps", nil},
