@@ -2,6 +2,8 @@ package sweep
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -131,5 +133,33 @@ func TestClassify(t *testing.T) {
 	}
 	if s := summarize([]*RunResult{rr, classify(run2, 4*time.Second), rr}); s[0].Kind != KindLeak || s[0].Runs != 2 || s[0].Example != 1 {
 		t.Errorf("summary %+v", s)
+	}
+}
+
+// A directory of configs is a list of faults named after their files; a bad one is
+// refused with its position.
+func TestDirFaults(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("b-late-fin.toml", "[target]\nport = 8080\n[[rule]]\nname = \"d\"\nhas_flags = \"FIN\"\naction = \"delay\"\ndelay = \"300ms\"\n")
+	write("a-drop-rst.toml", "[target]\nport = 8080\n[[rule]]\nname = \"d\"\nhas_flags = \"RST\"\naction = \"drop\"\n")
+	write("notes.txt", "not a config")
+	fs, err := DirFaults(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) != 2 || fs[0].Name != "a-drop-rst" || fs[1].Name != "b-late-fin" || fs[1].Config.Rules[0].ActionName != "delay" {
+		t.Errorf("faults %+v", fs)
+	}
+	write("c-bad.toml", "[target]\nport = 8080\n[[rule]]\nname = \"d\"\naction = \"dorp\"\n")
+	if _, err := DirFaults(dir); err == nil || !strings.Contains(err.Error(), "c-bad.toml:5:10") || !strings.Contains(err.Error(), "did you mean drop") {
+		t.Errorf("a bad config: %v", err)
+	}
+	if _, err := DirFaults(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no *.toml") {
+		t.Errorf("an empty directory: %v", err)
 	}
 }
