@@ -41,8 +41,11 @@ type Options struct {
 	PollInterval time.Duration
 	// Logger receives the warnings (and debug details); nil discards them.
 	Logger *slog.Logger
-	// MaxConnections bounds the connections kept; the oldest finished ones are forgotten
-	// beyond it (65536 if zero).
+	// MaxConnections bounds the connections kept in detail (DefaultMaxConnections if
+	// zero): beyond it the oldest finished ones are forgotten, their timelines only
+	// counted in Report.Summary, so that a long run's memory stays flat. Connections that
+	// have not finished (a side's socket or its timewait socket still there) are kept
+	// whatever their number.
 	MaxConnections int
 	// NoTrace and NoDiag turn a source off.
 	NoTrace, NoDiag bool
@@ -583,6 +586,7 @@ func (o *Observer) Snapshot() Report {
 		Warnings:    append([]string(nil), o.warnings...),
 		Stats:       o.stats,
 		Connections: o.tl.report(o.clock, now),
+		Summary:     o.tl.summary.report(o.clock),
 	}
 	if o.trace != nil {
 		r.Sources.Instance = o.trace.dir
