@@ -63,6 +63,12 @@ passed.`,
 					return &exitError{2, fmt.Errorf("--client: %w", err)}
 				}
 			}
+			if err := checkOutputDir("--report", reportDir); err != nil {
+				return &exitError{2, err}
+			}
+			if err := checkOutputFiles([2]string{"--junit", junit}); err != nil {
+				return &exitError{2, err}
+			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("lab needs root (network namespaces, NFQUEUE, iptables, tracefs): try sudo")
 			}
