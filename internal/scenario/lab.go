@@ -176,6 +176,11 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 			Settle: cfg.Lab.Settle, Timeout: cfg.Lab.Timeout, Logger: o.Logger, Addr6: v6,
 			Observe: true, LeakThreshold: threshold,
 		})
+		if ctx.Err() != nil {
+			// Interrupted: the run in progress was cut short, it did not fail; it is
+			// not recorded (the error below says how many runs were done).
+			break
+		}
 		run := &RunReport{Run: k, Failures: []string{}, Connections: []ConnReport{}, ClientExit: -1, ServerExit: -1}
 		if err != nil {
 			run.Failures = append(run.Failures, "harness: "+err.Error())
