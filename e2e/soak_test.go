@@ -90,10 +90,10 @@ func soakParamsFromEnv(t *testing.T) soakParams {
 
 const soakPort = 18190
 
-// maxSoakReport bounds the report of a soak whatever its length: it holds the finished
-// connections the observer keeps in detail (observe.DefaultMaxConnections), the live ones
-// (about the client's TIME_WAIT sockets, at most FINPROXY_SOAK_TW_BUCKETS) and a summary
-// of the others. About 5.5 KB a connection.
+// maxSoakReport bounds the report of a soak whatever its length and its TIME_WAIT
+// sockets: it details the connections whose applications still hold a socket and the
+// latest observe.DefaultMaxConnections of the others (closed, or waiting out TIME_WAIT),
+// and counts the rest in a summary. About 5.5 KB a connection.
 const maxSoakReport = 32 << 20
 
 func TestSoakFlatMemory(t *testing.T) {

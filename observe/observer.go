@@ -579,14 +579,15 @@ func (o *Observer) Snapshot() Report {
 	defer o.mu.Unlock()
 	o.applyNotes()
 	now := MonoNow()
+	conns, sum := o.tl.report(o.clock, now)
 	r := Report{
 		Start:       o.clock.Time(o.start),
 		Taken:       o.clock.Time(now),
 		Sources:     Sources{Trace: o.trace != nil, Diag: len(o.diags) > 0, Poll: Duration(o.opts.PollInterval)},
 		Warnings:    append([]string(nil), o.warnings...),
 		Stats:       o.stats,
-		Connections: o.tl.report(o.clock, now),
-		Summary:     o.tl.summary.report(o.clock),
+		Connections: conns,
+		Summary:     sum,
 	}
 	if o.trace != nil {
 		r.Sources.Instance = o.trace.dir

@@ -26,8 +26,10 @@ type Report struct {
 	Warnings    []string     `json:"warnings,omitempty"`
 	Stats       Stats        `json:"stats"`
 	Connections []Connection `json:"connections"`
-	// Summary counts the finished connections forgotten beyond Options.MaxConnections
-	// (nil when none was): they are not in Connections.
+	// Summary counts the connections that are not in Connections (nil when there are
+	// none): the finished ones forgotten beyond Options.MaxConnections, and those closed
+	// for their applications (every full socket gone, a timewait socket possibly still
+	// followed) beyond the latest Options.MaxConnections of them.
 	Summary *Summary `json:"summary,omitempty"`
 }
 
@@ -36,10 +38,12 @@ type Report struct {
 // seconds or so of finished ones.
 const DefaultMaxConnections = 1024
 
-// Summary is what the connections forgotten beyond Options.MaxConnections held, in
-// numbers: the oldest finished connections leave the report's Connections once there are
-// more than that, so that memory and the report stay bounded however long the
-// observation runs.
+// Summary is what the connections left out of a Report's Connections held, in numbers:
+// the oldest finished connections are forgotten once there are more than
+// Options.MaxConnections, so that memory stays bounded however long the observation
+// runs, and a report details at most that many connections closed for their
+// applications (a churn leaves tens of thousands in TIME_WAIT), so that it stays bounded
+// too.
 type Summary struct {
 	Connections      uint64 `json:"connections"`
 	Retransmits      uint64 `json:"retransmits"`

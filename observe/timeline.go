@@ -918,10 +918,42 @@ func (tl *timeline) annotate(n noteRec) {
 	}
 }
 
-// report converts the timeline; now is the snapshot's time.
-func (tl *timeline) report(clk Clock, now time.Duration) []Connection {
-	out := make([]Connection, 0, len(tl.conns))
-	for _, c := range tl.conns {
+// closed reports whether nothing of the connection is held by an application: each side's
+// full socket is gone (closed, or replaced by a timewait socket that may still be
+// followed).
+func (c *conn) closed() bool {
+	for _, s := range c.sides {
+		if len(s.states) > 0 && !s.ended() {
+			return false
+		}
+	}
+	return true
+}
+
+// report converts the timeline; now is the snapshot's time. Of the connections closed
+// for their applications (see closed), only the latest maxConns are converted: the others
+// — tens of thousands of TIME_WAIT sockets after a churn, each still followed — are
+// counted in the summary it returns with those evicted, so that a report (and the time to
+// take and write it) stays bounded.
+func (tl *timeline) report(clk Clock, now time.Duration) ([]Connection, *Summary) {
+	skip := make([]bool, len(tl.conns))
+	sum, closed := tl.summary, 0
+	sum.states = maps.Clone(sum.states) // the evicted ones' stay as they are
+	for i := len(tl.conns) - 1; i >= 0; i-- {
+		c := tl.conns[i]
+		if !c.closed() {
+			continue
+		}
+		if closed++; closed > tl.maxConns {
+			skip[i] = true
+			sum.add(c)
+		}
+	}
+	out := make([]Connection, 0, min(len(tl.conns), 2*tl.maxConns))
+	for i, c := range tl.conns {
+		if skip[i] {
+			continue
+		}
 		rc := Connection{Incarnation: c.incarnation, FirstSeen: clk.Time(c.firstSeen()), NotesDropped: c.notesLost}
 		rc.Client = c.sides[client].report(clk, now)
 		rc.Server = c.sides[server].report(clk, now)
@@ -934,7 +966,7 @@ func (tl *timeline) report(clk Clock, now time.Duration) []Connection {
 		}
 		out = append(out, rc)
 	}
-	return out
+	return out, sum.report(clk)
 }
 
 func (s *side) report(clk Clock, now time.Duration) Side {

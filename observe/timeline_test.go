@@ -99,7 +99,8 @@ func applyPoll(tl *timeline, at time.Duration, socks ...timedSocket) {
 
 func report(t *testing.T, tl *timeline, now time.Duration) []Connection {
 	t.Helper()
-	return tl.report(testClock, now)
+	conns, _ := tl.report(testClock, now)
+	return conns
 }
 
 func only(t *testing.T, cs []Connection) Connection {
@@ -784,5 +785,57 @@ func TestTimelineLongRunBounded(t *testing.T) {
 				t.Errorf("summary spans %v to %v", s.Oldest, s.Newest)
 			}
 		})
+	}
+}
+
+// After a churn, thousands of connections wait out TIME_WAIT: each is followed (its
+// timewait socket may yet restart its timer), but a report details only the latest
+// DefaultMaxConnections of them and counts the others in its summary, so that the report
+// and the time to take it stay bounded.
+func TestTimelineReportBoundsTimewait(t *testing.T) {
+	const n = 3 * DefaultMaxConnections
+	tl := newTimeline(Filter{}, true, 0)
+	applyPoll(tl, 0) // sock_diag runs: a handoff is pending until it sees the timewait socket
+	srv := mustAP("10.0.0.2:80")
+	var socks []timedSocket
+	pollAt := time.Duration(n)*time.Millisecond + time.Second
+	for i := range n {
+		cl := netip.AddrPortFrom(netip.MustParseAddr("10.0.1.1"), uint16(1024+i))
+		at := time.Duration(i) * time.Millisecond
+		ev := func(d time.Duration, src, dst netip.AddrPort, from, to State) {
+			tl.apply(StateChange{EventMeta: EventMeta{Mono: at + d, Src: src, Dst: dst}, Old: from, New: to})
+		}
+		ev(0, cl, srv, Close, SynSent)
+		ev(1, srv, cl, Listen, SynRecv)
+		ev(1, srv, cl, SynRecv, Established)
+		ev(2, cl, srv, SynSent, Established)
+		ev(3, cl, srv, Established, FinWait1)
+		ev(4, srv, cl, Established, CloseWait)
+		ev(5, cl, srv, FinWait1, FinWait2)
+		ev(6, srv, cl, CloseWait, LastAck)
+		ev(7, cl, srv, FinWait2, Close) // handed to a timewait socket
+		ev(8, srv, cl, LastAck, Close)
+		left := (at + 7 + twLen - pollAt) / testJiffy * testJiffy
+		socks = append(socks, timedSocket{Socket{Family: "AF_INET", Local: cl, Remote: srv, State: TimeWait,
+			Timer: TimerTimewait, Expires: left}, pollAt, pollAt})
+	}
+	tl.applyPoll(poll{start: pollAt, at: pollAt}, socks)
+	if len(tl.twSides) != n || len(tl.conns) != n {
+		t.Fatalf("%d timewait sockets followed, %d connections kept; want %d (all live)", len(tl.twSides), len(tl.conns), n)
+	}
+	conns, sum := tl.report(testClock, pollAt+time.Second)
+	if len(conns) != DefaultMaxConnections || sum == nil || sum.Connections != n-DefaultMaxConnections {
+		t.Fatalf("report: %d connections in detail, summary %+v; want %d and %d summarised", len(conns), sum, DefaultMaxConnections, n-DefaultMaxConnections)
+	}
+	if sum.States[TimeWait] != sum.Connections || tl.evicted != 0 {
+		t.Errorf("summary %s (evicted %d): want every summarised client in TIME_WAIT, none evicted", dump(sum), tl.evicted)
+	}
+	// The latest are the ones in detail.
+	if got, want := conns[0].Client.Addr.Port(), uint16(1024+n-DefaultMaxConnections); got != want {
+		t.Errorf("first connection in detail from port %d, want %d", got, want)
+	}
+	// Taking a report changes nothing of what is followed.
+	if tl.summary.conns != 0 || len(tl.conns) != n {
+		t.Errorf("the report evicted: summary %d, %d connections left", tl.summary.conns, len(tl.conns))
 	}
 }
