@@ -90,6 +90,9 @@ func soakParamsFromEnv(t *testing.T) soakParams {
 
 const soakPort = 18190
 
+// soakDialers is the number of threads making the connections.
+const soakDialers = 4
+
 // maxSoakReport bounds the report of a soak whatever its length and its TIME_WAIT
 // sockets: it details the connections whose applications still hold a socket and the
 // latest observe.DefaultMaxConnections of the others (closed, or waiting out TIME_WAIT),
@@ -140,42 +143,49 @@ action = "drop"
 	report := filepath.Join(dir, "report.json")
 	fp := startSoakRun(t, topo, "run", "-c", cfg, "--observe-netns", topo.Client+","+topo.Server, "--report", report)
 
-	// The churn: connect, send a byte, close (the client closes first), p.rate a second.
+	// The churn: connect, send a byte, close (the client closes first), p.rate a second,
+	// from soakDialers threads in the client's namespace taking the ticks (a tick no
+	// dialer is free for is lost: the rate check below says so).
 	var made, failed atomic.Int64
 	stopChurn := make(chan struct{})
-	churnDone := make(chan error, 1)
-	go func() {
-		churnDone <- topo.Do(lab.RoleClient, func() error {
-			addr := netip4(topo, soakPort)
-			tick := time.NewTicker(time.Second / time.Duration(p.rate))
-			defer tick.Stop()
-			d := net.Dialer{Timeout: 2 * time.Second}
-			for {
-				select {
-				case <-stopChurn:
-					return nil
-				case <-tick.C:
+	tick := time.NewTicker(time.Second / time.Duration(p.rate))
+	var churn sync.WaitGroup
+	churnErrs := make(chan error, soakDialers)
+	var stopOnce sync.Once
+	stop := func() { stopOnce.Do(func() { close(stopChurn); churn.Wait(); tick.Stop() }) }
+	defer stop() // also on a fatal error: the lab's Close waits for the dialers' Do
+	for range soakDialers {
+		churn.Go(func() {
+			churnErrs <- topo.Do(lab.RoleClient, func() error {
+				addr := netip4(topo, soakPort)
+				d := net.Dialer{Timeout: 2 * time.Second}
+				for {
+					select {
+					case <-stopChurn:
+						return nil
+					case <-tick.C:
+					}
+					c, err := d.Dial("tcp", addr)
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					_, _ = c.Write([]byte{'x'})
+					_ = c.Close()
+					made.Add(1)
 				}
-				c, err := d.Dial("tcp", addr)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				_, _ = c.Write([]byte{'x'})
-				_ = c.Close()
-				made.Add(1)
-			}
+			})
 		})
-	}()
+	}
 
 	start := time.Now()
 	var samples []soakSample
-	tick := time.NewTicker(p.every)
+	every := time.NewTicker(p.every)
 	for time.Since(start) < p.duration {
-		<-tick.C
+		<-every.C
 		m, err := readRSS(fp.cmd.Process.Pid)
 		if err != nil {
-			tick.Stop()
+			every.Stop()
 			t.Fatalf("finproxy's memory: %v (did it die?)\n%s", err, fp.output())
 		}
 		s := soakSample{at: time.Since(start), rss: m, conns: made.Load()}
@@ -186,10 +196,12 @@ action = "drop"
 		}
 		t.Logf("soak %8v  RSS %6.1f MB  connections %7d (%d failed)%s", s.at.Round(time.Second), float64(m)/(1<<20), s.conns, failed.Load(), warm)
 	}
-	tick.Stop()
-	close(stopChurn)
-	if err := <-churnDone; err != nil {
-		t.Fatalf("churn: %v", err)
+	every.Stop()
+	stop()
+	for range soakDialers {
+		if err := <-churnErrs; err != nil {
+			t.Fatalf("churn: %v", err)
+		}
 	}
 	elapsed := time.Since(start)
 	n := made.Load()
