@@ -63,7 +63,10 @@ func main() {
 
 func ctxBackground() context.Context { return context.Background() }
 
-// signalContext ends on SIGINT or SIGTERM.
+// signalContext ends on SIGINT, SIGTERM or SIGHUP (a closed terminal), so that the
+// benchmark removes what it made. SIGPIPE is ignored: a closed stdout or stderr (`fpbench
+// | head`) makes writes fail instead of killing the benchmark before its teardown.
 func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	signal.Ignore(syscall.SIGPIPE)
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 }

@@ -256,6 +256,8 @@ func (b *bench) setup() error {
 		return err
 	}
 	b.topo = topo
+	// Named in the log: what the benchmark made, and all it removes (scripts/test checks).
+	b.log("lab %s-%s: namespaces %s, %s, %s", labPrefix, topo.ID, topo.Client, topo.Router, topo.Server)
 	// Extra client addresses: the churn's connections come from each in turn, so that the
 	// TIME_WAIT sockets they leave (the client closes first) never exhaust one address's
 	// ephemeral ports. Several clients behind the router, as on a real network.

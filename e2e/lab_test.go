@@ -196,11 +196,15 @@ close_wait_leak = false
 	}
 }
 
-// SIGINT in the middle of a lab run leaves no namespace and no lock behind.
+// SIGINT in the middle of a lab run leaves no namespace and no lock behind, and the run
+// it cut short is not recorded as a failure (in the report, the JUnit file and the
+// summary).
 func TestLabInterrupted(t *testing.T) {
 	nstest.RequireRoot(t)
 	before := labNamespaces(t)
-	cmd := exec.Command(finproxyBin, "lab", "-c", "close-wait-leak", "--runs", "5", "--port", labPort())
+	dir := t.TempDir()
+	junit := filepath.Join(dir, "junit.xml")
+	cmd := exec.Command(finproxyBin, "lab", "-c", "close-wait-leak", "--runs", "5", "--port", labPort(), "--report", dir, "--junit", junit)
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -224,6 +228,23 @@ func TestLabInterrupted(t *testing.T) {
 	}
 	if after := labNamespaces(t); len(after) > len(before) {
 		t.Errorf("namespaces left after SIGINT: %v (before: %v)\n%s", after, before, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatalf("report of the interrupted lab: %v\n%s", err, out)
+	}
+	var rep scenario.LabReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != 0 || len(rep.Runs) != 0 {
+		t.Errorf("report: %d runs, %d failed; want the run cut short not recorded\n%s", len(rep.Runs), rep.Failed, out)
+	}
+	if j, err := os.ReadFile(junit); err != nil || strings.Contains(string(j), "<failure") {
+		t.Errorf("JUnit file (%v) records a failure:\n%s", err, j)
+	}
+	if strings.Contains(out.String(), "run 1 failed") {
+		t.Errorf("the summary calls the interrupted run a failure:\n%s", out)
 	}
 }
 

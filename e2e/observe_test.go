@@ -623,19 +623,23 @@ func TestObserveWatchTerminal(t *testing.T) {
 }
 
 // `finproxy cleanup` removes the tracefs instance of an observer that died, also when run
-// with --netns (whose `ip netns exec` mounts a /sys without tracefs).
+// with --netns (whose `ip netns exec` mounts a /sys without tracefs). Without --netns it
+// runs in a network namespace of its own (unshare --net, the host's mounts): the iptables
+// rules of the host, which this test did not make, are not its to clean.
 func TestObserveCleanupStaleInstance(t *testing.T) {
+	nstest.RequireTool(t, "unshare")
 	topo := newLab(t)
 	dead := exec.Command("true")
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"cleanup"}, {"cleanup", "--netns", topo.Router}} {
+	for _, argv := range [][]string{{"unshare", "--net", finproxyBin, "cleanup"}, {finproxyBin, "cleanup", "--netns", topo.Router}} {
+		args := argv[slices.Index(argv, "cleanup"):]
 		dir := filepath.Join(observe.TracefsRoot, "instances", fmt.Sprintf("%s%d-1", observe.InstancePrefix, dead.Process.Pid))
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			nstest.Skip(t, "cannot create a tracefs instance: "+err.Error())
 		}
-		out, err := exec.Command(finproxyBin, args...).CombinedOutput()
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 		if _, serr := os.Stat(dir); err != nil || !errors.Is(serr, os.ErrNotExist) {
 			os.Remove(dir)
 			t.Fatalf("%q: %v, instance still there (%v):\n%s", args, err, serr, out)

@@ -517,13 +517,19 @@ func TestCleanupCrashedRun(t *testing.T) {
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var id string
 	t.Cleanup(func() {
 		child.Process.Kill()
 		child.Wait()
-		Cleanup(prefix)
+		// What the helper made, by name, if the Cleanup under test did not remove it.
+		if id != "" {
+			for _, role := range roles {
+				_, _ = deleteNS(nsName(prefix, id, role))
+			}
+			_ = os.Remove(lockPath(prefix, id))
+		}
 	})
 	sc := bufio.NewScanner(stdout)
-	var id string
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "id "); ok {
 			id = v

@@ -41,8 +41,11 @@ type Options struct {
 	PollInterval time.Duration
 	// Logger receives the warnings (and debug details); nil discards them.
 	Logger *slog.Logger
-	// MaxConnections bounds the connections kept; the oldest finished ones are forgotten
-	// beyond it (65536 if zero).
+	// MaxConnections bounds the connections kept in detail (DefaultMaxConnections if
+	// zero): beyond it the oldest finished ones are forgotten, their timelines only
+	// counted in Report.Summary, so that a long run's memory stays flat. Connections that
+	// have not finished (a side's socket or its timewait socket still there) are kept
+	// whatever their number.
 	MaxConnections int
 	// NoTrace and NoDiag turn a source off.
 	NoTrace, NoDiag bool
@@ -83,6 +86,10 @@ type Observer struct {
 	pending []noteRec
 
 	kick chan struct{} // a handoff asks the poll loop for a poll now (capacity 1)
+	// syncPoll asks the poll loop for a poll now, whatever it costs (Sync: the end of a
+	// run waits for it; with the period grown to seconds by a costly dump, the periodic
+	// poll could be that far away). Capacity 1.
+	syncPoll chan struct{}
 
 	syncSeq   atomic.Uint64
 	running   atomic.Bool
@@ -107,7 +114,7 @@ func New(opts Options) (*Observer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	o := &Observer{opts: opts, log: log, clock: NewClock(), owners: &Owners{}, changed: make(chan struct{}),
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), syncPoll: make(chan struct{}, 1)}
 	o.start = MonoNow()
 	var errs []error
 	if !opts.NoTrace {
@@ -431,6 +438,8 @@ func (o *Observer) pollLoop(ctx context.Context) {
 			return
 		case <-timer.C:
 			kb.refill(time.Now())
+		case <-o.syncPoll:
+			timer.Stop()
 		case <-o.kick:
 			// A handoff to a timewait socket: poll now if the budget of such polls allows
 			// (a churn hands off thousands of sockets a second), else when it does.
@@ -541,14 +550,21 @@ func (o *Observer) resolveOwners(inodes []uint32) {
 
 // Sync waits until every event that happened before the call has been applied: a
 // marker written to the trace instance has come out of trace_pipe (events are read in
-// time order) and a sock_diag poll started after the call has been applied. It needs
-// Run to be running; it does not wait for a source that has stopped.
+// time order) and a sock_diag poll started after the call has been applied (it asks for
+// one at once, however long the period has grown). It needs Run to be running; it does
+// not wait for a source that has stopped.
 func (o *Observer) Sync(ctx context.Context) error {
 	seq := o.syncSeq.Add(1)
 	now := MonoNow()
 	o.mu.Lock()
-	traceAlive := o.traceAlive
+	traceAlive, diagAlive := o.traceAlive, o.diagAlive
 	o.mu.Unlock()
+	if diagAlive {
+		select {
+		case o.syncPoll <- struct{}{}:
+		default: // one is asked for already: it starts after this call's now
+		}
+	}
 	if traceAlive {
 		if err := o.trace.mark(fmt.Sprintf("finproxy-sync %d", seq)); err != nil {
 			return fmt.Errorf("observe: write trace marker: %w", err)
@@ -576,13 +592,15 @@ func (o *Observer) Snapshot() Report {
 	defer o.mu.Unlock()
 	o.applyNotes()
 	now := MonoNow()
+	conns, sum := o.tl.report(o.clock, now)
 	r := Report{
 		Start:       o.clock.Time(o.start),
 		Taken:       o.clock.Time(now),
 		Sources:     Sources{Trace: o.trace != nil, Diag: len(o.diags) > 0, Poll: Duration(o.opts.PollInterval)},
 		Warnings:    append([]string(nil), o.warnings...),
 		Stats:       o.stats,
-		Connections: o.tl.report(o.clock, now),
+		Connections: conns,
+		Summary:     sum,
 	}
 	if o.trace != nil {
 		r.Sources.Instance = o.trace.dir

@@ -473,3 +473,19 @@ func TestPrivilegedStaleInstance(t *testing.T) {
 		t.Logf("warnings %q do not name the stale instance: another observer removed it", l.o.Warnings())
 	}
 }
+
+// Sync asks for a sock_diag poll at once: with a period of seconds (what a costly dump
+// makes it) it still returns within a poll's cost, so that a run stops promptly.
+func TestPrivilegedSyncPollsAtOnce(t *testing.T) {
+	l := newLabPolling(t, 41090, 10*time.Second)
+	time.Sleep(200 * time.Millisecond) // the first poll, at Run's start, is done
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := l.o.Sync(ctx); err != nil {
+		t.Fatalf("Sync with a 10s poll period: %v after %v", err, time.Since(start))
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Sync took %v, want well under the 10s period", took)
+	}
+}

@@ -26,6 +26,37 @@ type Report struct {
 	Warnings    []string     `json:"warnings,omitempty"`
 	Stats       Stats        `json:"stats"`
 	Connections []Connection `json:"connections"`
+	// Summary counts the connections that are not in Connections (nil when there are
+	// none): the finished ones forgotten beyond Options.MaxConnections, and those closed
+	// for their applications (every full socket gone, a timewait socket possibly still
+	// followed) beyond the latest Options.MaxConnections of them.
+	Summary *Summary `json:"summary,omitempty"`
+}
+
+// DefaultMaxConnections is the number of connections an Observer keeps in detail unless
+// Options.MaxConnections says otherwise: at 200 connections a second, the last five
+// seconds or so of finished ones.
+const DefaultMaxConnections = 1024
+
+// Summary is what the connections left out of a Report's Connections held, in numbers:
+// the oldest finished connections are forgotten once there are more than
+// Options.MaxConnections, so that memory stays bounded however long the observation
+// runs, and a report details at most that many connections closed for their
+// applications (a churn leaves tens of thousands in TIME_WAIT), so that it stays bounded
+// too.
+type Summary struct {
+	Connections      uint64 `json:"connections"`
+	Retransmits      uint64 `json:"retransmits"`
+	ResetsSent       uint64 `json:"resets_sent"`
+	ResetsReceived   uint64 `json:"resets_received"`
+	TimewaitRestarts uint64 `json:"timewait_restarts"`
+	// Notes counts the notes (for finproxy run, the segments and their verdicts) they had.
+	Notes uint64 `json:"notes"`
+	// States counts, for each state, the sides that entered it.
+	States map[State]uint64 `json:"states,omitempty"`
+	// Oldest and Newest are when the oldest and the newest of them were first seen.
+	Oldest time.Time `json:"oldest"`
+	Newest time.Time `json:"newest"`
 }
 
 // Sources tells which sources ran.
@@ -55,7 +86,7 @@ type Stats struct {
 	KickedPolls         uint64 `json:"kicked_polls"` // polls made at once for a handoff to a timewait socket
 	LongestPollPeriodNS uint64 `json:"longest_poll_period_ns"`
 	StreamDropped       uint64 `json:"stream_dropped"` // events not delivered on Events() because it was full
-	Evicted             uint64 `json:"evicted"`        // finished connections forgotten (Options.MaxConnections)
+	Evicted             uint64 `json:"evicted"`        // finished connections forgotten (Options.MaxConnections), counted in Report.Summary
 }
 
 // Connection is one incarnation of a 4-tuple: from the handshake (or from when it was

@@ -2,6 +2,7 @@ package observe
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -167,16 +168,64 @@ type timeline struct {
 	filtered  uint64
 	evicted   uint64
 	expGCD    time.Duration // GCD of the timer expiries seen, in whole milliseconds
+	// evictAt is the number of connections at which create evicts finished ones: maxConns
+	// and an eighth, or more when live connections alone are beyond it (evict then runs
+	// once per eighth more, not at every new connection).
+	evictAt int
+	summary summary // what the evicted connections held
+}
+
+// summary accumulates the evicted connections, times on the monotonic clock.
+type summary struct {
+	conns, retrans, resetsSent, resetsRecv, restarts, notes uint64
+	states                                                  map[State]uint64
+	oldest, newest                                          time.Duration
+}
+
+func (s *summary) add(c *conn) {
+	first := c.firstSeen()
+	if s.conns == 0 || first < s.oldest {
+		s.oldest = first
+	}
+	if s.conns == 0 || first > s.newest {
+		s.newest = first
+	}
+	s.conns++
+	s.notes += uint64(len(c.notes) + c.notesLost)
+	for _, sd := range c.sides {
+		s.retrans += uint64(len(sd.retrans))
+		s.resetsSent += uint64(len(sd.sent))
+		s.resetsRecv += uint64(len(sd.recv))
+		if sd.tw != nil {
+			s.restarts += uint64(len(sd.tw.restarts))
+		}
+		for _, e := range sd.states {
+			if s.states == nil {
+				s.states = map[State]uint64{}
+			}
+			s.states[e.state]++
+		}
+	}
+}
+
+func (s *summary) report(clk Clock) *Summary {
+	if s.conns == 0 {
+		return nil
+	}
+	return &Summary{Connections: s.conns, Retransmits: s.retrans, ResetsSent: s.resetsSent,
+		ResetsReceived: s.resetsRecv, TimewaitRestarts: s.restarts, Notes: s.notes,
+		States: maps.Clone(s.states), Oldest: clk.Time(s.oldest), Newest: clk.Time(s.newest)}
 }
 
 func newTimeline(f Filter, trace bool, maxConns int) *timeline {
 	if maxConns <= 0 {
-		maxConns = 1 << 16
+		maxConns = DefaultMaxConnections
 	}
 	return &timeline{
 		filter:       f,
 		trace:        trace,
 		maxConns:     maxConns,
+		evictAt:      maxConns + maxConns/8,
 		current:      map[pair]*conn{},
 		incarnations: map[pair]int{},
 		pendingSyn:   map[netip.AddrPort][]pendingSyn{},
@@ -333,8 +382,9 @@ func (tl *timeline) create(local, remote netip.AddrPort, r role, at time.Duratio
 	if r == server {
 		key = pair{remote, local}
 	}
-	if len(tl.conns) >= tl.maxConns+tl.maxConns/8 {
+	if len(tl.conns) >= tl.evictAt {
 		tl.evict()
+		tl.evictAt = max(len(tl.conns), tl.maxConns) + tl.maxConns/8
 	}
 	tl.incarnations[key]++
 	c := &conn{key: key, incarnation: tl.incarnations[key], first: at,
@@ -344,7 +394,8 @@ func (tl *timeline) create(local, remote netip.AddrPort, r role, at time.Duratio
 	return c
 }
 
-// evict forgets the oldest finished connections down to maxConns.
+// evict forgets the oldest finished connections down to maxConns, counting what they
+// held in the summary.
 func (tl *timeline) evict() {
 	excess := len(tl.conns) - tl.maxConns
 	kept := tl.conns[:0]
@@ -352,6 +403,13 @@ func (tl *timeline) evict() {
 		if excess > 0 && tl.finished(c) {
 			excess--
 			tl.evicted++
+			tl.summary.add(c)
+			for _, sd := range c.sides {
+				// Handoffs sock_diag never resolved (it does not run) and the last
+				// poll's sides must not hold the connection.
+				delete(tl.pendingTW, sd)
+				delete(tl.fullSides, sd)
+			}
 			if tl.current[c.key] == c {
 				delete(tl.current, c.key)
 				delete(tl.incarnations, c.key)
@@ -860,10 +918,42 @@ func (tl *timeline) annotate(n noteRec) {
 	}
 }
 
-// report converts the timeline; now is the snapshot's time.
-func (tl *timeline) report(clk Clock, now time.Duration) []Connection {
-	out := make([]Connection, 0, len(tl.conns))
-	for _, c := range tl.conns {
+// closed reports whether nothing of the connection is held by an application: each side's
+// full socket is gone (closed, or replaced by a timewait socket that may still be
+// followed).
+func (c *conn) closed() bool {
+	for _, s := range c.sides {
+		if len(s.states) > 0 && !s.ended() {
+			return false
+		}
+	}
+	return true
+}
+
+// report converts the timeline; now is the snapshot's time. Of the connections closed
+// for their applications (see closed), only the latest maxConns are converted: the others
+// — tens of thousands of TIME_WAIT sockets after a churn, each still followed — are
+// counted in the summary it returns with those evicted, so that a report (and the time to
+// take and write it) stays bounded.
+func (tl *timeline) report(clk Clock, now time.Duration) ([]Connection, *Summary) {
+	skip := make([]bool, len(tl.conns))
+	sum, closed := tl.summary, 0
+	sum.states = maps.Clone(sum.states) // the evicted ones' stay as they are
+	for i := len(tl.conns) - 1; i >= 0; i-- {
+		c := tl.conns[i]
+		if !c.closed() {
+			continue
+		}
+		if closed++; closed > tl.maxConns {
+			skip[i] = true
+			sum.add(c)
+		}
+	}
+	out := make([]Connection, 0, min(len(tl.conns), 2*tl.maxConns))
+	for i, c := range tl.conns {
+		if skip[i] {
+			continue
+		}
 		rc := Connection{Incarnation: c.incarnation, FirstSeen: clk.Time(c.firstSeen()), NotesDropped: c.notesLost}
 		rc.Client = c.sides[client].report(clk, now)
 		rc.Server = c.sides[server].report(clk, now)
@@ -876,7 +966,7 @@ func (tl *timeline) report(clk Clock, now time.Duration) []Connection {
 		}
 		out = append(out, rc)
 	}
-	return out
+	return out, sum.report(clk)
 }
 
 func (s *side) report(clk Clock, now time.Duration) Side {

@@ -99,7 +99,8 @@ func applyPoll(tl *timeline, at time.Duration, socks ...timedSocket) {
 
 func report(t *testing.T, tl *timeline, now time.Duration) []Connection {
 	t.Helper()
-	return tl.report(testClock, now)
+	conns, _ := tl.report(testClock, now)
+	return conns
 }
 
 func only(t *testing.T, cs []Connection) Connection {
@@ -721,5 +722,120 @@ func TestTimelineAnnotateCap(t *testing.T) {
 	}
 	if cn.Notes[1].Data != 1 {
 		t.Errorf("note data %v, want 1", cn.Notes[1].Data)
+	}
+}
+
+// A long run: connection after connection, each with its segments noted, through a
+// timeline with the default bound. What it keeps stays bounded (the oldest finished
+// connections are counted in the summary instead) and nothing is lost from the count.
+func TestTimelineLongRunBounded(t *testing.T) {
+	for _, diag := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sock_diag=%v", diag), func(t *testing.T) {
+			const n = 3 * DefaultMaxConnections * 8 // as at 200/s for four minutes
+			tl := newTimeline(Filter{}, true, 0)
+			srv := mustAP("10.0.0.2:80")
+			tl.apply(StateChange{EventMeta: EventMeta{Src: srv}, Old: Close, New: Listen})
+			peak := 0
+			for i := range n {
+				cl := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(i / 60000)}), uint16(1024+i%60000))
+				at := time.Duration(i) * 5 * time.Millisecond
+				ev := func(d time.Duration, src, dst netip.AddrPort, from, to State) {
+					tl.apply(StateChange{EventMeta: EventMeta{Mono: at + d, Src: src, Dst: dst}, Old: from, New: to})
+				}
+				note := func(d time.Duration, src, dst netip.AddrPort) {
+					tl.annotate(noteRec{at: at + d, src: src, dst: dst, text: "segment"})
+				}
+				ev(0, cl, srv, Close, SynSent)
+				note(1, cl, srv)
+				ev(2, srv, cl, Listen, SynRecv)
+				ev(2, srv, cl, SynRecv, Established)
+				ev(3, cl, srv, SynSent, Established)
+				ev(4, cl, srv, Established, FinWait1)
+				note(5, cl, srv)
+				tl.apply(Retransmit{EventMeta: EventMeta{Mono: at + 200*time.Millisecond, Src: cl, Dst: srv}, State: FinWait1})
+				ev(201*time.Millisecond, srv, cl, Established, CloseWait)
+				ev(202*time.Millisecond, cl, srv, FinWait1, FinWait2)
+				ev(203*time.Millisecond, srv, cl, CloseWait, LastAck)
+				note(204*time.Millisecond, srv, cl)
+				ev(205*time.Millisecond, cl, srv, FinWait2, Close) // handed to a timewait socket
+				ev(206*time.Millisecond, srv, cl, LastAck, Close)
+				if diag && i%20 == 19 {
+					// No timewait socket is seen (tcp_max_tw_buckets exhausted): the handoffs
+					// resolve as closes.
+					applyPoll(tl, at+300*time.Millisecond)
+				}
+				peak = max(peak, len(tl.conns))
+			}
+			limit := DefaultMaxConnections + DefaultMaxConnections/8 + 1
+			if peak > limit || len(tl.current) > limit || len(tl.incarnations) > limit || len(tl.pendingTW) > limit {
+				t.Errorf("kept %d connections at most (%d at the end), %d current, %d incarnations, %d pending handoffs; want at most %d",
+					peak, len(tl.conns), len(tl.current), len(tl.incarnations), len(tl.pendingTW), limit)
+			}
+			s := tl.summary.report(testClock)
+			if s == nil {
+				t.Fatal("no summary of the forgotten connections")
+			}
+			if got := s.Connections + uint64(len(tl.conns)); got != n || s.Connections != tl.evicted {
+				t.Errorf("summary %d + kept %d = %d connections, want %d (evicted %d)", s.Connections, len(tl.conns), got, n, tl.evicted)
+			}
+			if s.Notes != 3*s.Connections || s.Retransmits != s.Connections || s.States[FinWait1] != s.Connections || s.States[CloseWait] != s.Connections {
+				t.Errorf("summary %s: want 3 notes, 1 retransmission, one FIN_WAIT1 and one CLOSE_WAIT per connection", dump(s))
+			}
+			if !s.Oldest.Before(s.Newest) {
+				t.Errorf("summary spans %v to %v", s.Oldest, s.Newest)
+			}
+		})
+	}
+}
+
+// After a churn, thousands of connections wait out TIME_WAIT: each is followed (its
+// timewait socket may yet restart its timer), but a report details only the latest
+// DefaultMaxConnections of them and counts the others in its summary, so that the report
+// and the time to take it stay bounded.
+func TestTimelineReportBoundsTimewait(t *testing.T) {
+	const n = 3 * DefaultMaxConnections
+	tl := newTimeline(Filter{}, true, 0)
+	applyPoll(tl, 0) // sock_diag runs: a handoff is pending until it sees the timewait socket
+	srv := mustAP("10.0.0.2:80")
+	var socks []timedSocket
+	pollAt := time.Duration(n)*time.Millisecond + time.Second
+	for i := range n {
+		cl := netip.AddrPortFrom(netip.MustParseAddr("10.0.1.1"), uint16(1024+i))
+		at := time.Duration(i) * time.Millisecond
+		ev := func(d time.Duration, src, dst netip.AddrPort, from, to State) {
+			tl.apply(StateChange{EventMeta: EventMeta{Mono: at + d, Src: src, Dst: dst}, Old: from, New: to})
+		}
+		ev(0, cl, srv, Close, SynSent)
+		ev(1, srv, cl, Listen, SynRecv)
+		ev(1, srv, cl, SynRecv, Established)
+		ev(2, cl, srv, SynSent, Established)
+		ev(3, cl, srv, Established, FinWait1)
+		ev(4, srv, cl, Established, CloseWait)
+		ev(5, cl, srv, FinWait1, FinWait2)
+		ev(6, srv, cl, CloseWait, LastAck)
+		ev(7, cl, srv, FinWait2, Close) // handed to a timewait socket
+		ev(8, srv, cl, LastAck, Close)
+		left := (at + 7 + twLen - pollAt) / testJiffy * testJiffy
+		socks = append(socks, timedSocket{Socket{Family: "AF_INET", Local: cl, Remote: srv, State: TimeWait,
+			Timer: TimerTimewait, Expires: left}, pollAt, pollAt})
+	}
+	tl.applyPoll(poll{start: pollAt, at: pollAt}, socks)
+	if len(tl.twSides) != n || len(tl.conns) != n {
+		t.Fatalf("%d timewait sockets followed, %d connections kept; want %d (all live)", len(tl.twSides), len(tl.conns), n)
+	}
+	conns, sum := tl.report(testClock, pollAt+time.Second)
+	if len(conns) != DefaultMaxConnections || sum == nil || sum.Connections != n-DefaultMaxConnections {
+		t.Fatalf("report: %d connections in detail, summary %+v; want %d and %d summarised", len(conns), sum, DefaultMaxConnections, n-DefaultMaxConnections)
+	}
+	if sum.States[TimeWait] != sum.Connections || tl.evicted != 0 {
+		t.Errorf("summary %s (evicted %d): want every summarised client in TIME_WAIT, none evicted", dump(sum), tl.evicted)
+	}
+	// The latest are the ones in detail.
+	if got, want := conns[0].Client.Addr.Port(), uint16(1024+n-DefaultMaxConnections); got != want {
+		t.Errorf("first connection in detail from port %d, want %d", got, want)
+	}
+	// Taking a report changes nothing of what is followed.
+	if tl.summary.conns != 0 || len(tl.conns) != n {
+		t.Errorf("the report evicted: summary %d, %d connections left", tl.summary.conns, len(tl.conns))
 	}
 }

@@ -96,6 +96,12 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 			if err != nil {
 				return err
 			}
+			if err := checkOutputDir("--report", reportDir); err != nil {
+				return &exitError{2, err}
+			}
+			if err := checkOutputFiles([2]string{"--junit", junit}); err != nil {
+				return &exitError{2, err}
+			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("lab needs root (network namespaces, NFQUEUE, iptables, tracefs): try sudo")
 			}

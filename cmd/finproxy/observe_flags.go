@@ -85,6 +85,11 @@ func printObservation(w io.Writer, cfg *rules.Config, res *runner.Result, netnsG
 	for _, warn := range rep.Warnings {
 		fmt.Fprintf(w, "observation: %s\n", warn)
 	}
+	if s := rep.Summary; s != nil {
+		fmt.Fprintf(w, "observation: %d connection(s) kept in detail, %d older finished one(s) only counted (first seen %s to %s): %d retransmission(s), %d reset(s) sent, %d received, %d TIME_WAIT restart(s)\n",
+			len(rep.Connections), s.Connections, s.Oldest.Format("15:04:05"), s.Newest.Format("15:04:05"),
+			s.Retransmits, s.ResetsSent, s.ResetsReceived, s.TimewaitRestarts)
+	}
 	if rep.Stats.LostEvents > 0 {
 		fmt.Fprintf(w, "WARNING: the kernel's trace buffer lost %d events: timelines may miss states\n", rep.Stats.LostEvents)
 	}

@@ -94,6 +94,9 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{2, err}
 			}
+			if err := checkOutputFiles([2]string{"--log", logPath}, [2]string{"--pcap", pcapPath}, [2]string{"--report", of.report}); err != nil {
+				return &exitError{2, err}
+			}
 			if err := enterNetns(tf.netns); err != nil {
 				return err
 			}
@@ -194,6 +197,12 @@ func printSummary(w io.Writer, res *runner.Result) {
 	}
 	if q.ENOENT > 0 {
 		problems = append(problems, fmt.Sprintf("%d verdicts for segments the kernel no longer held", q.ENOENT))
+	}
+	if res.RecordsLost > 0 {
+		problems = append(problems, fmt.Sprintf("the event log lost %d of %d lines (a write error, logged when it happened)", res.RecordsLost, res.Records+res.RecordsLost))
+	}
+	if res.PcapLost > 0 {
+		problems = append(problems, fmt.Sprintf("the capture lost %d of %d packets (a write error, logged when it happened)", res.PcapLost, res.PcapPackets+res.PcapLost))
 	}
 	if q.VerdictErrors > 0 {
 		problems = append(problems, fmt.Sprintf("%d verdicts could not be written (their segments waited in the kernel queue until finproxy closed it)", q.VerdictErrors))

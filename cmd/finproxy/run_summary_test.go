@@ -37,6 +37,8 @@ func TestPrintSummary(t *testing.T) {
 		want []string // in the WARNING line; none: no WARNING line
 	}{
 		{name: "clean", res: runner.Result{Queue: nfq.Stats{Received: 7, Verdicts: 7}, Records: 7}},
+		{name: "full disk", res: runner.Result{Queue: nfq.Stats{Received: 400, Verdicts: 400}, Records: 268, RecordsLost: 132, PcapPackets: 10, PcapLost: 390},
+			want: []string{"268 logged", "the event log lost 132 of 400 lines", "the capture lost 390 of 400 packets"}},
 		{name: "everything", res: runner.Result{
 			Queue:  nfq.Stats{Received: 9, Verdicts: 7, ENOBUFS: 1, ENOENT: 2, VerdictErrors: 3},
 			Kernel: &nfq.KernelQueueStats{Dropped: 4, UserDropped: 5},

@@ -1,10 +1,8 @@
 package runner
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/finproxy/finproxy/rules"
@@ -23,24 +21,6 @@ var testActions = func() *rules.Registry {
 	r.Register("test-runner-panic", func() rules.Action { return panicAction{} })
 	return r
 }()
-
-// syncBuffer is a log sink the run's goroutines may write to while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A run whose action panics accepts the segment, logs the panic while the run goes on
 // (not only at its end), and reports every panic in the rule's counters.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -197,14 +198,19 @@ type pcapCapture struct {
 	f       *os.File
 	bw      *bufio.Writer
 	pw      *PcapngWriter
+	cnt     *wholeCounter // counts the packet blocks in the file
 	pending map[uint32]capturedPacket
 	ready   blockHeap
 	seq     uint64
-	written uint64
+	written uint64 // packet blocks given to the writer (cnt.whole of them are in the file)
 	missing uint64 // records with no captured packet (nothing to write)
 	flushed time.Time
 	err     error
 	closed  bool
+	log     *slog.Logger
+	path    string
+
+	stop, done chan struct{} // the periodic flush
 }
 
 type capturedPacket struct {
@@ -237,18 +243,55 @@ func (h *blockHeap) Pop() any {
 	return x
 }
 
-func openPcap(path, comment, ifName string) (*pcapCapture, error) {
+func openPcap(path, comment, ifName string, log *slog.Logger) (*pcapCapture, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("pcap: %w", err)
 	}
-	bw := bufio.NewWriterSize(f, 64<<10)
-	pw, err := NewPcapngWriter(bw, comment, ifName, "segments queued to finproxy (NFQUEUE), as they arrived and, when changed or made by finproxy, as they left")
+	cnt := &wholeCounter{w: f}
+	bw := bufio.NewWriterSize(cnt, 64<<10)
+	// The headers are not packets: only the blocks written after them count.
+	pw, err := NewPcapngWriter(&unitWriter{buf: bw, c: cnt}, comment, ifName, "segments queued to finproxy (NFQUEUE), as they arrived and, when changed or made by finproxy, as they left")
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("pcap %s: %w", path, err)
 	}
-	return &pcapCapture{f: f, bw: bw, pw: pw, pending: map[uint32]capturedPacket{}, flushed: time.Now()}, nil
+	pw.w = &unitWriter{buf: bw, c: cnt, unit: true}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &pcapCapture{f: f, bw: bw, pw: pw, cnt: cnt, pending: map[uint32]capturedPacket{}, flushed: time.Now(),
+		log: log, path: path, stop: make(chan struct{}), done: make(chan struct{})}
+	// What is buffered reaches the file within about a second even when no record comes:
+	// a reader following the file sees it, and a full disk is found (and reported) then.
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case now := <-t.C:
+				c.mu.Lock()
+				if c.err == nil && !c.closed && c.bw.Buffered() > 0 && now.Sub(c.flushed) >= 500*time.Millisecond {
+					c.fail(c.bw.Flush())
+					c.flushed = now
+				}
+				c.mu.Unlock()
+			}
+		}
+	}()
+	return c, nil
+}
+
+// fail records the first write error and reports it at once; c.mu is held.
+func (c *pcapCapture) fail(err error) {
+	if err == nil || c.err != nil {
+		return
+	}
+	c.err = err
+	outputFailure(c.log, "pcap", c.path, err, c.cnt.whole)
 }
 
 // capture keeps a copy of a queued packet until its record arrives. It must be called
@@ -301,21 +344,23 @@ func (c *pcapCapture) drain(all bool) {
 	for c.ready.Len() > 0 && c.ready[0].ts <= limit {
 		b := heap.Pop(&c.ready).(pendingBlock)
 		if c.err == nil {
-			c.err = c.pw.WritePacket(time.Unix(0, b.ts), b.data, b.comment)
+			c.fail(c.pw.WritePacket(time.Unix(0, b.ts), b.data, b.comment))
 		}
 		c.written++
 	}
 	// A reader following the file sees packets within about a second, without a write
 	// per packet.
 	if now := time.Now(); c.err == nil && now.Sub(c.flushed) > time.Second {
-		c.err = c.bw.Flush()
+		c.fail(c.bw.Flush())
 		c.flushed = now
 	}
 }
 
 // close writes what is left: packets whose record never came are written with a comment
-// saying so.
-func (c *pcapCapture) close() (written, missing uint64, err error) {
+// saying so. It returns the packets in the file (whole) and those that are not.
+func (c *pcapCapture) close() (written, lost, missing uint64, err error) {
+	close(c.stop)
+	<-c.done
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
@@ -324,11 +369,15 @@ func (c *pcapCapture) close() (written, missing uint64, err error) {
 	}
 	c.pending = nil
 	c.drain(true)
-	err = errors.Join(c.err, c.bw.Flush(), c.f.Close())
-	if err != nil {
-		err = fmt.Errorf("pcap %s: %w", c.f.Name(), err)
+	if c.err == nil {
+		c.fail(c.bw.Flush())
 	}
-	return c.written, c.missing, err
+	err = errors.Join(c.err, c.f.Close())
+	written, lost = c.cnt.whole, c.written-c.cnt.whole
+	if err != nil {
+		err = fmt.Errorf("pcap %s: %d of %d packets written: %w", c.path, written, c.written, err)
+	}
+	return written, lost, c.missing, err
 }
 
 // pcapComment is the capture's section comment: what ran.

@@ -189,7 +189,7 @@ func TestPacketComment(t *testing.T) {
 // left, an injected one, and at the end what never got a record.
 func TestPcapCapture(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.pcapng")
-	c, err := openPcap(path, "test", "nfqueue1")
+	c, err := openPcap(path, "test", "nfqueue1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,12 +219,12 @@ func TestPcapCapture(t *testing.T) {
 	c.record(rec(1, 0, 240, func(r *rules.Record) { r.Rule, r.Action = "hold-fin", "hold" }))
 	c.capture(4, at(300), lost) // never gets a record
 	c.record(rec(77, 310, 310, nil))
-	n, missing, err := c.close()
+	n, notWritten, missing, err := c.close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 6 || missing != 1 {
-		t.Errorf("written %d, missing %d; want 6 and 1", n, missing)
+	if n != 6 || missing != 1 || notWritten != 0 {
+		t.Errorf("written %d, missing %d, lost %d; want 6, 1 and 0", n, missing, notWritten)
 	}
 	c.capture(5, at(400), lost) // after close: ignored
 	c.record(rec(5, 400, 400, nil))

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,9 +13,11 @@ import (
 )
 
 // Report is the document `finproxy run --report FILE` writes at exit: the config, what
-// each rule did, the queue's health and, observed, every connection's timeline on both
+// each rule did, the queue's health and, observed, the connections' timelines on both
 // sides with the segments and their verdicts interleaved (observe.Connection.Notes, each
-// carrying its event log record in Data).
+// carrying its event log record in Data): every live connection and the latest finished
+// ones (observe.DefaultMaxConnections), the older finished ones counted in
+// Observation.Summary.
 type Report struct {
 	Config   ConfigInfo            `json:"config"`
 	Started  time.Time             `json:"started"`
@@ -29,7 +32,8 @@ type Report struct {
 	// Observation says how the connections were observed; null when observation was off
 	// (--no-observe).
 	Observation *Observation `json:"observation"`
-	// Connections are the observed connections in the order they were first seen.
+	// Connections are the observed connections kept in detail, in the order they were
+	// first seen.
 	Connections []observe.Connection `json:"connections"`
 }
 
@@ -52,6 +56,10 @@ type Observation struct {
 	Sources  observe.Sources `json:"sources"`
 	Stats    observe.Stats   `json:"stats"`
 	Warnings []string        `json:"warnings,omitempty"`
+	// Summary counts the finished connections that are not in Connections: beyond the
+	// observer's bound (observe.DefaultMaxConnections) the oldest are only counted, so
+	// that a long run's memory and report stay bounded.
+	Summary *observe.Summary `json:"summary,omitempty"`
 }
 
 // NewReport assembles the report of a finished run.
@@ -73,7 +81,7 @@ func NewReport(cfg *rules.Config, res *Result) *Report {
 	if res.Observed {
 		r.Observation = &Observation{Warnings: res.ObserveWarnings}
 		if o := res.Observation; o != nil {
-			r.Observation.Sources, r.Observation.Stats = o.Sources, o.Stats
+			r.Observation.Sources, r.Observation.Stats, r.Observation.Summary = o.Sources, o.Stats, o.Summary
 			r.Connections = o.Connections
 		}
 	}
@@ -98,14 +106,25 @@ func configInfo(cfg *rules.Config) ConfigInfo {
 	return c
 }
 
-// WriteReport writes r to path as one indented JSON document.
+// WriteReport writes r to path as one indented JSON document, encoded straight into the
+// file (a report of thousands of connections is not held in memory twice).
 func WriteReport(path string, r *Report) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("report: %w", err)
+	w := bufio.NewWriterSize(f, 256<<10)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	err = enc.Encode(r)
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("report %s: %w", path, err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -61,10 +62,14 @@ type Result struct {
 	Kernel *nfq.KernelQueueStats `json:"kernel,omitempty"`
 	// Undecodable counts queued packets that were not TCP segments; they were accepted.
 	Undecodable uint64 `json:"undecodable"`
-	// Records is the number of event log lines.
-	Records uint64 `json:"records"`
-	// PcapPackets is the number of packets written to the capture (Options.PcapPath).
+	// Records is the number of event log lines written (whole, in the file); RecordsLost
+	// the records that are not, after a write error (a full disk: Run's error says which).
+	Records     uint64 `json:"records"`
+	RecordsLost uint64 `json:"records_lost,omitempty"`
+	// PcapPackets is the number of packets written to the capture (Options.PcapPath);
+	// PcapLost those that are not, after a write error.
 	PcapPackets uint64 `json:"pcap_packets,omitempty"`
+	PcapLost    uint64 `json:"pcap_lost,omitempty"`
 	// Started is when the run began, Ended when its teardown was complete.
 	Started time.Time `json:"started"`
 	Ended   time.Time `json:"ended"`
@@ -104,25 +109,36 @@ func (s *sink) Inject(data []byte) error {
 	return s.inj.send(data)
 }
 
-// eventLog writes records as JSON lines.
+// eventLog writes records as JSON lines. n counts the records given to it; cnt.whole the
+// lines that reached the file.
 type eventLog struct {
-	mu  sync.Mutex
-	f   *os.File
-	w   *bufio.Writer
-	enc *json.Encoder
-	n   atomic.Uint64
-	err error
+	mu   sync.Mutex
+	f    io.Closer
+	w    *bufio.Writer
+	cnt  *wholeCounter
+	enc  *json.Encoder
+	n    atomic.Uint64
+	err  error
+	log  *slog.Logger
+	path string
 
 	stop, done chan struct{}
 }
 
-func openLog(path string) (*eventLog, error) {
+func openLog(path string, log *slog.Logger) (*eventLog, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("event log: %w", err)
 	}
-	w := bufio.NewWriterSize(f, 64<<10)
-	l := &eventLog{f: f, w: w, enc: json.NewEncoder(w), stop: make(chan struct{}), done: make(chan struct{})}
+	return newEventLog(f, path, log), nil
+}
+
+// newEventLog writes the event log to f (named path in messages).
+func newEventLog(f io.WriteCloser, path string, log *slog.Logger) *eventLog {
+	cnt := &wholeCounter{w: f}
+	w := bufio.NewWriterSize(cnt, 64<<10)
+	l := &eventLog{f: f, w: w, cnt: cnt, enc: json.NewEncoder(&unitWriter{buf: w, c: cnt, unit: true}),
+		log: log, path: path, stop: make(chan struct{}), done: make(chan struct{})}
 	// Flush a few times a second, so that a reader following the file (the lab, tail -f)
 	// sees segments promptly without a write per segment on the hot path.
 	go func() {
@@ -136,34 +152,50 @@ func openLog(path string) (*eventLog, error) {
 			case <-t.C:
 				l.mu.Lock()
 				if l.err == nil {
-					l.err = l.w.Flush()
+					l.fail(l.w.Flush())
 				}
 				l.mu.Unlock()
 			}
 		}
 	}()
-	return l, nil
+	return l
+}
+
+// fail records the first write error and reports it at once; l.mu is held.
+func (l *eventLog) fail(err error) {
+	if err == nil || l.err != nil {
+		return
+	}
+	l.err = err
+	outputFailure(l.log, "event log", l.path, err, l.cnt.whole)
 }
 
 func (l *eventLog) write(r rules.Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err == nil {
-		l.err = l.enc.Encode(r)
+		l.fail(l.enc.Encode(r))
 	}
 	l.n.Add(1)
 }
 
-func (l *eventLog) close() error {
+// close flushes and closes the file; it returns the lines written whole and those given
+// that are not in the file.
+func (l *eventLog) close() (written, lost uint64, err error) {
 	close(l.stop)
 	<-l.done
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	err := errors.Join(l.err, l.w.Flush(), l.f.Close())
-	if err != nil {
-		return fmt.Errorf("event log %s: %w", l.f.Name(), err)
+	if l.err == nil {
+		l.fail(l.w.Flush())
 	}
-	return nil
+	err = errors.Join(l.err, l.f.Close())
+	written = l.cnt.whole
+	lost = l.n.Load() - written
+	if err != nil {
+		return written, lost, fmt.Errorf("event log %s: %d of %d lines written: %w", l.path, written, l.n.Load(), err)
+	}
+	return written, lost, nil
 }
 
 // HookSpec translates a config's target into the hook specification.
@@ -238,14 +270,13 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 
 	var elog *eventLog
 	if o.LogPath != "" {
-		if elog, err = openLog(o.LogPath); err != nil {
+		if elog, err = openLog(o.LogPath, log); err != nil {
 			return nil, err
 		}
 		defer func() {
-			if cerr := elog.close(); cerr != nil && err == nil {
-				err = cerr
-			}
-			res.Records = elog.n.Load()
+			var cerr error
+			res.Records, res.RecordsLost, cerr = elog.close()
+			err = errors.Join(err, cerr)
 		}()
 	}
 
@@ -253,12 +284,12 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	// given every held segment its verdict.
 	var pcap *pcapCapture
 	if o.PcapPath != "" {
-		if pcap, err = openPcap(o.PcapPath, pcapComment(cfg, spec), fmt.Sprintf("nfqueue%d", spec.Queue)); err != nil {
+		if pcap, err = openPcap(o.PcapPath, pcapComment(cfg, spec), fmt.Sprintf("nfqueue%d", spec.Queue), log); err != nil {
 			return nil, err
 		}
 		defer func() {
-			n, missing, cerr := pcap.close()
-			res.PcapPackets = n
+			n, lost, missing, cerr := pcap.close()
+			res.PcapPackets, res.PcapLost = n, lost
 			if missing > 0 {
 				log.Warn("pcap: records without their captured packet", "count", missing)
 			}

@@ -88,7 +88,7 @@ func WriteTimelines(w io.Writer, conns []observe.Connection, o TimelineOptions) 
 	printed := 0
 	for i, c := range show {
 		if i == o.MaxConnections {
-			fmt.Fprintf(w, "... %d more connection(s) not shown (--report FILE has every one)\n", len(show)-i)
+			fmt.Fprintf(w, "... %d more connection(s) not shown (--report FILE has them, up to the latest %d finished)\n", len(show)-i, observe.DefaultMaxConnections)
 			break
 		}
 		if i > 0 {

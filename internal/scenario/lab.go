@@ -292,7 +292,8 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		sp.shared = shared
 		res, err := Run(ctx, topo, sp)
 		if ctx.Err() != nil {
-			// Interrupted: the run in progress is neither passed nor failed.
+			// Interrupted: the run in progress was cut short, it did not fail; it is
+			// not recorded (the error below says how many runs were done).
 			break
 		}
 		run := &RunReport{Run: k, Failures: []string{}, Connections: []ConnReport{}, ClientExit: -1, ServerExit: -1}
