@@ -102,6 +102,12 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
 			if stopGrace == 0 {
 				stopGrace = rules.DefaultStopGrace
 			}
+			if err := checkOutputDir("--report", reportDir); err != nil {
+				return &exitError{2, err}
+			}
+			if err := checkOutputFiles([2]string{"--junit", junit}); err != nil {
+				return &exitError{2, err}
+			}
 			list, err := sweepFaults(faults, delay)
 			if err != nil {
 				return &exitError{2, fmt.Errorf("--faults: %w", err)}
