@@ -22,6 +22,10 @@ func TestPrintSummary(t *testing.T) {
 			Queue:  nfq.Stats{Received: 9, Verdicts: 7, ENOBUFS: 1, ENOENT: 2, VerdictErrors: 3},
 			Kernel: &nfq.KernelQueueStats{Dropped: 4, UserDropped: 5},
 		}, want: []string{"1 ENOBUFS", "dropped 4 (full) and 5 (user)", "2 verdicts for segments the kernel no longer held", "3 verdicts could not be written"}},
+		{name: "unclassified", res: runner.Result{
+			Queue:        nfq.Stats{Received: 9, Verdicts: 9},
+			Unclassified: runner.Unclassified{Fragments: 1, Malformed: 2, NotTCP: 3, Verdict: rules.UnclassifiedDrop},
+		}, want: []string{"6 queued packets the rules could not see (1 fragments, 2 malformed, 3 not TCP) were dropped (target.unclassified)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.res.Counters = []rules.Counters{{Rule: "drop-fin", Matched: 1, Dropped: 1}}
