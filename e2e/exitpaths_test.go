@@ -30,27 +30,9 @@ const teardownWithin = time.Second
 type fpRun struct {
 	cmd    *exec.Cmd
 	stdout *bytes.Buffer
-	stderr *syncBuffer
+	stderr *lockedBuffer
 	exited chan struct{} // closed when Wait returned (waitErr set)
 	wErr   error
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu chan struct{}
-	b  bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.String()
 }
 
 // startFP starts `finproxy run ARGS` inside ns and waits until it is ready (its hooks in).
@@ -58,7 +40,7 @@ func (s *syncBuffer) String() string {
 // until then, as under a parent that does not reap at once).
 func startFP(t *testing.T, ns *nstest.NS, args ...string) *fpRun {
 	t.Helper()
-	r := &fpRun{stdout: &bytes.Buffer{}, stderr: newSyncBuffer(), exited: make(chan struct{})}
+	r := &fpRun{stdout: &bytes.Buffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	r.cmd = ns.Command(finproxyBin, append([]string{"run"}, args...)...)
 	r.cmd.Stdout = r.stdout
 	pr, pw, err := os.Pipe()
@@ -486,7 +468,7 @@ func TestOneRunPerScopeRace(t *testing.T) {
 		type outcome struct {
 			cmd   *exec.Cmd
 			ready bool
-			out   *syncBuffer
+			out   *lockedBuffer
 		}
 		results := make(chan outcome, 2)
 		var cmds []*exec.Cmd
@@ -498,7 +480,7 @@ func TestOneRunPerScopeRace(t *testing.T) {
 			}
 			cmds = append(cmds, cmd)
 			go func() {
-				o := outcome{cmd: cmd, out: newSyncBuffer()}
+				o := outcome{cmd: cmd, out: &lockedBuffer{}}
 				sc := bufio.NewScanner(stderr)
 				for sc.Scan() {
 					fmt.Fprintln(o.out, sc.Text())

@@ -17,8 +17,9 @@
 // error instead.
 //
 // Parse refuses what it cannot give back whole: truncated packets (a queue's copy range
-// shorter than the packet), IPv4 fragments, IPv6 extension headers, and anything that is
-// not TCP.
+// shorter than the packet), IPv4 fragments, IPv6 extension headers and malformed TCP
+// options (ErrUnsupported: the segment is TCP, and the rules see it, but serializing it
+// again would lose or repair what gopacket cannot parse), and anything that is not TCP.
 //
 // The package knows nothing of queues, rules or observation; it imports gopacket and
 // package segment (flags) only.

@@ -31,6 +31,12 @@ const (
 // part of it is missing, and giving it back would lose that part.
 var ErrTruncated = errors.New("truncated packet")
 
+// ErrUnsupported is returned (wrapped) by Parse for a TCP segment it cannot give back
+// whole once changed: one behind IPv6 extension headers, or with malformed TCP options
+// (Linux reads such a segment, and the rules see it, but Bytes would have to drop or
+// repair what it cannot parse).
+var ErrUnsupported = errors.New("cannot be rewritten")
+
 // maxTCPHeader is the longest TCP header (data offset 15).
 const maxTCPHeader = 60
 
@@ -48,7 +54,9 @@ type Segment struct {
 // Parse decodes the IP packet b (starting at the IP header, as NFQUEUE delivers it) into a
 // Segment. b is copied: the caller may reuse it. Bytes after the IP packet's length (link
 // padding) are ignored. It fails for anything but a whole, unfragmented TCP segment
-// directly over IPv4 or IPv6.
+// directly over IPv4 or IPv6, with well-formed options: fragments wrap
+// segment.ErrFragment, other protocols segment.ErrNotTCP, extension headers and malformed
+// options ErrUnsupported, short packets ErrTruncated.
 func Parse(b []byte) (*Segment, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("mutate: empty packet: %w", segment.ErrNotTCP)
@@ -67,7 +75,7 @@ func Parse(b []byte) (*Segment, error) {
 			return nil, fmt.Errorf("mutate: IPv4 header length %d, total length %d: malformed", ihl, total)
 		}
 		if ff := binary.BigEndian.Uint16(b[6:8]); ff&0x3fff != 0 {
-			return nil, fmt.Errorf("mutate: IPv4 fragment: %w", segment.ErrNotTCP)
+			return nil, fmt.Errorf("mutate: IPv4 fragment: %w", segment.ErrFragment)
 		}
 		if b[9] != byte(layers.IPProtocolTCP) {
 			return nil, fmt.Errorf("mutate: IPv4 protocol %d: %w", b[9], segment.ErrNotTCP)
@@ -81,8 +89,12 @@ func Parse(b []byte) (*Segment, error) {
 		if plen == 0 {
 			return nil, fmt.Errorf("mutate: IPv6 payload length 0 (jumbogram or empty): not supported")
 		}
-		if b[6] != byte(layers.IPProtocolTCP) {
-			return nil, fmt.Errorf("mutate: IPv6 next header %d (extension headers are not supported): %w", b[6], segment.ErrNotTCP)
+		switch b[6] {
+		case byte(layers.IPProtocolTCP):
+		case 0, 43, 44, 51, 60: // Hop-by-Hop, Routing, Fragment, AH, Destination Options
+			return nil, fmt.Errorf("mutate: IPv6 extension header %d before TCP: a segment behind one %w", b[6], ErrUnsupported)
+		default:
+			return nil, fmt.Errorf("mutate: IPv6 next header %d: %w", b[6], segment.ErrNotTCP)
 		}
 		total = 40 + plen
 		first = layers.LayerTypeIPv6
@@ -103,6 +115,10 @@ func Parse(b []byte) (*Segment, error) {
 	p.IgnoreUnsupported = true // the payload after TCP
 	decoded := make([]gopacket.LayerType, 0, 2)
 	if err := p.DecodeLayers(buf, &decoded); err != nil {
+		if len(decoded) == 1 && len(s.tcp.Contents) >= 20 && s.tcp.DataOffset >= 5 && len(s.tcp.Contents) == int(s.tcp.DataOffset)*4 {
+			// The fixed header was read and the data offset fits: the options failed.
+			return nil, fmt.Errorf("mutate: malformed TCP options (%v): a segment with them %w", err, ErrUnsupported)
+		}
 		return nil, fmt.Errorf("mutate: decode: %w", err)
 	}
 	if len(decoded) != 2 || decoded[1] != layers.LayerTypeTCP {

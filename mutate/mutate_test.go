@@ -315,6 +315,20 @@ func TestParseErrors(t *testing.T) {
 	frag[6] |= 0x20
 	ext := slices.Clone(v6)
 	ext[6] = 0 // hop-by-hop
+	// The same segment behind a real Destination Options header (8 bytes, one PadN).
+	dest := slices.Concat(v6[:40], []byte{6, 0, 1, 4, 0, 0, 0, 0}, v6[40:])
+	dest[6] = 60
+	dest[5] += 8
+	// A TCP option of length 0 in place of the first 4 option bytes (the segment of
+	// "v4" has options): Linux reads the segment, gopacket cannot read the options.
+	opt0 := slices.Clone(v4)
+	ihl := int(v4[0]&0x0f) * 4
+	if int(v4[ihl+12]>>4)*4 < 24 {
+		t.Fatal("input v4 has no options to break")
+	}
+	copy(opt0[ihl+20:], []byte{8, 0, 0, 0})
+	sack := slices.Clone(v4)
+	copy(sack[ihl+20:], []byte{5, 40, 0, 0})
 	for _, tc := range []struct {
 		name string
 		b    []byte
@@ -323,8 +337,11 @@ func TestParseErrors(t *testing.T) {
 		{"empty", nil, segment.ErrNotTCP},
 		{"version 5", []byte{0x50, 0, 0, 0}, segment.ErrNotTCP},
 		{"UDP", udp, segment.ErrNotTCP},
-		{"fragment", frag, segment.ErrNotTCP},
-		{"IPv6 extension header", ext, segment.ErrNotTCP},
+		{"fragment", frag, segment.ErrFragment},
+		{"IPv6 extension header", ext, ErrUnsupported},
+		{"IPv6 destination options", dest, ErrUnsupported},
+		{"TCP option length 0", opt0, ErrUnsupported},
+		{"over-long SACK", sack, ErrUnsupported},
 		{"truncated IPv4", v4[:len(v4)-1], ErrTruncated},
 		{"truncated IPv6", v6[:len(v6)-1], ErrTruncated},
 		{"short IPv4 header", v4[:12], ErrTruncated},
@@ -335,6 +352,7 @@ func TestParseErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
+			t.Log(err)
 			if tc.is != nil && !errors.Is(err, tc.is) {
 				t.Errorf("%v does not wrap %v", err, tc.is)
 			}

@@ -81,8 +81,13 @@
 // packets carrying SkipMark (finproxy's own injected segments), then queues
 // SYN, FIN and RST (Scope Control) or, with a connmark bit set on the first
 // FIN (FromFIN) or on the SYN (All), every later segment of the connection,
-// and every segment conntrack finds INVALID (it has no connection, so no
-// connmark: delayed, duplicated or port-rewritten segments would slip past).
+// and, in every scope, every segment conntrack finds INVALID (it has no connection, so no
+// connmark: delayed, duplicated or port-rewritten segments would slip past). That rule
+// also makes the kernel reassemble fragments before the hooks: conntrack's use in a
+// namespace turns on nf_defrag_ipv4 and nf_defrag_ipv6 there (PREROUTING and OUTPUT,
+// priority -400). Without them FORWARD sees IPv4 and IPv6 fragments and INPUT IPv6 ones
+// (IPv4 is reassembled before INPUT anyway), whose later parts carry no TCP header to
+// match: a FIN in fragments passed unseen (measured).
 // Every NFQUEUE rule carries --queue-bypass (unless HookSpec.Bypass is off):
 // with no process bound, traffic flows. With HookSpec.Queues > 1 the rules spread
 // segments over that many queues with --queue-balance; the kernel hashes only the

@@ -206,11 +206,18 @@ func chainRules(s HookSpec) [][]string {
 	}
 	if s.Scope != Control {
 		rules = append(rules, slices.Concat([]string{"-m", "connmark", "--mark", cm}, queue))
-		// A segment conntrack finds INVALID (out of its window or state: delayed,
-		// duplicated, or with a rewritten port) has no connection, so no connmark: queue
-		// it too, or it would slip past the rules.
-		rules = append(rules, slices.Concat([]string{"-m", "conntrack", "--ctstate", "INVALID"}, queue))
 	}
+	// A segment conntrack finds INVALID (out of its window or state: delayed, duplicated,
+	// or with a rewritten port) has no connection, so no connmark: queue it too, or it
+	// would slip past the rules. In every scope, Control included (where it only sees
+	// SYN, FIN and RST, queued anyway): a rule using conntrack makes the kernel reassemble
+	// IPv4 and IPv6 fragments in this namespace before the mangle hooks (nf_defrag_ipv4
+	// and nf_defrag_ipv6, priority -400 in PREROUTING and OUTPUT, are turned on with
+	// conntrack and off again when its last user goes). Without it the FORWARD hook, and
+	// for IPv6 the INPUT hook too, see fragments: the later ones carry no TCP header and
+	// do not match, a tiny first one does not match either, and a FIN in fragments
+	// passes unseen (TestNoBypassForward, TestNoBypassLocal in e2e).
+	rules = append(rules, slices.Concat([]string{"-m", "conntrack", "--ctstate", "INVALID"}, queue))
 	for _, f := range []string{"SYN", "FIN", "RST"} {
 		if f == "SYN" && s.NoHandshake {
 			continue

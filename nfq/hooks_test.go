@@ -136,9 +136,9 @@ func checkInstalled(t *testing.T, f *Fake, spec HookSpec, want bool, fam string)
 			}
 		}
 	}
-	wantQueued := 3 // SYN, FIN, RST
+	wantQueued := 4 // SYN, FIN, RST and conntrack's INVALID (whose use reassembles fragments)
 	if spec.Scope != Control {
-		wantQueued = 5 // and the connmark bit, and conntrack's INVALID
+		wantQueued = 5 // and the connmark bit
 	}
 	if queued != wantQueued {
 		t.Errorf("%s: %d NFQUEUE rules, want %d:\n%s", fam, queued, wantQueued, strings.Join(rules, "\n"))
@@ -598,6 +598,7 @@ func ExampleInstall() {
 	// -t mangle -A INPUT ! -i lo -p tcp -m tcp --sport 8080 ! --tcp-flags FIN,SYN,RST NONE -m comment --comment finproxy -j FINPROXY-Q100
 	// -t mangle -A OUTPUT -p tcp -m tcp --dport 8080 ! --tcp-flags FIN,SYN,RST NONE -m comment --comment finproxy -j FINPROXY-Q100
 	// -t mangle -A OUTPUT -p tcp -m tcp --sport 8080 ! --tcp-flags FIN,SYN,RST NONE -m comment --comment finproxy -j FINPROXY-Q100
+	// -t mangle -A FINPROXY-Q100 -m conntrack --ctstate INVALID -j NFQUEUE --queue-num 100 --queue-bypass
 	// -t mangle -A FINPROXY-Q100 -p tcp -m tcp --tcp-flags SYN SYN -j NFQUEUE --queue-num 100 --queue-bypass
 	// -t mangle -A FINPROXY-Q100 -p tcp -m tcp --tcp-flags FIN FIN -j NFQUEUE --queue-num 100 --queue-bypass
 	// -t mangle -A FINPROXY-Q100 -p tcp -m tcp --tcp-flags RST RST -j NFQUEUE --queue-num 100 --queue-bypass

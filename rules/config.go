@@ -84,6 +84,8 @@ func (es ConfigErrors) sort() {
 //	                                 # addresses or prefixes (no host bits set)
 //	hook = "forward"                 # "local" (default) or "forward"
 //	queue = 7400                     # NFQUEUE number, 1-65535 (default 7400)
+//	unclassified = "drop"            # verdict for queued packets that are no readable TCP
+//	                                 # segment (fragments, malformed): "drop" (default) or "accept"
 //
 //	[[rule]]                         # any number of rules; the first that matches acts
 //	name = "drop-final-ack"          # required, unique

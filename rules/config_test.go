@@ -656,3 +656,19 @@ func pathOf(s string) keyPath {
 	}
 	return p
 }
+
+func TestTargetUnclassified(t *testing.T) {
+	for src, want := range map[string]Unclassified{
+		"":                        "",
+		`unclassified = "drop"`:   UnclassifiedDrop,
+		`unclassified = "accept"`: UnclassifiedAccept,
+	} {
+		cfg, err := Parse([]byte("[target]\nport = 8080\n"+src+"\n"), "u.toml")
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if cfg.Target.Unclassified != want {
+			t.Errorf("%s: Unclassified = %q, want %q", src, cfg.Target.Unclassified, want)
+		}
+	}
+}

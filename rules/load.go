@@ -48,7 +48,7 @@ var sections = []section{
 }
 
 // targetKeys are the keys of [target].
-var targetKeys = []string{"port", "address", "hook", "queue"}
+var targetKeys = []string{"port", "address", "hook", "queue", "unclassified"}
 
 // ruleKeys are the keys of a [[rule]] that select segments, and the action's name. The rest
 // of a rule's keys are its action's parameters; where an action names a parameter like one
@@ -489,6 +489,15 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 					t.Hook = h
 				default:
 					l.valErr(kp, "unknown hook %q (want local or forward)", s)
+				}
+			}
+		case "unclassified":
+			if s, ok := l.str(kp, v); ok {
+				switch u := Unclassified(s); u {
+				case UnclassifiedDrop, UnclassifiedAccept:
+					t.Unclassified = u
+				default:
+					l.valErr(kp, "unknown verdict %q for unclassified packets (want drop or accept)", s)
 				}
 			}
 		case "queue":

@@ -288,7 +288,24 @@ type Target struct {
 	Hook HookMode
 	// Queue is the NFQUEUE number (default DefaultQueue).
 	Queue uint16
+	// Unclassified is the verdict for a queued packet the decoder cannot read as a whole
+	// TCP segment (a fragment the kernel did not reassemble, a malformed packet): the
+	// rules cannot see it, so it may be one they would act on. Empty: UnclassifiedDrop.
+	Unclassified Unclassified
 }
+
+// Unclassified is the verdict for packets the rules cannot see.
+type Unclassified string
+
+// Verdicts for unclassified packets.
+const (
+	// UnclassifiedDrop drops them: no segment passes that the rules might have dropped
+	// (the default; the kernel reassembles fragments before the hooks, and a receiver
+	// drops malformed packets anyway).
+	UnclassifiedDrop Unclassified = "drop"
+	// UnclassifiedAccept lets them pass unseen.
+	UnclassifiedAccept Unclassified = "accept"
+)
 
 // DefaultQueue is the NFQUEUE number used when a config names none.
 const DefaultQueue = 7400

@@ -207,7 +207,15 @@ func printSummary(w io.Writer, res *runner.Result) {
 	if q.VerdictErrors > 0 {
 		problems = append(problems, fmt.Sprintf("%d verdicts could not be written (their segments waited in the kernel queue until finproxy closed it)", q.VerdictErrors))
 	}
-	fmt.Fprintf(w, "segments: %d queued, %d verdicts, %d not TCP (accepted), %d logged\n", q.Received, q.Verdicts, res.Undecodable, res.Records)
+	if u := res.Unclassified; u.Total() > 0 {
+		fate := "dropped"
+		if u.Verdict == rules.UnclassifiedAccept {
+			fate = "accepted unseen"
+		}
+		problems = append(problems, fmt.Sprintf("%d queued packets the rules could not see (%d fragments, %d malformed, %d not TCP) were %s (target.unclassified)",
+			u.Total(), u.Fragments, u.Malformed, u.NotTCP, fate))
+	}
+	fmt.Fprintf(w, "segments: %d queued, %d verdicts, %d unclassified, %d logged\n", q.Received, q.Verdicts, res.Unclassified.Total(), res.Records)
 	if len(problems) > 0 {
 		fmt.Fprintf(w, "WARNING: %s\n", strings.Join(problems, "; "))
 	}

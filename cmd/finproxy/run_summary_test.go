@@ -47,6 +47,10 @@ func TestPrintSummary(t *testing.T) {
 			Queue:    nfq.Stats{Received: 9, Verdicts: 9},
 			Counters: []rules.Counters{{Rule: "drop-fin", Matched: 1, Dropped: 1}, {Rule: "delay-data", Matched: 3, Panicked: 3}},
 		}, want: []string{"rule delay-data: its action panicked 3 times (those segments were accepted as they came: the fault did not happen"}},
+		{name: "unclassified", res: runner.Result{
+			Queue:        nfq.Stats{Received: 9, Verdicts: 9},
+			Unclassified: runner.Unclassified{Fragments: 1, Malformed: 2, NotTCP: 3, Verdict: rules.UnclassifiedDrop},
+		}, want: []string{"6 queued packets the rules could not see (1 fragments, 2 malformed, 3 not TCP) were dropped (target.unclassified)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.res.Counters == nil {

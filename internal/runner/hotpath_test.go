@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/finproxy/finproxy/nfq"
@@ -145,9 +147,9 @@ func TestHotpathVerdicts(t *testing.T) {
 	h.send(hpClient, hpServer, 40000, 8080, cs, ss, tPSH|tACK, 100)
 	h.send(hpClient, hpServer, 40000, 8080, cs+100, ss, tFIN|tACK, 0)
 	h.send(hpServer, hpClient, 8080, 40000, ss, cs+101, tRST, 0)
-	h.k.Deliver(99, []byte{0x60, 0, 0}) // not a TCP segment: accepted
+	h.k.Deliver(99, []byte{0x60, 0, 0}) // no segment the rules can see: dropped
 	h.k.Flush()
-	want := []v{{1, true}, {2, true}, {3, true}, {4, true}, {5, true}, {6, false}, {99, true}}
+	want := []v{{1, true}, {2, true}, {3, true}, {4, true}, {5, true}, {6, false}, {99, false}}
 	if len(got) != len(want) {
 		t.Fatalf("verdicts %v, want %v", got, want)
 	}
@@ -229,3 +231,67 @@ func BenchmarkHotpathLogged(b *testing.B) {
 		cs += 100
 	}
 }
+
+// Packets the rules cannot see (issue 15: a FIN in fragments the kernel did not
+// reassemble, malformed ones) get the verdict of target.unclassified, drop by default,
+// are counted by reason, and the first of each reason is logged at once.
+func TestHotpathUnclassified(t *testing.T) {
+	for _, verdict := range []rules.Unclassified{"", rules.UnclassifiedDrop, rules.UnclassifiedAccept} {
+		t.Run(string(verdict), func(t *testing.T) {
+			var logged strings.Builder
+			var mu sync.Mutex
+			h := startHotpath(t, func(o *Options) {
+				o.Config.Target.Unclassified = verdict
+				o.Logger = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					return logged.Write(p)
+				}), nil))
+			})
+			accepted := map[uint32]bool{}
+			h.k.OnVerdict = func(id uint32, accept bool, _ []byte) { accepted[id] = accept }
+			h.send(hpClient, hpServer, 40000, 8080, 1, 0, tSYN, 0)
+			fin := append([]byte(nil), h.buf[:40]...)
+			fin[33] = tFIN | tACK
+			first := append([]byte(nil), fin...)
+			first[6] = 0x20 // more fragments
+			later := append([]byte(nil), fin...)
+			later[7] = 1 // offset 8
+			short := append([]byte(nil), fin...)
+			short[32] = 4 << 4 // TCP data offset 16
+			udp := append([]byte(nil), fin...)
+			udp[9] = 17
+			for i, b := range [][]byte{first, later, short, udp, short} {
+				h.k.Deliver(uint32(10+i), b)
+			}
+			h.k.Flush()
+			want := verdict != rules.UnclassifiedAccept
+			for id := uint32(10); id < 15; id++ {
+				if got, ok := accepted[id]; !ok || got == want {
+					t.Errorf("packet %d: accepted %v (verdict given: %v), want accepted %v", id, got, ok, !want)
+				}
+			}
+			if !accepted[1] {
+				t.Errorf("the SYN was not accepted")
+			}
+			res := h.stop()
+			u := res.Unclassified
+			wantName := verdict
+			if wantName == "" {
+				wantName = rules.UnclassifiedDrop
+			}
+			if u.Fragments != 2 || u.Malformed != 2 || u.NotTCP != 1 || u.Verdict != wantName || res.Undecodable != 5 {
+				t.Errorf("unclassified %+v, undecodable %d; want 2 fragments, 2 malformed, 1 not TCP, verdict %s", u, res.Undecodable, wantName)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if n := strings.Count(logged.String(), "the rules cannot see it"); n != 3 {
+				t.Errorf("%d warnings, want 3 (the first of each reason):\n%s", n, logged.String())
+			}
+		})
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -25,10 +25,11 @@ type Report struct {
 	Counters []rules.Counters      `json:"counters"`
 	Queue    nfq.Stats             `json:"queue"`
 	Kernel   *nfq.KernelQueueStats `json:"kernel,omitempty"`
-	// Undecodable counts queued packets that were not TCP segments; Records the lines
-	// written to the event log (--log), 0 without one.
-	Undecodable uint64 `json:"undecodable"`
-	Records     uint64 `json:"records"`
+	// Undecodable counts queued packets the rules could not see (Unclassified: why, and
+	// their verdict); Records the lines written to the event log (--log), 0 without one.
+	Undecodable  uint64       `json:"undecodable"`
+	Unclassified Unclassified `json:"unclassified"`
+	Records      uint64       `json:"records"`
 	// Observation says how the connections were observed; null when observation was off
 	// (--no-observe).
 	Observation *Observation `json:"observation"`
@@ -65,15 +66,16 @@ type Observation struct {
 // NewReport assembles the report of a finished run.
 func NewReport(cfg *rules.Config, res *Result) *Report {
 	r := &Report{
-		Config:      configInfo(cfg),
-		Started:     res.Started,
-		Ended:       res.Ended,
-		Counters:    res.Counters,
-		Queue:       res.Queue,
-		Kernel:      res.Kernel,
-		Undecodable: res.Undecodable,
-		Records:     res.Records,
-		Connections: []observe.Connection{},
+		Config:       configInfo(cfg),
+		Started:      res.Started,
+		Ended:        res.Ended,
+		Counters:     res.Counters,
+		Queue:        res.Queue,
+		Kernel:       res.Kernel,
+		Undecodable:  res.Undecodable,
+		Unclassified: res.Unclassified,
+		Records:      res.Records,
+		Connections:  []observe.Connection{},
 	}
 	if r.Counters == nil {
 		r.Counters = []rules.Counters{}

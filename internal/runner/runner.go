@@ -60,8 +60,10 @@ type Result struct {
 	Queue nfq.Stats `json:"queue"`
 	// Kernel is the kernel's view of the queue at the end (drops when it was full).
 	Kernel *nfq.KernelQueueStats `json:"kernel,omitempty"`
-	// Undecodable counts queued packets that were not TCP segments; they were accepted.
-	Undecodable uint64 `json:"undecodable"`
+	// Undecodable counts queued packets the decoder could not read as a whole TCP segment:
+	// the rules never saw them. Unclassified says why and what they got.
+	Undecodable  uint64       `json:"undecodable"`
+	Unclassified Unclassified `json:"unclassified"`
 	// Records is the number of event log lines written (whole, in the file); RecordsLost
 	// the records that are not, after a write error (a full disk: Run's error says which).
 	Records     uint64 `json:"records"`
@@ -80,6 +82,56 @@ type Result struct {
 	Observation     *observe.Report `json:"observation,omitempty"`
 	ObserveWarnings []string        `json:"observe_warnings,omitempty"`
 }
+
+// Unclassified counts the queued packets the rules could not see, by reason (the errors
+// of segment.Decoder), and names the verdict they got (the config's target.unclassified).
+type Unclassified struct {
+	Fragments uint64             `json:"fragments"`
+	Malformed uint64             `json:"malformed"`
+	NotTCP    uint64             `json:"not_tcp"`
+	Verdict   rules.Unclassified `json:"verdict"`
+}
+
+// unclassified counts them during a run and warns at once about the first of each kind.
+type unclassified struct {
+	fragments, malformed, notTCP atomic.Uint64
+	verdict                      rules.Verdict
+	name                         rules.Unclassified
+}
+
+func newUnclassified(u rules.Unclassified) *unclassified {
+	if u == "" {
+		u = rules.UnclassifiedDrop
+	}
+	c := &unclassified{verdict: rules.Drop, name: u}
+	if u == rules.UnclassifiedAccept {
+		c.verdict = rules.Accept
+	}
+	return c
+}
+
+// count records a packet the decoder refused with err and returns its verdict.
+func (c *unclassified) count(err error, log *slog.Logger) rules.Verdict {
+	n := &c.malformed
+	switch {
+	case errors.Is(err, segment.ErrFragment):
+		n = &c.fragments
+	case errors.Is(err, segment.ErrNotTCP):
+		n = &c.notTCP
+	}
+	if n.Add(1) == 1 {
+		log.Warn("a queued packet is no TCP segment finproxy can read: the rules cannot see it (counted in the summary)",
+			"reason", err, "verdict", string(c.name), "set by", "target.unclassified")
+	}
+	return c.verdict
+}
+
+func (c *unclassified) result() Unclassified {
+	return Unclassified{Fragments: c.fragments.Load(), Malformed: c.malformed.Load(), NotTCP: c.notTCP.Load(), Verdict: c.name}
+}
+
+// Total is the number of unclassified packets.
+func (u Unclassified) Total() uint64 { return u.Fragments + u.Malformed + u.NotTCP }
 
 // sink hands the engine's verdicts to the queue once it is open, rewritten segments with
 // them, and injected segments to the raw sockets (inject.go).
@@ -340,7 +392,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		}
 		defer s.inj.close()
 	}
-	var undecodable atomic.Uint64
+	uncl := newUnclassified(cfg.Target.Unclassified)
 	eopts := rules.Options{Sink: s, Logger: log}
 	eopts.Log = func(r rules.Record) {
 		if elog != nil {
@@ -362,8 +414,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	handler := func(p nfq.Packet) {
 		var seg segment.Segment
 		if derr := dec.Decode(p.Data, &seg); derr != nil {
-			undecodable.Add(1)
-			_ = s.Verdict(p.ID, rules.Accept)
+			_ = s.Verdict(p.ID, uncl.count(derr, log))
 			return
 		}
 		if pcap != nil {
@@ -412,7 +463,8 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		if cerr := q.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("close queue: %w", cerr))
 		}
-		res.Undecodable = undecodable.Load()
+		res.Unclassified = uncl.result()
+		res.Undecodable = res.Unclassified.Total()
 	}()
 
 	if o.IPT4 == nil && o.IPT6 == nil {
