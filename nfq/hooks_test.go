@@ -3,11 +3,10 @@ package nfq
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/finproxy/finproxy/internal/golden"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,8 +14,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 // seeded returns a Fake holding rules of someone else, which finproxy must keep.
 func seeded(t *testing.T) *Fake {
@@ -560,16 +557,7 @@ func TestGolden(t *testing.T) {
 					fmt.Fprintf(&b, "%s %s\n", fam.cmd, r)
 				}
 			}
-			path := filepath.Join("testdata", "hooks_"+name+".golden")
-			if *update {
-				must(t, os.MkdirAll("testdata", 0o755))
-				must(t, os.WriteFile(path, []byte(b.String()), 0o644))
-			}
-			want, err := os.ReadFile(path)
-			must(t, err)
-			if d := cmp.Diff(string(want), b.String()); d != "" {
-				t.Errorf("%s differs (-want +got); rerun with -update if intended:\n%s", path, d)
-			}
+			golden.Check(t, filepath.Join("testdata", "hooks_"+name+".golden"), []byte(b.String()))
 		})
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"flag"
+	"github.com/finproxy/finproxy/internal/golden"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // TestGolden parses the recorded lines of testdata/trace/*.txt and compares each result
 // with the .golden file next to it.
@@ -51,26 +49,7 @@ func TestGolden(t *testing.T) {
 				out.Write(b)
 				out.WriteByte('\n')
 			}
-			golden := strings.TrimSuffix(f, ".txt") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(out.String()), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got := out.String(); got != string(want) {
-				gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-				for i := range min(len(gl), len(wl)) {
-					if gl[i] != wl[i] {
-						t.Fatalf("line %d:\n got %s\nwant %s", i+1, gl[i], wl[i])
-					}
-				}
-				t.Fatalf("got %d lines, want %d", len(gl), len(wl))
-			}
+			golden.Check(t, strings.TrimSuffix(f, ".txt")+".golden", []byte(out.String()))
 		})
 	}
 }

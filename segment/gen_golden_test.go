@@ -2,19 +2,17 @@ package segment
 
 import (
 	"encoding/hex"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/finproxy/finproxy/internal/golden"
 )
 
-var update = flag.Bool("update", false, "rewrite the decoded column of testdata/segments.txt")
-
-func TestUpdateGolden(t *testing.T) {
-	if !*update {
-		t.Skip("run with -update to rewrite testdata/segments.txt from the decoder")
-	}
+// TestSegmentsGolden checks the decoded column of testdata/segments.txt against the
+// decoder (go test -update rewrites it).
+func TestSegmentsGolden(t *testing.T) {
 	path := filepath.Join("testdata", "segments.txt")
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -38,7 +36,5 @@ func TestUpdateGolden(t *testing.T) {
 		}
 		out = append(out, parts[0]+" | "+parts[1]+" | "+got)
 	}
-	if err := os.WriteFile(path, []byte(strings.Join(out, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	golden.Check(t, path, []byte(strings.Join(out, "\n")+"\n"))
 }
