@@ -22,34 +22,8 @@
 // context; measured here, that library cost is most of what a queued segment costs
 // (see the README's benchmark section). finproxy keeps it small by queueing only what the
 // rules need, rather than by replacing the library.
-// The pitfalls it handles:
-//
-//   - The queue length and the copy mode are sent to the kernel as given, and 0 means a
-//     queue of length 0 and NFQNL_COPY_NONE: every packet dropped. Open always sets both
-//     (16384 by default, NFQNL_COPY_PACKET) and a copy range of 0xffff, which the kernel
-//     caps at 65531 bytes. Loopback carries TCP segments of up to 65535 bytes: those
-//     arrive 4 bytes short (measured); Packet.OrigLen (NFQA_CAP_LEN) and
-//     Packet.Truncated tell.
-//   - Receive errors do not stop the reader: ENOBUFS and ENOENT are counted, and Open
-//     sets NETLINK_NO_ENOBUFS and enlarges the receive buffer with SO_RCVBUFFORCE (16 MiB
-//     asked; the kernel doubles it: 32 MiB), falling back to SO_RCVBUF. With
-//     NETLINK_NO_ENOBUFS the kernel does not report overruns at all: packets it could
-//     not deliver show only in the kernel's user_dropped counter (KernelStats), measured
-//     with a stalled reader.
-//   - A verdict for an id the kernel no longer holds returns nil: the kernel's ENOENT
-//     comes back on the read side as an error message (Stats.ENOENT).
-//   - Binding a queue number another socket holds in the same network
-//     namespace fails with EPERM, as does binding without CAP_NET_ADMIN: Open
-//     tells them apart (CapEff) and says "queue N is in use by another process".
-//     Queue numbers are per namespace: Config.NetNS binds in another one.
-//   - Close closes the socket, which unbinds the queue and ends the reader's read.
-//   - The payload points into the reader's buffer: valid during the Handler
-//     call only.
-//   - Packet.Time: the kernel attached no timestamp to any queued TCP packet in
-//     the tests (loopback OUTPUT, veth INPUT, FORWARD), so it is the reader's
-//     clock at receipt.
-//   - On Close the kernel drops the packets still waiting for a verdict
-//     (measured: a held SYN was retransmitted a second later).
+// The kernel's and the library's pitfalls it handles, each measured here, are listed in
+// docs/kernel-facts.md.
 //
 // Stats.DecisionLatency is the time from the reader's receipt of a packet to the moment its
 // verdict is given, Stats.VerdictLatency to the write of the verdict (latency.go: the
@@ -64,11 +38,6 @@
 // OpenFake gives a Queue whose kernel is a FakeKernel: the same Handler calls, counters,
 // verdict latency and verdict methods without a socket, for tests and benchmarks of what
 // sits on a queue.
-//
-// Measured as well: a full queue drops the packet and counts it in the
-// kernel's "dropped"; with Config.FailOpen it passes unqueued and nothing is
-// counted anywhere, so a fault tool using FailOpen cannot tell it happened
-// except by KernelStats.Waiting reaching MaxLen.
 //
 // # Hooks
 //
@@ -101,12 +70,6 @@
 // chain, so a chain of that name found then is stale and replaced (logged).
 // Install undoes itself on error; Hooks.Remove takes out exactly what Install
 // added; Cleanup removes every FINPROXY chain and finproxy rule from any run.
-//
-// On loopback (measured; inferred for veth and other interfaces with
-// segmentation offload on) one matched packet may be a GSO super-packet: the rule matches its header, then the kernel
-// splits it and queues each part with its own id. A FIN ending a large write
-// thus brings the data segments of the same super-packet to the queue too,
-// even with Scope Control (measured); only the last part carries the FIN.
 //
 // The iptables programs act on the network namespace of the thread that starts
 // them; NewIPTables uses github.com/coreos/go-iptables.

@@ -39,34 +39,8 @@
 // other way, and Observer.Annotate puts such external events on a connection's timeline.
 // sock_diag polls are stamped with CLOCK_MONOTONIC read around each dump.
 //
-// # What the kernel reports (measured on 6.18)
-//
-//   - A client's connect() reports CLOSE -> SYN_SENT before the source port is chosen
-//     (sport=0): the entry is kept by destination and given to the next SYN_SENT -> X of a
-//     socket to that destination (oldest first). inet_sock_set_state's text has no socket
-//     pointer; the "fields" trace option would print it, but prints the IPv6 address
-//     arrays as <INVALID-SIZE>.
-//   - A server's connection is the listener's child socket, created when the handshake's
-//     last ACK arrives: LISTEN -> SYN_RECV, then SYN_RECV -> ESTABLISHED a few
-//     microseconds later. The request socket before it (the SYN_RECV of RFC 793) has no
-//     state change; sock_diag lists it as SYN_RECV and tcp_retransmit_synack reports its
-//     SYN-ACK retransmissions.
-//   - For an AF_INET6 socket the IPv4 fields of the event are garbage (saddr=127.0.0.6):
-//     the v6 fields are used. A dual-stack socket talking IPv4 reports ::ffff:a.b.c.d;
-//     addresses are unmapped everywhere, so both ends name one 4-tuple.
-//   - A full socket handed to a timewait socket reports FIN_WAIT2 -> CLOSE or
-//     CLOSING -> CLOSE, also while its application still holds it. An orphan whose FIN is
-//     acknowledged reports FIN_WAIT1 -> FIN_WAIT2 -> CLOSE within a few microseconds and
-//     sock_diag then shows a timewait FIN_WAIT2 (timer tcp_fin_timeout), TIME_WAIT when
-//     the peer's FIN arrives (timer 60 s).
-//   - tcp_send_reset without a socket: state=UNKNOWN reason=NO_SOCKET; an abort
-//     (SO_LINGER 0, or close with unread data) reports ESTABLISHED -> CLOSE first, then
-//     the reset with state=TCP_CLOSE (reason TCP_STATE or TCP_ABORT_ON_CLOSE);
-//     tcp_receive_reset comes before the receiver's X -> CLOSE.
-//   - sock_diag reports timewait sockets with timer kind 3 and inode 0; timers in
-//     milliseconds, whole jiffies (4 ms: HZ=250). An unread FIN counts as one byte of
-//     Recv-Q of a CLOSE_WAIT socket.
-//   - trace_pipe prints "CPU:N [LOST M EVENTS]" when the ring buffer overwrote events.
+// What the kernel's tracepoints and sock_diag report in each case (measured on Linux 6.18),
+// which the code relies on, is in docs/kernel-facts.md.
 //
 // # Timeline
 //
