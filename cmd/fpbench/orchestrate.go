@@ -59,6 +59,7 @@ type bench struct {
 	serverAddr, routerAddr string // host:port of the server, and of Toxiproxy's listener
 	sources                string // the client's extra addresses, for the churn
 	passCfg, delayCfg      string
+	teardownCfg            string
 	toxiOK                 bool
 	toxiWhy                string
 	nprof                  int
@@ -77,8 +78,8 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.simConns, "sim-conns", 2000000, "connections driven through the engine in-process for the memory-growth measurement")
 	fs.IntVar(&o.delayConns, "delay-conns", 400, "connections whose SYN is delayed for the delay accuracy")
 	fs.DurationVar(&o.delay, "delay", 10*time.Millisecond, "the delay of the delay accuracy measurement")
-	variants := fs.String("variants", "direct,finproxy,finproxy-noobs,toxiproxy",
-		"variants to compare: direct, finproxy (observation on, as finproxy run does by default), finproxy-noobs (--no-observe), toxiproxy")
+	variants := fs.String("variants", strings.Join(allVariants, ","),
+		"variants to compare: direct; toxiproxy; finproxy-teardown (the rules of a teardown preset, which queue no handshake: they match every connection's FINs and the ACKs of them and pass them) and finproxy-handshake (a rule on the SYN and SYN|ACK that passes them), with observation on as finproxy run does by default, and their -noobs twins (--no-observe)")
 	parts := fs.String("parts", "compare,delay,hold,sim", "what to measure: compare (the variants), delay, hold (memory with open connections), sim (engine memory over many connections)")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each finproxy run into this directory")
 	fs.IntVar(&o.queues, "queues", 1, "NFQUEUE queues of the finproxy variants (--queue-balance; `finproxy run` uses one)")
@@ -125,7 +126,7 @@ func parseOptions(args []string) (options, error) {
 	}
 	for _, v := range strings.Split(*variants, ",") {
 		switch v = strings.TrimSpace(v); v {
-		case "direct", "finproxy", "finproxy-noobs", "toxiproxy":
+		case "direct", "toxiproxy", "finproxy-teardown", "finproxy-handshake", "finproxy-teardown-noobs", "finproxy-handshake-noobs":
 			o.variants = append(o.variants, v)
 		case "":
 		default:
@@ -178,7 +179,8 @@ func orchestrate(args []string) error {
 		if !isFinproxy(v) {
 			continue
 		}
-		if o.parts["delay"] {
+		if o.parts["delay"] && strings.HasPrefix(v, "finproxy-handshake") {
+			// The delay rule holds the client's SYN: a handshake config.
 			rep.Delay[v] = b.delayRun(v)
 		}
 		if err := ctx.Err(); err != nil {
@@ -283,6 +285,10 @@ func (b *bench) setup() error {
 	if err := os.WriteFile(b.passCfg, []byte(passConfig(topo.ServerAddr)), 0o644); err != nil {
 		return err
 	}
+	b.teardownCfg = filepath.Join(b.tmp, "teardown.toml")
+	if err := os.WriteFile(b.teardownCfg, []byte(teardownConfig(topo.ServerAddr)), 0o644); err != nil {
+		return err
+	}
 	b.delayCfg = filepath.Join(b.tmp, "delay.toml")
 	if err := os.WriteFile(b.delayCfg, []byte(delayConfig(topo.ServerAddr, b.o.delay)), 0o644); err != nil {
 		return err
@@ -311,6 +317,48 @@ func (b *bench) checkToxiproxy() {
 	b.log("toxiproxy: %s", strings.TrimSpace(string(out)))
 }
 
+// allVariants are the benchmark's variants, in display order.
+var allVariants = []string{"direct", "toxiproxy", "finproxy-teardown", "finproxy-handshake", "finproxy-teardown-noobs", "finproxy-handshake-noobs"}
+
+// observes reports whether a finproxy variant observes both ends (finproxy run's default).
+func observes(v string) bool { return !strings.HasSuffix(v, "-noobs") }
+
+// configFor is a finproxy variant's config: the teardown rules or the handshake ones.
+func (b *bench) configFor(v string) string {
+	if strings.HasPrefix(v, "finproxy-teardown") {
+		return b.teardownCfg
+	}
+	return b.passCfg
+}
+
+// teardownConfig is lost-final-ack's rule and lost-fin's, set to pass what they match
+// (the ACK of the server's FIN, every FIN): rules about the teardown only, so the
+// handshake is not queued.
+func teardownConfig(server netip.Addr) string {
+	return fmt.Sprintf(`name = "bench-teardown"
+description = "the rules of lost-final-ack and lost-fin, passing what they match: no handshake queued"
+
+[target]
+port = %d
+address = ["%s"]
+hook = "forward"
+queue = %d
+
+[[rule]]
+name = "final-ack"
+side = "client"
+flags = "pure-ack"
+phase = "ack-of-server-fin"
+action = "pass"
+
+[[rule]]
+name = "fins"
+has_flags = "FIN"
+action = "pass"
+`, benchPort, server, benchQ)
+}
+
+// passConfig has a rule on the handshake (and on FIN and RST) that passes everything.
 func passConfig(server netip.Addr) string {
 	return fmt.Sprintf(`name = "bench-pass"
 description = "matches the benchmark's connections (their SYN, FIN and RST segments) and passes everything"
@@ -612,8 +660,8 @@ func (b *bench) runVariant(v string, rep int) (vr variantRun) {
 	var px, tp *proc
 	var err error
 	switch v {
-	case "finproxy", "finproxy-noobs":
-		if px, err = b.startFinproxy(b.passCfg, v == "finproxy"); err != nil {
+	case "finproxy-teardown", "finproxy-handshake", "finproxy-teardown-noobs", "finproxy-handshake-noobs":
+		if px, err = b.startFinproxy(b.configFor(v), observes(v)); err != nil {
 			vr.Err = err.Error()
 			return vr
 		}
@@ -690,7 +738,7 @@ func isFinproxy(v string) bool { return strings.HasPrefix(v, "finproxy") }
 func (b *bench) delayRun(v string) *delayResult {
 	b.log("%s: delay accuracy (%d connections, client SYN delayed %v)", v, b.o.delayConns, b.o.delay)
 	r := &delayResult{Configured: b.o.delay.String()}
-	px, err := b.startFinproxy(b.delayCfg, v == "finproxy", "-delay", b.o.delay.String())
+	px, err := b.startFinproxy(b.delayCfg, observes(v), "-delay", b.o.delay.String())
 	if err != nil {
 		r.Err = err.Error()
 		return r
@@ -721,12 +769,14 @@ func (b *bench) delayRun(v string) *delayResult {
 
 // holdResult is the memory measurement with many open connections.
 type holdResult struct {
-	Conns      int          `json:"conns"`
-	Failed     int          `json:"failed"`
-	Idle       *memInfo     `json:"idle,omitempty"`   // after start-up
-	Held       *memInfo     `json:"held,omitempty"`   // with the connections open
-	Closed     *memInfo     `json:"closed,omitempty"` // after they were closed
-	Queue      *queueDelta  `json:"queue,omitempty"`
+	Conns  int         `json:"conns"`
+	Failed int         `json:"failed"`
+	Idle   *memInfo    `json:"idle,omitempty"`   // after start-up
+	Held   *memInfo    `json:"held,omitempty"`   // with the connections open
+	Closed *memInfo    `json:"closed,omitempty"` // after they were closed
+	Queue  *queueDelta `json:"queue,omitempty"`
+	// CloseQueue is the kernel queue's count while the connections close at once.
+	CloseQueue *queueDelta  `json:"close_queue,omitempty"`
 	Proxy      *proxyResult `json:"finproxy,omitempty"`
 	OpenSecond float64      `json:"open_seconds"`
 	Err        string       `json:"error,omitempty"`
@@ -741,7 +791,7 @@ func (b *bench) holdRun(v string) *holdResult {
 		heap = filepath.Join(b.o.profileDir, "heap-"+v+".pprof")
 		extra = append(extra, "-heapprofile", heap)
 	}
-	px, err := b.startFinproxy(b.passCfg, v == "finproxy", extra...)
+	px, err := b.startFinproxy(b.configFor(v), observes(v), extra...)
 	if err != nil {
 		r.Err = err.Error()
 		return r
@@ -777,6 +827,8 @@ func (b *bench) holdRun(v string) *holdResult {
 			_ = hc.stdin.Close()
 			_, err = hc.expect(b.ctx, "closed", 60*time.Second)
 			time.Sleep(1500 * time.Millisecond)
+			closed, _ := b.kernelStats()
+			r.CloseQueue = delta(after, closed)
 			if m, err := readMem(pid); err == nil {
 				r.Closed = &m
 			}
