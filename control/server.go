@@ -23,6 +23,9 @@ import (
 // Backend is the finproxy being driven (runner.Service).
 type Backend interface {
 	Replace(cfg *rules.Config) error
+	// ReplaceRedirected is Replace with the DNAT redirections of the Toxiproxy proxies
+	// whose listen is not their upstream.
+	ReplaceRedirected(cfg *rules.Config, rd []nfq.Redirect) error
 	Counters() []rules.Counters
 	QueueStats() nfq.Stats
 	KernelStats() (nfq.KernelQueueStats, error)
@@ -143,7 +146,7 @@ func (s *Server) ruleSet() *client.RuleSet {
 		Hooked:       s.o.Backend.HookScope(),
 		Replacements: s.o.Backend.Replacements(),
 	}
-	rs.Target.Port = cfg.Target.Port
+	rs.Target.Port, rs.Target.Ports = cfg.Target.Port, cfg.Target.Ports
 	for _, a := range cfg.Target.Addresses {
 		rs.Target.Addresses = append(rs.Target.Addresses, a.String())
 	}

@@ -285,3 +285,177 @@ func TestServeToxiproxyCLI(t *testing.T) {
 	s.stop(t)
 	iptablesClean(t, topo, "router")
 }
+
+// A proxy whose listen is not its upstream: the kernel sends its connections to the
+// upstream (DNAT in serve's namespace) and its toxics act on them; two proxies at once,
+// each toxic on its own proxy's connections; a deleted proxy no longer redirects, and
+// serve leaves no rule in any table.
+func TestServeToxiproxyRedirect(t *testing.T) {
+	topo := newLab(t)
+	for _, port := range []string{"8080", "8081"} {
+		srv := topo.Command(context.Background(), "server", finproxyBin, "app", "server",
+			"--listen", topo.ServerAddr.String()+":"+port, "--mode", "reply-wait-close", "--count", "0")
+		startProc(t, srv, "ready")
+	}
+	s := startServe(t, topo)
+	tc := toxiproxy.NewClient(forwardToUnix(t, s.sock))
+	host := topo.ServerAddr.String()
+	a, err := tc.CreateProxy("a", host+":18080", host+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tc.CreateProxy("b", host+":18081", host+":8081")
+	if err != nil {
+		t.Fatal(err)
+	}
+	via := func(port string, extra ...string) (float64, string, bool) {
+		t.Helper()
+		var rec struct {
+			Local     string  `json:"local"`
+			Remote    string  `json:"remote"`
+			ElapsedMS float64 `json:"elapsed_ms"`
+			Error     string  `json:"error"`
+		}
+		args := append([]string{"app", "client", "--connect", host + ":" + port, "--mode", "request-close", "--count", "1"}, extra...)
+		out, err := topo.Command(context.Background(), "client", finproxyBin, args...).Output()
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			json.Unmarshal([]byte(l), &rec)
+		}
+		return rec.ElapsedMS, rec.Error, err == nil
+	}
+	for _, port := range []string{"18080", "18081"} {
+		if ms, e, ok := via(port); !ok {
+			t.Fatalf("a connection to listen %s:%s failed (%s, %.1f ms): no redirection to the upstream?\n%s", host, port, e, ms, s.errOut)
+		}
+	}
+	// latency on b alone: b's connections take 300 ms more, a's do not.
+	if _, err := b.AddToxic("lat", "latency", "downstream", 1, toxiproxy.Attributes{"latency": 300}); err != nil {
+		t.Fatal(err)
+	}
+	msB, e, ok := via("18081")
+	if !ok || msB < 300 {
+		t.Errorf("through b under latency 300 ms: %.1f ms (%s), want at least 300 ms", msB, e)
+	}
+	msA, e, ok := via("18080")
+	if !ok || msA >= 300 {
+		t.Errorf("through a, with b's latency: %.1f ms (%s), want under 300 ms", msA, e)
+	}
+	t.Logf("b (latency 300 ms): %.1f ms; a: %.1f ms", msB, msA)
+	// reset_peer on a: a's client sees ECONNRESET.
+	if _, err := a.AddToxic("rst", "reset_peer", "downstream", 1, toxiproxy.Attributes{"timeout": 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, e, ok := via("18080"); ok || e != "ECONNRESET" {
+		t.Errorf("through a under reset_peer: ok %v, error %q; want ECONNRESET", ok, e)
+	}
+	// b deleted: its listen port redirects nowhere (nothing listens on it).
+	if err := b.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, e, ok := via("18081", "--timeout", "2s"); ok || e != "ECONNREFUSED" {
+		t.Errorf("to b's listen port after b was deleted: ok %v, error %q; want ECONNREFUSED", ok, e)
+	}
+	if err := a.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	s.stop(t)
+	iptablesClean(t, topo, "router")
+}
+
+// In local mode (client and server in serve's namespace) the redirected connection is
+// one connection to finproxy: the client's segments are taken after nat OUTPUT translated
+// them, so a toxic on the client's stream (slow_close upstream) and one on the server's
+// (latency downstream) both act, and the events name one client.
+func TestServeToxiproxyRedirectLocal(t *testing.T) {
+	topo := newLab(t)
+	host := topo.ServerAddr.String()
+	srv := topo.Command(context.Background(), "server", finproxyBin, "app", "server",
+		"--listen", host+":8080", "--mode", "reply-wait-close", "--count", "0")
+	startProc(t, srv, "ready")
+	s := startServe(t, topo, "--netns", topo.Server, "--hook", "local")
+	tc := toxiproxy.NewClient(forwardToUnix(t, s.sock))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := tc.CreateProxy("app", host+":18080", host+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := s.c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+	if _, err := p.AddToxic("lat", "latency", "downstream", 1, toxiproxy.Attributes{"latency": 200}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AddToxic("sc", "slow_close", "upstream", 1, toxiproxy.Attributes{"delay": 300}); err != nil {
+		t.Fatal(err)
+	}
+	ev = reopen(t, ctx, s, ev)
+	var rec struct {
+		Local     string  `json:"local"`
+		ElapsedMS float64 `json:"elapsed_ms"`
+		Error     string  `json:"error"`
+	}
+	out, err := topo.Command(context.Background(), "server", finproxyBin, "app", "client",
+		"--connect", host+":18080", "--mode", "request-close", "--count", "1").Output()
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		json.Unmarshal([]byte(l), &rec)
+	}
+	if err != nil || rec.ElapsedMS < 200 {
+		t.Errorf("through the proxy in serve's namespace under latency 200 ms: %+v (%v), want at least 200 ms", rec, err)
+	}
+	fin := nextEvent(t, ev, func(e fpclient.Event) bool { return e.Side == "client" && strings.Contains(e.Flags, "FIN") })
+	if fin.Rule != "sc" || time.Duration(fin.HeldNS) < 300*time.Millisecond || fin.Client != rec.Local || !strings.HasSuffix(fin.Server, ":8080") {
+		t.Errorf("client FIN: %+v, want held 300 ms by sc, client %s, server on the upstream's port 8080", fin, rec.Local)
+	}
+	t.Logf("latency 200 ms: %.1f ms; client FIN held %v", rec.ElapsedMS, time.Duration(fin.HeldNS))
+	s.stop(t)
+	iptablesClean(t, topo, "server")
+}
+
+// SIGKILL of finproxy serve leaves no redirection: its watchdog removes the DNAT rules
+// with the hooks.
+func TestServeSIGKILLRemovesRedirects(t *testing.T) {
+	topo := newLab(t)
+	s := startServe(t, topo)
+	tc := toxiproxy.NewClient(forwardToUnix(t, s.sock))
+	host := topo.ServerAddr.String()
+	if _, err := tc.CreateProxy("a", host+":18080", host+":8080"); err != nil {
+		t.Fatal(err)
+	}
+	nat := func() string {
+		out, err := topo.Command(context.Background(), "router", "iptables-save", "-t", "nat").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables-save: %v: %s", err, out)
+		}
+		var ours []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "finproxy") {
+				ours = append(ours, l)
+			}
+		}
+		return strings.Join(ours, "\n")
+	}
+	if n := nat(); !strings.Contains(n, "--to-destination "+host+":8080") {
+		t.Fatalf("no DNAT rule to remove:\n%s", n)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	<-s.done
+	s.done = nil // killed on purpose
+	for {
+		n := nat()
+		if n == "" {
+			t.Logf("redirections gone %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+			break
+		}
+		if time.Since(killed) > time.Second {
+			t.Fatalf("redirections still there 1 s after SIGKILL:\n%s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	iptablesClean(t, topo, "router")
+}

@@ -38,7 +38,9 @@ type RuleSet struct {
 
 // Target is the scope of the hooks.
 type Target struct {
-	Port      uint16   `json:"port,omitempty"`
+	Port uint16 `json:"port,omitempty"`
+	// Ports are the further server ports of a target of several (Toxiproxy proxies).
+	Ports     []uint16 `json:"ports,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
 	Hook      string   `json:"hook"`
 	Queue     uint16   `json:"queue"`

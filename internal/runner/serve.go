@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,17 +46,19 @@ type Service struct {
 	sink  *serveSink
 	undec atomic.Uint64
 
-	mu         sync.Mutex // serialises Replace, Close and the reads of what they change
-	cfg        *rules.Config
-	ipt4, ipt6 nfq.IPTables
-	hooks      *nfq.Hooks
-	spec       nfq.HookSpec
-	stale      []*nfq.Hooks              // replaced hooks whose removal failed, tried again at Close
-	retired    map[string]rules.Counters // counters of rules replaced, by name
-	order      []string                  // every rule name seen, in the order first seen
-	replaced   uint64
-	closed     bool
-	started    time.Time
+	mu          sync.Mutex // serialises Replace, Close and the reads of what they change
+	cfg         *rules.Config
+	ipt4, ipt6  nfq.IPTables
+	hooks       *nfq.Hooks
+	spec        nfq.HookSpec
+	stale       []*nfq.Hooks                    // replaced hooks whose removal failed, tried again at Close
+	redirects   map[nfq.Redirect]*nfq.Redirects // DNAT rules in place, by redirection
+	redirecting bool                            // the current rule set comes with redirections
+	retired     map[string]rules.Counters       // counters of rules replaced, by name
+	order       []string                        // every rule name seen, in the order first seen
+	replaced    uint64
+	closed      bool
+	started     time.Time
 }
 
 // serveSink is the engine's Sink: verdicts to the queue, injections to raw sockets
@@ -171,6 +175,7 @@ func (s *Service) specOf(cfg *rules.Config) nfq.HookSpec {
 	spec := HookSpec(&c)
 	spec.Logger = s.log
 	spec.Owner = s.owner
+	spec.Redirected = s.redirecting && spec.Mode == nfq.Local
 	return spec
 }
 
@@ -178,6 +183,7 @@ func (s *Service) specOf(cfg *rules.Config) nfq.HookSpec {
 // scopes, the segments queued, may differ).
 func sameTarget(a, b nfq.HookSpec) bool {
 	return a.Mode == b.Mode && a.Queue == b.Queue && a.Queues == b.Queues && a.Port == b.Port &&
+		slices.Equal(a.Ports, b.Ports) && a.Redirected == b.Redirected &&
 		slices.Equal(a.Addrs, b.Addrs) && a.Bypass == b.Bypass &&
 		a.SkipMark == b.SkipMark && a.ConnMark == b.ConnMark
 }
@@ -210,6 +216,63 @@ func (s *Service) Replace(cfg *rules.Config) error {
 	if s.closed {
 		return errors.New("finproxy is stopping")
 	}
+	return s.replace(cfg)
+}
+
+// ReplaceRedirected puts cfg in place as Replace does, and the redirections rd (nfq.Redirect:
+// DNAT, in the kernel, from a listen address to a server of cfg's target) in place of the
+// current ones: those that go are removed before the rules change (no new connection is
+// sent to a server whose hooks are about to change), those that come are added after the
+// hooks are in place (the first redirected segment is seen); those that stay are not
+// touched. The DNAT rules carry the service's owner as the hooks do: Close, `finproxy
+// cleanup` and the watchdog remove them.
+func (s *Service) ReplaceRedirected(cfg *rules.Config, rd []nfq.Redirect) error {
+	if err := s.checkQueue(cfg); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("finproxy is stopping")
+	}
+	for r, h := range s.redirects {
+		if slices.Contains(rd, r) {
+			continue
+		}
+		if err := h.Remove(); err != nil {
+			return fmt.Errorf("remove the redirection %v (run `finproxy cleanup`): %w", r, err)
+		}
+		delete(s.redirects, r)
+	}
+	if s.redirects == nil {
+		s.redirects = map[nfq.Redirect]*nfq.Redirects{}
+	}
+	var add []nfq.Redirect
+	for _, r := range rd {
+		if s.redirects[r] == nil && !slices.Contains(add, r) {
+			add = append(add, r)
+		}
+	}
+	// The hooks take the redirected segments where they carry the server's address
+	// (nfq.HookSpec.Redirected) before the first redirection is in place.
+	was := s.redirecting
+	s.redirecting = len(rd) > 0
+	if err := s.replace(cfg); err != nil {
+		s.redirecting = was
+		return err
+	}
+	for _, r := range add {
+		h, err := nfq.InstallRedirects(s.ipt4, s.ipt6, s.owner, []nfq.Redirect{r})
+		if err != nil {
+			return fmt.Errorf("redirect %v: %w", r, err)
+		}
+		s.redirects[r] = h
+		s.log.Info("redirection installed", "listen", r.Listen, "upstream", r.Upstream)
+	}
+	return nil
+}
+
+func (s *Service) replace(cfg *rules.Config) error {
 	if cfg.Injects() && s.sink.inj.Load() == nil {
 		in, err := openInjector(DefaultInjectMark, s.ipt4 != nil, s.ipt6 != nil)
 		if err != nil {
@@ -333,7 +396,7 @@ func (s *Service) installHooks(spec nfq.HookSpec) error {
 		return fmt.Errorf("install iptables hooks: %w", err)
 	}
 	s.hooks, s.spec = h, spec
-	s.log.Info("hooks installed", "queue", spec.Queue, "hook", spec.Mode.String(), "port", spec.Port,
+	s.log.Info("hooks installed", "queue", spec.Queue, "hook", spec.Mode.String(), "port", spec.Port, "ports", spec.Ports,
 		"addresses", spec.Addrs, "queued", spec.Scope.String())
 	return nil
 }
@@ -373,14 +436,19 @@ func (s *Service) HookScope() string {
 	return s.spec.Scope.String()
 }
 
-// Hooks lists the iptables rules in place, as nfq.Hooks.Rules does (none without a scope).
+// Hooks lists the iptables rules in place, as nfq.Hooks.Rules does (none without a
+// scope), then the redirections' (nfq.Redirects.Rules).
 func (s *Service) Hooks() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.hooks == nil {
-		return nil
+	var out []string
+	if s.hooks != nil {
+		out = s.hooks.Rules()
 	}
-	return s.hooks.Rules()
+	for _, r := range slices.SortedFunc(maps.Keys(s.redirects), func(a, b nfq.Redirect) int { return strings.Compare(a.String(), b.String()) }) {
+		out = append(out, s.redirects[r].Rules()...)
+	}
+	return out
 }
 
 // Counters returns what each rule did since the service started, by rule name (a rule
@@ -428,7 +496,13 @@ func (s *Service) Close() (*Result, error) {
 	res := &Result{Started: s.started}
 	s.eng.Close()
 	res.Counters = s.counters()
-	err := s.removeHooks()
+	var err error
+	for r, h := range s.redirects {
+		if rerr := h.Remove(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the redirection %v (run `finproxy cleanup`): %w", r, rerr))
+		}
+	}
+	err = errors.Join(err, s.removeHooks())
 	for _, h := range s.stale {
 		if rerr := h.Remove(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("remove iptables hooks (run `finproxy cleanup`): %w", rerr))
