@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -457,5 +458,90 @@ func TestServeSIGKILLRemovesRedirects(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	iptablesClean(t, topo, "router")
+}
+
+// serve --observe-netns: GET /v1/connections has each connection of the target with both
+// sides' timelines and segments (the lab report's shapes), and the event stream carries
+// the sockets' state changes; a lost final ACK shows as the server's retransmission in
+// LAST_ACK.
+func TestServeObservedConnections(t *testing.T) {
+	topo := newLab(t)
+	host := topo.ServerAddr.String()
+	srv := topo.Command(context.Background(), "server", finproxyBin, "app", "server",
+		"--listen", host+":8080", "--mode", "reply-wait-close", "--count", "0")
+	startProc(t, srv, "ready")
+	s := startServe(t, topo, "--observe-netns", topo.Client+","+topo.Server)
+	tc := toxiproxy.NewClient(forwardToUnix(t, s.sock))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := tc.CreateProxy("app", host+":18080", host+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AddToxic("laf", "lost_final_ack", "downstream", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := s.c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+	var rec struct {
+		Local string `json:"local"`
+		Error string `json:"error"`
+	}
+	out, err := topo.Command(context.Background(), "client", finproxyBin, "app", "client",
+		"--connect", host+":18080", "--mode", "request-close", "--count", "1").Output()
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		json.Unmarshal([]byte(l), &rec)
+	}
+	if err != nil {
+		t.Fatalf("client: %v %+v", err, rec)
+	}
+	// The server's socket goes to LAST_ACK, on the stream.
+	for {
+		sc, err := ev.NextObserved()
+		if err != nil {
+			t.Fatalf("observed events: %v", err)
+		}
+		if sc.Type == "state" && sc.New == "LAST_ACK" && sc.Dst == rec.Local {
+			t.Logf("stream: %s %s -> %s at %s", sc.Src, sc.Old, sc.New, sc.Time.Format(time.StampMicro))
+			break
+		}
+	}
+	// The server retransmits its FIN from LAST_ACK (the first one after about 200 ms).
+	var conn *fpclient.Connection
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		cs, err := s.c.Connections(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range cs.Connections {
+			if c.Client.Addr == rec.Local && len(c.Server.Retransmits) > 0 && slices.Contains(c.Server.States, "CLOSE") {
+				conn = &cs.Connections[i]
+			}
+		}
+		if conn != nil {
+			break
+		}
+	}
+	if conn == nil {
+		cs, _ := s.c.Connections(ctx)
+		t.Fatalf("no connection of client %s with the server's retransmission and its close: %+v", rec.Local, cs)
+	}
+	if conn.Server.Addr != host+":8080" || conn.Server.Retransmits[0].State != "LAST_ACK" ||
+		!slices.Contains(conn.Server.States, "LAST_ACK") || len(conn.Client.Segments) == 0 || len(conn.Server.Timeline) != len(conn.Server.States) {
+		t.Errorf("connection: %+v", conn)
+	}
+	var dropped bool
+	for _, sg := range conn.Client.Segments {
+		dropped = dropped || sg.Rule == "laf:drop-final-ack" && sg.Verdict == "drop"
+	}
+	if !dropped {
+		t.Errorf("client segments %+v: want the final ACK dropped by laf:drop-final-ack", conn.Client.Segments)
+	}
+	t.Logf("server states %v, retransmits %+v", conn.Server.States, conn.Server.Retransmits)
+	s.stop(t)
 	iptablesClean(t, topo, "router")
 }

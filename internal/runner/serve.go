@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/nfq"
+	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
@@ -32,6 +33,11 @@ type ServeOptions struct {
 	// OnRecord, when set, sees every segment's record, with the engine's lock held (in
 	// verdict order): it must not block and must not call the Service.
 	OnRecord func(rules.Record)
+	// Observe, when set, runs an Observer for the Service's life, as run does: every
+	// segment's record goes on its connection's timeline. ObservePorts filter it in the
+	// kernel (none: every TCP socket; the rule sets' targets change, the Observer stays).
+	Observe      *ObserveOptions
+	ObservePorts []uint16
 }
 
 // Service is finproxy with a rule set that can be replaced while segments flow: the
@@ -45,6 +51,7 @@ type Service struct {
 	eng   *rules.Engine
 	sink  *serveSink
 	undec atomic.Uint64
+	obs   *observation // nil without ServeOptions.Observe
 
 	mu          sync.Mutex // serialises Replace, Close and the reads of what they change
 	cfg         *rules.Config
@@ -122,6 +129,20 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 	}
 	s.sink = &serveSink{}
 	eopts := rules.Options{Sink: s.sink, Logger: log, Log: o.OnRecord}
+	if o.Observe != nil {
+		var f rules.Config
+		if len(o.ObservePorts) > 0 {
+			f.Target.Port, f.Target.Ports = o.ObservePorts[0], o.ObservePorts[1:]
+		}
+		s.obs = startObservation(ctx, &f, o.Observe, log)
+		onRecord := o.OnRecord
+		eopts.Log = func(r rules.Record) {
+			s.obs.annotate(r)
+			if onRecord != nil {
+				onRecord(r)
+			}
+		}
+	}
 	s.eng = rules.NewEngine(nil, eopts)
 	dec := segment.NewDecoder()
 	handler := func(p nfq.Packet) {
@@ -141,6 +162,9 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 	q, err := openQueue(context.WithoutCancel(ctx), nfq.Config{Num: s.queue, Logger: log}, handler)
 	if err != nil {
 		s.eng.Close()
+		if s.obs != nil {
+			s.obs.finish(log)
+		}
 		return nil, err
 	}
 	s.q, s.sink.q = q, q
@@ -151,6 +175,26 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 		}
 	}
 	return s, nil
+}
+
+// Observer is the Observer the service runs (nil without ServeOptions.Observe, or when
+// no source of it started: ObserveWarnings says why).
+func (s *Service) Observer() *observe.Observer {
+	if s.obs == nil {
+		return nil
+	}
+	return s.obs.o
+}
+
+// ObserveWarnings are the reasons observation is off or incomplete.
+func (s *Service) ObserveWarnings() []string {
+	if s.obs == nil {
+		return nil
+	}
+	if s.obs.o == nil {
+		return s.obs.warns
+	}
+	return s.obs.o.Warnings()
 }
 
 // Queue is the NFQUEUE number the service reads.
@@ -526,6 +570,10 @@ func (s *Service) Close() (*Result, error) {
 		in.close()
 	}
 	res.Undecodable = s.undec.Load()
+	if s.obs != nil {
+		res.Observed = true
+		res.Observation, res.ObserveWarnings = s.obs.finish(s.log)
+	}
 	res.Ended = time.Now()
 	return res, err
 }
