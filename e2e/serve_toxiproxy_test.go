@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -530,6 +531,10 @@ func TestServeObservedConnections(t *testing.T) {
 		cs, _ := s.c.Connections(ctx)
 		t.Fatalf("no connection of client %s with the server's retransmission and its close: %+v", rec.Local, cs)
 	}
+	// The client's end (its socket names the listen address) joins the upstream's.
+	if !slices.Contains(conn.Client.States, "SYN_SENT") || !slices.Contains(conn.Client.States, "TIME_WAIT") {
+		t.Errorf("client's states %v: want its end of the redirected connection, to TIME_WAIT", conn.Client.States)
+	}
 	if conn.Server.Addr != host+":8080" || conn.Server.Retransmits[0].State != "LAST_ACK" ||
 		!slices.Contains(conn.Server.States, "LAST_ACK") || len(conn.Client.Segments) == 0 || len(conn.Server.Timeline) != len(conn.Server.States) {
 		t.Errorf("connection: %+v", conn)
@@ -541,7 +546,22 @@ func TestServeObservedConnections(t *testing.T) {
 	if !dropped {
 		t.Errorf("client segments %+v: want the final ACK dropped by laf:drop-final-ack", conn.Client.Segments)
 	}
-	t.Logf("server states %v, retransmits %+v", conn.Server.States, conn.Server.Retransmits)
+	t.Logf("server states %v, retransmits %+v; client states %v", conn.Server.States, conn.Server.Retransmits, conn.Client.States)
+	// /metrics: the server's retransmission in LAST_ACK is counted; promtool finds the
+	// exposition clean.
+	body, err := s.c.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := exec.Command("promtool", "check", "metrics")
+	check.Stdin = strings.NewReader(string(body))
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v:\n%s", err, out)
+	}
+	if !regexp.MustCompile(`finproxy_observed_retransmits_total\{side="server",state="LAST_ACK"\} [1-9]`).Match(body) {
+		t.Errorf("no server retransmission in LAST_ACK counted:\n%s", grepLines(string(body), "finproxy_observ"))
+	}
+	t.Logf("metrics:\n%s", grepLines(string(body), "finproxy_observ"))
 	s.stop(t)
 	iptablesClean(t, topo, "router")
 }

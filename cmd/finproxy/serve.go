@@ -17,6 +17,7 @@ import (
 	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/control"
 	"github.com/finproxy/finproxy/control/client"
+	"github.com/finproxy/finproxy/internal/obsmetrics"
 	"github.com/finproxy/finproxy/internal/runner"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/spf13/cobra"
@@ -30,12 +31,16 @@ type serveFlags struct {
 	tokenFile    string
 	observe      bool
 	observeNetns []string
+	closeWait    time.Duration
 }
 
 // check validates the listener flags and returns the token ("" when none is needed).
 func (f *serveFlags) check() (string, error) {
 	if f.listen == "" && f.unix == "" {
 		return "", errors.New("--listen \"\" needs --unix PATH: the API must listen somewhere")
+	}
+	if (f.observe || len(f.observeNetns) > 0) && f.closeWait <= 0 {
+		return "", fmt.Errorf("--close-wait %v: want a positive duration", f.closeWait)
 	}
 	var token string
 	if f.tokenFile != "" {
@@ -129,6 +134,7 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 	cmd.Flags().StringVar(&sf.tokenFile, "token-file", "", "require the bearer token in this file on every request")
 	cmd.Flags().BoolVar(&sf.observe, "observe", false, "observe the applications' sockets (tracepoints, sock_diag): GET /v1/connections, state changes on /v1/events")
 	cmd.Flags().StringSliceVar(&sf.observeNetns, "observe-netns", nil, observeNetnsUsage+"; implies --observe")
+	cmd.Flags().DurationVar(&sf.closeWait, "close-wait", defaultCloseWait, "CLOSE_WAIT leak threshold of the metrics (finproxy_close_wait_leaks)")
 	tf.add(cmd)
 	return cmd
 }
@@ -208,6 +214,7 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 	var observed *serveObserved
 	if o := svc.Observer(); o != nil {
 		observed = &serveObserved{svc: svc, o: o}
+		observed.coll = obsmetrics.New(o, sf.closeWait, observed.filter)
 	}
 	srv := control.New(control.Options{
 		Backend:  svc,
@@ -226,6 +233,9 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 	}
 	api.Store(srv)
 	if observed != nil {
+		if err := srv.Register(observed.coll); err != nil {
+			return fmt.Errorf("observation metrics: %w", err)
+		}
 		fctx, stop := context.WithCancel(ctx)
 		defer stop()
 		go observed.follow(fctx, srv)

@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/finproxy/finproxy/control"
 	"github.com/finproxy/finproxy/control/client"
+	"github.com/finproxy/finproxy/internal/obsmetrics"
 	"github.com/finproxy/finproxy/internal/runner"
+	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/viz"
@@ -16,20 +19,71 @@ import (
 // serveObserved is serve's Observer as the API shows it: the connections of the current
 // target with their timelines, and the Observer's events on the event streams.
 type serveObserved struct {
-	svc *runner.Service
-	o   *observe.Observer
+	svc  *runner.Service
+	o    *observe.Observer
+	coll *obsmetrics.Collector // on /metrics
 }
 
 var _ control.Observed = (*serveObserved)(nil)
 
-// filter selects the connections of the current rule set's target (all without one).
+// filter selects the connections of the current rule set's target (all without one),
+// and the clients' ends of the redirected ones: a client's socket names the listen
+// address it connected to, not the upstream.
 func (a *serveObserved) filter() observe.Filter {
 	t := a.svc.Config().Target
 	f := observe.Filter{Addrs: t.Addresses}
 	if t.Port != 0 {
 		f.Ports = append([]uint16{t.Port}, t.Ports...)
 	}
+	for _, r := range a.svc.Redirects() {
+		if len(f.Ports) > 0 && !slices.Contains(f.Ports, r.Listen.Port()) {
+			f.Ports = append(f.Ports, r.Listen.Port())
+		}
+		switch {
+		case len(f.Addrs) == 0:
+		case r.Listen.Addr().IsUnspecified():
+			f.Addrs = nil // any address
+		default:
+			f.Addrs = append(f.Addrs, netip.PrefixFrom(r.Listen.Addr(), r.Listen.Addr().BitLen()))
+		}
+	}
 	return f
+}
+
+// joinRedirected puts the client's end of each redirected connection (its socket names
+// the listen address) on the connection of the upstream's socket (which names the
+// client's real address), as one connection; a client's end with no upstream connection
+// seen stays as it is.
+func joinRedirected(conns []observe.Connection, rd []nfq.Redirect) []observe.Connection {
+	if len(rd) == 0 {
+		return conns
+	}
+	type key struct{ client, server netip.AddrPort }
+	idx := map[key]int{}
+	for i, c := range conns {
+		idx[key{c.Client.Addr, c.Server.Addr}] = i // the latest incarnation wins
+	}
+	drop := map[int]bool{}
+	for i, c := range conns {
+		for _, r := range rd {
+			l := c.Server.Addr
+			if l.Port() != r.Listen.Port() || !r.Listen.Addr().IsUnspecified() && l.Addr() != r.Listen.Addr() {
+				continue
+			}
+			if j, ok := idx[key{c.Client.Addr, r.Upstream}]; ok && j != i && len(conns[j].Client.States) == 0 {
+				conns[j].Client = c.Client
+				conns[j].Notes = append(conns[j].Notes, c.Notes...)
+				drop[i] = true
+			}
+		}
+	}
+	out := conns[:0]
+	for i, c := range conns {
+		if !drop[i] {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Connections is the Observer's snapshot, restricted to the current target, in the
@@ -37,6 +91,7 @@ func (a *serveObserved) filter() observe.Filter {
 func (a *serveObserved) Connections() (any, error) {
 	rep := a.o.Snapshot()
 	f := a.filter()
+	rep.Connections = joinRedirected(rep.Connections, a.svc.Redirects())
 	out := client.Connections{Connections: []client.Connection{}, Warnings: rep.Warnings}
 	for i := range rep.Connections {
 		c := &rep.Connections[i]
@@ -99,6 +154,7 @@ func (a *serveObserved) follow(ctx context.Context, srv *control.Server) {
 			}
 			e = ev
 		}
+		a.coll.Count(e)
 		if time.Since(refresh) > 100*time.Millisecond {
 			f, refresh = a.filter(), time.Now() // the target changes with the rule set
 		}

@@ -197,6 +197,13 @@ func (s *Service) ObserveWarnings() []string {
 	return s.obs.o.Warnings()
 }
 
+// Redirects lists the redirections in place (ReplaceRedirected), in no particular order.
+func (s *Service) Redirects() []nfq.Redirect {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.redirects))
+}
+
 // Queue is the NFQUEUE number the service reads.
 func (s *Service) Queue() uint16 { return s.queue }
 
