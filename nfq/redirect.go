@@ -73,6 +73,9 @@ func InstallRedirects(ipt4, ipt6 IPTables, o Owner, rs []Redirect) (*Redirects, 
 		if err == nil && ipt == nil {
 			err = fmt.Errorf("nfq: redirect %v: no %s iptables available (install iptables)", r, fam)
 		}
+		if err == nil {
+			err = redirectTaken(ipt, fam, r, o)
+		}
 		for _, nr := range natRules(r, o) {
 			if err != nil {
 				break
@@ -123,6 +126,40 @@ func (rd *Redirects) Remove() error {
 	}
 	rd.added = left
 	return errors.Join(errs...)
+}
+
+// redirectTaken returns an error when a live finproxy of another owner redirects the
+// same listen port (on an overlapping address) already: the newer rule would go first
+// and the other run's connections would reach this run's upstream.
+func redirectTaken(ipt IPTables, fam string, r Redirect, o Owner) error {
+	lines, err := ipt.List(NATTable, "OUTPUT")
+	if err != nil {
+		return fmt.Errorf("nfq: %s: list chain OUTPUT of table %s: %w", fam, NATTable, err)
+	}
+	for _, line := range lines {
+		_, spec, ok := parseRuleLine(line)
+		if !ok {
+			continue
+		}
+		cm, ok := ruleComment(spec)
+		if !ok {
+			continue
+		}
+		other, ours := parseComment(cm)
+		if !ours || other == o || other.IsZero() || !other.Alive() {
+			continue
+		}
+		js := scopeOf("OUTPUT", spec)
+		if js.port != r.Listen.Port() {
+			continue
+		}
+		if js.addr.IsValid() && !r.Listen.Addr().IsUnspecified() && !js.addr.Contains(r.Listen.Addr()) {
+			continue
+		}
+		return fmt.Errorf("nfq: redirect %v: another finproxy (pid %d) redirects that listen port in this network namespace (%s: %s)",
+			r, other.PID, fam, line)
+	}
+	return nil
 }
 
 // removeNAT removes the finproxy-tagged rules of the nat table's OUTPUT and PREROUTING

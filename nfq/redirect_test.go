@@ -1,7 +1,9 @@
 package nfq
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -160,5 +162,32 @@ func TestHooksRedirectedPorts(t *testing.T) {
 	spec.Mode = Forward
 	if _, err := Install(f, nil, spec); err == nil || !strings.Contains(err.Error(), "Redirected") {
 		t.Errorf("Redirected in Forward mode: %v, want refused", err)
+	}
+}
+
+// A listen port a live finproxy of another owner redirects already is refused, naming it;
+// a dead one's is not in the way.
+func TestRedirectsConflict(t *testing.T) {
+	f := NewFake()
+	self, err := Self()
+	must(t, err)
+	parent := Owner{PID: os.Getppid()}
+	parent.Start, _, err = procStat(parent.PID) // the go test binary's parent: alive
+	must(t, err)
+	_, err = InstallRedirects(f, nil, parent, []Redirect{loRedirect})
+	must(t, err)
+	if _, err := InstallRedirects(f, nil, self, []Redirect{anyRedirect, {Listen: netip.MustParseAddrPort("0.0.0.0:18080"), Upstream: loRedirect.Upstream}}); err == nil ||
+		!strings.Contains(err.Error(), fmt.Sprintf("pid %d", parent.PID)) {
+		t.Errorf("a listen port another live run redirects: %v, want refused naming it", err)
+	}
+	if n := strings.Count(strings.Join(f.Rules(), "\n"), "18081"); n != 0 {
+		t.Errorf("the refused install left %d rules", n)
+	}
+	dead := Owner{PID: self.PID, Start: self.Start + 1}
+	f2 := NewFake()
+	_, err = InstallRedirects(f2, nil, dead, []Redirect{loRedirect})
+	must(t, err)
+	if _, err := InstallRedirects(f2, nil, self, []Redirect{loRedirect}); err != nil {
+		t.Errorf("a dead run's redirection in the way: %v", err)
 	}
 }
