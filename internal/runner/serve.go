@@ -306,19 +306,34 @@ func (s *Service) ReplaceRedirected(cfg *rules.Config, rd []nfq.Redirect) error 
 	}
 	// The hooks take the redirected segments where they carry the server's address
 	// (nfq.HookSpec.Redirected) before the first redirection is in place.
-	was := s.redirecting
+	was, old := s.redirecting, s.cfg
 	s.redirecting = len(rd) > 0
 	if err := s.replace(cfg); err != nil {
 		s.redirecting = was
 		return err
 	}
-	for _, r := range add {
+	for i, r := range add {
 		h, err := nfq.InstallRedirects(s.ipt4, s.ipt6, s.owner, []nfq.Redirect{r})
-		if err != nil {
-			return fmt.Errorf("redirect %v: %w", r, err)
+		if err == nil {
+			s.redirects[r] = h
+			s.log.Info("redirection installed", "listen", r.Listen, "upstream", r.Upstream)
+			continue
 		}
-		s.redirects[r] = h
-		s.log.Info("redirection installed", "listen", r.Listen, "upstream", r.Upstream)
+		// The old rule set back, without the redirections this call added (those it
+		// removed stay removed: their proxies' rules are gone from the old set's view).
+		err = fmt.Errorf("redirect %v: %w", r, err)
+		for _, a := range add[:i] {
+			if rerr := s.redirects[a].Remove(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the redirection %v (run `finproxy cleanup`): %w", a, rerr))
+				continue
+			}
+			delete(s.redirects, a)
+		}
+		s.redirecting = was && len(s.redirects) > 0
+		if rerr := s.replace(old); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("putting the old rule set back: %w", rerr))
+		}
+		return err
 	}
 	return nil
 }

@@ -346,3 +346,28 @@ func TestServeRedirected(t *testing.T) {
 		t.Errorf("left after Close: %q", r)
 	}
 }
+
+// A redirection that cannot be installed leaves the old rule set and redirections in
+// place, and nothing of the new ones.
+func TestServeRedirectedRefused(t *testing.T) {
+	s := startServe(t, parseCfg(t, dropClientFIN), nil)
+	before := s.ipt.Rules()
+	r1 := nfq.Redirect{Listen: netip.MustParseAddrPort("10.0.0.2:18080"), Upstream: netip.MustParseAddrPort("10.0.0.2:8080")}
+	r2 := nfq.Redirect{Listen: netip.MustParseAddrPort("10.0.0.2:19090"), Upstream: netip.MustParseAddrPort("10.0.0.2:9090")}
+	s.ipt.FailOn = func(op, table, chain string, spec []string) error {
+		if op == "Insert" && table == "nat" && slices.Contains(spec, "19090") {
+			return errors.New("boom")
+		}
+		return nil
+	}
+	two := strings.Replace(dropClientFIN, "port = 8080", "port = [8080, 9090]", 1)
+	if err := s.svc.ReplaceRedirected(parseCfg(t, two), []nfq.Redirect{r1, r2}); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("ReplaceRedirected with a failing DNAT insert: %v", err)
+	}
+	if d := strings.Join(s.ipt.Rules(), "\n"); d != strings.Join(before, "\n") {
+		t.Errorf("rules after the refusal:\n%s\nwant as before:\n%s", d, strings.Join(before, "\n"))
+	}
+	if c := s.svc.Config(); len(c.Target.Ports) != 0 || len(s.svc.Redirects()) != 0 {
+		t.Errorf("after the refusal: ports %v, redirects %v; want the old rule set, none", c.Target.Ports, s.svc.Redirects())
+	}
+}
