@@ -239,7 +239,8 @@ func (s *Server) replace(w http.ResponseWriter, source []byte, file string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.o.Backend.Replace(cfg); err != nil {
+	// A native rule set forgets the Toxiproxy proxies, and so their redirections.
+	if err := s.o.Backend.ReplaceRedirected(cfg, nil); err != nil {
 		writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
 		return
 	}
@@ -324,7 +325,8 @@ func (s *Server) replaceConfig(w http.ResponseWriter, cfg *rules.Config, source 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.o.Backend.Replace(cfg); err != nil {
+	// A native rule set forgets the Toxiproxy proxies, and so their redirections.
+	if err := s.o.Backend.ReplaceRedirected(cfg, nil); err != nil {
 		writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
 		return
 	}

@@ -225,3 +225,24 @@ func TestToxiproxySeveral(t *testing.T) {
 		t.Errorf("left after every proxy was deleted: %q", rs)
 	}
 }
+
+// A native rule set forgets the proxies: their redirections go with them.
+func TestToxiproxyNativeReplaceDropsRedirects(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	if _, err := tc.CreateProxy("pg", "127.0.0.1:15432", "10.0.0.2:5432"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(r.svc.Hooks(), "\n"), "DNAT") {
+		t.Fatalf("no redirection for the proxy:\n%s", strings.Join(r.svc.Hooks(), "\n"))
+	}
+	if _, err := r.c.LoadPreset(context.Background(), "lost-fin", 8080); err != nil {
+		t.Fatal(err)
+	}
+	if h := strings.Join(r.svc.Hooks(), "\n"); strings.Contains(h, "DNAT") || strings.Contains(h, "15432") {
+		t.Errorf("the forgotten proxy's redirection is still there:\n%s", h)
+	}
+	if ps, err := tc.Proxies(); err != nil || len(ps) != 0 {
+		t.Errorf("proxies after a native rule set: %v, %v", ps, err)
+	}
+}
