@@ -547,6 +547,11 @@ func TestServeObservedConnections(t *testing.T) {
 		t.Errorf("client segments %+v: want the final ACK dropped by laf:drop-final-ack", conn.Client.Segments)
 	}
 	t.Logf("server states %v, retransmits %+v; client states %v", conn.Server.States, conn.Server.Retransmits, conn.Client.States)
+	// The same through finproxy ctl.
+	if out, err := exec.Command(finproxyBin, "ctl", "--addr", "unix:"+s.sock, "connections").Output(); err != nil ||
+		!strings.Contains(string(out), `"addr": "`+rec.Local+`"`) || !strings.Contains(string(out), `"LAST_ACK"`) {
+		t.Errorf("finproxy ctl connections: %v\n%s", err, out)
+	}
 	// /metrics: the server's retransmission in LAST_ACK is counted; promtool finds the
 	// exposition clean.
 	body, err := s.c.Metrics(ctx)
