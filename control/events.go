@@ -22,7 +22,34 @@ const MaxStreams = 16
 
 type subscriber struct {
 	ch   chan rules.Record
+	obs  chan observedEvent
 	lost atomic.Uint64
+}
+
+// observedEvent is an event of the Observer: a socket's state change, a retransmission,
+// a reset (kind), as JSON-encodable v.
+type observedEvent struct {
+	kind string
+	v    any
+}
+
+// PublishObserved hands an event of the Observer (kind "state", "retransmit" or "reset",
+// v its JSON) to the event streams open now. It does not block: a stream that fell behind
+// loses it (and is told so).
+func (s *Server) PublishObserved(kind string, v any) {
+	b := &s.ev
+	if b.n.Load() == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for sub := range b.subs {
+		select {
+		case sub.obs <- observedEvent{kind, v}:
+		default:
+			sub.lost.Add(1)
+		}
+	}
 }
 
 // broadcaster hands segment records to the event streams open now.
@@ -54,7 +81,7 @@ func (b *broadcaster) subscribe() *subscriber {
 	if len(b.subs) >= MaxStreams {
 		return nil
 	}
-	s := &subscriber{ch: make(chan rules.Record, eventBuffer)}
+	s := &subscriber{ch: make(chan rules.Record, eventBuffer), obs: make(chan observedEvent, eventBuffer/4)}
 	b.subs[s] = struct{}{}
 	b.n.Store(int32(len(b.subs)))
 	return s
@@ -68,8 +95,9 @@ func (b *broadcaster) unsubscribe(s *subscriber) {
 }
 
 // events streams every segment's record as a server-sent event "segment" (the event
-// log's JSON), from the moment of the request: first a "subscribed" event, then the
-// segments; "lost" with a count when the reader fell behind; a comment every 15 s
+// log's JSON), and, when serve runs an Observer, the sockets' state changes ("state"),
+// retransmissions ("retransmit") and resets ("reset") as it reports them, from the
+// moment of the request: first a "subscribed" event, then the events; "lost" with a count when the reader fell behind; a comment every 15 s
 // keeps idle connections open.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
@@ -101,6 +129,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-keep.C:
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+		case oe := <-sub.obs:
+			b, err := json.Marshal(oe.v)
+			if err != nil {
+				s.log.Error("event stream: encode an observed event", "err", err)
+				continue
+			}
+			if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", oe.kind, b); err != nil {
 				return
 			}
 		case rec := <-sub.ch:

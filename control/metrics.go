@@ -94,3 +94,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.undecodable, c.Undecodable)
 	counter(m.replacements, m.s.o.Backend.Replacements())
 }
+
+// Register adds a collector to /metrics (serve's observation metrics).
+func (s *Server) Register(c prometheus.Collector) error { return s.met.reg.Register(c) }

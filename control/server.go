@@ -23,6 +23,9 @@ import (
 // Backend is the finproxy being driven (runner.Service).
 type Backend interface {
 	Replace(cfg *rules.Config) error
+	// ReplaceRedirected is Replace with the DNAT redirections of the Toxiproxy proxies
+	// whose listen is not their upstream.
+	ReplaceRedirected(cfg *rules.Config, rd []nfq.Redirect) error
 	Counters() []rules.Counters
 	QueueStats() nfq.Stats
 	KernelStats() (nfq.KernelQueueStats, error)
@@ -48,6 +51,16 @@ type Options struct {
 	// MaxBody bounds request bodies (0: DefaultMaxBody).
 	MaxBody int64
 	Logger  *slog.Logger
+	// Observed is serve's Observer, nil when it runs none (GET /v1/connections then
+	// answers 404 saying so).
+	Observed Observed
+}
+
+// Observed gives the connections the Observer saw, for GET /v1/connections.
+type Observed interface {
+	// Connections returns the connections of the current target with their timelines,
+	// as the JSON of client.Connections.
+	Connections() (any, error)
 }
 
 // Server serves the API. Its Record method must see every segment record (give it to
@@ -86,6 +99,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST /v1/reset", s.reset)
 	s.mux.HandleFunc("GET /v1/counters", s.counters)
 	s.mux.HandleFunc("GET /v1/events", s.events)
+	s.mux.HandleFunc("GET /v1/connections", s.connections)
 	s.mux.Handle("GET /metrics", s.met.handler())
 	s.toxiRoutes()
 	return s
@@ -143,7 +157,7 @@ func (s *Server) ruleSet() *client.RuleSet {
 		Hooked:       s.o.Backend.HookScope(),
 		Replacements: s.o.Backend.Replacements(),
 	}
-	rs.Target.Port = cfg.Target.Port
+	rs.Target.Port, rs.Target.Ports = cfg.Target.Port, cfg.Target.Ports
 	for _, a := range cfg.Target.Addresses {
 		rs.Target.Addresses = append(rs.Target.Addresses, a.String())
 	}
@@ -225,7 +239,8 @@ func (s *Server) replace(w http.ResponseWriter, source []byte, file string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.o.Backend.Replace(cfg); err != nil {
+	// A native rule set forgets the Toxiproxy proxies, and so their redirections.
+	if err := s.o.Backend.ReplaceRedirected(cfg, nil); err != nil {
 		writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
 		return
 	}
@@ -310,7 +325,8 @@ func (s *Server) replaceConfig(w http.ResponseWriter, cfg *rules.Config, source 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.o.Backend.Replace(cfg); err != nil {
+	// A native rule set forgets the Toxiproxy proxies, and so their redirections.
+	if err := s.o.Backend.ReplaceRedirected(cfg, nil); err != nil {
 		writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
 		return
 	}
@@ -397,4 +413,20 @@ func numbers(v any) any {
 		}
 	}
 	return v
+}
+
+// connections answers the observed connections of the current target and their
+// timelines (the shapes of the lab's report.json).
+func (s *Server) connections(w http.ResponseWriter, r *http.Request) {
+	if s.o.Observed == nil {
+		writeError(w, &client.Error{Status: http.StatusNotFound,
+			Message: "this finproxy serve runs no observer (started with --no-observe, or no source could start: see its log)"})
+		return
+	}
+	v, err := s.o.Observed.Connections()
+	if err != nil {
+		writeError(w, &client.Error{Status: http.StatusInternalServerError, Message: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }

@@ -9,12 +9,14 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 	"github.com/finproxy/finproxy/configs"
+	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/rules"
 )
 
@@ -24,11 +26,14 @@ import (
 // whole rule set again as TOML and puts it in place through the same checks as PUT
 // /v1/rules; GET /v1/rules shows it.
 //
-// What finproxy does not do (yet): redirect listen to upstream (a proxy's listen must be
-// its upstream: the client connects to the server itself, and finproxy acts in the
-// kernel's path), more than one proxy at a time (one serve drives one target), and the
-// toxics that need a timer or a byte count (timeout and reset_peer with a timeout,
-// limit_data, bandwidth, slicer, limiter).
+// A proxy whose listen differs from its upstream is a redirection in the kernel (DNAT:
+// nfq.Redirect), no copy of the stream. Several proxies make one rule set: its target
+// holds every upstream port and address, and each toxic's rules carry server_port, its
+// proxy's upstream port, so that they act on that proxy's connections only; two proxies
+// on one upstream port are refused (their connections could not be told apart).
+//
+// What finproxy does not do (yet): the toxics that need a timer or a byte count (timeout
+// and reset_peer with a timeout, limit_data, bandwidth, slicer, limiter).
 
 // ToxiproxyVersion is the Toxiproxy API version the endpoints follow.
 const ToxiproxyVersion = "2.12.0"
@@ -134,24 +139,42 @@ func (s *Server) checkProxy(p *toxiProxy, others []*toxiProxy) (int, error) {
 	case p.Upstream == "":
 		return http.StatusBadRequest, errors.New("missing required field: upstream")
 	}
-	if _, _, err := splitUpstream(p.Upstream); err != nil {
+	_, up, err := splitUpstream(p.Upstream)
+	if err != nil {
 		return http.StatusBadRequest, err
 	}
 	if p.Listen == "" {
 		p.Listen = p.Upstream
 	}
-	if !sameEndpoint(p.Listen, p.Upstream) {
-		return http.StatusNotImplemented, fmt.Errorf("proxy %s: listen %s differs from upstream %s: finproxy does not redirect connections (no DNAT yet); it acts in the kernel's path of the connections to upstream, so give listen = upstream and connect to it",
-			p.Name, p.Listen, p.Upstream)
+	redirected := !sameEndpoint(p.Listen, p.Upstream)
+	if redirected {
+		_, lp, err := splitUpstream(p.Listen)
+		if err != nil {
+			return http.StatusBadRequest, fmt.Errorf("listen: %w", err)
+		}
+		if lp == up {
+			return http.StatusBadRequest, fmt.Errorf("proxy %s: listen %s and upstream %s share port %d: finproxy redirects by port in the kernel and tells its proxies apart by upstream port; give listen another port",
+				p.Name, p.Listen, p.Upstream, lp)
+		}
 	}
 	for _, o := range others {
 		if o.Name == p.Name {
 			return http.StatusConflict, errors.New("proxy already exists")
 		}
 	}
-	if len(others) > 0 {
-		return http.StatusNotImplemented, fmt.Errorf("proxy %s: finproxy serve drives one target, and proxy %s (upstream %s) is it; run one finproxy serve per upstream",
-			p.Name, others[0].Name, others[0].Upstream)
+	for _, o := range others {
+		_, oup, _ := splitUpstream(o.Upstream)
+		_, olp, _ := splitUpstream(o.Listen)
+		_, lp, _ := splitUpstream(p.Listen)
+		switch {
+		case oup == up:
+			return http.StatusConflict, fmt.Errorf("proxy %s: upstream port %d is proxy %s's (upstream %s): finproxy tells proxies apart by upstream port; one proxy per upstream port",
+				p.Name, up, o.Name, o.Upstream)
+		case redirected && (lp == oup || lp == olp):
+			return http.StatusConflict, fmt.Errorf("proxy %s: listen port %d is proxy %s's (listen %s, upstream %s)", p.Name, lp, o.Name, o.Listen, o.Upstream)
+		case !sameEndpoint(o.Listen, o.Upstream) && olp == up:
+			return http.StatusConflict, fmt.Errorf("proxy %s: upstream port %d is where proxy %s listens (%s)", p.Name, up, o.Name, o.Listen)
+		}
 	}
 	return 0, nil
 }
@@ -446,32 +469,106 @@ func (s *Server) putProxy(w http.ResponseWriter, p, q *toxiProxy, t toxic) {
 }
 
 // applyProxies builds the rule set of the proxies, checks it as PUT /v1/rules does and
-// puts it in place; the proxies are kept only if it was (s.mu held).
+// puts it in place with their redirections; the proxies are kept only if it was (s.mu
+// held).
 func (s *Server) applyProxies(next []*toxiProxy) error {
 	var cfg *rules.Config
 	var source []byte
+	var rd []nfq.Redirect
 	if len(next) == 0 {
 		cfg = &rules.Config{Name: "toxiproxy"}
 	} else {
 		var err error
-		if source, err = proxiesTOML(next[0]); err != nil {
+		if source, err = proxiesTOML(next); err != nil {
 			return err
 		}
 		if cfg, err = rules.Parse(source, "toxiproxy"); err != nil {
-			return fmt.Errorf("the rules made of proxy %s's toxics: %w\n%s", next[0].Name, err, source)
+			return fmt.Errorf("the rules made of the proxies' toxics: %w\n%s", err, source)
 		}
 		if s.o.Check != nil {
 			if err := s.o.Check(cfg); err != nil {
 				return err
 			}
 		}
+		for _, p := range next {
+			r, err := redirectsOf(p)
+			if err != nil {
+				return err
+			}
+			rd = append(rd, r...)
+		}
 	}
-	if err := s.o.Backend.Replace(cfg); err != nil {
+	if err := s.o.Backend.ReplaceRedirected(cfg, rd); err != nil {
 		return err
 	}
 	s.proxies = next
 	s.full, s.source, s.disabled = cfg, string(source), map[string]bool{}
 	return nil
+}
+
+// lookup resolves a proxy's host ("" and the unspecified addresses: none, any address).
+func lookup(host string) ([]netip.Addr, error) {
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		return nil, nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a.Unmap()}, nil
+	}
+	ips, err := net.LookupHost(host)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// redirectsOf returns the DNAT redirections of proxy p (none when listen is upstream):
+// from each listen address to the upstream address of the same family.
+func redirectsOf(p *toxiProxy) ([]nfq.Redirect, error) {
+	if sameEndpoint(p.Listen, p.Upstream) {
+		return nil, nil
+	}
+	lh, lp, err := splitUpstream(p.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: listen: %w", p.Name, err)
+	}
+	uh, up, err := splitUpstream(p.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	las, err := lookup(lh)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: listen %s: %w", p.Name, p.Listen, err)
+	}
+	uas, err := lookup(uh)
+	if err != nil || len(uas) == 0 {
+		return nil, fmt.Errorf("proxy %s: upstream %s: finproxy redirects to an address: give the upstream's host (%v)", p.Name, p.Upstream, err)
+	}
+	var out []nfq.Redirect
+	for _, u := range uas {
+		if len(las) == 0 {
+			any := netip.IPv4Unspecified()
+			if u.Is6() {
+				any = netip.IPv6Unspecified()
+			}
+			out = append(out, nfq.Redirect{Listen: netip.AddrPortFrom(any, lp), Upstream: netip.AddrPortFrom(u, up)})
+			continue
+		}
+		for _, l := range las {
+			if l.Is4() == u.Is4() {
+				out = append(out, nfq.Redirect{Listen: netip.AddrPortFrom(l, lp), Upstream: netip.AddrPortFrom(u, up)})
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("proxy %s: listen %s and upstream %s have no address family in common", p.Name, p.Listen, p.Upstream)
+	}
+	return out, nil
 }
 
 // toxicError is a toxic finproxy refuses, with Toxiproxy's status for it.
@@ -486,35 +583,67 @@ func refuseToxic(t toxic, format string, args ...any) error {
 	return &toxicError{http.StatusBadRequest, fmt.Sprintf("toxic %s (type %s): ", t.Name, t.Type) + fmt.Sprintf(format, args...)}
 }
 
-// proxiesTOML writes the rule set of proxy p as TOML: its target is the upstream, its
-// rules those of its toxics in order (and, when disabled, a reset of everything).
-func proxiesTOML(p *toxiProxy) ([]byte, error) {
-	host, port, err := splitUpstream(p.Upstream)
-	if err != nil {
-		return nil, err
-	}
-	target := map[string]any{"port": port}
-	if host != "" && host != "0.0.0.0" && host != "::" {
-		ips, err := net.LookupHost(host)
-		if err != nil {
-			return nil, fmt.Errorf("upstream %s: %w", p.Upstream, err)
-		}
-		target["address"] = ips
-	}
+// proxiesTOML writes the rule set of the proxies as TOML: its target holds every upstream
+// port and address, its rules are those of each proxy's toxics in order (and, when
+// disabled, a reset of everything), each with server_port = the proxy's upstream port.
+func proxiesTOML(ps []*toxiProxy) ([]byte, error) {
+	var ports []int64
+	var addrs []string
+	anyAddr := false
 	var rs []map[string]any
-	if !p.Enabled {
-		// New connections refused, existing ones reset: every segment answered by a RST
-		// both ways, and dropped.
-		rs = append(rs, map[string]any{"name": "proxy-disabled", "action": "inject-rst", "toward": "both", "segment": "drop"})
-	}
-	for _, t := range p.Toxics {
-		tr, err := toxicRules(t)
+	for _, p := range ps {
+		host, port, err := splitUpstream(p.Upstream)
 		if err != nil {
 			return nil, err
 		}
-		rs = append(rs, tr...)
+		ports = append(ports, int64(port))
+		ips, err := lookup(host)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", p.Upstream, err)
+		}
+		anyAddr = anyAddr || len(ips) == 0
+		for _, a := range ips {
+			if !slices.Contains(addrs, a.String()) {
+				addrs = append(addrs, a.String())
+			}
+		}
+		var prs []map[string]any
+		if !p.Enabled {
+			// New connections refused, existing ones reset: every segment answered by a RST
+			// both ways, and dropped.
+			prs = append(prs, map[string]any{"name": "proxy-disabled", "action": "inject-rst", "toward": "both", "segment": "drop"})
+		}
+		for _, t := range p.Toxics {
+			tr, err := toxicRules(t)
+			if err != nil {
+				return nil, err
+			}
+			prs = append(prs, tr...)
+		}
+		for _, r := range prs {
+			if len(ps) > 1 {
+				// Rule names are unique in a set, toxic names in a proxy: NAME:TOXIC.
+				r["server_port"] = int64(port)
+				r["name"] = p.Name + ":" + fmt.Sprint(r["name"])
+			}
+			rs = append(rs, r)
+		}
 	}
-	doc := map[string]any{"name": "toxiproxy-" + p.Name, "target": target}
+	if len(ports) > rules.MaxPorts {
+		return nil, fmt.Errorf("%d proxies: finproxy serves up to %d", len(ports), rules.MaxPorts)
+	}
+	target := map[string]any{"port": ports[0]}
+	if len(ports) > 1 {
+		target["port"] = ports
+	}
+	if len(addrs) > 0 && !anyAddr {
+		target["address"] = addrs
+	}
+	name := "toxiproxy-" + ps[0].Name
+	if len(ps) > 1 {
+		name = "toxiproxy"
+	}
+	doc := map[string]any{"name": name, "target": target}
 	if len(rs) > 0 {
 		doc["rule"] = rs
 	}

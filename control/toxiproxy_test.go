@@ -41,8 +41,8 @@ func TestToxiproxyClient(t *testing.T) {
 	if err != nil || !strings.Contains(string(v), `"version"`) || !strings.Contains(string(v), ToxiproxyVersion) {
 		t.Errorf("version %s, %v", v, err)
 	}
-	if _, err := tc.CreateProxy("redis", "127.0.0.1:26379", "10.0.0.2:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 501") || !strings.Contains(err.Error(), "listen = upstream") {
-		t.Errorf("proxy with listen != upstream: %v, want a 501 naming the limit", err)
+	if _, err := tc.CreateProxy("redis", "127.0.0.1:8080", "10.0.0.2:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), "share port 8080") {
+		t.Errorf("proxy redirecting to the same port: %v, want a 400 naming the port", err)
 	}
 	p, err := tc.CreateProxy("redis", "10.0.0.2:8080", "10.0.0.2:8080")
 	if err != nil {
@@ -54,8 +54,8 @@ func TestToxiproxyClient(t *testing.T) {
 	if _, err := tc.CreateProxy("redis", "10.0.0.2:8080", "10.0.0.2:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 409") {
 		t.Errorf("second proxy of the same name: %v, want 409", err)
 	}
-	if _, err := tc.CreateProxy("pg", "10.0.0.3:5432", "10.0.0.3:5432"); err == nil || !strings.Contains(err.Error(), "one target") {
-		t.Errorf("second proxy: %v, want a refusal", err)
+	if _, err := tc.CreateProxy("other", "10.0.0.3:8080", "10.0.0.3:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "upstream port 8080") {
+		t.Errorf("second proxy on the same upstream port: %v, want a 409", err)
 	}
 
 	// timeout 0 downstream: the server's data stops.
@@ -164,5 +164,85 @@ func TestToxiproxyPopulate(t *testing.T) {
 	}
 	if !strings.Contains(hooks(r.ipt), "--dport 8080") {
 		t.Errorf("no hooks after populate:\n%s", hooks(r.ipt))
+	}
+}
+
+// Several proxies, some redirected: one rule set whose target holds every upstream, each
+// toxic acting on its proxy's connections only; the redirections follow the proxies.
+func TestToxiproxySeveral(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	web, err := tc.CreateProxy("web", "10.0.0.2:8080", "10.0.0.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := tc.CreateProxy("pg", "127.0.0.1:15432", "10.0.0.2:5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(r.svc.Hooks(), "\n")
+	for _, want := range []string{"--dports 8080,5432", "nat -A OUTPUT -d 127.0.0.1/32 -p tcp -m tcp --dport 15432",
+		"--to-destination 10.0.0.2:5432", "-A POSTROUTING"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("hooks lack %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "--dport 8080 -m comment --comment finproxy -j DNAT") || strings.Count(all, "DNAT --to") != 2 {
+		t.Errorf("want the 2 DNAT rules of pg alone:\n%s", all)
+	}
+	if rs, err := r.c.Rules(context.Background()); err != nil || rs.Target.Port != 8080 || len(rs.Target.Ports) != 1 || rs.Target.Ports[0] != 5432 {
+		t.Errorf("rule set's target: %+v, %v; want ports 8080 and 5432", rs.Target, err)
+	}
+	if _, err := tc.CreateProxy("cache", "127.0.0.1:5432", "10.0.0.2:6379"); err == nil || !strings.Contains(err.Error(), "HTTP 409") {
+		t.Errorf("a proxy listening on another's upstream port: %v, want 409", err)
+	}
+	// The same toxic name on both proxies; web's acts on port 8080 only.
+	if _, err := web.AddToxic("to", "timeout", "downstream", 1, toxiproxy.Attributes{"timeout": 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.AddToxic("to", "latency", "downstream", 1, toxiproxy.Attributes{"latency": 10}); err != nil {
+		t.Fatal(err)
+	}
+	if r.serverData(40000) {
+		t.Error("web's server data accepted under web's timeout toxic")
+	}
+	if _, dropped, _ := r.counter("web:to"); dropped != 1 {
+		t.Errorf("web:to dropped %d, want 1", dropped)
+	}
+	if m, _, _ := r.counter("pg:to"); m != 0 {
+		t.Errorf("pg's toxic matched %d segments of web's connection", m)
+	}
+	if err := pg.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if all := strings.Join(r.svc.Hooks(), "\n"); strings.Contains(all, "DNAT") || strings.Contains(all, "5432") {
+		t.Errorf("pg's redirection or port left after it was deleted:\n%s", all)
+	}
+	if err := web.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if rs := r.ipt.Rules(); len(rs) != 0 {
+		t.Errorf("left after every proxy was deleted: %q", rs)
+	}
+}
+
+// A native rule set forgets the proxies: their redirections go with them.
+func TestToxiproxyNativeReplaceDropsRedirects(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	if _, err := tc.CreateProxy("pg", "127.0.0.1:15432", "10.0.0.2:5432"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(r.svc.Hooks(), "\n"), "DNAT") {
+		t.Fatalf("no redirection for the proxy:\n%s", strings.Join(r.svc.Hooks(), "\n"))
+	}
+	if _, err := r.c.LoadPreset(context.Background(), "lost-fin", 8080); err != nil {
+		t.Fatal(err)
+	}
+	if h := strings.Join(r.svc.Hooks(), "\n"); strings.Contains(h, "DNAT") || strings.Contains(h, "15432") {
+		t.Errorf("the forgotten proxy's redirection is still there:\n%s", h)
+	}
+	if ps, err := tc.Proxies(); err != nil || len(ps) != 0 {
+		t.Errorf("proxies after a native rule set: %v, %v", ps, err)
 	}
 }

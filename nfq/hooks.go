@@ -91,6 +91,9 @@ type HookSpec struct {
 	Queues uint16
 	// Port is the server port; 0 means any port (then Addrs must be given).
 	Port uint16
+	// Ports are further server ports: with them, the hooks queue the connections to any
+	// of Port and Ports (one multiport match).
+	Ports []uint16
 	// Addrs are the server addresses; empty means any. They also pick the
 	// families: IPv4 prefixes need ipt4, IPv6 ones ipt6; with none, every
 	// family Install is given is hooked.
@@ -121,6 +124,11 @@ type HookSpec struct {
 	// ConflictError otherwise). The later run's jumps go first: the segments both runs
 	// match reach only the later run while it runs.
 	Stack bool
+	// Redirected (Local mode): connections are redirected to the server port by DNAT in
+	// nat OUTPUT (InstallRedirects). Their segments toward the server carry the address
+	// they were sent to until nat OUTPUT, after mangle OUTPUT, so they are taken in mangle
+	// POSTROUTING instead, where both directions carry the server's address and port.
+	Redirected bool
 	// Chain names finproxy's chain; "" means ChainName(Queue). It must start with
 	// ChainPrefix (Cleanup finds it). A second set of hooks for the same queue, in
 	// another chain, can be installed before the first is removed.
@@ -153,6 +161,12 @@ func (s HookSpec) logger() *slog.Logger {
 func (s HookSpec) validate() error {
 	if s.Port == 0 && len(s.Addrs) == 0 {
 		return ErrNoScope
+	}
+	if len(s.Ports) > 0 && (s.Port == 0 || slices.Contains(s.Ports, 0) || len(s.Ports) > 14) {
+		return fmt.Errorf("nfq: ports %d and %v: want up to 15 ports, none of them 0", s.Port, s.Ports)
+	}
+	if s.Redirected && s.Mode != Local {
+		return errors.New("nfq: Redirected is for the Local mode (in Forward mode the hooks see the redirected segments as they are)")
 	}
 	if s.Chain != "" && (!strings.HasPrefix(s.Chain, ChainPrefix) || len(s.Chain) > 28) {
 		return fmt.Errorf("nfq: chain %q: want a name of up to 28 characters starting with %s", s.Chain, ChainPrefix)
@@ -275,10 +289,17 @@ func jumpRules(s HookSpec, chain string, addrs []netip.Prefix) []rule {
 					r = append(r, "!", "-i", h.iface)
 				}
 				r = append(r, "-p", "tcp")
-				if s.Port != 0 || s.Scope == Control || s.NoHandshake {
+				if ports := s.allPorts(); len(ports) > 1 {
+					dir := "--sports"
+					if toServer {
+						dir = "--dports"
+					}
+					r = append(r, "-m", "multiport", dir, ports)
+				}
+				if s.Port != 0 && len(s.Ports) == 0 || s.Scope == Control || s.NoHandshake {
 					r = append(r, "-m", "tcp")
 				}
-				if s.Port != 0 {
+				if s.Port != 0 && len(s.Ports) == 0 {
 					if toServer {
 						r = append(r, "--dport", strconv.Itoa(int(s.Port)))
 					} else {
@@ -299,10 +320,31 @@ func jumpRules(s HookSpec, chain string, addrs []netip.Prefix) []rule {
 				}
 				r = append(r, "-m", "comment", "--comment", s.Owner.comment(), "-j", chain)
 				out = append(out, rule{h.chain, r})
+				if h.chain == "OUTPUT" && toServer && s.Redirected {
+					// The redirected segments toward the server, after nat OUTPUT translated them
+					// (ORIGINAL: not the server's own answers, which OUTPUT took).
+					j := slices.Index(r, "-m")
+					pr := slices.Concat(r[:j], []string{"-m", "conntrack", "--ctstate", "DNAT", "--ctdir", "ORIGINAL"}, r[j:])
+					out = append(out, rule{"POSTROUTING", pr})
+				}
 			}
 		}
 	}
 	return out
+}
+
+// allPorts joins Port and Ports for a multiport match ("" when there is one port or none).
+func (s HookSpec) allPorts() string {
+	if len(s.Ports) == 0 {
+		return ""
+	}
+	ps := []string{}
+	for _, p := range slices.Concat([]uint16{s.Port}, s.Ports) {
+		if p != 0 && !slices.Contains(ps, strconv.Itoa(int(p))) {
+			ps = append(ps, strconv.Itoa(int(p)))
+		}
+	}
+	return strings.Join(ps, ",")
 }
 
 // Hooks are the rules one Install added; Remove takes them out again.
@@ -534,8 +576,8 @@ type LiveRun struct {
 }
 
 // Cleanup removes every finproxy chain (name starting with FINPROXY) in the mangle table
-// and every rule jumping to one or tagged with finproxy's comment, whichever run added
-// them (crashed ones too), except those of live runs: a chain one of whose rules, or of
+// and every rule jumping to one or tagged with finproxy's comment, and the tagged DNAT
+// rules of the nat table (InstallRedirects), whichever run added them (crashed ones too), except those of live runs: a chain one of whose rules, or of
 // the rules jumping to it, names an Owner that is alive is kept with its jumps (and
 // reported in live), unless force. Rules without an owner (an older finproxy's, or a
 // spec without Owner) count as stale. It reports what it removed, one line per rule or
@@ -560,22 +602,25 @@ func Cleanup(ipt IPTables, force bool) (removed []string, live []LiveRun, err er
 	removed, err = removeChains(ipt,
 		func(c string, owners []Owner) bool { return strings.HasPrefix(c, ChainPrefix) && !keep(c, owners) },
 		func(r listedRule) bool { return force || !r.owner.Alive() })
-	return removed, live, err
+	nat, nerr := removeNAT(ipt, func(r listedRule) bool { return force || !r.owner.Alive() })
+	return append(removed, nat...), live, errors.Join(err, nerr)
 }
 
 // RemoveOwned removes the hooks of owner o alone: the finproxy chains o's rules are in
-// or jump to, and every rule tagged with o. Run it when o is dead (a watchdog does,
+// or jump to, and every rule tagged with o (its redirections in the nat table too). Run it when o is dead (a watchdog does,
 // when the run it watches was killed); it never touches the hooks of another owner, so
 // what o removed itself before it died, and what a later run installed, stay as they are.
 func RemoveOwned(ipt IPTables, o Owner) (removed []string, err error) {
 	if o.IsZero() {
 		return nil, errors.New("nfq: RemoveOwned of the unknown owner")
 	}
-	return removeChains(ipt,
+	removed, err = removeChains(ipt,
 		func(c string, owners []Owner) bool {
 			return strings.HasPrefix(c, ChainPrefix) && slices.Contains(owners, o)
 		},
 		func(r listedRule) bool { return r.owner == o })
+	nat, nerr := removeNAT(ipt, func(r listedRule) bool { return r.owner == o })
+	return append(removed, nat...), errors.Join(err, nerr)
 }
 
 // listedRule is one rule of an `iptables -S` listing.

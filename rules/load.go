@@ -53,7 +53,7 @@ var targetKeys = []string{"port", "address", "hook", "queue", "unclassified"}
 // ruleKeys are the keys of a [[rule]] that select segments, and the action's name. The rest
 // of a rule's keys are its action's parameters; where an action names a parameter like one
 // of these, the rule key wins.
-var ruleKeys = []string{"name", "side", "flags", "has_flags", "payload", "phase", "nth",
+var ruleKeys = []string{"name", "side", "server_port", "flags", "has_flags", "payload", "phase", "nth",
 	"probability", "limit", "global_limit", "action"}
 
 type loader struct {
@@ -450,6 +450,53 @@ func (l *loader) loadSeed(p keyPath, v toml.Primitive) {
 
 // Target.
 
+// MaxPorts bounds target.port's list (one iptables multiport match holds 15).
+const MaxPorts = 15
+
+// loadPorts reads target.port: a port, or a list of up to MaxPorts ports (the first is
+// Target.Port, the others Target.Ports).
+func (l *loader) loadPorts(p keyPath, v toml.Primitive, t *Target) {
+	raw := l.raw(v)
+	list, isList := raw.([]any)
+	if !isList {
+		list = []any{raw}
+	}
+	if isList && (len(list) == 0 || len(list) > MaxPorts) {
+		l.valErr(p, "%d ports: want 1 to %d", len(list), MaxPorts)
+		return
+	}
+	var ports []uint16
+	bad := false
+	for i, e := range list {
+		ep := p
+		if isList {
+			ep = p.index(i + 1)
+		}
+		n, ok := e.(int64)
+		switch {
+		case !ok && isList:
+			l.typeErr(ep, "an integer", e)
+		case !ok:
+			l.typeErr(ep, "an integer or an array of integers", e)
+		case n < 1 || n > math.MaxUint16:
+			l.valErr(ep, "%d is out of range: want a TCP port, 1 to 65535", n)
+		case slices.Contains(ports, uint16(n)):
+			l.valErr(ep, "port %d is already in the list", n)
+		default:
+			ports = append(ports, uint16(n))
+			continue
+		}
+		bad = true
+	}
+	if bad {
+		return
+	}
+	t.Port, t.Ports = ports[0], ports[1:]
+	if len(t.Ports) == 0 {
+		t.Ports = nil
+	}
+}
+
 func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 	tbl, ok := l.table(p, v)
 	if !ok {
@@ -462,13 +509,7 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 		switch k {
 		case "port":
 			l.scope = true
-			if n, ok := l.integer(kp, v); ok {
-				if n < 1 || n > math.MaxUint16 {
-					l.valErr(kp, "%d is out of range: want a TCP port, 1 to 65535", n)
-				} else {
-					t.Port = uint16(n)
-				}
-			}
+			l.loadPorts(kp, v, t)
 		case "address":
 			l.scope = true
 			ss, ps, ok := l.strs(kp, v)
@@ -623,6 +664,16 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 			if m.Side, err = ParseSide(s); err != nil {
 				rl.valErr(p, "%v", err)
 				ok = false
+			}
+		}
+	case "server_port":
+		var n int64
+		if n, ok = rl.integer(p, v); ok {
+			if n < 1 || n > math.MaxUint16 {
+				rl.valErr(p, "%d is out of range: want a TCP port, 1 to 65535", n)
+				ok = false
+			} else {
+				m.ServerPort = uint16(n)
 			}
 		}
 	case "flags":

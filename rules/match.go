@@ -19,6 +19,15 @@ func (m *Match) Matches(side Side, s *segment.Segment, phases Phase) bool {
 	if m.Side != AnySide && m.Side != side {
 		return false
 	}
+	if m.ServerPort != 0 {
+		sp := s.Src.Port()
+		if side == Client {
+			sp = s.Dst.Port()
+		}
+		if sp != m.ServerPort {
+			return false
+		}
+	}
 	if m.FlagsSet && s.Flags&exactMask != m.Flags&exactMask {
 		return false
 	}

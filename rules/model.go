@@ -282,6 +282,9 @@ func (p Position) String() string { return fmt.Sprintf("%s:%d:%d", p.File, p.Lin
 type Target struct {
 	// Port is the server's TCP port (0: any).
 	Port uint16
+	// Ports are further server ports (target.port = [a, b, ...]: Port is a, Ports the
+	// rest): the connections to any of them are in scope.
+	Ports []uint16
 	// Addresses are the server's addresses or prefixes (empty: any).
 	Addresses []netip.Prefix
 	// Hook is where finproxy sits (default local).
@@ -314,6 +317,8 @@ const DefaultQueue = 7400
 type Match struct {
 	// Side is the sender of the segment.
 	Side Side
+	// ServerPort, when not 0, must be the connection's server port (of the target's ports).
+	ServerPort uint16
 	// Flags, when FlagsSet, must equal the segment's SYN, FIN, RST, PSH, ACK and URG bits exactly.
 	Flags    segment.Flags
 	FlagsSet bool

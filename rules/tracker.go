@@ -2,6 +2,7 @@ package rules
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/finproxy/finproxy/segment"
@@ -313,12 +314,12 @@ func inferSides(s *segment.Segment, target *Target) (client, server netip.AddrPo
 		return s.Dst, s.Src, false
 	}
 	sp, dp := s.Src.Port(), s.Dst.Port()
-	targetPort := target.Port
+	srcOn, dstOn := target.hasPort(sp), target.hasPort(dp)
 	srcIn, dstIn := inPrefixes(s.Src.Addr(), target.Addresses), inPrefixes(s.Dst.Addr(), target.Addresses)
 	switch {
-	case targetPort != 0 && dp == targetPort && sp != targetPort:
+	case dstOn && !srcOn:
 		return s.Src, s.Dst, true
-	case targetPort != 0 && sp == targetPort && dp != targetPort:
+	case srcOn && !dstOn:
 		return s.Dst, s.Src, true
 	case dstIn && !srcIn:
 		return s.Src, s.Dst, true
@@ -334,6 +335,11 @@ func inferSides(s *segment.Segment, target *Target) (client, server netip.AddrPo
 		return s.Dst, s.Src, true
 	}
 	return s.Src, s.Dst, true
+}
+
+// hasPort reports whether p is one of the target's ports.
+func (t *Target) hasPort(p uint16) bool {
+	return t.Port != 0 && (p == t.Port || slices.Contains(t.Ports, p))
 }
 
 func inPrefixes(a netip.Addr, prefixes []netip.Prefix) bool {

@@ -59,6 +59,8 @@ func TestInferSides(t *testing.T) {
 		{"SYN|ACK", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fSYN|fACK, 1, 1, 0), 5000, "", ap("1.1.1.1:80"), false},
 		{"to target port", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fACK, 1, 1, 0), 5000, "", ap("2.2.2.2:5000"), true},
 		{"from target port", seg(ap("2.2.2.2:5000"), ap("1.1.1.1:80"), fACK, 1, 1, 0), 5000, "", ap("2.2.2.2:5000"), true},
+		{"to the second target port", seg(ap("1.1.1.1:80"), ap("2.2.2.2:5000"), fACK, 1, 1, 0), 6000, "", ap("2.2.2.2:5000"), true},
+		{"from the second target port", seg(ap("2.2.2.2:5000"), ap("1.1.1.1:80"), fACK, 1, 1, 0), 6000, "", ap("2.2.2.2:5000"), true},
 		{"lower port", seg(ap("1.1.1.1:40000"), ap("2.2.2.2:443"), fACK, 1, 1, 0), 0, "", ap("2.2.2.2:443"), true},
 		{"lower port, reversed", seg(ap("2.2.2.2:443"), ap("1.1.1.1:40000"), fACK, 1, 1, 0), 0, "", ap("2.2.2.2:443"), true},
 		{"both on target port", seg(ap("1.1.1.1:443"), ap("2.2.2.2:80"), fACK, 1, 1, 0), 7, "", ap("2.2.2.2:80"), true},
@@ -73,6 +75,9 @@ func TestInferSides(t *testing.T) {
 		target := Target{Port: tt.port}
 		if tt.addrs != "" {
 			target.Addresses = []netip.Prefix{netip.MustParsePrefix(tt.addrs)}
+		}
+		if tt.port == 6000 {
+			target.Ports = []uint16{5000}
 		}
 		client, server, inferred := inferSides(&tt.s, &target)
 		if server != tt.server || inferred != tt.wantInferred || client == server {

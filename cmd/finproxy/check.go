@@ -27,8 +27,12 @@ func newCheckCmd() *cobra.Command {
 				return &exitError{1, err}
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%s: ok: %q, %d rules, %s hook, port %d, queue %d, queues %s segments\n",
-				configName(cfgPath), cfg.Name, len(cfg.Rules), hookOf(cfg), cfg.Target.Port, queueOf(cfg), cfg.QueueScope())
+			ports := fmt.Sprintf("port %d", cfg.Target.Port)
+			for _, p := range cfg.Target.Ports {
+				ports += fmt.Sprintf(", %d", p)
+			}
+			fmt.Fprintf(w, "%s: ok: %q, %d rules, %s hook, %s, queue %d, queues %s segments\n",
+				configName(cfgPath), cfg.Name, len(cfg.Rules), hookOf(cfg), ports, queueOf(cfg), cfg.QueueScope())
 			for _, r := range cfg.Rules {
 				fmt.Fprintf(w, "  %-24s %s\n", r.Name, r.ActionName)
 			}

@@ -90,3 +90,11 @@ func TestCheckUsage(t *testing.T) {
 		}
 	}
 }
+
+// A target of several ports is printed whole.
+func TestCheckPorts(t *testing.T) {
+	out, code := runCLI(t, "check", "-c", filepath.Join("..", "..", "rules", "testdata", "good", "ports.toml"))
+	if code != 0 || !strings.Contains(out, "port 6379, 8080,") {
+		t.Errorf("check of a two-port target: exit %d\n%s", code, out)
+	}
+}

@@ -100,6 +100,9 @@ A refused rule set prints the problems as finproxy check does, and ctl exits wit
 		sub("counters", "Print the per-rule counters and the queue's health", cobra.NoArgs, func(cmd *cobra.Command, c *client.Client, _ []string) (any, error) {
 			return c.Counters(cmd.Context())
 		}),
+		sub("connections", "Print the connections serve observes (serve --observe), with their timelines", cobra.NoArgs, func(cmd *cobra.Command, c *client.Client, _ []string) (any, error) {
+			return c.Connections(cmd.Context())
+		}),
 		sub("events", "Print each segment's verdict as a JSON line, until Ctrl-C", cobra.NoArgs, func(cmd *cobra.Command, c *client.Client, _ []string) (any, error) {
 			ev, err := c.Events(cmd.Context())
 			if err != nil {

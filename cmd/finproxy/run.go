@@ -35,7 +35,7 @@ func (f *targetFlags) add(cmd *cobra.Command) {
 // apply puts the command-line overrides into cfg and validates the result.
 func (f *targetFlags) apply(cfg *rules.Config) error {
 	if f.port != 0 {
-		cfg.Target.Port = uint16(f.port)
+		cfg.Target.Port, cfg.Target.Ports = uint16(f.port), nil
 	}
 	switch f.hook {
 	case "":

@@ -17,6 +17,7 @@ import (
 	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/control"
 	"github.com/finproxy/finproxy/control/client"
+	"github.com/finproxy/finproxy/internal/obsmetrics"
 	"github.com/finproxy/finproxy/internal/runner"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/spf13/cobra"
@@ -24,16 +25,22 @@ import (
 
 // serveFlags are the listener flags of finproxy serve.
 type serveFlags struct {
-	listen      string
-	unix        string
-	allowRemote bool
-	tokenFile   string
+	listen       string
+	unix         string
+	allowRemote  bool
+	tokenFile    string
+	observe      bool
+	observeNetns []string
+	closeWait    time.Duration
 }
 
 // check validates the listener flags and returns the token ("" when none is needed).
 func (f *serveFlags) check() (string, error) {
 	if f.listen == "" && f.unix == "" {
 		return "", errors.New("--listen \"\" needs --unix PATH: the API must listen somewhere")
+	}
+	if (f.observe || len(f.observeNetns) > 0) && f.closeWait <= 0 {
+		return "", fmt.Errorf("--close-wait %v: want a positive duration", f.closeWait)
 	}
 	var token string
 	if f.tokenFile != "" {
@@ -125,6 +132,9 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 	cmd.Flags().StringVar(&sf.unix, "unix", "", "also listen on this unix socket (mode 0600)")
 	cmd.Flags().BoolVar(&sf.allowRemote, "allow-remote", false, "allow --listen on a non-loopback address (needs --token-file)")
 	cmd.Flags().StringVar(&sf.tokenFile, "token-file", "", "require the bearer token in this file on every request")
+	cmd.Flags().BoolVar(&sf.observe, "observe", false, "observe the applications' sockets (tracepoints, sock_diag): GET /v1/connections, state changes on /v1/events")
+	cmd.Flags().StringSliceVar(&sf.observeNetns, "observe-netns", nil, observeNetnsUsage+"; implies --observe")
+	cmd.Flags().DurationVar(&sf.closeWait, "close-wait", defaultCloseWait, "CLOSE_WAIT leak threshold of the metrics (finproxy_close_wait_leaks)")
 	tf.add(cmd)
 	return cmd
 }
@@ -170,10 +180,20 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 	if queue == 0 && cfg != nil {
 		queue = cfg.Target.Queue
 	}
+	var oo *runner.ObserveOptions
+	var oports []uint16
+	if sf.observe || len(sf.observeNetns) > 0 {
+		oo = &runner.ObserveOptions{NetNS: sf.observeNetns}
+		if tf.port != 0 {
+			oports = []uint16{uint16(tf.port)}
+		}
+	}
 	svc, err := runner.Serve(ctx, runner.ServeOptions{
-		Queue:  queue,
-		Config: cfg,
-		Logger: log,
+		Queue:        queue,
+		Config:       cfg,
+		Logger:       log,
+		Observe:      oo,
+		ObservePorts: oports,
 		OnRecord: func(r rules.Record) {
 			if s := api.Load(); s != nil {
 				s.Record(r)
@@ -191,10 +211,16 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 			err = panicExit(res, err)
 		}
 	}()
+	var observed *serveObserved
+	if o := svc.Observer(); o != nil {
+		observed = &serveObserved{svc: svc, o: o}
+		observed.coll = obsmetrics.New(o, sf.closeWait, observed.filter)
+	}
 	srv := control.New(control.Options{
-		Backend: svc,
-		Token:   token,
-		Logger:  log,
+		Backend:  svc,
+		Observed: observedOrNil(observed),
+		Token:    token,
+		Logger:   log,
 		Check: func(c *rules.Config) error {
 			// As check applies its flags; the queue is serve's own.
 			t := *tf
@@ -206,6 +232,14 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 		srv.SetInitial(cfg, source)
 	}
 	api.Store(srv)
+	if observed != nil {
+		if err := srv.Register(observed.coll); err != nil {
+			return fmt.Errorf("observation metrics: %w", err)
+		}
+		fctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go observed.follow(fctx, srv)
+	}
 	// ReadTimeout bounds a request's upload (a rule set); responses have no deadline, as
 	// event streams last.
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
@@ -252,4 +286,12 @@ func listenUnix(path string) (net.Listener, error) {
 	ln, err := net.Listen("unix", path)
 	syscall.Umask(old)
 	return ln, err
+}
+
+// observedOrNil keeps a nil *serveObserved a nil interface.
+func observedOrNil(o *serveObserved) control.Observed {
+	if o == nil {
+		return nil
+	}
+	return o
 }

@@ -30,6 +30,7 @@ func TestServeFlagsCheck(t *testing.T) {
 		{f: serveFlags{listen: "10.0.0.1:8474", allowRemote: true}, wantError: "--allow-remote needs --token-file"},
 		{f: serveFlags{listen: "10.0.0.1:8474", tokenFile: tok}, wantError: "give --allow-remote"},
 		{f: serveFlags{listen: "10.0.0.1:8474", allowRemote: true, tokenFile: tok}, token: "s3cret"},
+		{f: serveFlags{listen: "127.0.0.1:8474", observe: true}, wantError: "--close-wait 0s"},
 		{f: serveFlags{listen: "10.0.0.1:8474", allowRemote: true, tokenFile: empty}, wantError: "is empty"},
 		{f: serveFlags{listen: "10.0.0.1:8474", allowRemote: true, tokenFile: filepath.Join(dir, "none")}, wantError: "--token-file"},
 		{f: serveFlags{listen: "8474"}, wantError: "--listen \"8474\": want HOST:PORT"},

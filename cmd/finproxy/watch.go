@@ -5,13 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/internal/obsmetrics"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -32,6 +37,7 @@ type watchFlags struct {
 	duration     time.Duration
 	json         bool
 	interval     time.Duration
+	metrics      string
 }
 
 // watchConfig is watchFlags checked.
@@ -89,6 +95,7 @@ did not) is a leak: it is printed with its 4-tuple, owner, age and queues. With
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
 	fl.BoolVar(&f.json, "json", false, "JSON lines on stdout: events, leaks, then the final report")
 	fl.DurationVar(&f.interval, "interval", 25*time.Millisecond, "sock_diag poll interval")
+	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics of the observation on `ADDR` (HOST:PORT), path /metrics")
 	return cmd
 }
 
@@ -152,6 +159,16 @@ func runWatch(ctx context.Context, wc *watchConfig, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "finproxy: watch: %s\n", w)
 	}
 	events := o.Events()
+	var coll *obsmetrics.Collector
+	if wc.metrics != "" {
+		coll = obsmetrics.New(o, wc.closeWait, func() observe.Filter { return wc.filter })
+		stop, err := serveMetrics(wc.metrics, coll, stderr)
+		if err != nil {
+			o.Close()
+			return err
+		}
+		defer stop()
+	}
 	octx, ocancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer ocancel()
 	runErr := make(chan error, 1)
@@ -188,6 +205,9 @@ loop:
 			if !ok {
 				stopped = true
 				break loop
+			}
+			if coll != nil {
+				coll.Count(ev)
 			}
 			view.event(ev)
 		case <-redraw.C:
@@ -235,6 +255,24 @@ loop:
 		return &exitError{1, fmt.Errorf("%d CLOSE_WAIT leak(s) of %v or more", len(order), wc.closeWait)}
 	}
 	return nil
+}
+
+// serveMetrics serves coll's metrics on addr (/metrics) until stop.
+func serveMetrics(addr string, coll prometheus.Collector, stderr io.Writer) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(coll); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	fmt.Fprintf(stderr, "finproxy: watch: metrics on http://%s/metrics\n", ln.Addr())
+	return func() { hs.Close() }, nil
 }
 
 type leakKey struct {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // DefaultAddr is where finproxy serve listens unless told otherwise (Toxiproxy's port).
@@ -38,7 +39,9 @@ type RuleSet struct {
 
 // Target is the scope of the hooks.
 type Target struct {
-	Port      uint16   `json:"port,omitempty"`
+	Port uint16 `json:"port,omitempty"`
+	// Ports are the further server ports of a target of several (Toxiproxy proxies).
+	Ports     []uint16 `json:"ports,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
 	Hook      string   `json:"hook"`
 	Queue     uint16   `json:"queue"`
@@ -105,6 +108,78 @@ type Event struct {
 	HeldNS        int64  `json:"held_ns"`
 	Modified      bool   `json:"modified,omitempty"`
 	Injected      bool   `json:"injected,omitempty"`
+}
+
+// Connections are the connections serve's Observer saw on the current target, with
+// their timelines (GET /v1/connections), in the shapes of the lab's report.json.
+type Connections struct {
+	Connections []Connection `json:"connections"`
+	Warnings    []string     `json:"warnings,omitempty"`
+}
+
+// Connection is one incarnation of a 4-tuple.
+type Connection struct {
+	Incarnation int      `json:"incarnation"`
+	Client      ConnSide `json:"client"`
+	Server      ConnSide `json:"server"`
+}
+
+// ConnSide is one side of a connection: its states in order (kernel names, TIME_WAIT
+// included) with their times, its retransmissions and resets, and the segments it sent
+// that finproxy saw.
+type ConnSide struct {
+	Addr           string       `json:"addr"`
+	States         []string     `json:"states"`
+	Timeline       []StateEntry `json:"timeline"`
+	Retransmits    []StateAt    `json:"retransmits"`
+	ResetsSent     []StateAt    `json:"resets_sent"`
+	ResetsReceived []StateAt    `json:"resets_received"`
+	Segments       []Segment    `json:"segments"`
+}
+
+// StateEntry is one state of a side: when it began, how long it lasted (Dwell, as
+// time.Duration prints it; until now when Ongoing), and which source saw it.
+type StateEntry struct {
+	State   string    `json:"state"`
+	At      time.Time `json:"at"`
+	Dwell   string    `json:"dwell"`
+	Ongoing bool      `json:"ongoing,omitempty"`
+	Source  string    `json:"source"`
+}
+
+// StateAt is a retransmission or a reset, and the state it happened in.
+type StateAt struct {
+	State  string    `json:"state,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// Segment is a segment a side sent, as finproxy's event log has it.
+type Segment struct {
+	From    string `json:"from"`
+	Flags   string `json:"flags"`
+	Seq     uint32 `json:"seq"`
+	Ack     uint32 `json:"ack"`
+	Len     int    `json:"len"`
+	Verdict string `json:"verdict"`
+	Rule    string `json:"rule"`
+	TimeNS  int64  `json:"time_ns"`
+	HeldNS  int64  `json:"held_ns"`
+}
+
+// StateChange is an event of the Observer on the event stream: a socket at Src (its
+// peer Dst) went from Old to New ("state"); or a retransmission ("retransmit": State) or
+// a reset ("reset") by or to it.
+type StateChange struct {
+	Type   string    `json:"type"` // "state", "retransmit", "reset_sent", "reset_received"
+	Time   time.Time `json:"time"`
+	Src    string    `json:"src"`
+	Dst    string    `json:"dst"`
+	Old    string    `json:"old,omitempty"`
+	New    string    `json:"new,omitempty"`
+	State  string    `json:"state,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	Source string    `json:"source,omitempty"`
 }
 
 // Problem is one problem of a refused rule set, positioned as `finproxy check` does.
@@ -311,11 +386,39 @@ func (c *Client) Events(ctx context.Context) (*Events, error) {
 	return ev, nil
 }
 
+// Connections returns the connections serve's Observer saw on the current target
+// (a *Error with Status 404 when serve runs no observer).
+func (c *Client) Connections(ctx context.Context) (*Connections, error) {
+	var cs Connections
+	return &cs, c.do(ctx, http.MethodGet, "/v1/connections", "", nil, &cs)
+}
+
+// NextObserved returns the next event of the Observer (state changes, retransmissions,
+// resets), skipping segment events; it blocks until one comes or the stream ends.
+func (e *Events) NextObserved() (StateChange, error) {
+	for {
+		kind, data, err := e.nextRaw()
+		if err != nil {
+			return StateChange{}, err
+		}
+		switch kind {
+		case "state", "retransmit", "reset":
+			var sc StateChange
+			if err := json.Unmarshal(data, &sc); err != nil {
+				return StateChange{}, fmt.Errorf("finproxy API: event %q: %w", data, err)
+			}
+			return sc, nil
+		case "lost":
+			return StateChange{}, fmt.Errorf("%w: %s", ErrLost, data)
+		}
+	}
+}
+
 // ErrLost is returned by Next when finproxy dropped events for this stream (the reader
 // was too slow); the stream goes on.
 var ErrLost = errors.New("finproxy API: events lost: the reader fell behind")
 
-// Next returns the next segment event; it blocks until one comes or the stream ends
+// Next returns the next segment event (skipping the Observer's: NextObserved); it blocks until one comes or the stream ends
 // (io.EOF, or the context's error).
 func (e *Events) Next() (Event, error) {
 	for {

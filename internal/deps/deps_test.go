@@ -58,6 +58,8 @@ var layers = []struct {
 	{"rules", []string{"segment", "mutate"}},
 	{"verify", []string{"observe", "rules"}},
 	{"viz", []string{"observe", "rules", "segment"}},
+	// The observation as Prometheus metrics (serve, watch).
+	{"internal/obsmetrics", []string{"observe"}},
 	// A run: the queue, the engine and the observer together.
 	{"internal/runner", []string{"nfq", "observe", "rules", "segment"}},
 	{"control", []string{"configs", "control/client", "nfq", "rules"}},

@@ -36,7 +36,7 @@ type observation struct {
 func startObservation(ctx context.Context, cfg *rules.Config, oo *ObserveOptions, log *slog.Logger) *observation {
 	f := observe.Filter{Addrs: cfg.Target.Addresses}
 	if cfg.Target.Port != 0 {
-		f.Ports = []uint16{cfg.Target.Port}
+		f.Ports = append([]uint16{cfg.Target.Port}, cfg.Target.Ports...)
 	}
 	o, err := observe.New(observe.Options{Filter: f, NetNSs: oo.NetNS, PollInterval: oo.PollInterval})
 	if err != nil {

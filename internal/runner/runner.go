@@ -255,6 +255,7 @@ func HookSpec(cfg *rules.Config) nfq.HookSpec {
 	spec := nfq.HookSpec{
 		Queue:  cfg.Target.Queue,
 		Port:   cfg.Target.Port,
+		Ports:  cfg.Target.Ports,
 		Addrs:  cfg.Target.Addresses,
 		Bypass: true,
 		// Segments finproxy injects are never queued again.

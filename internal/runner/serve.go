@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/finproxy/finproxy/nfq"
+	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
@@ -30,6 +33,11 @@ type ServeOptions struct {
 	// OnRecord, when set, sees every segment's record, with the engine's lock held (in
 	// verdict order): it must not block and must not call the Service.
 	OnRecord func(rules.Record)
+	// Observe, when set, runs an Observer for the Service's life, as run does: every
+	// segment's record goes on its connection's timeline. ObservePorts filter it in the
+	// kernel (none: every TCP socket; the rule sets' targets change, the Observer stays).
+	Observe      *ObserveOptions
+	ObservePorts []uint16
 }
 
 // Service is finproxy with a rule set that can be replaced while segments flow: the
@@ -43,18 +51,21 @@ type Service struct {
 	eng   *rules.Engine
 	sink  *serveSink
 	undec atomic.Uint64
+	obs   *observation // nil without ServeOptions.Observe
 
-	mu         sync.Mutex // serialises Replace, Close and the reads of what they change
-	cfg        *rules.Config
-	ipt4, ipt6 nfq.IPTables
-	hooks      *nfq.Hooks
-	spec       nfq.HookSpec
-	stale      []*nfq.Hooks              // replaced hooks whose removal failed, tried again at Close
-	retired    map[string]rules.Counters // counters of rules replaced, by name
-	order      []string                  // every rule name seen, in the order first seen
-	replaced   uint64
-	closed     bool
-	started    time.Time
+	mu          sync.Mutex // serialises Replace, Close and the reads of what they change
+	cfg         *rules.Config
+	ipt4, ipt6  nfq.IPTables
+	hooks       *nfq.Hooks
+	spec        nfq.HookSpec
+	stale       []*nfq.Hooks                    // replaced hooks whose removal failed, tried again at Close
+	redirects   map[nfq.Redirect]*nfq.Redirects // DNAT rules in place, by redirection
+	redirecting bool                            // the current rule set comes with redirections
+	retired     map[string]rules.Counters       // counters of rules replaced, by name
+	order       []string                        // every rule name seen, in the order first seen
+	replaced    uint64
+	closed      bool
+	started     time.Time
 }
 
 // serveSink is the engine's Sink: verdicts to the queue, injections to raw sockets
@@ -118,6 +129,20 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 	}
 	s.sink = &serveSink{}
 	eopts := rules.Options{Sink: s.sink, Logger: log, Log: o.OnRecord}
+	if o.Observe != nil {
+		var f rules.Config
+		if len(o.ObservePorts) > 0 {
+			f.Target.Port, f.Target.Ports = o.ObservePorts[0], o.ObservePorts[1:]
+		}
+		s.obs = startObservation(ctx, &f, o.Observe, log)
+		onRecord := o.OnRecord
+		eopts.Log = func(r rules.Record) {
+			s.obs.annotate(r)
+			if onRecord != nil {
+				onRecord(r)
+			}
+		}
+	}
 	s.eng = rules.NewEngine(nil, eopts)
 	dec := segment.NewDecoder()
 	handler := func(p nfq.Packet) {
@@ -137,6 +162,9 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 	q, err := openQueue(context.WithoutCancel(ctx), nfq.Config{Num: s.queue, Logger: log}, handler)
 	if err != nil {
 		s.eng.Close()
+		if s.obs != nil {
+			s.obs.finish(log)
+		}
 		return nil, err
 	}
 	s.q, s.sink.q = q, q
@@ -147,6 +175,33 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 		}
 	}
 	return s, nil
+}
+
+// Observer is the Observer the service runs (nil without ServeOptions.Observe, or when
+// no source of it started: ObserveWarnings says why).
+func (s *Service) Observer() *observe.Observer {
+	if s.obs == nil {
+		return nil
+	}
+	return s.obs.o
+}
+
+// ObserveWarnings are the reasons observation is off or incomplete.
+func (s *Service) ObserveWarnings() []string {
+	if s.obs == nil {
+		return nil
+	}
+	if s.obs.o == nil {
+		return s.obs.warns
+	}
+	return s.obs.o.Warnings()
+}
+
+// Redirects lists the redirections in place (ReplaceRedirected), in no particular order.
+func (s *Service) Redirects() []nfq.Redirect {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.redirects))
 }
 
 // Queue is the NFQUEUE number the service reads.
@@ -171,6 +226,7 @@ func (s *Service) specOf(cfg *rules.Config) nfq.HookSpec {
 	spec := HookSpec(&c)
 	spec.Logger = s.log
 	spec.Owner = s.owner
+	spec.Redirected = s.redirecting && spec.Mode == nfq.Local
 	return spec
 }
 
@@ -178,6 +234,7 @@ func (s *Service) specOf(cfg *rules.Config) nfq.HookSpec {
 // scopes, the segments queued, may differ).
 func sameTarget(a, b nfq.HookSpec) bool {
 	return a.Mode == b.Mode && a.Queue == b.Queue && a.Queues == b.Queues && a.Port == b.Port &&
+		slices.Equal(a.Ports, b.Ports) && a.Redirected == b.Redirected &&
 		slices.Equal(a.Addrs, b.Addrs) && a.Bypass == b.Bypass &&
 		a.SkipMark == b.SkipMark && a.ConnMark == b.ConnMark
 }
@@ -210,6 +267,78 @@ func (s *Service) Replace(cfg *rules.Config) error {
 	if s.closed {
 		return errors.New("finproxy is stopping")
 	}
+	return s.replace(cfg)
+}
+
+// ReplaceRedirected puts cfg in place as Replace does, and the redirections rd (nfq.Redirect:
+// DNAT, in the kernel, from a listen address to a server of cfg's target) in place of the
+// current ones: those that go are removed before the rules change (no new connection is
+// sent to a server whose hooks are about to change), those that come are added after the
+// hooks are in place (the first redirected segment is seen); those that stay are not
+// touched. The DNAT rules carry the service's owner as the hooks do: Close, `finproxy
+// cleanup` and the watchdog remove them.
+func (s *Service) ReplaceRedirected(cfg *rules.Config, rd []nfq.Redirect) error {
+	if err := s.checkQueue(cfg); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("finproxy is stopping")
+	}
+	for r, h := range s.redirects {
+		if slices.Contains(rd, r) {
+			continue
+		}
+		if err := h.Remove(); err != nil {
+			return fmt.Errorf("remove the redirection %v (run `finproxy cleanup`): %w", r, err)
+		}
+		delete(s.redirects, r)
+	}
+	if s.redirects == nil {
+		s.redirects = map[nfq.Redirect]*nfq.Redirects{}
+	}
+	var add []nfq.Redirect
+	for _, r := range rd {
+		if s.redirects[r] == nil && !slices.Contains(add, r) {
+			add = append(add, r)
+		}
+	}
+	// The hooks take the redirected segments where they carry the server's address
+	// (nfq.HookSpec.Redirected) before the first redirection is in place.
+	was, old := s.redirecting, s.cfg
+	s.redirecting = len(rd) > 0
+	if err := s.replace(cfg); err != nil {
+		s.redirecting = was
+		return err
+	}
+	for i, r := range add {
+		h, err := nfq.InstallRedirects(s.ipt4, s.ipt6, s.owner, []nfq.Redirect{r})
+		if err == nil {
+			s.redirects[r] = h
+			s.log.Info("redirection installed", "listen", r.Listen, "upstream", r.Upstream)
+			continue
+		}
+		// The old rule set back, without the redirections this call added (those it
+		// removed stay removed: their proxies' rules are gone from the old set's view).
+		err = fmt.Errorf("redirect %v: %w", r, err)
+		for _, a := range add[:i] {
+			if rerr := s.redirects[a].Remove(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the redirection %v (run `finproxy cleanup`): %w", a, rerr))
+				continue
+			}
+			delete(s.redirects, a)
+		}
+		s.redirecting = was && len(s.redirects) > 0
+		if rerr := s.replace(old); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("putting the old rule set back: %w", rerr))
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Service) replace(cfg *rules.Config) error {
 	if cfg.Injects() && s.sink.inj.Load() == nil {
 		in, err := openInjector(DefaultInjectMark, s.ipt4 != nil, s.ipt6 != nil)
 		if err != nil {
@@ -333,7 +462,7 @@ func (s *Service) installHooks(spec nfq.HookSpec) error {
 		return fmt.Errorf("install iptables hooks: %w", err)
 	}
 	s.hooks, s.spec = h, spec
-	s.log.Info("hooks installed", "queue", spec.Queue, "hook", spec.Mode.String(), "port", spec.Port,
+	s.log.Info("hooks installed", "queue", spec.Queue, "hook", spec.Mode.String(), "port", spec.Port, "ports", spec.Ports,
 		"addresses", spec.Addrs, "queued", spec.Scope.String())
 	return nil
 }
@@ -373,14 +502,19 @@ func (s *Service) HookScope() string {
 	return s.spec.Scope.String()
 }
 
-// Hooks lists the iptables rules in place, as nfq.Hooks.Rules does (none without a scope).
+// Hooks lists the iptables rules in place, as nfq.Hooks.Rules does (none without a
+// scope), then the redirections' (nfq.Redirects.Rules).
 func (s *Service) Hooks() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.hooks == nil {
-		return nil
+	var out []string
+	if s.hooks != nil {
+		out = s.hooks.Rules()
 	}
-	return s.hooks.Rules()
+	for _, r := range slices.SortedFunc(maps.Keys(s.redirects), func(a, b nfq.Redirect) int { return strings.Compare(a.String(), b.String()) }) {
+		out = append(out, s.redirects[r].Rules()...)
+	}
+	return out
 }
 
 // Counters returns what each rule did since the service started, by rule name (a rule
@@ -428,7 +562,13 @@ func (s *Service) Close() (*Result, error) {
 	res := &Result{Started: s.started}
 	s.eng.Close()
 	res.Counters = s.counters()
-	err := s.removeHooks()
+	var err error
+	for r, h := range s.redirects {
+		if rerr := h.Remove(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the redirection %v (run `finproxy cleanup`): %w", r, rerr))
+		}
+	}
+	err = errors.Join(err, s.removeHooks())
 	for _, h := range s.stale {
 		if rerr := h.Remove(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("remove iptables hooks (run `finproxy cleanup`): %w", rerr))
@@ -452,6 +592,10 @@ func (s *Service) Close() (*Result, error) {
 		in.close()
 	}
 	res.Undecodable = s.undec.Load()
+	if s.obs != nil {
+		res.Observed = true
+		res.Observation, res.ObserveWarnings = s.obs.finish(s.log)
+	}
 	res.Ended = time.Now()
 	return res, err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -290,5 +291,83 @@ func TestServeHooksOwnerAndHandshake(t *testing.T) {
 	}
 	if h := hookLines(s.ipt); h != withSYN {
 		t.Errorf("back to a FIN rule, the hooks narrowed:\n%s\nwant\n%s", h, withSYN)
+	}
+}
+
+// Redirections come after the hooks and go before them; those that stay are left alone;
+// the hooks then take the redirected segments toward the server in POSTROUTING; a rule
+// with server_port acts on its server's connections only; Close removes everything.
+func TestServeRedirected(t *testing.T) {
+	s := startServe(t, nil, nil)
+	var order []string
+	s.ipt.FailOn = func(op, table, chain string, spec []string) error {
+		if op == "Insert" || op == "DeleteIfExists" {
+			order = append(order, op+" "+table)
+		}
+		return nil
+	}
+	two := strings.Replace(dropClientFIN, "port = 8080", "port = [8080, 9090]", 1) + "server_port = 9090\n"
+	r1 := nfq.Redirect{Listen: netip.MustParseAddrPort("10.0.0.2:18080"), Upstream: netip.MustParseAddrPort("10.0.0.2:8080")}
+	r2 := nfq.Redirect{Listen: netip.MustParseAddrPort("10.0.0.2:19090"), Upstream: netip.MustParseAddrPort("10.0.0.2:9090")}
+	if err := s.svc.ReplaceRedirected(parseCfg(t, two), []nfq.Redirect{r1, r2}); err != nil {
+		t.Fatal(err)
+	}
+	if i, j := slices.Index(order, "Insert mangle"), slices.Index(order, "Insert nat"); i < 0 || j < i {
+		t.Errorf("iptables calls %q: want the hooks (mangle) before the redirections (nat)", order)
+	}
+	h := strings.Join(s.svc.Hooks(), "\n")
+	for _, want := range []string{"--dports 8080,9090", "-A POSTROUTING -d 10.0.0.2/32 -p tcp -m conntrack --ctstate DNAT",
+		"nat -A OUTPUT -d 10.0.0.2/32 -p tcp -m tcp --dport 18080", "--to-destination 10.0.0.2:9090"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("hooks lack %q:\n%s", want, h)
+		}
+	}
+	cs, ss := s.handshake(40000)
+	s.send(hpClient, hpServer, 40000, 8080, cs, ss, tFIN|tACK, 0)
+	if !s.verdict(t, s.id) {
+		t.Errorf("client FIN to 8080 dropped by a rule of server_port 9090")
+	}
+	// One redirection goes: its rules go first, the other's stay as they were.
+	order = nil
+	if err := s.svc.ReplaceRedirected(parseCfg(t, two), []nfq.Redirect{r1}); err != nil {
+		t.Fatal(err)
+	}
+	if len(order) != 2 || order[0] != "DeleteIfExists nat" {
+		t.Errorf("iptables calls %q: want the 2 nat rules of the redirection that went deleted, nothing else", order)
+	}
+	if h := strings.Join(s.svc.Hooks(), "\n"); strings.Contains(h, "19090") || !strings.Contains(h, "18080") {
+		t.Errorf("hooks after removing the redirection of 19090:\n%s", h)
+	}
+	s.ipt.FailOn = nil
+	if _, err := s.svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.ipt.Rules(); len(r) != 0 {
+		t.Errorf("left after Close: %q", r)
+	}
+}
+
+// A redirection that cannot be installed leaves the old rule set and redirections in
+// place, and nothing of the new ones.
+func TestServeRedirectedRefused(t *testing.T) {
+	s := startServe(t, parseCfg(t, dropClientFIN), nil)
+	before := s.ipt.Rules()
+	r1 := nfq.Redirect{Listen: netip.MustParseAddrPort("10.0.0.2:18080"), Upstream: netip.MustParseAddrPort("10.0.0.2:8080")}
+	r2 := nfq.Redirect{Listen: netip.MustParseAddrPort("10.0.0.2:19090"), Upstream: netip.MustParseAddrPort("10.0.0.2:9090")}
+	s.ipt.FailOn = func(op, table, chain string, spec []string) error {
+		if op == "Insert" && table == "nat" && slices.Contains(spec, "19090") {
+			return errors.New("boom")
+		}
+		return nil
+	}
+	two := strings.Replace(dropClientFIN, "port = 8080", "port = [8080, 9090]", 1)
+	if err := s.svc.ReplaceRedirected(parseCfg(t, two), []nfq.Redirect{r1, r2}); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("ReplaceRedirected with a failing DNAT insert: %v", err)
+	}
+	if d := strings.Join(s.ipt.Rules(), "\n"); d != strings.Join(before, "\n") {
+		t.Errorf("rules after the refusal:\n%s\nwant as before:\n%s", d, strings.Join(before, "\n"))
+	}
+	if c := s.svc.Config(); len(c.Target.Ports) != 0 || len(s.svc.Redirects()) != 0 {
+		t.Errorf("after the refusal: ports %v, redirects %v; want the old rule set, none", c.Target.Ports, s.svc.Redirects())
 	}
 }
