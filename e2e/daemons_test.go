@@ -458,3 +458,56 @@ func TestLabDaemonDetaches(t *testing.T) {
 		killPIDs(left)
 	}
 }
+
+// TestLabKilled: SIGKILL of `lab` (nothing of it can clean up) takes the applications it
+// started with it (their parent-death signal), `finproxy run` on the router included, whose
+// watchdog then removes its hooks; `finproxy cleanup` removes the namespaces left.
+func TestLabKilled(t *testing.T) {
+	nstest.RequireRoot(t)
+	t.Parallel()
+	port := labPort()
+	marker := "61." + port
+	cmd := exec.Command(finproxyBin, "lab", "-v", "-c", "four-way-close", "--port", port,
+		"--server", "{finproxy} app server --listen {server_addr}:{port} --mode echo-close",
+		"--client", fmt.Sprintf(`sh -c "trap '' TERM INT; exec sleep %s"`, marker))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	deadline := time.Now().Add(40 * time.Second)
+	for !strings.Contains(out.String(), "phase=client") || len(processesWithArg(t, marker)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client never started:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	namespaces := namespacesFromLog(t, out.String())
+	_ = cmd.Process.Kill() // the lab alone, not its group: its children must die by themselves
+	_ = cmd.Wait()
+	deadline = time.Now().Add(2 * time.Second)
+	for len(processesWithArg(t, marker)) > 0 {
+		if time.Now().After(deadline) {
+			left := processesWithArg(t, marker)
+			killPIDs(left)
+			t.Fatalf("the client outlived the lab's SIGKILL by 2 s: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// `finproxy run` on the router was given `--port PORT`: it is gone too.
+	for len(processesWithArg(t, port)) > 0 {
+		if time.Now().After(deadline) {
+			left := processesWithArg(t, port)
+			killPIDs(left)
+			t.Fatalf("finproxy run outlived the lab's SIGKILL by 2 s: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c, err := exec.Command(finproxyBin, "cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("finproxy cleanup: %v\n%s", err, c)
+	}
+	res := &labProcess{pid: cmd.Process.Pid, rep: &scenario.LabReport{Namespaces: namespaces}}
+	res.checkLeftovers(t)
+}
