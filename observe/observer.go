@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -414,15 +416,35 @@ func nextPollWait(base, cost time.Duration) time.Duration {
 	return min(max(base-cost, (pollCostShare-1)*cost), maxPollInterval)
 }
 
+// threadCPU is the CPU time the calling OS thread has used (ok false where it cannot be
+// read).
+func threadCPU() (time.Duration, bool) {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}
+
 func (o *Observer) pollLoop(ctx context.Context) {
+	// A poll's cost is the CPU time it takes, read from its thread: on a loaded machine
+	// its wall time also counts the waits for a CPU and for the timeline's lock, and a
+	// period grown from those (to seconds) let a FIN_WAIT2 timewait socket of 1 s live
+	// and die between two polls (e2e fin-wait-2-hang under the suite's load, 3 runs of 20).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	failures := 0
 	var kb kickBudget
 	var prev time.Time
 	for {
 		start := time.Now()
+		cpu0, cpuOK := threadCPU()
 		o.pollOnce(&failures)
 		end := time.Now()
 		cost := end.Sub(start)
+		if cpu1, ok := threadCPU(); cpuOK && ok {
+			cost = cpu1 - cpu0
+		}
 		wait := nextPollWait(o.opts.PollInterval, cost)
 		o.mu.Lock()
 		o.stats.PollNS += uint64(cost)
