@@ -157,6 +157,13 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 	if e.logger == nil {
 		e.logger = slog.New(slog.DiscardHandler)
 	}
+	e.setRules(e.rules)
+	return e
+}
+
+// setRules makes rules the engine's, with their names, action names and fresh counters.
+func (e *Engine) setRules(rules []*Rule) {
+	e.rules = rules
 	e.names = make([]string, len(e.rules))
 	e.actions = make([]string, len(e.rules))
 	e.counters = make([]Counters, len(e.rules))
@@ -171,7 +178,6 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 		}
 		e.counters[i].Rule = e.names[i]
 	}
-	return e
 }
 
 // Handle decides the fate of one queued segment: now (pass, drop), or later (delay,

@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"slices"
 )
@@ -46,21 +45,7 @@ func (e *Engine) Replace(cfg *Config) []Counters {
 	}
 	old := e.counters
 
-	e.rules = slices.Clone(cfg.Rules)
-	e.names = make([]string, len(e.rules))
-	e.actions = make([]string, len(e.rules))
-	e.counters = make([]Counters, len(e.rules))
-	for i, r := range e.rules {
-		e.names[i] = r.Name
-		if e.names[i] == "" {
-			e.names[i] = fmt.Sprintf("rule[%d]", i+1)
-		}
-		e.actions[i] = r.ActionName
-		if e.actions[i] == "" && r.Action != nil {
-			e.actions[i] = fmt.Sprintf("%T", r.Action)
-		}
-		e.counters[i].Rule = e.names[i]
-	}
+	e.setRules(slices.Clone(cfg.Rules))
 	e.rng = rand.New(rand.NewPCG(uint64(cfg.Seed), 0))
 
 	// Each rewrite is in the map twice (under both tuples): remap it once.

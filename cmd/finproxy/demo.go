@@ -50,13 +50,11 @@ Everything it creates is removed, also on Ctrl-C.`,
 			if err != nil {
 				return err
 			}
-			dir := keep
-			if dir == "" {
-				if dir, err = os.MkdirTemp("", "finproxy-demo-"); err != nil {
-					return err
-				}
-				defer os.RemoveAll(dir)
+			dir, done, err := workDir(keep, "finproxy-demo-")
+			if err != nil {
+				return err
 			}
+			defer done()
 			ctx := cmd.Context()
 			w := cmd.OutOrStdout()
 			type row struct {

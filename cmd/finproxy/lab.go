@@ -112,13 +112,11 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 			if err != nil {
 				return err
 			}
-			dir := reportDir
-			if dir == "" {
-				if dir, err = os.MkdirTemp("", "finproxy-lab-"); err != nil {
-					return err
-				}
-				defer os.RemoveAll(dir)
+			dir, done, err := workDir(reportDir, "finproxy-lab-")
+			if err != nil {
+				return err
 			}
+			defer done()
 			w := cmd.OutOrStdout()
 			tty := isTTY(w)
 			rep, err := scenario.RunLab(ctx, scenario.LabOptions{

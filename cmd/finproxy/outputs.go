@@ -56,3 +56,19 @@ func unwrapPath(err error) error {
 	}
 	return err
 }
+
+// workDir is where a command that runs labs keeps its runs' files: dir when the user
+// named one (created), else a temporary directory that done removes.
+func workDir(dir, prefix string) (path string, done func(), err error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, err
+		}
+		return dir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
+}

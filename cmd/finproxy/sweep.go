@@ -119,15 +119,11 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
 			if err != nil {
 				return err
 			}
-			dir := reportDir
-			if dir == "" {
-				if dir, err = os.MkdirTemp("", "finproxy-sweep-"); err != nil {
-					return err
-				}
-				defer os.RemoveAll(dir)
-			} else if err := os.MkdirAll(dir, 0o755); err != nil {
-				return fmt.Errorf("--report %s: %w", dir, err)
+			dir, done, err := workDir(reportDir, "finproxy-sweep-")
+			if err != nil {
+				return fmt.Errorf("--report %s: %w", reportDir, err)
 			}
+			defer done()
 			procs := scenario.NewProcs()
 			ctx, sig, stopSignals := labSignals(cmd.Context(), procs)
 			defer stopSignals()
