@@ -497,7 +497,7 @@ func (s *scanner) basicString() string {
 		switch s.peek() {
 		case '\\':
 			s.i++
-			if s.peek() != '\n' {
+			if !s.eof() && s.peek() != '\n' {
 				s.i++
 			}
 		case '"':
