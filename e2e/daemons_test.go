@@ -511,3 +511,44 @@ func TestLabKilled(t *testing.T) {
 	res := &labProcess{pid: cmd.Process.Pid, rep: &scenario.LabReport{Namespaces: namespaces}}
 	res.checkLeftovers(t)
 }
+
+// TestLabClosedOutput: `finproxy lab ... | head -0` must not kill the lab mid-run (a
+// SIGPIPE would leave its namespaces): writes fail, the runs go on, the report is written
+// and everything is removed.
+func TestLabClosedOutput(t *testing.T) {
+	nstest.RequireRoot(t)
+	t.Parallel()
+	dir := t.TempDir()
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd.Close() // nobody reads: the lab's first write gets EPIPE (and SIGPIPE)
+	cmd := exec.Command(finproxyBin, "lab", "-c", "lost-fin", "--runs", "2", "--port", labPort(), "--report", dir)
+	cmd.Stdout, cmd.Stderr = wr, wr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wr.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("lab with a closed output: %v (a SIGPIPE kills it before its teardown)", err)
+		}
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		t.Fatal("lab with a closed output did not end")
+	}
+	var rep scenario.LabReport
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil || json.Unmarshal(b, &rep) != nil {
+		t.Fatalf("report.json: %v", err)
+	}
+	if rep.Passed != 2 {
+		t.Errorf("%d of 2 runs passed", rep.Passed)
+	}
+	res := &labProcess{pid: cmd.Process.Pid, rep: &rep}
+	res.checkLeftovers(t)
+}

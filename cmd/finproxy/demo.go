@@ -43,6 +43,7 @@ the verdict, the states each side went through, and at the end a pass/fail table
 Everything it creates is removed, also on Ctrl-C.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			surviveClosedOutput()
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("demo needs root (network namespaces, NFQUEUE, iptables, tracefs): try sudo")
 			}

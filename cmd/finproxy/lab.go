@@ -51,6 +51,7 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
   sudo finproxy lab -c lost-fin --server 'socat -d -d TCP-LISTEN:{port},bind={server_addr},reuseaddr EXEC:cat' --client 'socat - TCP:{server_addr}:{port}' --ready 'listening on'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			surviveClosedOutput()
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("lab: -c CONFIG is required")}
 			}
@@ -182,13 +183,13 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 	return cmd
 }
 
-// labSignals returns a context that SIGINT or SIGTERM cancels, and the signal that did
+// labSignals returns a context that SIGINT, SIGTERM or SIGHUP cancels, and the signal that did
 // (0 until one did). A second signal kills every application's process group at once;
 // the teardown (namespaces, hooks, tracefs instance) still runs.
 func labSignals(parent context.Context, procs *scenario.Procs) (context.Context, func() syscall.Signal, func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	var got atomic.Int32
 	done := make(chan struct{})
 	go func() {

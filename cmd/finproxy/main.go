@@ -88,3 +88,9 @@ close, three-way close, FIN_WAIT2 hangs, CLOSE_WAIT leaks, ...) and reports what
 		newSweepCmd(), newAppCmd(), newWatchdogCmd(), newServeCmd(), newCtlCmd())
 	return root
 }
+
+// surviveClosedOutput keeps a command that holds hooks, namespaces or applications alive
+// when its stdout or stderr is closed (`finproxy run ... 2>&1 | head -2`): with SIGPIPE
+// caught (not ignored, which the programs it starts would inherit), writes to them fail
+// and the command goes on until it is stopped, then tears down as usual.
+func surviveClosedOutput() { signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) }

@@ -6,9 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -73,10 +71,7 @@ func newRunCmd() *cobra.Command {
   sudo finproxy run -c lost-final-ack --hook forward --netns router --observe-netns client,server --report run.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// A closed stdout or stderr (`finproxy run ... 2>&1 | head -2`) must not kill
-			// the run: with SIGPIPE caught (not ignored, which the programs it starts would
-			// inherit), writes to them fail and the run goes on until it is stopped.
-			signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+			surviveClosedOutput()
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("run: -c CONFIG is required")}
 			}

@@ -91,6 +91,7 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
   sudo finproxy serve --listen 0.0.0.0:8474 --allow-remote --token-file /etc/finproxy/token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			surviveClosedOutput()
 			token, err := sf.check()
 			if err != nil {
 				return &exitError{2, err}

@@ -50,6 +50,7 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
   finproxy sweep --list-faults`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			surviveClosedOutput()
 			w := cmd.OutOrStdout()
 			if list, _ := cmd.Flags().GetBool("list-faults"); list {
 				for _, n := range sweep.FaultNames() {
