@@ -77,6 +77,16 @@ func RemoveStaleInstances() ([]string, error) {
 	return removeStaleInstances(filepath.Join(TracefsRoot, "instances"), processAlive)
 }
 
+// removeInstance removes a tracefs instance directory (a variable for tests).
+var removeInstance = os.Remove
+
+// instanceGone reports whether removing an instance failed because someone else removed it
+// first: ENOENT, or ENODEV from tracefs while the other removal is under way (seen in CI:
+// `finproxy cleanup` beside tests whose observers remove stale instances as they start).
+func instanceGone(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENODEV)
+}
+
 // removeStaleInstances removes the instances under dir whose process alive says is gone.
 // An instance that vanishes meanwhile was removed by another observer starting at the same
 // time: it is neither an error nor reported as removed here.
@@ -100,8 +110,8 @@ func removeStaleInstances(dir string, alive func(pid int) bool) ([]string, error
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		if err := os.Remove(path); err != nil {
-			if !errors.Is(err, os.ErrNotExist) {
+		if err := removeInstance(path); err != nil {
+			if !instanceGone(err) {
 				errs = append(errs, err)
 			}
 			continue
@@ -256,7 +266,7 @@ func (t *traceInstance) close() error {
 	var err error
 	for i := 0; i < 50; i++ {
 		// EBUSY while a reader still holds trace_pipe (it is being released).
-		if err = os.Remove(t.dir); err == nil || errors.Is(err, os.ErrNotExist) {
+		if err = os.Remove(t.dir); err == nil || instanceGone(err) {
 			return nil
 		}
 		if !errors.Is(err, syscall.EBUSY) {

@@ -1,10 +1,12 @@
 package observe
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -52,5 +54,25 @@ func TestRemoveStaleInstances(t *testing.T) {
 	}
 	if none, err := removeStaleInstances(filepath.Join(dir, "missing"), alive); err != nil || none != nil {
 		t.Errorf("missing dir: %q, %v", none, err)
+	}
+}
+
+// An instance that another process is removing at the same moment (tracefs answers
+// ENODEV) is gone, not an error: cleanup beside starting observers.
+func TestRemoveStaleInstancesRace(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, InstancePrefix+"2147483646-1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	orig := removeInstance
+	t.Cleanup(func() { removeInstance = orig })
+	removeInstance = func(string) error { return &os.PathError{Op: "remove", Err: syscall.ENODEV} }
+	removed, err := removeStaleInstances(dir, func(int) bool { return false })
+	if err != nil || len(removed) != 0 {
+		t.Errorf("removed %v, err %v; want nothing and no error", removed, err)
+	}
+	removeInstance = func(string) error { return &os.PathError{Op: "remove", Err: syscall.EBUSY} }
+	if _, err := removeStaleInstances(dir, func(int) bool { return false }); !errors.Is(err, syscall.EBUSY) {
+		t.Errorf("another error: %v, want EBUSY reported", err)
 	}
 }
