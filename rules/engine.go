@@ -811,21 +811,7 @@ func (e *Engine) Close() {
 		return
 	}
 	e.closed = true
-	now := e.clock.Now()
-	for it := e.first; it != nil; {
-		next := it.next
-		if it.isHold {
-			it.conn.held = nil
-		}
-		e.resolve(it, Accept, false, now)
-		it = next
-	}
-	if n := len(e.injections); n > 0 {
-		e.logger.Info("injections not sent: finproxy is stopping", "count", n)
-		for it := range e.injections {
-			e.dropInjection(it)
-		}
-	}
+	e.releaseAll("finproxy is stopping")
 }
 
 // Counters returns what each rule did so far, in config order. Every segment a rule
@@ -854,4 +840,24 @@ func (e *Engine) Pending() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.npending
+}
+
+// releaseAll accepts every held or delayed segment now and drops the injections not yet
+// sent (why says so in the log): at Close, and when Replace swaps the rules.
+func (e *Engine) releaseAll(why string) {
+	now := e.clock.Now()
+	for it := e.first; it != nil; {
+		next := it.next
+		if it.isHold {
+			it.conn.held = nil
+		}
+		e.resolve(it, Accept, false, now)
+		it = next
+	}
+	if n := len(e.injections); n > 0 {
+		e.logger.Info("injections not sent: "+why, "count", n)
+		for it := range e.injections {
+			e.dropInjection(it)
+		}
+	}
 }

@@ -28,21 +28,7 @@ func (e *Engine) Replace(cfg *Config) []Counters {
 	if e.closed {
 		return nil
 	}
-	now := e.clock.Now()
-	for it := e.first; it != nil; {
-		next := it.next
-		if it.isHold {
-			it.conn.held = nil
-		}
-		e.resolve(it, Accept, false, now)
-		it = next
-	}
-	if n := len(e.injections); n > 0 {
-		e.logger.Info("injections not sent: the rules were replaced", "count", n)
-		for it := range e.injections {
-			e.dropInjection(it)
-		}
-	}
+	e.releaseAll("the rules were replaced")
 	old := e.counters
 
 	e.setRules(slices.Clone(cfg.Rules))
