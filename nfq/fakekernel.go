@@ -2,6 +2,7 @@ package nfq
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -16,8 +17,9 @@ type FakeKernel struct {
 	done chan struct{}
 	once sync.Once
 
-	mu sync.Mutex
-	fv FakeVerdicts
+	mu      sync.Mutex
+	fv      FakeVerdicts
+	waiting []uint32 // delivered ids without a verdict, in delivery order
 	// OnVerdict, when set before the first Deliver, sees every verdict: the packet id,
 	// accept or drop, and the replacement packet (nil if none; valid during the call only).
 	OnVerdict func(id uint32, accept bool, data []byte)
@@ -26,8 +28,11 @@ type FakeKernel struct {
 // FakeVerdicts counts the verdicts a FakeKernel received.
 type FakeVerdicts struct {
 	Accepted, Dropped, Modified uint64
-	LastID                      uint32
-	LastAccept                  bool
+	// Batches counts the batch verdicts (each accepted every waiting packet up to its id;
+	// those are counted in Accepted).
+	Batches    uint64
+	LastID     uint32
+	LastAccept bool
 }
 
 // OpenFake opens a Queue whose kernel is a FakeKernel: the same Handler calls, counters,
@@ -53,8 +58,19 @@ func (k *FakeKernel) Deliver(id uint32, data []byte) bool {
 		return false
 	default:
 	}
+	k.mu.Lock()
+	k.waiting = append(k.waiting, id)
+	k.mu.Unlock()
 	k.q.deliver(Packet{ID: id, Time: time.Now(), Data: data, OrigLen: len(data)}, false)
 	return true
+}
+
+// Waiting returns the ids of the delivered packets that have no verdict yet, in delivery
+// order.
+func (k *FakeKernel) Waiting() []uint32 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]uint32(nil), k.waiting...)
 }
 
 // Flush returns once the verdicts given so far have reached the FakeKernel (the Queue
@@ -80,9 +96,42 @@ func (k *FakeKernel) verdict(id uint32, accept bool, data []byte) error {
 		k.fv.Dropped++
 	}
 	k.fv.LastID, k.fv.LastAccept = id, accept
+	if i := slices.Index(k.waiting, id); i >= 0 {
+		k.waiting = slices.Delete(k.waiting, i, i+1)
+	}
 	k.mu.Unlock()
 	if k.OnVerdict != nil {
 		k.OnVerdict(id, accept, data)
+	}
+	return nil
+}
+
+// batch is NFQNL_MSG_VERDICT_BATCH with NF_ACCEPT: every waiting packet from the head of
+// the list up to the first one after id is accepted.
+func (k *FakeKernel) batch(id uint32) error {
+	k.mu.Lock()
+	n := 0
+	for n < len(k.waiting) && int32(k.waiting[n]-id) <= 0 {
+		n++
+	}
+	var buf [maxBatch]uint32
+	got := buf[:0]
+	if n <= len(buf) {
+		got = append(got, k.waiting[:n]...)
+	} else {
+		got = append([]uint32(nil), k.waiting[:n]...)
+	}
+	k.waiting = slices.Delete(k.waiting, 0, n)
+	k.fv.Batches++
+	k.fv.Accepted += uint64(n)
+	if n > 0 {
+		k.fv.LastID, k.fv.LastAccept = got[n-1], true
+	}
+	k.mu.Unlock()
+	if k.OnVerdict != nil {
+		for _, id := range got {
+			k.OnVerdict(id, true, nil)
+		}
 	}
 	return nil
 }

@@ -132,6 +132,8 @@ func SumStats(qs ...*Queue) Stats {
 		s.ENOENT += q.enoent.Load()
 		s.VerdictErrors += q.verdictErrors.Load()
 		s.ReadErrors += q.readErrors.Load()
+		s.Batches += q.batches.Load()
+		s.Batched += q.batched.Load()
 		lat.mergeFrom(&q.latency)
 		done.mergeFrom(&q.doneLatency)
 		decided.mergeFrom(&q.decided)

@@ -1200,3 +1200,131 @@ func TestHooksReassembleFragments(t *testing.T) {
 		check(t, rec, 40003, 40004)
 	})
 }
+
+// Batched verdicts on the real kernel. A batch verdict accepts every waiting packet up to
+// its id, so while a connection's SYN is held, the accepts of a later 1 MB transfer (every
+// segment queued) must be written one by one: none may release the held SYN, whose id is
+// lower than all of theirs. Once it has its verdict, the next transfer's accepts go in
+// batches.
+func TestQueueBatchesSkipHeld(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := newNS(t)
+	rec := newRecorder()
+	rec.setQ(openQueue(t, ns, Config{Num: 31}, rec.handle))
+	release := make(chan struct{})
+	heldID := make(chan uint32, 1)
+	var once sync.Once
+	rec.setDecide(func(r *recorder, s seg) {
+		if s.flags&(fSYN|fACK) == fSYN {
+			held := false
+			once.Do(func() { held = true })
+			if held {
+				heldID <- s.id
+				go func() { <-release; _ = r.q().Accept(s.id) }()
+				return
+			}
+		}
+		_ = r.q().Accept(s.id)
+	})
+	spec := NewHookSpec(Local, 31)
+	spec.Port = 5005
+	spec.Scope = All
+	installHooks(t, ns, spec)
+	addr, got := echoServer(t, ns, "127.0.0.1:5005", false)
+	const size = 1 << 20
+	transfer := func() {
+		t.Helper()
+		c, err := dialIn(ns, addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(c, io.LimitReader(zeros{}, size)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		for {
+			select {
+			case n := <-got:
+				if n == 0 {
+					continue // the held connection's, closed at once
+				}
+				if n != size {
+					t.Fatalf("server got %d bytes, want %d", n, size)
+				}
+				return
+			case <-time.After(10 * time.Second):
+				t.Fatal("transfer did not finish")
+			}
+		}
+	}
+	// settled waits until the kernel holds want packets (the transfer's last ACKs may
+	// still be on their way through the queue).
+	settled := func(want uint32) KernelQueueStats {
+		t.Helper()
+		var ks KernelQueueStats
+		for range 100 {
+			rec.q().Flush()
+			var err error
+			if ks, err = rec.q().KernelStats(); err != nil {
+				t.Fatal(err)
+			}
+			if ks.Waiting == want {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return ks
+	}
+
+	connected := make(chan error, 1)
+	go func() {
+		c, err := dialIn(ns, addr, 10*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		connected <- err
+	}()
+	var id uint32
+	select {
+	case id = <-heldID:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first SYN never reached the queue")
+	}
+	transfer()
+	ks := settled(1)
+	st := rec.q().Stats()
+	t.Logf("while SYN %d is held: %d verdicts, %d batches; kernel %+v", id, st.Verdicts, st.Batches, ks)
+	if ks.Waiting != 1 {
+		t.Errorf("kernel holds %d packets after the transfer, want 1 (the held SYN)", ks.Waiting)
+	}
+	if st.Batches != 0 {
+		t.Errorf("%d batch verdicts written while a lower id was held", st.Batches)
+	}
+	select {
+	case err := <-connected:
+		t.Fatalf("the held connection completed (%v) before its SYN's verdict", err)
+	default:
+	}
+	close(release)
+	select {
+	case err := <-connected:
+		if err != nil {
+			t.Fatalf("held connection: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held connection did not complete after its SYN's verdict")
+	}
+
+	before := rec.q().Stats()
+	transfer()
+	ks = settled(0)
+	st = rec.q().Stats()
+	t.Logf("after: %d verdicts, %d of them in %d batches; kernel %+v", st.Verdicts-before.Verdicts,
+		st.Batched-before.Batched, st.Batches-before.Batches, ks)
+	if ks.Waiting != 0 {
+		t.Errorf("kernel holds %d packets after the second transfer, want 0", ks.Waiting)
+	}
+	if st.Batches == before.Batches {
+		t.Errorf("no batch verdict in a transfer with nothing held (%d verdicts)", st.Verdicts-before.Verdicts)
+	}
+}

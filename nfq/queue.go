@@ -96,7 +96,11 @@ type Stats struct {
 	// returns nil and is counted in Verdicts too.
 	ENOENT        uint64 `json:"enoent"`
 	VerdictErrors uint64 `json:"verdict_errors"` // verdicts that could not be sent
-	ReadErrors    uint64 `json:"read_errors"`    // other receive errors
+	// Batches counts the batch verdicts written: one write accepting Batched packets in all
+	// (counted in Verdicts too), a run of accepts with nothing else waiting below them.
+	Batches    uint64 `json:"batches"`
+	Batched    uint64 `json:"batched"`
+	ReadErrors uint64 `json:"read_errors"` // other receive errors
 	// DecisionLatency is the time from the reader's receipt of a packet (after the read
 	// from the netlink socket, before the Handler runs) to the moment its verdict is given
 	// (Accept, Drop or AcceptModified called): finproxy's own work, delays and holds
@@ -140,6 +144,8 @@ type Queue struct {
 	fatal   error
 
 	received, verdicts, enobufs, enoent, verdictErrors, readErrors atomic.Uint64
+	batches, batched                                               atomic.Uint64
+	pend                                                           pending // ids waiting for their verdict (pending.go)
 	consecutive                                                    atomic.Uint64
 	kernelTS                                                       atomic.Uint64 // packets that carried a kernel timestamp
 
@@ -338,6 +344,7 @@ func (q *Queue) hook(a nfqueue.Attribute) int {
 func (q *Queue) deliver(p Packet, stamped bool) {
 	q.received.Add(1)
 	q.received1(p.ID, time.Now())
+	q.pend.received(p.ID)
 	if stamped {
 		q.kernelTS.Add(1)
 	}
@@ -472,6 +479,8 @@ func (q *Queue) Stats() Stats {
 		ENOBUFS:            q.enobufs.Load(),
 		ENOENT:             q.enoent.Load(),
 		VerdictErrors:      q.verdictErrors.Load(),
+		Batches:            q.batches.Load(),
+		Batched:            q.batched.Load(),
 		ReadErrors:         q.readErrors.Load(),
 		DecisionLatency:    q.decided.summary(),
 		VerdictLatency:     q.latency.summary(),

@@ -1,6 +1,7 @@
 package nfq
 
 import (
+	"fmt"
 	"time"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
@@ -33,12 +34,80 @@ type verdictReq struct {
 // the verdicts were given; two, one per flow hash, were slower on two CPUs.
 func (q *Queue) writer() {
 	defer close(q.writerDone)
+	batch := make([]verdictReq, 0, maxBatch)
+	ids := make([]uint32, 0, maxBatch)
 	for r := range q.vq {
-		if r.flush != nil {
-			close(r.flush)
-			continue
+		// Take what else is ready, so that a run of accepts can go in one write.
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case r, ok := <-q.vq:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
 		}
-		q.write(r)
+		for i := 0; i < len(batch); {
+			r := batch[i]
+			if r.flush != nil {
+				close(r.flush)
+				i++
+				continue
+			}
+			// The longest run of accepts of received packets, in increasing id order.
+			ids = ids[:0]
+			j := i
+			for j < len(batch) && batch[j].plainAccept() && q.pend.waiting(batch[j].id) &&
+				(len(ids) == 0 || int32(batch[j].id-ids[len(ids)-1]) > 0) {
+				ids = append(ids, batch[j].id)
+				j++
+			}
+			if q.pend.canBatch(ids) {
+				q.writeBatch(batch[i:j])
+				i = j
+				continue
+			}
+			q.write(r)
+			i++
+		}
+	}
+}
+
+// plainAccept: an accept without a replacement packet, which a batch verdict can give.
+func (r verdictReq) plainAccept() bool { return r.flush == nil && r.accept && r.data == nil }
+
+// writeBatch accepts rs (a run pending.canBatch allowed) with one batch verdict for the
+// last id.
+func (q *Queue) writeBatch(rs []verdictReq) {
+	start := time.Since(q.base)
+	last := rs[len(rs)-1].id
+	var err error
+	if q.fake != nil {
+		err = q.fake.batch(last)
+	} else {
+		err = q.nf.SetVerdictBatch(last, nfqueue.NfAccept)
+	}
+	if err != nil {
+		q.verdictErrors.Add(uint64(len(rs)))
+		if !q.writeWarn.Swap(true) {
+			q.log.Warn("nfq: writing a verdict failed (further failures are only counted in Stats.VerdictErrors)",
+				"err", fmt.Errorf("nfq: accept packets up to %d on queue %d: %w", last, q.cfg.Num, err))
+		}
+		return
+	}
+	q.batches.Add(1)
+	q.batched.Add(uint64(len(rs)))
+	for _, r := range rs {
+		q.pend.written(r.id)
+		q.verdicts.Add(1)
+		q.verdictSent(r.id, r.given, start)
+		if q.cfg.OnWritten != nil {
+			q.cfg.OnWritten(r.id)
+		}
 	}
 }
 
@@ -64,6 +133,7 @@ func (q *Queue) write(r verdictReq) {
 		}
 		return
 	}
+	q.pend.written(r.id)
 	q.verdicts.Add(1)
 	q.verdictSent(r.id, r.given, start)
 	if q.cfg.OnWritten != nil {
