@@ -24,6 +24,8 @@ func TestSharedFlags(t *testing.T) {
 		{[]string{"--port", "-1"}, []string{"run", "check", "lab", "watch"}, `invalid argument "-1" for "--port" flag`},
 		{[]string{"--queue", "0"}, []string{"run", "check"}, "--queue 0: want 1 to 65535"},
 		{[]string{"--netns", "../../proc/1/ns/net"}, []string{"run", "check", "cleanup", "watch"}, `--netns "../../proc/1/ns/net": want the name of a network namespace`},
+		{[]string{"--nice", "-21"}, []string{"run", "serve"}, "--nice -21: want -20 to 19"},
+		{[]string{"--nice", "20"}, []string{"run", "serve"}, "--nice 20: want -20 to 19"},
 		{[]string{"--observe-netns", "fptest-no-such-ns"}, []string{"run", "watch"}, "--observe-netns fptest-no-such-ns: no such network namespace"},
 	} {
 		for _, c := range tc.cmds {

@@ -62,6 +62,7 @@ func newRunCmd() *cobra.Command {
 		pcapPath string
 		duration time.Duration
 		stack    bool
+		nice     int
 	)
 	cmd := &cobra.Command{
 		Use:   "run -c CONFIG",
@@ -98,6 +99,7 @@ func newRunCmd() *cobra.Command {
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("run needs root (NFQUEUE and iptables): try sudo")
 			}
+			applyNice(slog.Default(), nice)
 			// Before anything is hooked: from here on, however finproxy ends, its hooks go.
 			if err := startWatchdog(slog.Default()); err != nil {
 				return fmt.Errorf("start the watchdog that removes the hooks if finproxy is killed: %w", err)
@@ -137,6 +139,7 @@ func newRunCmd() *cobra.Command {
 	cmd.Flags().StringVar(&pcapPath, "pcap", "", "write a pcapng capture: every queued segment as it arrived (and as it left, when changed or injected), each with a comment naming the rule and the verdict")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop by itself after this long (0: until Ctrl-C)")
 	cmd.Flags().BoolVar(&stack, "stack", false, "hook the target even when a live run hooks an overlapping scope in this namespace (the segments both match reach only this run while it runs)")
+	addNiceFlag(cmd, &nice)
 	tf.add(cmd)
 	of.add(cmd)
 	return cmd

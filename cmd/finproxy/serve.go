@@ -77,6 +77,7 @@ func newServeCmd() *cobra.Command {
 		tf      targetFlags
 		sf      serveFlags
 		cfgPath string
+		nice    int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [-c CONFIG]",
@@ -121,6 +122,7 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("serve needs root (NFQUEUE and iptables): try sudo")
 			}
+			applyNice(slog.Default(), nice)
 			// Before anything is hooked: from here on, however finproxy ends, its hooks go.
 			if err := startWatchdog(slog.Default()); err != nil {
 				return fmt.Errorf("start the watchdog that removes the hooks if finproxy is killed: %w", err)
@@ -136,6 +138,7 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 	cmd.Flags().BoolVar(&sf.observe, "observe", false, "observe the applications' sockets (tracepoints, sock_diag): GET /v1/connections, state changes on /v1/events")
 	cmd.Flags().StringSliceVar(&sf.observeNetns, "observe-netns", nil, observeNetnsUsage+"; implies --observe")
 	cmd.Flags().DurationVar(&sf.closeWait, "close-wait", defaultCloseWait, "CLOSE_WAIT leak threshold of the metrics (finproxy_close_wait_leaks)")
+	addNiceFlag(cmd, &nice)
 	tf.add(cmd)
 	return cmd
 }

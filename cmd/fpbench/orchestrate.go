@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/finproxy/finproxy/internal/runner"
 	"github.com/finproxy/finproxy/lab"
 	"github.com/finproxy/finproxy/nfq"
 )
@@ -44,6 +45,7 @@ type options struct {
 	parts      map[string]bool
 	profileDir string
 	queues     int
+	nice       int
 }
 
 // bench is one benchmark run.
@@ -82,6 +84,7 @@ func parseOptions(args []string) (options, error) {
 		"variants to compare: direct; toxiproxy; finproxy-teardown (the rules of a teardown preset, which queue no handshake: they match every connection's FINs and the ACKs of them and pass them) and finproxy-handshake (a rule on the SYN and SYN|ACK that passes them), with observation on as finproxy run does by default, and their -noobs twins (--no-observe)")
 	parts := fs.String("parts", "compare,delay,hold,sim", "what to measure: compare (the variants), delay, hold (memory with open connections), sim (engine memory over many connections)")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each finproxy run into this directory")
+	fs.IntVar(&o.nice, "nice", runner.DefaultNice, "nice value of the finproxy variants' threads (finproxy run's --nice)")
 	fs.IntVar(&o.queues, "queues", 1, "NFQUEUE queues of the finproxy variants (--queue-balance; `finproxy run` uses one)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -159,7 +162,7 @@ func orchestrate(args []string) error {
 
 	rep := &report{Meta: machine(), Params: params{Reps: o.reps, Duration: o.duration.String(), Smoke: o.smoke,
 		HoldConns: o.holdConns, SimConns: o.simConns, DelayConns: o.delayConns, Delay: o.delay.String(), Variants: o.variants,
-		Queues: o.queues}}
+		Queues: o.queues, Nice: o.nice}}
 	started := time.Now()
 	b := &bench{ctx: ctx, o: o, self: self, log: func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "fpbench %5.1fs: %s\n", time.Since(started).Seconds(), fmt.Sprintf(f, a...))
@@ -525,7 +528,7 @@ func (b *bench) serverCount() (int64, error) {
 
 // startFinproxy runs the finproxy helper in the router namespace until it is ready.
 func (b *bench) startFinproxy(cfg string, observe bool, extra ...string) (*proc, error) {
-	args := []string{"_proxy", "-config", cfg, "-queues", strconv.Itoa(b.o.queues)}
+	args := []string{"_proxy", "-config", cfg, "-queues", strconv.Itoa(b.o.queues), "-nice", strconv.Itoa(b.o.nice)}
 	if observe {
 		args = append(args, "-observe-netns", b.topo.Client+","+b.topo.Server)
 	}

@@ -52,6 +52,7 @@ func proxy(args []string) error {
 	delay := fs.Duration("delay", 0, "the configured delay of the config's delay rule (delay accuracy)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run")
 	heapprofile := fs.String("heapprofile", "", "write a heap profile here on SIGUSR1")
+	nice := fs.Int("nice", runner.DefaultNice, "nice value of the run's threads, as finproxy run's --nice")
 	queues := fs.Int("queues", 1, "NFQUEUE queues (only 1: the multi-queue runner is not in this build)")
 	_ = fs.Parse(args)
 	if *queues != 1 {
@@ -85,6 +86,9 @@ func proxy(args []string) error {
 	}
 	cfg, err := rules.Load(*cfgPath)
 	if err != nil {
+		return err
+	}
+	if err := runner.SetNice(*nice); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

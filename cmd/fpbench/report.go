@@ -19,6 +19,7 @@ type params struct {
 	Delay      string   `json:"delay"`
 	Variants   []string `json:"variants"`
 	Queues     int      `json:"queues"`
+	Nice       int      `json:"nice"`
 }
 
 // metrics are one variant's medians over the repetitions (0: not measured).
@@ -60,6 +61,11 @@ type fpSummary struct {
 	RSS10kMiB         float64 `json:"rss_10k_connections_mib"`
 	CloseDrops        *uint64 `json:"queue_drops_closing_10k"`
 	MallocsPerSegment float64 `json:"mallocs_per_segment"` // the whole process's, over its comparison runs
+	// Batched verdicts (every run of the variant): accepts written Batched at a time in
+	// Batches writes, of Written verdicts in all.
+	Batches uint64 `json:"verdict_batches"`
+	Batched uint64 `json:"verdicts_batched"`
+	Written uint64 `json:"verdicts_written"`
 }
 
 type target struct {
@@ -177,6 +183,9 @@ func (r *report) summarize() {
 			s.ENOBUFS += p.Queue.ENOBUFS
 			s.VerdictErrors += p.Queue.VerdictErrors
 			s.ReadErrors += p.Queue.ReadErrors
+			s.Batches += p.Queue.Batches
+			s.Batched += p.Queue.Batched
+			s.Written += p.Queue.Verdicts
 		}
 		for _, run := range r.Runs {
 			if run.Variant != fv {
@@ -326,8 +335,8 @@ func (r *report) print(w io.Writer) {
 	if p.Smoke {
 		mode = "\nSMOKE MODE: tiny durations and counts, the numbers mean nothing."
 	}
-	fmt.Fprintf(w, "load average %s at start, %s at end; %d repetition(s) of %s per workload, variants alternating; finproxy on %d queue(s); %.0f s in all.%s\n",
-		m.LoadStart, m.LoadEnd, p.Reps, p.Duration, p.Queues, m.Seconds, mode)
+	fmt.Fprintf(w, "load average %s at start, %s at end; %d repetition(s) of %s per workload, variants alternating; finproxy on %d queue(s) at nice %d; %.0f s in all.%s\n",
+		m.LoadStart, m.LoadEnd, p.Reps, p.Duration, p.Queues, p.Nice, m.Seconds, mode)
 	fmt.Fprintln(w, `Like with like: the same client and server programs in the same client, router and server
 namespaces (veths, offloads off) for every variant. direct: the router forwards. The finproxy
 variants: the router forwards through finproxy's FORWARD hook, with observation of both ends on
@@ -452,6 +461,13 @@ ratios are finproxy / other (for latencies, lower is better).`)
 	line("RSS after a churn run, MiB", func(fv string) string { return fmt.Sprintf("%.1f", r.Finproxy[fv].RSSAfterChurnMiB) })
 	line("heap allocations per queued segment (whole process)", func(fv string) string {
 		return fmt.Sprintf("%.2f", r.Finproxy[fv].MallocsPerSegment)
+	})
+	line("verdicts written in batches: of all / writes", func(fv string) string {
+		s := r.Finproxy[fv]
+		if s.Written == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f%% of %d / %d", 100*float64(s.Batched)/float64(s.Written), s.Written, s.Batches)
 	})
 	tw.Flush()
 	if sm := r.Sim; sm != nil && len(sm.Points) > 0 {
