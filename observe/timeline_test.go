@@ -580,6 +580,25 @@ func TestTimelineDiagOnly(t *testing.T) {
 	}
 }
 
+// Many live connections (a churn's TIME_WAIT ones, live for a minute) cost a bounded number
+// of eviction scans each: before, every maxConns/8 new connections scanned them all
+// (20,000 connections: 12.5M scans; now under 10 per connection).
+func TestTimelineEvictionScansBounded(t *testing.T) {
+	tl := newTimeline(Filter{}, true, 64)
+	const n = 20000
+	for i := range n {
+		src := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i))
+		tl.apply(StateChange{EventMeta: EventMeta{Mono: time.Duration(i) * time.Microsecond, Src: src, Dst: mustAP("10.0.0.2:80")},
+			Old: SynSent, New: Established})
+	}
+	if len(tl.conns) != n {
+		t.Fatalf("%d connections kept, want all %d (none finished)", len(tl.conns), n)
+	}
+	if tl.scanned > 10*n {
+		t.Errorf("eviction looked at %d connections for %d new ones", tl.scanned, n)
+	}
+}
+
 func TestTimelineFilterAndEviction(t *testing.T) {
 	tl := newTimeline(Filter{Ports: []uint16{9999}}, true, 0)
 	applyUntil(tl, loadEvents(t, "v4close.txt"), 1<<62)
