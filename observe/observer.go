@@ -51,6 +51,12 @@ type Options struct {
 	MaxConnections int
 	// NoTrace and NoDiag turn a source off.
 	NoTrace, NoDiag bool
+	// Nice, when set, is the nice value of the observer's own two threads, the
+	// tracepoint reader's and the sock_diag poller's (each goroutine keeps its thread,
+	// which ends with it). finproxy run raises the packet path's priority above the
+	// applications' and leaves the observer at theirs, so that watching them does not
+	// take their CPU first.
+	Nice *int
 }
 
 // Observer follows TCP connections through the kernel's tracepoints and sock_diag and
@@ -291,6 +297,7 @@ func (o *Observer) Run(ctx context.Context) error {
 	if o.trace != nil {
 		sources++
 		wg.Go(func() {
+			defer o.ownThread()()
 			err := o.trace.read(ctx, o.line)
 			o.mu.Lock()
 			o.traceAlive = false
@@ -308,6 +315,7 @@ func (o *Observer) Run(ctx context.Context) error {
 	if len(o.diags) > 0 {
 		sources++
 		wg.Go(func() {
+			defer o.ownThread()()
 			o.pollLoop(ctx)
 			o.mu.Lock()
 			o.diagAlive = false
@@ -426,13 +434,42 @@ func threadCPU() (time.Duration, bool) {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
 }
 
-func (o *Observer) pollLoop(ctx context.Context) {
-	// A poll's cost is the CPU time it takes, read from its thread: on a loaded machine
-	// its wall time also counts the waits for a CPU and for the timeline's lock, and a
-	// period grown from those (to seconds) let a FIN_WAIT2 timewait socket of 1 s live
-	// and die between two polls (e2e fin-wait-2-hang under the suite's load, 3 runs of 20).
+// ownThread locks the calling goroutine to its thread and gives the thread Options.Nice;
+// the function it returns gives the thread its nice value back and unlocks it. (A thread
+// left at the observer's value would pass it on to threads started from it: ending the
+// goroutine locked does not end the process's main thread, which the runtime keeps, and
+// which then started threads at the observer's value, seen in TestPrivilegedObserverNice.)
+func (o *Observer) ownThread() (release func()) {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if o.opts.Nice == nil {
+		return runtime.UnlockOSThread
+	}
+	tid := unix.Gettid()
+	p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err == nil {
+		err = unix.Setpriority(unix.PRIO_PROCESS, tid, *o.opts.Nice)
+	}
+	if err != nil {
+		o.log.Debug("observe: cannot set the thread's nice value", "nice", *o.opts.Nice, "err", err)
+		return runtime.UnlockOSThread
+	}
+	return func() {
+		// The system call returns 20 - nice.
+		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, 20-p); err != nil {
+			// The thread must not go back to the runtime's pool at the observer's value.
+			o.log.Debug("observe: cannot restore the thread's nice value; it ends with its goroutine", "err", err)
+			return
+		}
+		runtime.UnlockOSThread()
+	}
+}
+
+// pollLoop runs on a thread of its own (ownThread): a poll's cost is the CPU time it
+// takes, read from its thread. On a loaded machine its wall time also counts the waits
+// for a CPU and for the timeline's lock, and a period grown from those (to seconds) let a
+// FIN_WAIT2 timewait socket of 1 s live and die between two polls (e2e fin-wait-2-hang
+// under the suite's load, 3 runs of 20).
+func (o *Observer) pollLoop(ctx context.Context) {
 	failures := 0
 	var kb kickBudget
 	var prev time.Time

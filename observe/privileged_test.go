@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/internal/nstest"
+	"golang.org/x/sys/unix"
 )
 
 // Privileged tests: each runs real sockets in a namespace of its own and observes them.
@@ -487,5 +488,67 @@ func TestPrivilegedSyncPollsAtOnce(t *testing.T) {
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Sync took %v, want well under the 10s period", took)
+	}
+}
+
+// Options.Nice: the tracepoint reader and the sock_diag poller each run on a thread of
+// their own at that nice value, while the rest of the process keeps its own; when Run
+// returns no thread is left at the observer's value, to run other goroutines or start
+// threads that inherit it.
+func TestPrivilegedObserverNice(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := nstest.New(t)
+	nice := 7
+	o, err := New(Options{Filter: Filter{Ports: []uint16{41090}}, NetNS: ns.Name, PollInterval: 20 * time.Millisecond, Nice: &nice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.trace == nil || len(o.diags) == 0 {
+		o.Close()
+		t.Fatalf("needs both tracepoints and sock_diag: %q", o.Warnings())
+	}
+	threadsAt := func(n int) (at, all int) {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(task.Name())
+			p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+			if err != nil {
+				continue // ended meanwhile
+			}
+			all++
+			if 20-p == n {
+				at++
+			}
+		}
+		return at, all
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	if err := o.Sync(ctx); err != nil { // both sources are running
+		t.Fatal(err)
+	}
+	at, all := threadsAt(nice)
+	t.Logf("running: %d of %d threads at nice %d", at, all, nice)
+	if at != 2 || all <= 2 {
+		t.Errorf("%d of %d threads at nice %d while the observer runs, want its 2", at, all, nice)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		at, all := threadsAt(nice)
+		if at == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d threads still at nice %d after Run returned", at, all, nice)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -100,6 +100,9 @@ func newRunCmd() *cobra.Command {
 				return fmt.Errorf("run needs root (NFQUEUE and iptables): try sudo")
 			}
 			applyNice(slog.Default(), nice)
+			if observeOpts != nil {
+				observeOpts.Nice = runner.ObserverNice(nice)
+			}
 			// Before anything is hooked: from here on, however finproxy ends, its hooks go.
 			if err := startWatchdog(slog.Default()); err != nil {
 				return fmt.Errorf("start the watchdog that removes the hooks if finproxy is killed: %w", err)

@@ -25,6 +25,7 @@ import (
 
 // serveFlags are the listener flags of finproxy serve.
 type serveFlags struct {
+	nice         int
 	listen       string
 	unix         string
 	allowRemote  bool
@@ -77,7 +78,6 @@ func newServeCmd() *cobra.Command {
 		tf      targetFlags
 		sf      serveFlags
 		cfgPath string
-		nice    int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [-c CONFIG]",
@@ -122,7 +122,7 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("serve needs root (NFQUEUE and iptables): try sudo")
 			}
-			applyNice(slog.Default(), nice)
+			applyNice(slog.Default(), sf.nice)
 			// Before anything is hooked: from here on, however finproxy ends, its hooks go.
 			if err := startWatchdog(slog.Default()); err != nil {
 				return fmt.Errorf("start the watchdog that removes the hooks if finproxy is killed: %w", err)
@@ -138,7 +138,7 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 	cmd.Flags().BoolVar(&sf.observe, "observe", false, "observe the applications' sockets (tracepoints, sock_diag): GET /v1/connections, state changes on /v1/events")
 	cmd.Flags().StringSliceVar(&sf.observeNetns, "observe-netns", nil, observeNetnsUsage+"; implies --observe")
 	cmd.Flags().DurationVar(&sf.closeWait, "close-wait", defaultCloseWait, "CLOSE_WAIT leak threshold of the metrics (finproxy_close_wait_leaks)")
-	addNiceFlag(cmd, &nice)
+	addNiceFlag(cmd, &sf.nice)
 	tf.add(cmd)
 	return cmd
 }
@@ -187,7 +187,7 @@ func serve(cmd *cobra.Command, cfg *rules.Config, source []byte, tf *targetFlags
 	var oo *runner.ObserveOptions
 	var oports []uint16
 	if sf.observe || len(sf.observeNetns) > 0 {
-		oo = &runner.ObserveOptions{NetNS: sf.observeNetns}
+		oo = &runner.ObserveOptions{NetNS: sf.observeNetns, Nice: runner.ObserverNice(sf.nice)}
 		if tf.port != 0 {
 			oports = []uint16{uint16(tf.port)}
 		}

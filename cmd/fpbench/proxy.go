@@ -103,7 +103,7 @@ func proxy(args []string) error {
 		Ready:  func() { fmt.Println("ready") },
 	}
 	if *observeNS != "" {
-		opts.Observe = &runner.ObserveOptions{NetNS: strings.Split(*observeNS, ",")}
+		opts.Observe = &runner.ObserveOptions{NetNS: strings.Split(*observeNS, ","), Nice: runner.ObserverNice(*nice)}
 	}
 	if *delay > 0 {
 		// A delayed segment leaves when its verdict's write returns: OnRecord (after the
