@@ -42,6 +42,9 @@ var layers = []struct {
 }{
 	// Leaves: what the rest is built on, or stands on its own.
 	{"segment", nil},
+	// The event log's record of a segment: written by the engine, carried by the
+	// observer, told by story.
+	{"eventlog", []string{"segment"}},
 	{"observe", nil},
 	{"nfq", nil},
 	{"lab", nil},
@@ -55,7 +58,7 @@ var layers = []struct {
 	{"control/client", nil},
 	// The engine and what judges and draws its runs.
 	{"mutate", []string{"segment"}},
-	{"rules", []string{"segment", "mutate"}},
+	{"rules", []string{"eventlog", "segment", "mutate"}},
 	{"verify", []string{"observe", "rules"}},
 	{"viz", []string{"observe", "rules", "segment"}},
 	// The observation as Prometheus metrics (serve, watch).
