@@ -214,13 +214,8 @@ func (l *Ladder) records() []rules.Record {
 	recs := l.Records
 	if recs == nil && l.Conn != nil {
 		for _, n := range l.Conn.Notes {
-			switch d := n.Data.(type) {
-			case rules.Record:
-				recs = append(recs, d)
-			case *rules.Record:
-				if d != nil {
-					recs = append(recs, *d)
-				}
+			if n.Record != nil {
+				recs = append(recs, *n.Record)
 			}
 		}
 	}

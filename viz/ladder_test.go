@@ -252,7 +252,7 @@ func TestRecordsFilteredByConnection(t *testing.T) {
 	// In `finproxy run`, the records come with the connection's notes.
 	l = loadLadder(t, "lost-final-ack")
 	for _, r := range l.Records {
-		l.Conn.Notes = append(l.Conn.Notes, observe.Note{At: time.Unix(0, r.Time), Data: r})
+		l.Conn.Notes = append(l.Conn.Notes, observe.Note{At: time.Unix(0, r.Time), Record: &r})
 	}
 	want := len(l.Records)
 	l.Records = nil

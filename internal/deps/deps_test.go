@@ -45,7 +45,8 @@ var layers = []struct {
 	// The event log's record of a segment: written by the engine, carried by the
 	// observer, told by story.
 	{"eventlog", []string{"segment"}},
-	{"observe", nil},
+	// The observer carries the segments' records on their connections' timelines.
+	{"observe", []string{"eventlog"}},
 	{"nfq", nil},
 	{"lab", nil},
 	{"configs", nil},

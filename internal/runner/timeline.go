@@ -26,7 +26,7 @@ type TimelineOptions struct {
 // restarted its TIME_WAIT timer, or is still in CLOSE_WAIT, LAST_ACK or FIN_WAIT1.
 func Notable(c observe.Connection) bool {
 	for _, n := range c.Notes {
-		if r, ok := SegmentOf(n); ok && r.Rule != "" {
+		if n.Record != nil && n.Record.Rule != "" {
 			return true
 		}
 	}
@@ -202,8 +202,8 @@ func timelineEvents(c observe.Connection) []tlEvent {
 	}
 	var recs []rules.Record
 	for _, n := range c.Notes {
-		if r, ok := SegmentOf(n); ok {
-			recs = append(recs, r)
+		if n.Record != nil {
+			recs = append(recs, *n.Record)
 		}
 	}
 	isn := rules.NewSeqBase(recs)
@@ -213,8 +213,8 @@ func timelineEvents(c observe.Connection) []tlEvent {
 			side = "server"
 		}
 		text := n.Text
-		if r, ok := SegmentOf(n); ok {
-			side, text = r.Side.String(), segmentText(r, isn)
+		if r := n.Record; r != nil {
+			side, text = r.Side.String(), segmentText(*r, isn)
 		}
 		evs = append(evs, tlEvent{n.At, side, text})
 	}

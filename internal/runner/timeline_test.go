@@ -45,7 +45,7 @@ func rec(side rules.Side, flags segment.Flags, seq, ack uint32, rule string, v r
 	if side == rules.Server {
 		src, dst = sAddr, cAddr
 	}
-	return observe.Note{At: at, Src: src, Dst: dst, Text: NoteText(r), Data: r}
+	return observe.Note{At: at, Src: src, Dst: dst, Text: NoteText(r), Record: &r}
 }
 
 // lostFinalACK is scenario 4 as the observer reports it.
@@ -173,8 +173,8 @@ action = "drop"
 	}
 	var drops int
 	for _, n := range r.Connections[0].Notes {
-		rc, ok := SegmentOf(n)
-		if !ok {
+		rc := n.Record
+		if rc == nil {
 			t.Fatalf("note %+v: no record", n)
 		}
 		if rc.Verdict == rules.Drop && rc.Rule == "drop-final-ack" && rc.Flags == segment.ACK && rc.Seq == cISN+1002 {
@@ -215,5 +215,25 @@ func TestNoteText(t *testing.T) {
 	r = rules.Record{Side: rules.Client, Flags: segment.SYN, Verdict: rules.Accept}
 	if got, want := NoteText(r), "client SYN seq=0 ack=0 len=0: accept"; got != want {
 		t.Errorf("NoteText = %q, want %q", got, want)
+	}
+}
+
+// The segments' notes come from the Observer without a text (annotate does not format on
+// the queued segments' path); the report has one for each, and a note's own text stays.
+func TestNoteTextsMadeForTheReport(t *testing.T) {
+	c := lostFinalACK()
+	for i := range c.Notes {
+		c.Notes[i].Text = ""
+	}
+	c.Notes = append(c.Notes, observe.Note{At: ms(300), Src: cAddr, Dst: sAddr, Text: "a note of its own"})
+	conns := []observe.Connection{c}
+	noteTexts(conns)
+	for _, n := range conns[0].Notes[:len(c.Notes)-1] {
+		if want := NoteText(*n.Record); n.Text != want {
+			t.Errorf("note text %q, want %q", n.Text, want)
+		}
+	}
+	if n := conns[0].Notes[len(c.Notes)-1]; n.Text != "a note of its own" || n.Record != nil {
+		t.Errorf("text-only note became %+v", n)
 	}
 }
