@@ -11,6 +11,7 @@ import (
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
+	"github.com/finproxy/finproxy/story"
 )
 
 // Expectation is one expectation of a scenario's [expect] section and whether the run met
@@ -249,8 +250,8 @@ func segTime(r rules.Record) int64 {
 }
 
 // segLabel is "FIN|ACK seq=1 ack=1002 len=0", seq and ack relative to the bases (see
-// rules.SeqBase).
-func segLabel(side rules.Side, flags segment.Flags, seq, ack uint32, n int, b rules.SeqBase) string {
+// story.SeqBase).
+func segLabel(side rules.Side, flags segment.Flags, seq, ack uint32, n int, b story.SeqBase) string {
 	seq, ack = b.Rel(side, seq, ack)
 	s := fmt.Sprintf("%s seq=%d", flags, seq)
 	if flags.Has(segment.ACK) {
@@ -339,7 +340,7 @@ func newLayout(l Ladder) *layout {
 	if l.Conn == nil && len(recs) > 0 {
 		lay.client.Addr, lay.server.Addr = recs[0].Client, recs[0].Server
 	}
-	b := rules.NewSeqBase(recs)
+	b := story.NewSeqBase(recs)
 	lay.fromSYN = b.FromSYN() || len(recs) == 0
 	type key struct {
 		side  rules.Side

@@ -18,6 +18,7 @@ import (
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
+	"github.com/finproxy/finproxy/story"
 	"github.com/finproxy/finproxy/viz"
 	"github.com/spf13/cobra"
 )
@@ -150,7 +151,7 @@ func printLadder(w io.Writer, recs []rules.Record, conn *observe.Connection) {
 			mine = append(mine, r)
 		}
 	}
-	base := rules.NewSeqBase(mine)
+	base := story.NewSeqBase(mine)
 	if len(mine) > 0 && !base.FromSYN() {
 		lines = append(lines, line{mine[0].Time - 1, "(seq and ack relative to each side's first segment queued: the rules needed no handshake)"})
 	}

@@ -61,11 +61,13 @@ var layers = []struct {
 	{"mutate", []string{"segment"}},
 	{"rules", []string{"eventlog", "segment", "mutate"}},
 	{"verify", []string{"observe", "rules"}},
-	{"viz", []string{"observe", "rules", "segment"}},
+	// What happened on one connection, told once for every renderer.
+	{"story", []string{"eventlog", "observe", "segment"}},
+	{"viz", []string{"observe", "rules", "segment", "story"}},
 	// The observation as Prometheus metrics (serve, watch).
 	{"internal/obsmetrics", []string{"observe"}},
 	// A run: the queue, the engine and the observer together.
-	{"internal/runner", []string{"nfq", "observe", "rules", "segment"}},
+	{"internal/runner", []string{"nfq", "observe", "rules", "segment", "story"}},
 	{"control", []string{"configs", "control/client", "nfq", "rules"}},
 	// The lab, and what runs it.
 	{"internal/scenario", []string{"internal/junit", "lab", "observe", "rules", "verify", "viz"}},

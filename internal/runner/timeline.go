@@ -10,6 +10,7 @@ import (
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
+	"github.com/finproxy/finproxy/story"
 )
 
 // TimelineOptions configure WriteTimelines.
@@ -206,7 +207,7 @@ func timelineEvents(c observe.Connection) []tlEvent {
 			recs = append(recs, *n.Record)
 		}
 	}
-	isn := rules.NewSeqBase(recs)
+	isn := story.NewSeqBase(recs)
 	for _, n := range c.Notes {
 		side := "client"
 		if n.Src == c.Server.Addr {
@@ -224,7 +225,7 @@ func timelineEvents(c observe.Connection) []tlEvent {
 
 // segmentText describes a segment and its fate: "ACK seq=1001 ack=2 len=0  DROPPED by
 // drop-final-ack".
-func segmentText(r rules.Record, b rules.SeqBase) string {
+func segmentText(r rules.Record, b story.SeqBase) string {
 	seq, ack := b.Rel(r.Side, r.Seq, r.Ack)
 	text := fmt.Sprintf("%s seq=%d", r.Flags, seq)
 	if r.Flags.Has(segment.ACK) {
