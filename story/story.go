@@ -152,42 +152,54 @@ func sameAddr(a, b netip.AddrPort) bool {
 	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
 }
 
-// New tells the story of conn with the event log's records recs (those of conn's
-// 4-tuple and incarnation; every one when conn is nil). With recs nil, the records are
-// those conn's notes carry (finproxy run puts its segments on the observer's timeline),
-// at the notes' times, and its notes of text only are events too.
+// New tells the story of conn (nil: of the records alone) with the event log's records
+// recs: those of conn's 4-tuple and incarnation (see Belongs), every one when conn is
+// nil.
 //
 // A segment is placed when it was queued, one finproxy made when it was sent (its
 // verdict time).
 func New(recs []eventlog.Record, conn *observe.Connection) Story {
+	var segs []Event
+	for _, r := range recs {
+		if conn == nil || Belongs(r, conn) {
+			segs = append(segs, segEvent(time.Unix(0, r.Time), r))
+		}
+	}
+	return tell(segs, nil, conn)
+}
+
+// FromNotes tells the story of conn with the records its notes carry (finproxy run puts
+// its segments on the observer's timeline), at the notes' times; its notes of text only
+// are events of the side that sent them.
+func FromNotes(conn *observe.Connection) Story {
+	var segs, notes []Event
+	for _, n := range conn.Notes {
+		if n.Record != nil {
+			segs = append(segs, segEvent(n.At, *n.Record))
+			continue
+		}
+		side := eventlog.Client
+		if n.Src == conn.Server.Addr {
+			side = eventlog.Server
+		}
+		notes = append(notes, Event{At: n.At, Side: side, Kind: KindNote, Text: n.Text})
+	}
+	return tell(segs, notes, conn)
+}
+
+// segEvent is the event of the record r queued at at.
+func segEvent(at time.Time, r eventlog.Record) Event {
+	if r.Injected && r.VerdictTime != 0 {
+		at = at.Add(time.Duration(r.VerdictTime - r.Time))
+	}
+	return Event{At: at, Side: r.Side, Kind: KindSegment, Segment: &Segment{Record: r}}
+}
+
+// tell puts the segments, the sides' events and the notes in order, and numbers the
+// segments.
+func tell(segs, notes []Event, conn *observe.Connection) Story {
 	var st Story
-	var segs, sides, notes []Event
-	addSeg := func(at time.Time, r eventlog.Record) {
-		if r.Injected && r.VerdictTime != 0 {
-			at = at.Add(time.Duration(r.VerdictTime - r.Time))
-		}
-		segs = append(segs, Event{At: at, Side: r.Side, Kind: KindSegment, Segment: &Segment{Record: r}})
-	}
-	if recs == nil && conn != nil {
-		for _, n := range conn.Notes {
-			switch {
-			case n.Record != nil:
-				addSeg(n.At, *n.Record)
-			default:
-				side := eventlog.Client
-				if n.Src == conn.Server.Addr {
-					side = eventlog.Server
-				}
-				notes = append(notes, Event{At: n.At, Side: side, Kind: KindNote, Text: n.Text})
-			}
-		}
-	} else {
-		for _, r := range recs {
-			if conn == nil || Belongs(r, conn) {
-				addSeg(time.Unix(0, r.Time), r)
-			}
-		}
-	}
+	var sides []Event
 	slices.SortStableFunc(segs, func(a, b Event) int { return a.At.Compare(b.At) })
 	rs := make([]eventlog.Record, len(segs))
 	for i, e := range segs {

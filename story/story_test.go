@@ -55,8 +55,6 @@ func TestSeqBase(t *testing.T) {
 	}
 }
 
-var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-
 func at(ms float64) time.Time { return t0.Add(time.Duration(ms * float64(time.Millisecond))) }
 
 // fourWay is a connection with its records: handshake, the client's FIN, the server's
@@ -231,7 +229,7 @@ func TestFromNotes(t *testing.T) {
 		}
 		conn.Notes = append(conn.Notes, observe.Note{At: time.Unix(0, r.Time), Src: src, Dst: dst, Record: &r})
 	}
-	got := New(nil, conn)
+	got := FromNotes(conn)
 	a, _ := json.Marshal(want)
 	b, _ := json.Marshal(got)
 	if !bytes.Equal(a, b) {
@@ -241,7 +239,7 @@ func TestFromNotes(t *testing.T) {
 	inj := Record{Time: at(4).UnixNano(), VerdictTime: at(6).UnixNano(), Client: conn.Client.Addr, Server: conn.Server.Addr,
 		Side: Server, Flags: fRST, Injected: true, Rule: "rst"}
 	conn.Notes = append(conn.Notes, observe.Note{At: at(4), Record: &inj})
-	got = New(nil, conn)
+	got = FromNotes(conn)
 	var kinds []string
 	for _, e := range got.Events {
 		if e.At.After(at(3.5)) && e.At.Before(at(7)) {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/story"
 )
 
 // ObserveOptions configure the observation that runs alongside the engine.
@@ -97,29 +97,8 @@ func noteTexts(conns []observe.Connection) {
 	for i := range conns {
 		for j := range conns[i].Notes {
 			if n := &conns[i].Notes[j]; n.Record != nil && n.Text == "" {
-				n.Text = NoteText(*n.Record)
+				n.Text = story.RecordText(*n.Record)
 			}
 		}
 	}
-}
-
-// NoteText describes a segment record in one line: "client ACK seq=... ack=... len=0:
-// drop by drop-final-ack", "server FIN|ACK ...: accept by hold-fin (hold, held 12ms)".
-func NoteText(r rules.Record) string {
-	s := fmt.Sprintf("%s %s seq=%d ack=%d len=%d: %s", r.Side, r.Flags, r.Seq, r.Ack, r.Len, r.Verdict)
-	if r.Rule == "" {
-		return s
-	}
-	s += " by " + r.Rule
-	var detail []string
-	if r.Action != "" && r.Action != r.Verdict.String() && r.Action != "pass" {
-		detail = append(detail, r.Action)
-	}
-	if held := time.Duration(r.HeldNS); held >= 100*time.Microsecond {
-		detail = append(detail, "held "+held.Round(time.Microsecond).String())
-	}
-	if len(detail) > 0 {
-		s += " (" + strings.Join(detail, ", ") + ")"
-	}
-	return s
 }
