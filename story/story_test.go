@@ -297,3 +297,39 @@ func TestJSON(t *testing.T) {
 		t.Errorf("empty story: %s %v", b.String(), err)
 	}
 }
+
+// The ladder of demo and of a lab's failed run: arrows by sender, numbers relative to
+// the SYNs ("-" for no acknowledgment), finproxy's verdicts, the sides' states and
+// retransmissions, times from the first event; without the handshake it says so first.
+func TestWriteLadder(t *testing.T) {
+	recs, conn := fourWay("198.18.1.2:40112", "198.18.2.2:8080")
+	recs[6].Rule, recs[6].Action, recs[6].HeldNS = "hold-fin", "hold", int64(40*time.Millisecond)
+	inj := Record{Time: at(5).UnixNano(), VerdictTime: at(6).UnixNano(), Client: conn.Client.Addr, Server: conn.Server.Addr,
+		Side: Server, Flags: fRST | fACK, Seq: 8, Ack: 4000000002, Injected: true, Rule: "rst"}
+	var b bytes.Buffer
+	WriteLadder(&b, New(append(recs, inj), conn))
+	out := b.String()
+	for _, want := range []string{
+		"        +0.0 ms  client     is SYN_SENT\n        +0.1 ms  client ──▶ SYN      seq=0 ack=- len=0  accepted\n",
+		"       +2.1 ms  server ◀── FIN|ACK  seq=1 ack=2 len=0  DROPPED by drop-fin\n        +2.1 ms  server     is LAST_ACK\n",
+		"       +5.1 ms  server ◀── RST|ACK  seq=1 ack=2 len=0  INJECTED by rst\n",
+		"     +209.0 ms  server     retransmits in LAST_ACK\n      +209.1 ms  server ◀── FIN|ACK  seq=1 ack=2 len=0  accepted by hold-fin after hold 40 ms\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ladder lacks\n%s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("ladder:\n%s", out)
+	}
+	b.Reset()
+	WriteLadder(&b, New(recs[3:4], nil))
+	if got := b.String(); got != "        +0.0 ms  (seq and ack relative to each side's first segment queued: the rules needed no handshake)\n        +0.0 ms  client ──▶ FIN|ACK  seq=0 ack=0 len=0  accepted\n" {
+		t.Errorf("without the handshake:\n%s", got)
+	}
+	b.Reset()
+	WriteLadder(&b, New(nil, nil))
+	if b.String() != "   (nothing was seen)\n" {
+		t.Errorf("nothing: %q", b.String())
+	}
+}
