@@ -128,7 +128,7 @@ type Story struct {
 }
 
 // Segments are the story's segment events, in order.
-func (s *Story) Segments() []*Segment {
+func (s Story) Segments() []*Segment {
 	var out []*Segment
 	for i := range s.Events {
 		if s.Events[i].Kind == KindSegment {

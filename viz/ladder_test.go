@@ -293,7 +293,7 @@ func checkSVG(t *testing.T, svg string, l Ladder) {
 			}
 		}
 	}
-	if n, want := strings.Count(svg, `<g class="seg`), len(l.records()); n != want {
+	if n, want := strings.Count(svg, `<g class="seg`), len(l.story().Segments()); n != want {
 		t.Errorf("%d arrows, want %d (one per record)", n, want)
 	}
 	boxes := textBoxes(t, svg)

@@ -70,7 +70,7 @@ var layers = []struct {
 	{"internal/runner", []string{"nfq", "observe", "rules", "segment", "story"}},
 	{"control", []string{"configs", "control/client", "nfq", "rules"}},
 	// The lab, and what runs it.
-	{"internal/scenario", []string{"internal/junit", "lab", "observe", "rules", "verify", "viz"}},
+	{"internal/scenario", []string{"internal/junit", "lab", "observe", "rules", "story", "verify", "viz"}},
 	{"internal/sweep", []string{"configs", "internal/junit", "internal/scenario", "observe", "rules", "viz"}},
 	// The benchmark measures run's pipeline, not the lab or the commands.
 	{"cmd/fpbench", []string{"internal/runner", "lab", "nfq", "observe", "rules", "segment"}},
