@@ -120,10 +120,9 @@ type Story struct {
 	// FromSYN says whether both sides' numbers are relative to their SYNs (see SeqBase);
 	// true when there is no segment.
 	FromSYN bool `json:"from_syn"`
-	// Events are in time order; at the same time a segment comes before what the sides
-	// did (its sender's state change is the effect of the queued segment's arrival at
-	// the peer, or was reported no sooner), then the client's events, then the
-	// server's, then notes.
+	// Events are in time order. At the same instant a segment comes first (finproxy
+	// queued it before its receiver could act on it), then the client's events, then
+	// the server's, then the notes.
 	Events []Event `json:"events"`
 }
 

@@ -160,3 +160,24 @@ func TestRecordText(t *testing.T) {
 		t.Errorf("RecordText = %q, want %q", got, want)
 	}
 }
+
+// run's timeline is in the story's order: at the same instant the segment comes before
+// the state change (the client's FIN at 2.3 ms, then the server's CLOSE_WAIT), and a
+// segment finproxy made stands when it was sent, not when it was scheduled.
+func TestTimelineInTheStorysOrder(t *testing.T) {
+	c := lostFinalACK()
+	inj := eventlog.Record{Time: ms(3).UnixNano(), VerdictTime: ms(4).UnixNano(), Client: cAddr, Server: sAddr,
+		Side: eventlog.Server, Flags: segment.RST, Seq: sISN + 2, Injected: true, Rule: "rst", Action: "inject-rst"}
+	c.Notes = append(c.Notes, observe.Note{At: ms(3), Src: sAddr, Dst: cAddr, Record: &inj})
+	var b bytes.Buffer
+	WriteTimelines(&b, []observe.Connection{c}, TimelineOptions{})
+	out := b.String()
+	for _, want := range []string{
+		"  +    2.300 ms  client  FIN|ACK seq=1001 ack=1 len=0  accepted\n  +    2.300 ms  server  CLOSE_WAIT  for 50µs\n",
+		"  +    2.550 ms  client  TIME_WAIT  ongoing, 1s so far\n  +    2.600 ms  client  ACK seq=1002 ack=2 len=0  DROPPED by drop-final-ack\n  +    4.000 ms  server  RST seq=2 len=0  accepted by rst (inject-rst)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("timeline lacks\n%s\nin\n%s", want, out)
+		}
+	}
+}
