@@ -287,17 +287,17 @@ func TestObserveRunLostFinalACK(t *testing.T) {
 	var drop, refin, reack *rules.Record
 	var dropAt, refinAt, reackAt time.Time
 	for _, n := range c.Notes {
-		r, ok := runner.SegmentOf(n)
-		if !ok {
+		r := n.Record
+		if r == nil {
 			t.Fatalf("note without a segment record: %+v", n)
 		}
 		switch {
 		case r.Rule == "drop-final-ack" && r.Verdict == rules.Drop && drop == nil:
-			drop, dropAt = &r, n.At
+			drop, dropAt = r, n.At
 		case drop != nil && r.Side == rules.Server && r.Flags.Has(segment.FIN) && refin == nil:
-			refin, refinAt = &r, n.At
+			refin, refinAt = r, n.At
 		case refin != nil && r.Side == rules.Client && r.Flags == segment.ACK && r.Verdict == rules.Accept && reack == nil:
-			reack, reackAt = &r, n.At
+			reack, reackAt = r, n.At
 		}
 	}
 	if drop == nil || refin == nil || reack == nil {

@@ -702,7 +702,7 @@ func (o *Observer) Leaks(threshold time.Duration) []Leak {
 // timeline of the connection of its 4-tuple. n.At is converted with Clock, exactly when
 // it comes from time.Now() in this process.
 func (o *Observer) Annotate(n Note) {
-	rec := noteRec{at: o.clock.Mono(n.At), src: unmapAP(n.Src), dst: unmapAP(n.Dst), text: n.Text, data: n.Data}
+	rec := noteRec{at: o.clock.Mono(n.At), src: unmapAP(n.Src), dst: unmapAP(n.Dst), text: n.Text, rec: n.Record}
 	o.nmu.Lock()
 	o.pending = append(o.pending, rec)
 	full := len(o.pending) >= maxPendingNotes

@@ -3,6 +3,8 @@ package observe
 import (
 	"net/netip"
 	"time"
+
+	"github.com/finproxy/finproxy/eventlog"
 )
 
 // Duration is a time.Duration that JSON encodes as its String ("41.207ms").
@@ -185,14 +187,14 @@ type Note struct {
 	At  time.Time      `json:"at"`
 	Src netip.AddrPort `json:"src"`
 	Dst netip.AddrPort `json:"dst"`
-	// Text describes the event. Given empty to Annotate with a Data that is a
-	// fmt.Stringer, it is Data.String(), made when a report is taken: the annotator's path
-	// (a queued segment's, for finproxy run) does not pay for the formatting.
+	// Text describes the event. A note with a Record may come without it: the
+	// annotator's path (a queued segment's, for finproxy run) does not pay for the
+	// formatting, whoever reads the report writes it (finproxy run, when it takes its
+	// report).
 	Text string `json:"text"`
-	// Data is the annotator's own record of the event (finproxy run puts its event log
-	// record there), encoded to JSON as is. Decoded from JSON it is what encoding/json
-	// makes of an object (map[string]any).
-	Data any `json:"data,omitempty"`
+	// Record is the event log's record of the segment the note is about (finproxy run
+	// notes every segment it gave a verdict to), nil for a note of text only.
+	Record *eventlog.Record `json:"data,omitempty"`
 }
 
 // Leak is a socket held in CLOSE_WAIT longer than a threshold: its peer closed, its

@@ -1,11 +1,12 @@
 package observe
 
 import (
-	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/finproxy/finproxy/eventlog"
 )
 
 // twLen is TCP_TIMEWAIT_LEN, the kernel's fixed TIME_WAIT duration (2*MSL): a timewait
@@ -106,7 +107,7 @@ type noteRec struct {
 	at       time.Duration
 	src, dst netip.AddrPort
 	text     string
-	data     any
+	rec      *eventlog.Record
 }
 
 // maxNotes bounds the notes kept per connection: beyond it the notes after the first
@@ -965,11 +966,7 @@ func (tl *timeline) report(clk Clock, now time.Duration) ([]Connection, *Summary
 		rc.Client = c.sides[client].report(clk, now)
 		rc.Server = c.sides[server].report(clk, now)
 		for _, n := range c.notes {
-			text := n.text
-			if s, ok := n.data.(fmt.Stringer); ok && text == "" {
-				text = s.String() // made here, off the annotator's path
-			}
-			rc.Notes = append(rc.Notes, Note{At: clk.Time(n.at), Src: n.src, Dst: n.dst, Text: text, Data: n.data})
+			rc.Notes = append(rc.Notes, Note{At: clk.Time(n.at), Src: n.src, Dst: n.dst, Text: n.text, Record: n.rec})
 		}
 		out = append(out, rc)
 	}

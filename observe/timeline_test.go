@@ -8,6 +8,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/finproxy/finproxy/eventlog"
+	"github.com/finproxy/finproxy/segment"
 )
 
 // The timeline tests drive the assembly with the recorded tracepoint lines of
@@ -634,24 +637,18 @@ func TestTimelineAnnotate(t *testing.T) {
 	applyUntil(tl, loadEvents(t, "v4close.txt"), 1<<62)
 	tl.annotate(noteRec{at: 1286 * time.Second, src: mustAP(v4server), dst: mustAP(v4client), text: "drop FIN"})
 	tl.annotate(noteRec{at: 1285 * time.Second, src: mustAP(v4client), dst: mustAP(v4server), text: "pass SYN"})
-	// Without a text, a Data that is a fmt.Stringer gives it when the report is made.
-	lazy := &countingStringer{s: "accept ACK"}
-	tl.annotate(noteRec{at: 1287 * time.Second, src: mustAP(v4client), dst: mustAP(v4server), data: lazy})
-	if lazy.calls != 0 {
-		t.Errorf("the text was made %d times on Annotate's path", lazy.calls)
-	}
+	// A segment's record comes without a text (its reader writes one) and is reported
+	// as it was given.
+	seg := &eventlog.Record{Side: eventlog.Client, Flags: segment.ACK, Seq: 5, Verdict: eventlog.Accept}
+	tl.annotate(noteRec{at: 1287 * time.Second, src: mustAP(v4client), dst: mustAP(v4server), rec: seg})
 	c := only(t, report(t, tl, 1300*time.Second))
-	if len(c.Notes) != 3 || c.Notes[0].Text != "pass SYN" || c.Notes[1].Text != "drop FIN" || c.Notes[2].Text != "accept ACK" {
+	if len(c.Notes) != 3 || c.Notes[0].Text != "pass SYN" || c.Notes[1].Text != "drop FIN" || c.Notes[2].Text != "" {
 		t.Errorf("notes %s", dump(c.Notes))
 	}
+	if c.Notes[0].Record != nil || c.Notes[2].Record != seg {
+		t.Errorf("records %v, %v; want none, then %+v", c.Notes[0].Record, c.Notes[2].Record, *seg)
+	}
 }
-
-type countingStringer struct {
-	s     string
-	calls int
-}
-
-func (c *countingStringer) String() string { c.calls++; return c.s }
 
 func TestClock(t *testing.T) {
 	c := NewClock()
@@ -729,7 +726,7 @@ func TestTimelineAnnotateCap(t *testing.T) {
 	c, s := mustAP(v4client), mustAP(v4server)
 	const n = maxNotes + 10
 	for i := range n {
-		tl.annotate(noteRec{at: time.Duration(i+1) * time.Millisecond, src: c, dst: s, text: fmt.Sprint(i), data: i})
+		tl.annotate(noteRec{at: time.Duration(i+1) * time.Millisecond, src: c, dst: s, text: fmt.Sprint(i), rec: &eventlog.Record{Seq: uint32(i)}})
 	}
 	cn := only(t, report(t, tl, time.Second))
 	if len(cn.Notes) != maxNotes || cn.NotesDropped != 10 {
@@ -739,8 +736,8 @@ func TestTimelineAnnotateCap(t *testing.T) {
 		cn.Notes[maxNotes/2].Text != fmt.Sprint(maxNotes/2+10) || cn.Notes[maxNotes-1].Text != fmt.Sprint(n-1) {
 		t.Errorf("kept notes %s ... %s, %s ... %s", cn.Notes[0].Text, cn.Notes[maxNotes/2-1].Text, cn.Notes[maxNotes/2].Text, cn.Notes[maxNotes-1].Text)
 	}
-	if cn.Notes[1].Data != 1 {
-		t.Errorf("note data %v, want 1", cn.Notes[1].Data)
+	if r := cn.Notes[1].Record; r == nil || r.Seq != 1 {
+		t.Errorf("note record %v, want seq 1", r)
 	}
 }
 

@@ -149,34 +149,3 @@ func TestLearnFromFirstFIN(t *testing.T) {
 		}
 	}
 }
-
-// Relative numbers: from the SYNs when queued, else from each side's first segment.
-func TestSeqBase(t *testing.T) {
-	withSYN := []Record{
-		{Side: Client, Flags: fSYN, Seq: 1000},
-		{Side: Server, Flags: fSYN | fACK, Seq: 5000, Ack: 1001},
-		{Side: Client, Flags: fFIN | fACK, Seq: 2001, Ack: 5001},
-	}
-	b := NewSeqBase(withSYN)
-	if s, a := b.Rel(Client, 2001, 5001); !b.FromSYN() || s != 1001 || a != 1 {
-		t.Errorf("from SYN: %d %d %v", s, a, b.FromSYN())
-	}
-	noSYN := []Record{
-		{Side: Client, Flags: fFIN | fACK, Seq: 2001, Ack: 5001},
-		{Side: Server, Flags: fACK, Seq: 5001, Ack: 2002},
-	}
-	b = NewSeqBase(noSYN)
-	if s, a := b.Rel(Server, 5001, 2002); b.FromSYN() || s != 0 || a != 1 {
-		t.Errorf("no SYN: %d %d %v", s, a, b.FromSYN())
-	}
-	// A side never seen takes its base from the peer's first ACK.
-	b = NewSeqBase(noSYN[:1])
-	if s, a := b.Rel(Server, 5001, 2002); !b.HaveServer || s != 0 || a != 1 {
-		t.Errorf("server from the client's ack: %d %d", s, a)
-	}
-	// Injected segments are not the sides' own.
-	b = NewSeqBase([]Record{{Side: Client, Flags: fRST, Seq: 9, Injected: true}, noSYN[0]})
-	if b.Client != 2001 {
-		t.Errorf("base from an injected segment: %d", b.Client)
-	}
-}

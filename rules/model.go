@@ -6,55 +6,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/eventlog"
 	"github.com/finproxy/finproxy/segment"
 )
 
-// Side is one endpoint of a tracked connection.
-type Side uint8
+// Side is one endpoint of a tracked connection (see eventlog.Side).
+type Side = eventlog.Side
 
 // Sides. The client is the endpoint that sent the SYN.
 const (
-	AnySide Side = iota
-	Client
-	Server
+	AnySide = eventlog.AnySide
+	Client  = eventlog.Client
+	Server  = eventlog.Server
 )
 
-func (s Side) String() string {
-	switch s {
-	case Client:
-		return "client"
-	case Server:
-		return "server"
-	}
-	return "any"
-}
-
-// Other returns the peer of s (Client for Server and the reverse); AnySide stays AnySide.
-func (s Side) Other() Side {
-	switch s {
-	case Client:
-		return Server
-	case Server:
-		return Client
-	}
-	return AnySide
-}
-
-// MarshalText renders the side as in the TOML files.
-func (s Side) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
 // ParseSide parses "client", "server" or "any".
-func ParseSide(v string) (Side, error) {
-	switch v {
-	case "client":
-		return Client, nil
-	case "server":
-		return Server, nil
-	case "any", "":
-		return AnySide, nil
-	}
-	return 0, fmt.Errorf("unknown side %q (want client, server or any)", v)
-}
+func ParseSide(v string) (Side, error) { return eventlog.ParseSide(v) }
 
 // Phase is a condition on where a connection stands when a segment is seen. A rule may
 // require several phases; all must hold.
@@ -164,32 +131,17 @@ func ParseEvent(v string) (Event, error) {
 	return 0, fmt.Errorf("unknown event %q (want peer-fin, own-fin, client-fin, server-fin or both-fins)", v)
 }
 
-// Verdict is the fate of a queued segment.
-type Verdict uint8
+// Verdict is the fate of a queued segment (see eventlog.Verdict).
+type Verdict = eventlog.Verdict
 
 // Verdicts.
 const (
-	Accept Verdict = iota
-	Drop
+	Accept = eventlog.Accept
+	Drop   = eventlog.Drop
 )
 
-func (v Verdict) String() string {
-	if v == Drop {
-		return "drop"
-	}
-	return "accept"
-}
-
 // ParseVerdict parses "pass"/"accept" or "drop".
-func ParseVerdict(v string) (Verdict, error) {
-	switch v {
-	case "pass", "accept":
-		return Accept, nil
-	case "drop":
-		return Drop, nil
-	}
-	return 0, fmt.Errorf("unknown verdict %q (want pass or drop)", v)
-}
+func ParseVerdict(v string) (Verdict, error) { return eventlog.ParseVerdict(v) }
 
 // Duration is a time.Duration that reads from TOML strings such as "250ms" or "2s", from 0
 // to MaxDuration.
@@ -364,26 +316,6 @@ type Config struct {
 	Lab *Lab
 	// Expect is the [expect] section: what must be observed (nil when absent).
 	Expect *Expect
-}
-
-// UnmarshalText parses a side as written by MarshalText.
-func (s *Side) UnmarshalText(b []byte) error {
-	v, err := ParseSide(string(b))
-	if err != nil {
-		return err
-	}
-	*s = v
-	return nil
-}
-
-// UnmarshalText parses a verdict as written by MarshalText.
-func (v *Verdict) UnmarshalText(b []byte) error {
-	x, err := ParseVerdict(string(b))
-	if err != nil {
-		return err
-	}
-	*v = x
-	return nil
 }
 
 // MarshalText renders the event as in the TOML files ("peer-fin", ...).

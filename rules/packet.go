@@ -1,9 +1,9 @@
 package rules
 
 import (
-	"net/netip"
 	"time"
 
+	"github.com/finproxy/finproxy/eventlog"
 	"github.com/finproxy/finproxy/segment"
 )
 
@@ -25,45 +25,9 @@ type Sink interface {
 	Verdict(id uint32, v Verdict) error
 }
 
-// Record is one line of the event log: a queued segment and what became of it.
-// It is written when the segment's verdict is given.
-type Record struct {
-	// ID is the queue's packet id (0 for a segment finproxy made itself). Not in the log:
-	// ids repeat across runs; it lets a consumer in the same process (a pcap writer) pair
-	// the record with the packet it saw queued.
-	ID uint32 `json:"-"`
-	// Time is when the segment was queued (Unix ns).
-	Time int64 `json:"time_ns"`
-	// VerdictTime is when its verdict was given (Unix ns).
-	VerdictTime int64 `json:"verdict_time_ns"`
-	// Client and Server identify the connection; Side says which of them sent the segment.
-	Client netip.AddrPort `json:"client"`
-	Server netip.AddrPort `json:"server"`
-	// Incarnation numbers the connections finproxy saw on this 4-tuple, from 1: a new
-	// SYN after the previous connection ended starts the next (0: not tracked).
-	Incarnation int           `json:"incarnation,omitempty"`
-	Side        Side          `json:"side"`
-	Flags       segment.Flags `json:"flags"`
-	Seq         uint32        `json:"seq"`
-	Ack         uint32        `json:"ack"`
-	Len         int           `json:"len"`
-	// Rule is the name of the rule that acted on the segment ("" when none matched).
-	Rule string `json:"rule,omitempty"`
-	// Action is what the rule did (drop, delay, hold, merge, ...), "" when none matched.
-	Action  string  `json:"action,omitempty"`
-	Verdict Verdict `json:"verdict"`
-	// HeldNS is how long the segment waited in finproxy before its verdict.
-	HeldNS int64 `json:"held_ns"`
-	// Modified is set when the segment left changed (rewritten by an action); Injected when
-	// finproxy made it (it was never queued). Out is then the IP packet as it left (not in
-	// the JSON log; for in-process consumers such as a pcap writer).
-	Modified bool   `json:"modified,omitempty"`
-	Injected bool   `json:"injected,omitempty"`
-	Out      []byte `json:"-"`
-}
-
-// MarshalText renders the verdict as in the event log ("accept" or "drop").
-func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+// Record is one line of the event log: a queued segment and what became of it (see
+// eventlog.Record). It is written when the segment's verdict is given.
+type Record = eventlog.Record
 
 // Counters are what a rule did over a run.
 type Counters struct {

@@ -4,9 +4,10 @@
 // its sender to its receiver through finproxy in the middle, and each side's state is
 // written beside its line at the moment the kernel changed it.
 //
-// Everything comes from what really happened: the segments and their verdicts are the
-// event log's records (rules.Record), the states, retransmissions and resets are the
-// observer's (observe.Connection). Both are on the same wall clock and share one axis.
+// Everything comes from what really happened: the rows are the events of the
+// connection's story (package story), built from the event log's records (the segments
+// and their verdicts) and the observer's connection (the states, retransmissions and
+// resets). Both are on the same wall clock and share one axis.
 //
 //   - A dropped segment ends in a cross at finproxy.
 //   - A held or delayed segment leaves its sender at its queue time, waits on finproxy's

@@ -3,7 +3,6 @@ package viz
 import (
 	"fmt"
 	"math"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
+	"github.com/finproxy/finproxy/story"
 )
 
 // Expectation is one expectation of a scenario's [expect] section and whether the run met
@@ -130,6 +130,7 @@ const (
 
 type seg struct {
 	r        rules.Record
+	at       int64 // when it appears (Unix ns): queued, or sent when finproxy made it
 	kind     segKind
 	toServer bool
 	held     bool // waited in finproxy: a bar from queue to verdict time
@@ -195,44 +196,13 @@ type layout struct {
 	server   observe.Side
 }
 
-func sameAddr(a, b netip.AddrPort) bool {
-	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
-}
-
-// Belongs reports whether the event log's record r is a segment of the connection c:
-// its 4-tuple, and its incarnation when both finproxy and the observer numbered them
-// (each from 1 on the 4-tuple: the second connection's segments are not the first's).
-func Belongs(r rules.Record, c *observe.Connection) bool {
-	if !sameAddr(r.Client, c.Client.Addr) || !sameAddr(r.Server, c.Server.Addr) {
-		return false
+// story is what the ladder draws: the connection's story with the records given, or,
+// with Records nil, with those its notes carry.
+func (l *Ladder) story() story.Story {
+	if l.Records == nil && l.Conn != nil {
+		return story.FromNotes(l.Conn)
 	}
-	return r.Incarnation == 0 || c.Incarnation == 0 || r.Incarnation == c.Incarnation
-}
-
-// records are the records to draw, in the order of their queue time.
-func (l *Ladder) records() []rules.Record {
-	recs := l.Records
-	if recs == nil && l.Conn != nil {
-		for _, n := range l.Conn.Notes {
-			switch d := n.Data.(type) {
-			case rules.Record:
-				recs = append(recs, d)
-			case *rules.Record:
-				if d != nil {
-					recs = append(recs, *d)
-				}
-			}
-		}
-	}
-	var out []rules.Record
-	for _, r := range recs {
-		if l.Conn != nil && !Belongs(r, l.Conn) {
-			continue
-		}
-		out = append(out, r)
-	}
-	slices.SortStableFunc(out, func(a, b rules.Record) int { return cmpInt(segTime(a), segTime(b)) })
-	return out
+	return story.New(l.Records, l.Conn)
 }
 
 func cmpInt(a, b int64) int {
@@ -245,23 +215,10 @@ func cmpInt(a, b int64) int {
 	return 0
 }
 
-// segTime is when a segment appears: queued, or made (injected).
-func segTime(r rules.Record) int64 {
-	if r.Injected && r.VerdictTime != 0 {
-		return r.VerdictTime
-	}
-	return r.Time
-}
-
-// segLabel is "FIN|ACK seq=1 ack=1002 len=0", seq and ack relative to the bases (see
-// rules.SeqBase).
-func segLabel(side rules.Side, flags segment.Flags, seq, ack uint32, n int, b rules.SeqBase) string {
+// segLabel is "FIN|ACK seq=1 ack=1002 len=0", seq and ack relative to the story's bases.
+func segLabel(side rules.Side, flags segment.Flags, seq, ack uint32, n int, b story.SeqBase) string {
 	seq, ack = b.Rel(side, seq, ack)
-	s := fmt.Sprintf("%s seq=%d", flags, seq)
-	if flags.Has(segment.ACK) {
-		s += fmt.Sprintf(" ack=%d", ack)
-	}
-	return s + fmt.Sprintf(" len=%d", n)
+	return story.Label(flags, seq, ack, n)
 }
 
 // fmtDur writes a duration in a few significant digits: "240 ms", "1.2 ms", "85 µs",
@@ -336,27 +293,27 @@ func newLayout(l Ladder) *layout {
 	if l.Conn != nil {
 		lay.client, lay.server = l.Conn.Client, l.Conn.Server
 	}
-	recs := l.records()
-	if len(recs) > MaxSegments {
-		lay.omitted = len(recs) - MaxSegments
-		recs = recs[:MaxSegments]
+	st := l.story()
+	n := len(st.Segments())
+	if n > MaxSegments {
+		lay.omitted = n - MaxSegments
 	}
-	if l.Conn == nil && len(recs) > 0 {
-		lay.client.Addr, lay.server.Addr = recs[0].Client, recs[0].Server
+	if l.Conn == nil && n > 0 {
+		lay.client.Addr, lay.server.Addr = st.Client, st.Server
 	}
-	b := rules.NewSeqBase(recs)
-	lay.fromSYN = b.FromSYN() || len(recs) == 0
-	type key struct {
-		side  rules.Side
-		flags segment.Flags
-		seq   uint32
-		n     int
-	}
-	sent := map[key]bool{}
+	lay.fromSYN = st.FromSYN
 	dec := segment.NewDecoder()
-	for _, r := range recs {
-		s := &seg{r: r, toServer: r.Side != rules.Server}
-		s.held = time.Duration(r.HeldNS) >= heldMin && !r.Injected
+	var evs []story.Event // the events drawn, in the story's order
+	for _, e := range st.Events {
+		if e.Kind != story.KindSegment {
+			evs = append(evs, e)
+			continue
+		}
+		if len(lay.segs) == MaxSegments {
+			continue
+		}
+		r := e.Segment.Record
+		s := &seg{r: r, at: e.At.UnixNano(), toServer: r.Side != rules.Server, held: e.Segment.Held(heldMin), retx: e.Segment.Retransmission}
 		switch {
 		case r.Injected:
 			s.kind = segInjected
@@ -365,71 +322,66 @@ func newLayout(l Ladder) *layout {
 		case r.Modified:
 			s.kind = segRewritten
 		}
-		s.label = segLabel(r.Side, r.Flags, r.Seq, r.Ack, r.Len, b)
-		// A retransmission sends sequence space again: a SYN, a FIN or data seen before.
-		if !r.Injected && (r.Len > 0 || r.Flags.Has(segment.SYN) || r.Flags.Has(segment.FIN)) {
-			k := key{r.Side, r.Flags, r.Seq, r.Len}
-			s.retx = sent[k]
-			sent[k] = true
-		}
+		s.label = e.Segment.Label()
 		// The engine's record describes a rewritten segment as it left; should the bytes
 		// that left (in-process records have them) say otherwise, both are shown.
 		if s.kind == segRewritten && len(r.Out) > 0 {
 			var o segment.Segment
 			if dec.Decode(r.Out, &o) == nil {
-				if l := segLabel(r.Side, o.Flags, o.Seq, o.Ack, o.PayloadLen, b); l != s.label {
+				if l := segLabel(r.Side, o.Flags, o.Seq, o.Ack, o.PayloadLen, st.Base); l != s.label {
 					s.outLabel = l
 				}
 			}
 		}
 		s.fate, s.fateShort = fate(r, s.held)
 		lay.segs = append(lay.segs, s)
+		evs = append(evs, e)
 	}
-	lay.events()
+	lay.events(evs)
 	lay.place()
 	return lay
 }
 
-// events lists everything that happened, in time order.
-func (lay *layout) events() {
+// events lists everything drawn, in time order: the story's events, a held segment's
+// release at its verdict time.
+func (lay *layout) events(evs []story.Event) {
 	add := func(e *event) { lay.evs = append(lay.evs, e) }
-	for _, s := range lay.segs {
-		add(&event{t: segTime(s.r), kind: evDepart, lane: laneCenter, seg: s})
-		if s.held {
-			add(&event{t: s.r.VerdictTime, kind: evRelease, lane: laneCenter, seg: s})
-		}
-	}
-	for i, side := range []observe.Side{lay.client, lay.server} {
+	segs := lay.segs
+	for _, e := range evs {
 		lane := laneClient
-		if i == 1 {
+		if e.Side == rules.Server {
 			lane = laneServer
 		}
-		for _, st := range side.States {
-			add(&event{t: st.At.UnixNano(), kind: evState, lane: lane, state: st})
-		}
-		for _, r := range side.Retransmits {
-			text := "↻ retransmit in " + r.State.String()
-			if r.SynAck {
+		t := e.At.UnixNano()
+		switch e.Kind {
+		case story.KindSegment:
+			s := segs[0]
+			segs = segs[1:]
+			add(&event{t: s.at, kind: evDepart, lane: laneCenter, seg: s})
+			if s.held {
+				add(&event{t: s.r.VerdictTime, kind: evRelease, lane: laneCenter, seg: s})
+			}
+		case story.KindState:
+			st := observe.StateEntry{State: e.State.To, At: e.At, Dwell: e.State.Dwell, Ongoing: e.State.Ongoing, Source: e.State.Source}
+			add(&event{t: t, kind: evState, lane: lane, state: st})
+		case story.KindRetransmit:
+			text := "↻ retransmit in " + e.In.String()
+			if e.SynAck {
 				text = "↻ SYN-ACK retransmit"
 			}
-			add(&event{t: r.At.UnixNano(), kind: evRetransmit, lane: lane, text: text})
-		}
-		for _, r := range side.ResetsSent {
+			add(&event{t: t, kind: evRetransmit, lane: lane, text: text})
+		case story.KindResetSent:
 			text := "RST sent"
-			if r.Reason != "" {
-				text += " (" + r.Reason + ")"
-			} else if r.State != observe.Unknown {
-				text += " in " + r.State.String()
+			if e.Reason != "" {
+				text += " (" + e.Reason + ")"
+			} else if e.In != observe.Unknown {
+				text += " in " + e.In.String()
 			}
-			add(&event{t: r.At.UnixNano(), kind: evResetSent, lane: lane, text: text})
-		}
-		for _, r := range side.ResetsReceived {
-			add(&event{t: r.At.UnixNano(), kind: evResetRecv, lane: lane, text: "RST received"})
-		}
-		if side.Timewait != nil {
-			for _, at := range side.Timewait.Restarts {
-				add(&event{t: at.UnixNano(), kind: evTWRestart, lane: lane, text: "TIME_WAIT timer restarted"})
-			}
+			add(&event{t: t, kind: evResetSent, lane: lane, text: text})
+		case story.KindResetReceived:
+			add(&event{t: t, kind: evResetRecv, lane: lane, text: "RST received"})
+		case story.KindTimewaitRestart:
+			add(&event{t: t, kind: evTWRestart, lane: lane, text: "TIME_WAIT timer restarted"})
 		}
 	}
 	slices.SortStableFunc(lay.evs, func(a, b *event) int { return cmpInt(a.t, b.t) })

@@ -252,7 +252,7 @@ func TestRecordsFilteredByConnection(t *testing.T) {
 	// In `finproxy run`, the records come with the connection's notes.
 	l = loadLadder(t, "lost-final-ack")
 	for _, r := range l.Records {
-		l.Conn.Notes = append(l.Conn.Notes, observe.Note{At: time.Unix(0, r.Time), Data: r})
+		l.Conn.Notes = append(l.Conn.Notes, observe.Note{At: time.Unix(0, r.Time), Record: &r})
 	}
 	want := len(l.Records)
 	l.Records = nil
@@ -293,7 +293,7 @@ func checkSVG(t *testing.T, svg string, l Ladder) {
 			}
 		}
 	}
-	if n, want := strings.Count(svg, `<g class="seg`), len(l.records()); n != want {
+	if n, want := strings.Count(svg, `<g class="seg`), len(l.story().Segments()); n != want {
 		t.Errorf("%d arrows, want %d (one per record)", n, want)
 	}
 	boxes := textBoxes(t, svg)

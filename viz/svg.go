@@ -461,7 +461,7 @@ func (lay *layout) tooltip(sg *seg) string {
 		from, to = to, from
 	}
 	t := fmt.Sprintf("%s → %s %s seq=%d ack=%d len=%d (absolute)", from, to, r.Flags, r.Seq, r.Ack, r.Len)
-	t += fmt.Sprintf("; queued at %s", lay.rel(segTime(r)))
+	t += fmt.Sprintf("; queued at %s", lay.rel(sg.at))
 	if r.VerdictTime != 0 && !r.Injected {
 		t += fmt.Sprintf(", verdict at %s (%s)", lay.rel(r.VerdictTime), r.Verdict)
 	}

@@ -2,12 +2,10 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,10 +13,7 @@ import (
 	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/lab"
-	"github.com/finproxy/finproxy/observe"
-	"github.com/finproxy/finproxy/rules"
-	"github.com/finproxy/finproxy/segment"
-	"github.com/finproxy/finproxy/viz"
+	"github.com/finproxy/finproxy/story"
 	"github.com/spf13/cobra"
 )
 
@@ -105,7 +100,7 @@ Everything it creates is removed, also on Ctrl-C.`,
 				rows = append(rows, r)
 				if !quiet {
 					fmt.Fprintf(w, "== %s: %s\n", name, cfg.Description)
-					printLadder(w, run.Records, run.Timeline)
+					story.WriteLadder(w, story.New(run.Records, run.Timeline))
 					fmt.Fprintf(w, "   client: %s\n   server: %s\n", r.client, r.server)
 					for _, f := range run.Failures {
 						fmt.Fprintf(w, "   FAILED: %s\n", f)
@@ -133,85 +128,4 @@ Everything it creates is removed, also on Ctrl-C.`,
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these presets")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the table")
 	return cmd
-}
-
-// printLadder prints what happened on the connection in time order: the segments of the
-// event log (sequence numbers relative to each side's initial one, as Wireshark shows
-// them) and, when observed, each side's state changes and retransmissions.
-func printLadder(w io.Writer, recs []rules.Record, conn *observe.Connection) {
-	type line struct {
-		at   int64
-		text string
-	}
-	var lines []line
-	var mine []rules.Record
-	for _, r := range recs {
-		if conn == nil || viz.Belongs(r, conn) {
-			mine = append(mine, r)
-		}
-	}
-	base := rules.NewSeqBase(mine)
-	if len(mine) > 0 && !base.FromSYN() {
-		lines = append(lines, line{mine[0].Time - 1, "(seq and ack relative to each side's first segment queued: the rules needed no handshake)"})
-	}
-	for _, r := range mine {
-		rs, ra := base.Rel(r.Side, r.Seq, r.Ack)
-		seq, ack := fmt.Sprint(rs), fmt.Sprint(ra)
-		if !r.Flags.Has(segment.ACK) {
-			ack = "-"
-		}
-		verdict := "accepted"
-		at := r.Time
-		switch {
-		case r.Injected && r.Verdict == rules.Drop:
-			verdict = "NOT SENT (injection failed)"
-		case r.Injected:
-			// A segment finproxy made: shown when it was sent.
-			verdict, at = "INJECTED", r.VerdictTime
-		case r.Verdict == rules.Drop:
-			verdict = "DROPPED"
-		case r.Modified:
-			verdict = "accepted REWRITTEN"
-		}
-		if r.Rule != "" {
-			verdict += " by " + r.Rule
-			if r.HeldNS > int64(time.Millisecond) && !r.Injected {
-				verdict += fmt.Sprintf(" after %s %.0f ms", r.Action, float64(r.HeldNS)/1e6)
-			}
-		}
-		arrow := "──▶"
-		if r.Side == rules.Server {
-			arrow = "◀──"
-		}
-		lines = append(lines, line{at, fmt.Sprintf("%-6s %s %-8s seq=%s ack=%s len=%d  %s", r.Side, arrow, r.Flags, seq, ack, r.Len, verdict)})
-	}
-	if conn != nil {
-		for _, sd := range []struct {
-			name string
-			s    *observe.Side
-		}{{"client", &conn.Client}, {"server", &conn.Server}} {
-			for _, st := range sd.s.States {
-				lines = append(lines, line{st.At.UnixNano(), fmt.Sprintf("%-6s     is %s", sd.name, st.State)})
-			}
-			for _, rt := range sd.s.Retransmits {
-				lines = append(lines, line{rt.At.UnixNano(), fmt.Sprintf("%-6s     retransmits in %s", sd.name, rt.State)})
-			}
-			for _, rs := range sd.s.ResetsSent {
-				lines = append(lines, line{rs.At.UnixNano(), fmt.Sprintf("%-6s     sends RST (%s)", sd.name, rs.Reason)})
-			}
-			for _, rs := range sd.s.ResetsReceived {
-				lines = append(lines, line{rs.At.UnixNano(), fmt.Sprintf("%-6s     receives RST", sd.name)})
-			}
-		}
-	}
-	if len(lines) == 0 {
-		fmt.Fprintln(w, "   (nothing was seen)")
-		return
-	}
-	// The event log and the observer share the wall clock.
-	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at < lines[j].at })
-	t0 := lines[0].at
-	for _, l := range lines {
-		fmt.Fprintf(w, "   %+9.1f ms  %s\n", float64(l.at-t0)/1e6, l.text)
-	}
 }

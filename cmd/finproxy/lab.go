@@ -16,6 +16,7 @@ import (
 
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/story"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -298,7 +299,7 @@ func printLabSummary(w io.Writer, rep *scenario.LabReport) {
 		if len(r.Records) > 0 || r.Timeline != nil {
 			fmt.Fprintln(w, "    what happened:")
 			var b strings.Builder
-			printLadder(&b, r.Records, r.Timeline)
+			story.WriteLadder(&b, story.New(r.Records, r.Timeline))
 			lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
 			for i, l := range lines {
 				if i == maxLadderLines {

@@ -10,6 +10,7 @@ import (
 	"github.com/finproxy/finproxy/internal/runner"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/story"
 	"github.com/spf13/cobra"
 )
 
@@ -96,5 +97,5 @@ func printObservation(w io.Writer, cfg *rules.Config, res *runner.Result, netnsG
 	if len(rep.Connections) > 0 && !netnsGiven && hookOf(cfg) == rules.HookForward {
 		fmt.Fprintln(w, "note: sock_diag looked in finproxy's own namespace, but with the forward hook the applications run elsewhere: give --observe-netns CLIENT_NS,SERVER_NS to see TIME_WAIT, timers and owners")
 	}
-	runner.WriteTimelines(w, rep.Connections, runner.TimelineOptions{})
+	story.WriteTimelines(w, rep.Connections, story.TimelineOptions{})
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
-	"github.com/finproxy/finproxy/viz"
+	"github.com/finproxy/finproxy/story"
 )
 
 // serveObserved is serve's Observer as the API shows it: the connections of the current
@@ -100,8 +100,8 @@ func (a *serveObserved) Connections() (any, error) {
 		}
 		conn := client.Connection{Incarnation: c.Incarnation, Client: connSide(&c.Client), Server: connSide(&c.Server)}
 		for _, n := range c.Notes {
-			r, ok := runner.SegmentOf(n)
-			if !ok || !viz.Belongs(r, c) {
+			r := n.Record
+			if r == nil || !story.Belongs(*r, c) {
 				continue
 			}
 			seg := client.Segment{From: r.Side.String(), Flags: r.Flags.String(), Seq: r.Seq, Ack: r.Ack, Len: r.Len,

@@ -42,7 +42,11 @@ var layers = []struct {
 }{
 	// Leaves: what the rest is built on, or stands on its own.
 	{"segment", nil},
-	{"observe", nil},
+	// The event log's record of a segment: written by the engine, carried by the
+	// observer, told by story.
+	{"eventlog", []string{"segment"}},
+	// The observer carries the segments' records on their connections' timelines.
+	{"observe", []string{"eventlog"}},
 	{"nfq", nil},
 	{"lab", nil},
 	{"configs", nil},
@@ -55,16 +59,18 @@ var layers = []struct {
 	{"control/client", nil},
 	// The engine and what judges and draws its runs.
 	{"mutate", []string{"segment"}},
-	{"rules", []string{"segment", "mutate"}},
+	{"rules", []string{"eventlog", "segment", "mutate"}},
 	{"verify", []string{"observe", "rules"}},
-	{"viz", []string{"observe", "rules", "segment"}},
+	// What happened on one connection, told once for every renderer.
+	{"story", []string{"eventlog", "observe", "segment"}},
+	{"viz", []string{"observe", "rules", "segment", "story"}},
 	// The observation as Prometheus metrics (serve, watch).
 	{"internal/obsmetrics", []string{"observe"}},
 	// A run: the queue, the engine and the observer together.
-	{"internal/runner", []string{"nfq", "observe", "rules", "segment"}},
+	{"internal/runner", []string{"nfq", "observe", "rules", "segment", "story"}},
 	{"control", []string{"configs", "control/client", "nfq", "rules"}},
 	// The lab, and what runs it.
-	{"internal/scenario", []string{"internal/junit", "lab", "observe", "rules", "verify", "viz"}},
+	{"internal/scenario", []string{"internal/junit", "lab", "observe", "rules", "story", "verify", "viz"}},
 	{"internal/sweep", []string{"configs", "internal/junit", "internal/scenario", "observe", "rules", "viz"}},
 	// The benchmark measures run's pipeline, not the lab or the commands.
 	{"cmd/fpbench", []string{"internal/runner", "lab", "nfq", "observe", "rules", "segment"}},

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/story"
 )
 
 // ObserveOptions configure the observation that runs alongside the engine.
@@ -78,7 +78,7 @@ func (ob *observation) annotate(r rules.Record) {
 	if r.Side == rules.Server {
 		src, dst = dst, src
 	}
-	ob.o.Annotate(observe.Note{At: at, Src: src, Dst: dst, Data: segmentNote(r)})
+	ob.o.Annotate(observe.Note{At: at, Src: src, Dst: dst, Record: &r})
 }
 
 // finish waits (a little) until the sources caught up, takes the report and stops the
@@ -93,6 +93,7 @@ func (ob *observation) finish(log *slog.Logger) (*observe.Report, []string) {
 	}
 	cancel()
 	rep := ob.o.Snapshot()
+	noteTexts(rep.Connections)
 	ob.cancel()
 	if err := <-ob.done; err != nil {
 		msg := fmt.Sprintf("observation: %v", err)
@@ -102,45 +103,14 @@ func (ob *observation) finish(log *slog.Logger) (*observe.Report, []string) {
 	return &rep, rep.Warnings
 }
 
-// segmentNote is the Data of a segment's note: the event log record, its text made only
-// when a report is taken (fmt.Stringer).
-type segmentNote rules.Record
-
-func (n segmentNote) String() string { return NoteText(rules.Record(n)) }
-
-// NoteText describes a segment record in one line: "client ACK seq=... ack=... len=0:
-// drop by drop-final-ack", "server FIN|ACK ...: accept by hold-fin (hold, held 12ms)".
-func NoteText(r rules.Record) string {
-	s := fmt.Sprintf("%s %s seq=%d ack=%d len=%d: %s", r.Side, r.Flags, r.Seq, r.Ack, r.Len, r.Verdict)
-	if r.Rule == "" {
-		return s
+// noteTexts writes the text of the segments' notes, which annotate leaves empty: the
+// queued segments' path does not pay for the formatting, the report does.
+func noteTexts(conns []observe.Connection) {
+	for i := range conns {
+		for j := range conns[i].Notes {
+			if n := &conns[i].Notes[j]; n.Record != nil && n.Text == "" {
+				n.Text = story.RecordText(*n.Record)
+			}
+		}
 	}
-	s += " by " + r.Rule
-	var detail []string
-	if r.Action != "" && r.Action != r.Verdict.String() && r.Action != "pass" {
-		detail = append(detail, r.Action)
-	}
-	if held := time.Duration(r.HeldNS); held >= 100*time.Microsecond {
-		detail = append(detail, "held "+held.Round(time.Microsecond).String())
-	}
-	if len(detail) > 0 {
-		s += " (" + strings.Join(detail, ", ") + ")"
-	}
-	return s
-}
-
-// SegmentOf returns the event log record a note of `finproxy run` carries: as is in the
-// process that made it, or decoded from a report read back from JSON.
-func SegmentOf(n observe.Note) (rules.Record, bool) {
-	switch d := n.Data.(type) {
-	case segmentNote:
-		return rules.Record(d), true
-	case rules.Record:
-		return d, true
-	case *rules.Record:
-		return *d, d != nil
-	case map[string]any:
-		return recordFromMap(d)
-	}
-	return rules.Record{}, false
 }

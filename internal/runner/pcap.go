@@ -15,6 +15,7 @@ import (
 
 	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/story"
 )
 
 // The pcapng format (draft-ietf-opsawg-pcapng): a Section Header Block, one Interface
@@ -159,13 +160,13 @@ func PacketComment(r rules.Record, left bool) string {
 	case r.Rule == "":
 		b.WriteString(fate + " (no rule)")
 	case r.Action == "merge" && r.Verdict == rules.Drop:
-		fmt.Fprintf(&b, "held %v by %s, then merged into the FIN (dropped)", roundDur(held), r.Rule)
+		fmt.Fprintf(&b, "held %v by %s, then merged into the FIN (dropped)", story.RoundDuration(held), r.Rule)
 	case r.Action == "hold" || r.Action == "merge" || r.Action == "delay":
 		verb := "held"
 		if r.Action == "delay" {
 			verb = "delayed"
 		}
-		fmt.Fprintf(&b, "%s %v by %s, then %s", verb, roundDur(held), r.Rule, fate)
+		fmt.Fprintf(&b, "%s %v by %s, then %s", verb, story.RoundDuration(held), r.Rule, fate)
 	case r.Modified:
 		fmt.Fprintf(&b, "rewritten by %s, %s", r.Rule, fate)
 	default:

@@ -15,7 +15,7 @@ import (
 // Report is the document `finproxy run --report FILE` writes at exit: the config, what
 // each rule did, the queue's health and, observed, the connections' timelines on both
 // sides with the segments and their verdicts interleaved (observe.Connection.Notes, each
-// carrying its event log record in Data): every live connection and the latest finished
+// carrying its event log record): every live connection and the latest finished
 // ones (observe.DefaultMaxConnections), the older finished ones counted in
 // Observation.Summary.
 type Report struct {
@@ -131,8 +131,8 @@ func WriteReport(path string, r *Report) error {
 	return nil
 }
 
-// ReadReport reads a report written by WriteReport. The notes' Data are JSON objects
-// (map[string]any): SegmentOf gives them back as event log records.
+// ReadReport reads a report written by WriteReport, the notes with their event log
+// records.
 func ReadReport(path string) (*Report, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -143,20 +143,4 @@ func ReadReport(path string) (*Report, error) {
 		return nil, fmt.Errorf("report %s: %w", path, err)
 	}
 	return &r, nil
-}
-
-// recordFromMap decodes an event log record that went through JSON as an object.
-func recordFromMap(m map[string]any) (rules.Record, bool) {
-	if _, ok := m["verdict"]; !ok {
-		return rules.Record{}, false
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return rules.Record{}, false
-	}
-	var r rules.Record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return rules.Record{}, false
-	}
-	return r, true
 }

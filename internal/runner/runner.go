@@ -45,7 +45,7 @@ type Options struct {
 	// Observe, when not nil, follows the target's connections on both ends with an
 	// observe.Observer started before the hooks (tracepoints and sock_diag, filtered by the
 	// target's port and addresses) and puts every segment record on the timeline of its
-	// connection (observe.Note, Data the rules.Record), on the Observer's clock. Observation
+	// connection (observe.Note with its Record), on the Observer's clock. Observation
 	// never fails a run: what did not work is in Result.ObserveWarnings.
 	Observe *ObserveOptions
 	// Stack lets the run hook a scope that a live run hooks already in this network

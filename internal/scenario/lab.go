@@ -18,6 +18,7 @@ import (
 	"github.com/finproxy/finproxy/lab"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/story"
 	"github.com/finproxy/finproxy/verify"
 	"github.com/finproxy/finproxy/viz"
 )
@@ -440,7 +441,7 @@ func incarnations(rep observe.Report, conn *observe.Connection) []*observe.Conne
 func connReport(c *observe.Connection, recs []rules.Record) ConnReport {
 	cr := ConnReport{Incarnation: c.Incarnation, Client: sideReport(&c.Client), Server: sideReport(&c.Server)}
 	for _, r := range recs {
-		if !viz.Belongs(r, c) {
+		if !story.Belongs(r, c) {
 			continue
 		}
 		seg := SegmentReport{From: r.Side.String(), Flags: r.Flags.String(), Seq: r.Seq, Ack: r.Ack, Len: r.Len,

@@ -1,16 +1,15 @@
-package runner
+package story
 
 import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/eventlog"
 	"github.com/finproxy/finproxy/observe"
-	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
 
@@ -35,17 +34,17 @@ var (
 	}
 )
 
-func rec(side rules.Side, flags segment.Flags, seq, ack uint32, rule string, v rules.Verdict, at time.Time) observe.Note {
-	r := rules.Record{Time: at.UnixNano(), VerdictTime: at.UnixNano(), Client: cAddr, Server: sAddr, Side: side,
+func rec(side eventlog.Side, flags segment.Flags, seq, ack uint32, rule string, v eventlog.Verdict, at time.Time) observe.Note {
+	r := eventlog.Record{Time: at.UnixNano(), VerdictTime: at.UnixNano(), Client: cAddr, Server: sAddr, Side: side,
 		Flags: flags, Seq: seq, Ack: ack, Rule: rule, Verdict: v}
 	if rule != "" {
 		r.Action = "drop"
 	}
 	src, dst := cAddr, sAddr
-	if side == rules.Server {
+	if side == eventlog.Server {
 		src, dst = sAddr, cAddr
 	}
-	return observe.Note{At: at, Src: src, Dst: dst, Text: NoteText(r), Data: r}
+	return observe.Note{At: at, Src: src, Dst: dst, Text: RecordText(r), Record: &r}
 }
 
 // lostFinalACK is scenario 4 as the observer reports it.
@@ -60,13 +59,13 @@ func lostFinalACK() observe.Connection {
 		States:      states(observe.SynRecv, 1.56, observe.Established, 1.57, observe.CloseWait, 2.3, observe.LastAck, 2.35, observe.Close, 215.3),
 		Retransmits: []observe.RetransmitEntry{{State: observe.LastAck, At: ms(212.8)}}}
 	c.Notes = []observe.Note{
-		rec(rules.Client, segment.SYN, cISN, 0, "", rules.Accept, ms(1.0)),
-		rec(rules.Server, segment.SYN|segment.ACK, sISN, cISN+1, "", rules.Accept, ms(1.4)),
-		rec(rules.Client, segment.FIN|segment.ACK, cISN+1001, sISN+1, "", rules.Accept, ms(2.3)),
-		rec(rules.Server, segment.FIN|segment.ACK, sISN+1, cISN+1002, "", rules.Accept, ms(2.5)),
-		rec(rules.Client, segment.ACK, cISN+1002, sISN+2, "drop-final-ack", rules.Drop, ms(2.6)),
-		rec(rules.Server, segment.FIN|segment.ACK, sISN+1, cISN+1002, "", rules.Accept, ms(214.7)),
-		rec(rules.Client, segment.ACK, cISN+1002, sISN+2, "", rules.Accept, ms(215.2)),
+		rec(eventlog.Client, segment.SYN, cISN, 0, "", eventlog.Accept, ms(1.0)),
+		rec(eventlog.Server, segment.SYN|segment.ACK, sISN, cISN+1, "", eventlog.Accept, ms(1.4)),
+		rec(eventlog.Client, segment.FIN|segment.ACK, cISN+1001, sISN+1, "", eventlog.Accept, ms(2.3)),
+		rec(eventlog.Server, segment.FIN|segment.ACK, sISN+1, cISN+1002, "", eventlog.Accept, ms(2.5)),
+		rec(eventlog.Client, segment.ACK, cISN+1002, sISN+2, "drop-final-ack", eventlog.Drop, ms(2.6)),
+		rec(eventlog.Server, segment.FIN|segment.ACK, sISN+1, cISN+1002, "", eventlog.Accept, ms(214.7)),
+		rec(eventlog.Client, segment.ACK, cISN+1002, sISN+2, "", eventlog.Accept, ms(215.2)),
 	}
 	return c
 }
@@ -142,78 +141,43 @@ func TestWriteTimelinesCaps(t *testing.T) {
 	}
 }
 
-func TestReportRoundTrip(t *testing.T) {
-	cfg, err := rules.Parse([]byte(`name = "x"
-[target]
-port = 8080
-hook = "forward"
-[[rule]]
-name = "drop-final-ack"
-side = "client"
-flags = "pure-ack"
-phase = "ack-of-server-fin"
-action = "drop"
-`), "x.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := &Result{Observed: true, Observation: &observe.Report{Connections: []observe.Connection{lostFinalACK()}},
-		Counters: []rules.Counters{{Rule: "drop-final-ack", Matched: 1, Dropped: 1}}}
-	path := filepath.Join(t.TempDir(), "r.json")
-	if err := WriteReport(path, NewReport(cfg, res)); err != nil {
-		t.Fatal(err)
-	}
-	r, err := ReadReport(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Config.Name != "x" || r.Config.Hook != rules.HookForward || r.Config.Port != 8080 || len(r.Config.Rules) != 1 ||
-		r.Observation == nil || len(r.Connections) != 1 || r.Counters[0].Dropped != 1 {
-		t.Fatalf("report %+v", r)
-	}
-	var drops int
-	for _, n := range r.Connections[0].Notes {
-		rc, ok := SegmentOf(n)
-		if !ok {
-			t.Fatalf("note %+v: no record", n)
-		}
-		if rc.Verdict == rules.Drop && rc.Rule == "drop-final-ack" && rc.Flags == segment.ACK && rc.Seq == cISN+1002 {
-			drops++
-		}
-	}
-	if drops != 1 {
-		t.Errorf("%d dropped final ACKs decoded, want 1", drops)
-	}
-	// Read back, the timeline prints as before.
-	var a, b bytes.Buffer
-	WriteTimelines(&a, res.Observation.Connections, TimelineOptions{})
-	WriteTimelines(&b, r.Connections, TimelineOptions{})
-	if a.String() != b.String() {
-		t.Errorf("timeline from the report differs:\n%s\nwant\n%s", b.String(), a.String())
-	}
-	// Without observation: null.
-	r2 := NewReport(cfg, &Result{})
-	if r2.Observation != nil || r2.Connections == nil || r2.Counters == nil {
-		t.Errorf("unobserved report %+v", r2)
-	}
-}
-
 // fmtSscanf reads the relative time of a timeline line.
 func fmtSscanf(l string, f *float64) (int, error) {
 	return fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "+")), "%f ms", f)
 }
 
-func TestNoteText(t *testing.T) {
-	r := rules.Record{Side: rules.Client, Flags: segment.ACK, Seq: 5, Ack: 9, Rule: "drop-final-ack", Action: "drop", Verdict: rules.Drop, HeldNS: 1700}
-	if got, want := NoteText(r), "client ACK seq=5 ack=9 len=0: drop by drop-final-ack"; got != want {
-		t.Errorf("NoteText = %q, want %q", got, want)
+func TestRecordText(t *testing.T) {
+	r := eventlog.Record{Side: eventlog.Client, Flags: segment.ACK, Seq: 5, Ack: 9, Rule: "drop-final-ack", Action: "drop", Verdict: eventlog.Drop, HeldNS: 1700}
+	if got, want := RecordText(r), "client ACK seq=5 ack=9 len=0: drop by drop-final-ack"; got != want {
+		t.Errorf("RecordText = %q, want %q", got, want)
 	}
-	r = rules.Record{Side: rules.Server, Flags: segment.FIN | segment.ACK, Rule: "hold-fin", Action: "hold", Verdict: rules.Accept, HeldNS: int64(12 * time.Millisecond)}
-	if got, want := NoteText(r), "server FIN|ACK seq=0 ack=0 len=0: accept by hold-fin (hold, held 12ms)"; got != want {
-		t.Errorf("NoteText = %q, want %q", got, want)
+	r = eventlog.Record{Side: eventlog.Server, Flags: segment.FIN | segment.ACK, Rule: "hold-fin", Action: "hold", Verdict: eventlog.Accept, HeldNS: int64(12 * time.Millisecond)}
+	if got, want := RecordText(r), "server FIN|ACK seq=0 ack=0 len=0: accept by hold-fin (hold, held 12ms)"; got != want {
+		t.Errorf("RecordText = %q, want %q", got, want)
 	}
-	r = rules.Record{Side: rules.Client, Flags: segment.SYN, Verdict: rules.Accept}
-	if got, want := NoteText(r), "client SYN seq=0 ack=0 len=0: accept"; got != want {
-		t.Errorf("NoteText = %q, want %q", got, want)
+	r = eventlog.Record{Side: eventlog.Client, Flags: segment.SYN, Verdict: eventlog.Accept}
+	if got, want := RecordText(r), "client SYN seq=0 ack=0 len=0: accept"; got != want {
+		t.Errorf("RecordText = %q, want %q", got, want)
+	}
+}
+
+// run's timeline is in the story's order: at the same instant the segment comes before
+// the state change (the client's FIN at 2.3 ms, then the server's CLOSE_WAIT), and a
+// segment finproxy made stands when it was sent, not when it was scheduled.
+func TestTimelineInTheStorysOrder(t *testing.T) {
+	c := lostFinalACK()
+	inj := eventlog.Record{Time: ms(3).UnixNano(), VerdictTime: ms(4).UnixNano(), Client: cAddr, Server: sAddr,
+		Side: eventlog.Server, Flags: segment.RST, Seq: sISN + 2, Injected: true, Rule: "rst", Action: "inject-rst"}
+	c.Notes = append(c.Notes, observe.Note{At: ms(3), Src: sAddr, Dst: cAddr, Record: &inj})
+	var b bytes.Buffer
+	WriteTimelines(&b, []observe.Connection{c}, TimelineOptions{})
+	out := b.String()
+	for _, want := range []string{
+		"  +    2.300 ms  client  FIN|ACK seq=1001 ack=1 len=0  accepted\n  +    2.300 ms  server  CLOSE_WAIT  for 50µs\n",
+		"  +    2.550 ms  client  TIME_WAIT  ongoing, 1s so far\n  +    2.600 ms  client  ACK seq=1002 ack=2 len=0  DROPPED by drop-final-ack\n  +    4.000 ms  server  RST seq=2 len=0  accepted by rst (inject-rst)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("timeline lacks\n%s\nin\n%s", want, out)
+		}
 	}
 }

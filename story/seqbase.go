@@ -1,6 +1,9 @@
-package rules
+package story
 
-import "github.com/finproxy/finproxy/segment"
+import (
+	"github.com/finproxy/finproxy/eventlog"
+	"github.com/finproxy/finproxy/segment"
+)
 
 // SeqBase is what a connection's sequence and acknowledgment numbers are shown relative
 // to, per side: its initial sequence number when its SYN was queued (the handshake's
@@ -16,16 +19,16 @@ type SeqBase struct {
 }
 
 // NewSeqBase finds the bases of one connection's records (in queue order).
-func NewSeqBase(recs []Record) SeqBase {
+func NewSeqBase(recs []eventlog.Record) SeqBase {
 	var b SeqBase
 	for _, r := range recs {
 		if r.Injected || !r.Flags.Has(segment.SYN) {
 			continue
 		}
 		switch {
-		case r.Side == Client && !r.Flags.Has(segment.ACK) && !b.ClientFromSYN:
+		case r.Side == eventlog.Client && !r.Flags.Has(segment.ACK) && !b.ClientFromSYN:
 			b.Client, b.HaveClient, b.ClientFromSYN = r.Seq, true, true
-		case r.Side == Server && r.Flags.Has(segment.ACK) && !b.ServerFromSYN:
+		case r.Side == eventlog.Server && r.Flags.Has(segment.ACK) && !b.ServerFromSYN:
 			b.Server, b.HaveServer, b.ServerFromSYN = r.Seq, true, true
 		}
 	}
@@ -34,14 +37,14 @@ func NewSeqBase(recs []Record) SeqBase {
 			continue
 		}
 		switch r.Side {
-		case Client:
+		case eventlog.Client:
 			if !b.HaveClient {
 				b.Client, b.HaveClient = r.Seq, true
 			}
 			if !b.HaveServer && r.Flags.Has(segment.ACK) {
 				b.Server, b.HaveServer = r.Ack, true
 			}
-		case Server:
+		case eventlog.Server:
 			if !b.HaveServer {
 				b.Server, b.HaveServer = r.Seq, true
 			}
@@ -55,9 +58,9 @@ func NewSeqBase(recs []Record) SeqBase {
 
 // Rel returns a segment's sequence and acknowledgment numbers relative to the bases (as
 // they are when a base is missing).
-func (b SeqBase) Rel(side Side, seq, ack uint32) (uint32, uint32) {
+func (b SeqBase) Rel(side eventlog.Side, seq, ack uint32) (uint32, uint32) {
 	own, ownOK, peer, peerOK := b.Client, b.HaveClient, b.Server, b.HaveServer
-	if side == Server {
+	if side == eventlog.Server {
 		own, ownOK, peer, peerOK = b.Server, b.HaveServer, b.Client, b.HaveClient
 	}
 	if ownOK {

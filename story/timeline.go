@@ -1,15 +1,13 @@
-package runner
+package story
 
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/eventlog"
 	"github.com/finproxy/finproxy/observe"
-	"github.com/finproxy/finproxy/rules"
-	"github.com/finproxy/finproxy/segment"
 )
 
 // TimelineOptions configure WriteTimelines.
@@ -26,7 +24,7 @@ type TimelineOptions struct {
 // restarted its TIME_WAIT timer, or is still in CLOSE_WAIT, LAST_ACK or FIN_WAIT1.
 func Notable(c observe.Connection) bool {
 	for _, n := range c.Notes {
-		if r, ok := SegmentOf(n); ok && r.Rule != "" {
+		if n.Record != nil && n.Record.Rule != "" {
 			return true
 		}
 	}
@@ -52,10 +50,11 @@ func Notable(c observe.Connection) bool {
 	return false
 }
 
-// WriteTimelines prints, for each notable connection (every one with All), one line per
-// event in time order, relative to the connection's first event: the states each side
-// entered (with their dwell), the segments finproxy saw with their verdicts, the
-// retransmissions with the state they happened in, resets and TIME_WAIT timer restarts:
+// WriteTimelines prints finproxy run's observed connections at exit: for each notable
+// connection (every one with All), its story (FromNotes) one line an event, relative to
+// its first event: the states each side entered (with their dwell), the segments
+// finproxy saw with their verdicts, the retransmissions with the state they happened in,
+// resets and TIME_WAIT timer restarts:
 //
 //	198.18.1.2:40112 -> 198.18.2.2:8080  client pid 812 (finproxy), server pid 790 (finproxy)
 //	  +    0.000 ms  client  SYN_SENT  for 0.105 ms
@@ -94,19 +93,13 @@ func WriteTimelines(w io.Writer, conns []observe.Connection, o TimelineOptions) 
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		writeTimeline(w, c, o.MaxEvents)
+		writeTimeline(w, &c, o.MaxEvents)
 		printed++
 	}
 	return printed
 }
 
-type tlEvent struct {
-	at   time.Time
-	side string
-	text string
-}
-
-func writeTimeline(w io.Writer, c observe.Connection, maxEvents int) {
+func writeTimeline(w io.Writer, c *observe.Connection, maxEvents int) {
 	head := fmt.Sprintf("%v -> %v", c.Client.Addr, c.Server.Addr)
 	if c.Incarnation > 1 {
 		head += fmt.Sprintf(" (incarnation %d)", c.Incarnation)
@@ -125,18 +118,18 @@ func writeTimeline(w io.Writer, c observe.Connection, maxEvents int) {
 	}
 	fmt.Fprintln(w, head)
 
-	evs := timelineEvents(c)
-	if len(evs) == 0 {
+	st := FromNotes(c)
+	if len(st.Events) == 0 {
 		fmt.Fprintln(w, "  (no event)")
 		return
 	}
-	base := evs[0].at
-	for i, e := range evs {
+	base := st.Events[0].At
+	for i, e := range st.Events {
 		if i == maxEvents {
-			fmt.Fprintf(w, "  ... %d more event(s)\n", len(evs)-i)
+			fmt.Fprintf(w, "  ... %d more event(s)\n", len(st.Events)-i)
 			break
 		}
-		fmt.Fprintf(w, "  +%9.3f ms  %-6s  %s\n", float64(e.at.Sub(base))/float64(time.Millisecond), e.side, e.text)
+		fmt.Fprintf(w, "  +%9.3f ms  %-6s  %s\n", float64(e.At.Sub(base))/float64(time.Millisecond), e.Side, timelineText(e))
 	}
 	for _, s := range []struct {
 		name string
@@ -146,7 +139,7 @@ func writeTimeline(w io.Writer, c observe.Connection, maxEvents int) {
 			fmt.Fprintf(w, "  %s: its full socket went to a timewait socket that sock_diag did not see (is that side's namespace in --observe-netns?)\n", s.name)
 		}
 		if tw := s.side.Timewait; tw != nil && !tw.Gone {
-			fmt.Fprintf(w, "  %s: timewait socket in %s, timer fires in %v\n", s.name, tw.State, roundDur(time.Duration(tw.Remaining)))
+			fmt.Fprintf(w, "  %s: timewait socket in %s, timer fires in %v\n", s.name, tw.State, RoundDuration(time.Duration(tw.Remaining)))
 		}
 	}
 	if c.NotesDropped > 0 {
@@ -154,84 +147,51 @@ func writeTimeline(w io.Writer, c observe.Connection, maxEvents int) {
 	}
 }
 
-// timelineEvents merges everything known of a connection into one list in time order.
-func timelineEvents(c observe.Connection) []tlEvent {
-	var evs []tlEvent
-	for _, s := range []struct {
-		name string
-		side observe.Side
-	}{{"client", c.Client}, {"server", c.Server}} {
-		for _, e := range s.side.States {
-			text := e.State.String()
-			switch {
-			case e.Ongoing:
-				text += fmt.Sprintf("  ongoing, %v so far", roundDur(time.Duration(e.Dwell)))
-			case e.State != observe.Close:
-				text += fmt.Sprintf("  for %v", roundDur(time.Duration(e.Dwell)))
-			}
-			if e.Source == observe.SourceDiag {
-				text += "  [sock_diag]"
-			}
-			evs = append(evs, tlEvent{e.At, s.name, text})
+// timelineText is an event's text in WriteTimelines.
+func timelineText(e Event) string {
+	switch e.Kind {
+	case KindSegment:
+		return timelineSegment(e.Segment)
+	case KindState:
+		text := e.State.To.String()
+		switch {
+		case e.State.Ongoing:
+			text += fmt.Sprintf("  ongoing, %v so far", RoundDuration(time.Duration(e.State.Dwell)))
+		case e.State.To != observe.Close:
+			text += fmt.Sprintf("  for %v", RoundDuration(time.Duration(e.State.Dwell)))
 		}
-		for _, r := range s.side.Retransmits {
-			text := "retransmit in " + r.State.String()
-			if r.SynAck {
-				text = "SYN-ACK retransmit (request socket)"
-			}
-			evs = append(evs, tlEvent{r.At, s.name, text})
+		if e.State.Source == observe.SourceDiag {
+			text += "  [sock_diag]"
 		}
-		for _, r := range s.side.ResetsSent {
-			text := "RST sent"
-			if r.State != observe.Unknown {
-				text += " in " + r.State.String()
-			}
-			if r.Reason != "" {
-				text += " (" + r.Reason + ")"
-			}
-			evs = append(evs, tlEvent{r.At, s.name, text})
+		return text
+	case KindRetransmit:
+		if e.SynAck {
+			return "SYN-ACK retransmit (request socket)"
 		}
-		for _, r := range s.side.ResetsReceived {
-			evs = append(evs, tlEvent{r.At, s.name, "RST received"})
+		return "retransmit in " + e.In.String()
+	case KindResetSent:
+		text := "RST sent"
+		if e.In != observe.Unknown {
+			text += " in " + e.In.String()
 		}
-		if tw := s.side.Timewait; tw != nil {
-			for _, r := range tw.Restarts {
-				evs = append(evs, tlEvent{r, s.name, "TIME_WAIT timer restarted (2*MSL again: it re-ACKed a retransmitted FIN)"})
-			}
+		if e.Reason != "" {
+			text += " (" + e.Reason + ")"
 		}
+		return text
+	case KindResetReceived:
+		return "RST received"
+	case KindTimewaitRestart:
+		return "TIME_WAIT timer restarted (2*MSL again: it re-ACKed a retransmitted FIN)"
 	}
-	var recs []rules.Record
-	for _, n := range c.Notes {
-		if r, ok := SegmentOf(n); ok {
-			recs = append(recs, r)
-		}
-	}
-	isn := rules.NewSeqBase(recs)
-	for _, n := range c.Notes {
-		side := "client"
-		if n.Src == c.Server.Addr {
-			side = "server"
-		}
-		text := n.Text
-		if r, ok := SegmentOf(n); ok {
-			side, text = r.Side.String(), segmentText(r, isn)
-		}
-		evs = append(evs, tlEvent{n.At, side, text})
-	}
-	slices.SortStableFunc(evs, func(a, b tlEvent) int { return a.at.Compare(b.at) })
-	return evs
+	return e.Text
 }
 
-// segmentText describes a segment and its fate: "ACK seq=1001 ack=2 len=0  DROPPED by
+// timelineSegment describes a segment and its fate: "ACK seq=1001 ack=2 len=0  DROPPED by
 // drop-final-ack".
-func segmentText(r rules.Record, b rules.SeqBase) string {
-	seq, ack := b.Rel(r.Side, r.Seq, r.Ack)
-	text := fmt.Sprintf("%s seq=%d", r.Flags, seq)
-	if r.Flags.Has(segment.ACK) {
-		text += fmt.Sprintf(" ack=%d", ack)
-	}
-	text += fmt.Sprintf(" len=%d  ", r.Len)
-	if r.Verdict == rules.Drop {
+func timelineSegment(s *Segment) string {
+	r := &s.Record
+	text := s.Label() + "  "
+	if r.Verdict == eventlog.Drop {
 		text += "DROPPED"
 	} else {
 		text += "accepted"
@@ -243,25 +203,11 @@ func segmentText(r rules.Record, b rules.SeqBase) string {
 			detail = append(detail, r.Action)
 		}
 		if held := time.Duration(r.HeldNS); held >= 100*time.Microsecond {
-			detail = append(detail, "held "+roundDur(held).String())
+			detail = append(detail, "held "+RoundDuration(held).String())
 		}
 		if len(detail) > 0 {
 			text += " (" + strings.Join(detail, ", ") + ")"
 		}
 	}
 	return text
-}
-
-// roundDur keeps about four significant digits.
-func roundDur(d time.Duration) time.Duration {
-	switch {
-	case d >= 10*time.Second:
-		return d.Round(10 * time.Millisecond)
-	case d >= time.Second:
-		return d.Round(time.Millisecond)
-	case d >= 10*time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	default:
-		return d.Round(time.Microsecond)
-	}
 }
