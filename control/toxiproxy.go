@@ -667,8 +667,107 @@ func ms(t toxic, key string) (int64, error) {
 	return int64(f), nil
 }
 
-// toxicRules maps one toxic to rules. stream downstream is what the upstream (server)
-// sends, upstream what the client sends; toxicity is the rules' probability.
+// toxicArgs is what a toxic type's entry maps: the toxic, and the side its stream
+// names (downstream: "server", what the upstream sends; upstream: "client").
+type toxicArgs struct {
+	t    toxic
+	side string
+}
+
+// rule makes a rule of the toxic: named after it (NAME, or NAME:SUFFIX when suffix is
+// not ""), acting with its toxicity as probability, with the keys and values of fields.
+func (a toxicArgs) rule(suffix string, fields ...any) map[string]any {
+	name := a.t.Name
+	if suffix != "" {
+		name += ":" + suffix
+	}
+	m := map[string]any{"name": name}
+	for i := 0; i+1 < len(fields); i += 2 {
+		m[fields[i].(string)] = fields[i+1]
+	}
+	if a.t.Toxicity < 1 {
+		m["probability"] = float64(a.t.Toxicity)
+	}
+	return m
+}
+
+// ms reads attribute key in milliseconds; msText writes a number of them as a duration.
+func (a toxicArgs) ms(key string) (int64, error) { return ms(a.t, key) }
+
+func msText(n int64) string { return fmt.Sprintf("%dms", n) }
+
+// refuse is a toxic finproxy cannot map, with the reason.
+func (a toxicArgs) refuse(format string, args ...any) error {
+	return refuseToxic(a.t, format, args...)
+}
+
+// toxicType maps a Toxiproxy toxic of one type to rules, or refuses it.
+type toxicType func(a toxicArgs) ([]map[string]any, error)
+
+// toxicTypes holds an entry per toxic type finproxy maps or refuses; a type not here is
+// one of finproxy's presets, or unknown.
+var toxicTypes = map[string]toxicType{
+	// latency: the data segments delayed.
+	"latency": func(a toxicArgs) ([]map[string]any, error) {
+		lat, err := a.ms("latency")
+		if err != nil {
+			return nil, err
+		}
+		jit, err := a.ms("jitter")
+		if err != nil {
+			return nil, err
+		}
+		r := a.rule("", "side", a.side, "payload", "some", "action", "delay", "delay", msText(lat))
+		if jit > 0 {
+			r["jitter"] = msText(jit)
+		}
+		return []map[string]any{r}, nil
+	},
+	// slow_close: the FIN delayed.
+	"slow_close": func(a toxicArgs) ([]map[string]any, error) {
+		d, err := a.ms("delay")
+		if err != nil {
+			return nil, err
+		}
+		return []map[string]any{a.rule("", "side", a.side, "has_flags", "FIN", "action", "delay", "delay", msText(d))}, nil
+	},
+	// timeout: the data dropped.
+	"timeout": func(a toxicArgs) ([]map[string]any, error) {
+		d, err := a.ms("timeout")
+		if err != nil {
+			return nil, err
+		}
+		if d != 0 {
+			return nil, a.refuse("timeout = %d: the reset after the timeout is not mapped yet (only timeout = 0: the data stops, the connection stays)", d)
+		}
+		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "drop")}, nil
+	},
+	// reset_peer: RSTs both ways at the first data segment, which is dropped.
+	"reset_peer": func(a toxicArgs) ([]map[string]any, error) {
+		d, err := a.ms("timeout")
+		if err != nil {
+			return nil, err
+		}
+		if d != 0 {
+			return nil, a.refuse("timeout = %d: a reset after a delay is not mapped yet (only timeout = 0: reset at the first data)", d)
+		}
+		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "inject-rst", "toward", "both", "segment", "drop")}, nil
+	},
+}
+
+// refusedToxics are Toxiproxy's toxic types finproxy cannot match, with the reason.
+var refusedToxics = map[string]string{
+	"limit_data": notCopied,
+	"bandwidth":  notCopied,
+	"slicer":     notCopied,
+	"limiter":    notCopied,
+}
+
+const notCopied = "not available in finproxy, which does not copy the stream: it can drop, delay, hold and reset segments, not cut or pace bytes"
+
+// toxicRules maps one toxic to rules: by its type's entry in toxicTypes, or as the preset
+// of that name. stream downstream is what the upstream (server) sends, upstream what the
+// client sends; toxicity is the rules' probability.
 func toxicRules(t toxic) ([]map[string]any, error) {
 	if t.Toxicity < 0 || t.Toxicity > 1 || math.IsNaN(float64(t.Toxicity)) {
 		return nil, refuseToxic(t, "toxicity %v: want 0 to 1", t.Toxicity)
@@ -676,72 +775,32 @@ func toxicRules(t toxic) ([]map[string]any, error) {
 	if t.Toxicity == 0 {
 		return nil, nil // never acts
 	}
-	side := "server"
+	a := toxicArgs{t: t, side: "server"}
 	switch t.Stream {
 	case "downstream":
 	case "upstream":
-		side = "client"
+		a.side = "client"
 	default:
 		return nil, refuseToxic(t, "stream %q: want downstream or upstream", t.Stream)
 	}
-	rule := func(fields ...any) map[string]any {
-		m := map[string]any{"name": t.Name}
-		for i := 0; i+1 < len(fields); i += 2 {
-			m[fields[i].(string)] = fields[i+1]
-		}
-		if t.Toxicity < 1 {
-			m["probability"] = float64(t.Toxicity)
-		}
-		return m
+	if tt, ok := toxicTypes[t.Type]; ok {
+		return tt(a)
 	}
-	switch t.Type {
-	case "latency":
-		lat, err := ms(t, "latency")
-		if err != nil {
-			return nil, err
-		}
-		jit, err := ms(t, "jitter")
-		if err != nil {
-			return nil, err
-		}
-		r := rule("side", side, "payload", "some", "action", "delay", "delay", fmt.Sprintf("%dms", lat))
-		if jit > 0 {
-			r["jitter"] = fmt.Sprintf("%dms", jit)
-		}
-		return []map[string]any{r}, nil
-	case "slow_close":
-		d, err := ms(t, "delay")
-		if err != nil {
-			return nil, err
-		}
-		return []map[string]any{rule("side", side, "has_flags", "FIN", "action", "delay", "delay", fmt.Sprintf("%dms", d))}, nil
-	case "timeout":
-		d, err := ms(t, "timeout")
-		if err != nil {
-			return nil, err
-		}
-		if d != 0 {
-			return nil, refuseToxic(t, "timeout = %d: the reset after the timeout is not mapped yet (only timeout = 0: the data stops, the connection stays)", d)
-		}
-		return []map[string]any{rule("side", side, "payload", "some", "action", "drop")}, nil
-	case "reset_peer":
-		d, err := ms(t, "timeout")
-		if err != nil {
-			return nil, err
-		}
-		if d != 0 {
-			return nil, refuseToxic(t, "timeout = %d: a reset after a delay is not mapped yet (only timeout = 0: reset at the first data)", d)
-		}
-		return []map[string]any{rule("side", side, "payload", "some", "action", "inject-rst", "toward", "both", "segment", "drop")}, nil
-	case "limit_data", "bandwidth", "slicer", "limiter":
-		return nil, refuseToxic(t, "not available in finproxy, which does not copy the stream: it can drop, delay, hold and reset segments, not cut or pace bytes")
+	if why, ok := refusedToxics[t.Type]; ok {
+		return nil, a.refuse("%s", why)
 	}
-	// finproxy's own faults: one toxic type per preset (lost-final-ack as lost_final_ack).
+	return presetRules(a)
+}
+
+// presetRules maps finproxy's own faults: one toxic type per preset (lost-final-ack as
+// lost_final_ack), its rules named TOXIC:RULE.
+func presetRules(a toxicArgs) ([]map[string]any, error) {
+	t := a.t
 	preset := strings.ReplaceAll(t.Type, "_", "-")
 	data, path, ok := configs.Read(preset)
 	if !ok {
-		return nil, &toxicError{http.StatusBadRequest, fmt.Sprintf("invalid toxic type %q: finproxy maps latency, slow_close, timeout, reset_peer, and its presets as %s",
-			t.Type, strings.ReplaceAll(strings.Join(configs.Names(), ", "), "-", "_"))}
+		return nil, &toxicError{http.StatusBadRequest, fmt.Sprintf("invalid toxic type %q: finproxy maps %s, and its presets as %s",
+			t.Type, strings.Join(mappedTypes(), ", "), strings.ReplaceAll(strings.Join(configs.Names(), ", "), "-", "_"))}
 	}
 	cfg, err := rules.Parse(data, path)
 	if err != nil {
@@ -763,4 +822,14 @@ func toxicRules(t toxic) ([]map[string]any, error) {
 		}
 	}
 	return doc.Rule, nil
+}
+
+// mappedTypes lists the Toxiproxy toxic types finproxy maps, sorted.
+func mappedTypes() []string {
+	out := make([]string, 0, len(toxicTypes))
+	for name := range toxicTypes {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }
