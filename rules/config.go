@@ -119,6 +119,12 @@ func (es ConfigErrors) sort() {
 //	split:  fin = "inject", delay = "100ms"        # or fin = "retransmit" (no delay)
 //	inject-rst: toward = "client"                  # required: client, server or both
 //	        segment = "pass"                       # or "drop": the matched segment
+//	        delay = "500ms"                        # RSTs made and sent that much later
+//	stall:  reset = "1s"                           # the side's data dropped; RSTs after
+//	                                               # that long without new data (0: never)
+//	cut:    bytes = 1000                           # the side's data cut there, then RSTs
+//	pace:   rate = 100000                          # required: bytes per second
+//	        queue = "200ms"                        # the longest wait; longer: dropped
 //	duplicate: delay = "0s", copies = 1
 //	replay: after = "next-incarnation"             # or "close"
 //	        delay = "20ms", original = "pass", timeout = "30s"   # original: or "drop"
