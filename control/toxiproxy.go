@@ -32,8 +32,10 @@ import (
 // proxy's upstream port, so that they act on that proxy's connections only; two proxies
 // on one upstream port are refused (their connections could not be told apart).
 //
-// What finproxy does not do (yet): the toxics that need a timer or a byte count (timeout
-// and reset_peer with a timeout, limit_data, bandwidth, slicer, limiter).
+// The toxics with a timer or a byte count become rules of the engine's actions that keep
+// them per connection: timeout (stall), reset_peer (inject-rst with a delay), limit_data
+// (cut), bandwidth (pace); those need a toxicity of 1, Toxiproxy drawing it once per
+// connection. What finproxy cannot match (slicer, limiter) is refused.
 
 // ToxiproxyVersion is the Toxiproxy API version the endpoints follow.
 const ToxiproxyVersion = "2.12.0"
@@ -696,6 +698,29 @@ func (a toxicArgs) ms(key string) (int64, error) { return ms(a.t, key) }
 
 func msText(n int64) string { return fmt.Sprintf("%dms", n) }
 
+// count reads attribute key as a whole number from 0 to most, 0 when absent.
+func (a toxicArgs) count(key string, most int64) (int64, error) {
+	v, ok := a.t.Attributes[key]
+	if !ok || v == nil {
+		return 0, nil
+	}
+	f, ok := v.(float64)
+	if !ok || f < 0 || f != math.Trunc(f) || f > float64(most) {
+		return 0, a.refuse("attribute %s = %v: want a whole number, 0 to %d", key, v, most)
+	}
+	return int64(f), nil
+}
+
+// perConnection refuses a toxicity other than 1 for a toxic whose effect spans the
+// connection: Toxiproxy draws it once per connection, finproxy's probability is drawn
+// per segment.
+func (a toxicArgs) perConnection() error {
+	if a.t.Toxicity < 1 {
+		return a.refuse("toxicity %v: Toxiproxy draws it once per connection, finproxy's probability once per segment, which for %s does not mean the same; give 1 (or 0: off)", a.t.Toxicity, a.t.Type)
+	}
+	return nil
+}
+
 // refuse is a toxic finproxy cannot map, with the reason.
 func (a toxicArgs) refuse(format string, args ...any) error {
 	return refuseToxic(a.t, format, args...)
@@ -731,39 +756,73 @@ var toxicTypes = map[string]toxicType{
 		}
 		return []map[string]any{a.rule("", "side", a.side, "has_flags", "FIN", "action", "delay", "delay", msText(d))}, nil
 	},
-	// timeout: the data dropped.
+	// timeout: the data dropped; with a timeout, RSTs both ways once the side has sent
+	// no new data for that long (Toxiproxy's timer starts again at each chunk).
 	"timeout": func(a toxicArgs) ([]map[string]any, error) {
 		d, err := a.ms("timeout")
 		if err != nil {
 			return nil, err
 		}
-		if d != 0 {
-			return nil, a.refuse("timeout = %d: the reset after the timeout is not mapped yet (only timeout = 0: the data stops, the connection stays)", d)
+		if d == 0 {
+			return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "drop")}, nil
 		}
-		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "drop")}, nil
+		if err := a.perConnection(); err != nil {
+			return nil, err
+		}
+		return []map[string]any{a.rule("", "side", a.side, "action", "stall", "reset", msText(d))}, nil
 	},
-	// reset_peer: RSTs both ways at the first data segment, which is dropped.
+	// reset_peer: RSTs both ways, timeout after the first data segment (dropped, as is
+	// the side's data until then).
 	"reset_peer": func(a toxicArgs) ([]map[string]any, error) {
 		d, err := a.ms("timeout")
 		if err != nil {
 			return nil, err
 		}
-		if d != 0 {
-			return nil, a.refuse("timeout = %d: a reset after a delay is not mapped yet (only timeout = 0: reset at the first data)", d)
+		if d == 0 {
+			return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "inject-rst", "toward", "both", "segment", "drop")}, nil
 		}
-		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "inject-rst", "toward", "both", "segment", "drop")}, nil
+		if err := a.perConnection(); err != nil {
+			return nil, err
+		}
+		return []map[string]any{
+			a.rule("", "side", a.side, "payload", "some", "limit", int64(1), "action", "inject-rst", "toward", "both", "segment", "drop", "delay", msText(d)),
+			a.rule("drop", "side", a.side, "payload", "some", "action", "drop"),
+		}, nil
+	},
+	// limit_data: the side's first bytes pass, then RSTs both ways.
+	"limit_data": func(a toxicArgs) ([]map[string]any, error) {
+		n, err := a.count("bytes", math.MaxInt32)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.perConnection(); err != nil {
+			return nil, err
+		}
+		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "cut", "bytes", n)}, nil
+	},
+	// bandwidth: the side's data paced at rate KB/s (0: no limit, as in Toxiproxy).
+	"bandwidth": func(a toxicArgs) ([]map[string]any, error) {
+		kb, err := a.count("rate", 10_000_000)
+		if err != nil {
+			return nil, err
+		}
+		if kb == 0 {
+			return nil, nil
+		}
+		if err := a.perConnection(); err != nil {
+			return nil, err
+		}
+		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "pace", "rate", kb*1000)}, nil
 	},
 }
 
 // refusedToxics are Toxiproxy's toxic types finproxy cannot match, with the reason.
 var refusedToxics = map[string]string{
-	"limit_data": notCopied,
-	"bandwidth":  notCopied,
-	"slicer":     notCopied,
-	"limiter":    notCopied,
+	"slicer":  notCopied,
+	"limiter": notCopied,
 }
 
-const notCopied = "not available in finproxy, which does not copy the stream: it can drop, delay, hold and reset segments, not cut or pace bytes"
+const notCopied = "not available in finproxy, which does not copy the stream: it acts on whole segments as the sender made them, and cannot slice them into smaller writes"
 
 // toxicRules maps one toxic to rules: by its type's entry in toxicTypes, or as the preset
 // of that name. stream downstream is what the upstream (server) sends, upstream what the

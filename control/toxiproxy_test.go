@@ -109,8 +109,8 @@ func TestToxiproxyClient(t *testing.T) {
 		t.Errorf("rule set after lost_final_ack: %+v, %v", rs, err)
 	}
 	for _, bad := range []struct{ typ, want string }{
-		{"bandwidth", "does not copy the stream"},
-		{"limit_data", "does not copy the stream"},
+		{"slicer", "does not copy the stream"},
+		{"limiter", "does not copy the stream"},
 		{"nonesuch", "invalid toxic type"},
 	} {
 		if _, err := p.AddToxic("", bad.typ, "downstream", 1, toxiproxy.Attributes{"rate": 1}); err == nil || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), bad.want) {
@@ -244,5 +244,85 @@ func TestToxiproxyNativeReplaceDropsRedirects(t *testing.T) {
 	}
 	if ps, err := tc.Proxies(); err != nil || len(ps) != 0 {
 		t.Errorf("proxies after a native rule set: %v, %v", ps, err)
+	}
+}
+
+// The toxics with a timer or a byte count: their rules, and what finproxy refuses of them
+// with the attribute named.
+func TestToxiproxyTimedToxics(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	p, err := tc.CreateProxy("db", "10.0.0.2:8080", "10.0.0.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		typ, stream string
+		attrs       toxiproxy.Attributes
+		want        [][]string // the keys of each rule, in the rule set's TOML
+	}{
+		{"timeout", "downstream", toxiproxy.Attributes{"timeout": 1500}, [][]string{{`name = "t"`, `side = "server"`, `action = "stall"`, `reset = "1500ms"`}}},
+		{"reset_peer", "upstream", toxiproxy.Attributes{"timeout": 250}, [][]string{
+			{`name = "t"`, `side = "client"`, `payload = "some"`, `limit = 1`, `action = "inject-rst"`, `toward = "both"`, `segment = "drop"`, `delay = "250ms"`},
+			{`name = "t:drop"`, `side = "client"`, `payload = "some"`, `action = "drop"`}}},
+		{"limit_data", "downstream", toxiproxy.Attributes{"bytes": 4096}, [][]string{{`name = "t"`, `side = "server"`, `payload = "some"`, `action = "cut"`, `bytes = 4096`}}},
+		{"bandwidth", "downstream", toxiproxy.Attributes{"rate": 100}, [][]string{{`name = "t"`, `side = "server"`, `payload = "some"`, `action = "pace"`, `rate = 100000`}}},
+	} {
+		if _, err := p.AddToxic("t", tc.typ, tc.stream, 1, tc.attrs); err != nil {
+			t.Errorf("%s: %v", tc.typ, err)
+			continue
+		}
+		rs, err := r.c.Rules(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables := strings.Split(rs.Source, "[[rule]]")[1:]
+		if len(tables) != len(tc.want) {
+			t.Errorf("%s: %d rules, want %d:\n%s", tc.typ, len(tables), len(tc.want), rs.Source)
+			continue
+		}
+		for i, keys := range tc.want {
+			for _, k := range keys {
+				if !strings.Contains(tables[i], k+"\n") {
+					t.Errorf("%s: rule %d lacks %s:\n%s", tc.typ, i+1, k, rs.Source)
+				}
+			}
+		}
+		mustRemoveToxic(t, p, "t")
+	}
+	if _, err := p.AddToxic("bw0", "bandwidth", "downstream", 1, toxiproxy.Attributes{"rate": 0}); err != nil {
+		t.Errorf("bandwidth 0 (no limit): %v", err)
+	} else if rs, _ := r.c.Rules(context.Background()); len(rs.Rules) != 0 {
+		t.Errorf("bandwidth 0 made rules: %+v", rs.Rules)
+	}
+	mustRemoveToxic(t, p, "bw0")
+	for _, bad := range []struct {
+		typ      string
+		toxicity float32
+		attrs    toxiproxy.Attributes
+		want     string
+	}{
+		{"limit_data", 1, toxiproxy.Attributes{"bytes": -1}, "attribute bytes = -1: want a whole number"},
+		{"limit_data", 1, toxiproxy.Attributes{"bytes": 1.5}, "attribute bytes = 1.5"},
+		{"bandwidth", 1, toxiproxy.Attributes{"rate": "fast"}, "attribute rate = fast"},
+		{"timeout", 1, toxiproxy.Attributes{"timeout": -5}, "attribute timeout = -5"},
+		{"timeout", 0.5, toxiproxy.Attributes{"timeout": 100}, "toxicity 0.5: Toxiproxy draws it once per connection"},
+		{"reset_peer", 0.5, toxiproxy.Attributes{"timeout": 100}, "toxicity 0.5"},
+		{"limit_data", 0.5, toxiproxy.Attributes{"bytes": 10}, "toxicity 0.5"},
+		{"bandwidth", 0.5, toxiproxy.Attributes{"rate": 10}, "toxicity 0.5"},
+	} {
+		if _, err := p.AddToxic("", bad.typ, "downstream", bad.toxicity, bad.attrs); err == nil || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s %v: %v, want a 400 with %q", bad.typ, bad.attrs, err, bad.want)
+		}
+	}
+	if toxics, err := p.Toxics(); err != nil || len(toxics) != 0 {
+		t.Errorf("toxics after the refusals: %+v, %v", toxics, err)
+	}
+}
+
+func mustRemoveToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
+	t.Helper()
+	if err := p.RemoveToxic(name); err != nil {
+		t.Fatal(err)
 	}
 }
