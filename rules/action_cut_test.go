@@ -64,23 +64,24 @@ func TestCutZero(t *testing.T) {
 func TestPace(t *testing.T) {
 	paramErr(t, (&PaceAction{}).Validate(), "rate")
 	paramErr(t, (&PaceAction{Rate: 1, Queue: -1}).Validate(), "queue")
-	m := stallHarness(t, rule("bw", Match{Side: Server, Payload: 1}, "pace", &PaceAction{Rate: 10000, Queue: Duration(250 * time.Millisecond)}))
+	m := stallHarness(t, rule("bw", Match{Side: Server, Payload: 1}, "pace", &PaceAction{Rate: 10000, Queue: Duration(350 * time.Millisecond)}))
 	var ids []uint32
 	for i := range 4 {
 		ids = append(ids, m.handle(seg(testServer, testClient, segment.ACK|segment.PSH, 5001+uint32(i)*1000, 1001, 1000)))
 	}
-	// 1000 bytes at 10000 B/s: 100 ms each; the fourth would wait 300 ms > 250 ms.
+	// 1000 bytes at 10000 B/s: 100 ms each, charged before they leave; the fourth would
+	// wait 400 ms > 350 ms.
 	if m.verdicts[ids[3]] != Drop {
 		t.Errorf("segment past the queue: %s, want drop", m.verdicts[ids[3]])
 	}
-	m.clk.Advance(300 * time.Millisecond)
+	m.clk.Advance(400 * time.Millisecond)
 	var held []string
 	for _, r := range m.records {
 		if r.Rule == "bw" {
 			held = append(held, time.Duration(r.HeldNS).String()+" "+r.Verdict.String())
 		}
 	}
-	if want := "[0s accept 0s drop 100ms accept 200ms accept]"; fmt.Sprint(held) != want {
+	if want := "[0s drop 100ms accept 200ms accept 300ms accept]"; fmt.Sprint(held) != want {
 		t.Errorf("paced: %v, want %s (in verdict order)", held, want)
 	}
 	m.wantCounters(Counters{Rule: "bw", Matched: 4, Dropped: 1, Delayed: 3})

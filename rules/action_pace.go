@@ -5,7 +5,9 @@ import "time"
 func init() { Register("pace", func() Action { return &PaceAction{} }) }
 
 // PaceAction paces the data of the rule's side as a link of that rate would: each data
-// segment leaves once the bytes before it have, at rate bytes a second, per connection.
+// segment leaves once the bytes before it and its own have gone through at rate bytes
+// a second (as the last of its bytes would come out of such a link), per connection: at
+// no point has more than rate times the elapsed time left.
 // A segment that would wait longer than queue is dropped instead, as a full link's
 // queue drops it: its sender retransmits and slows down, instead of retransmitting
 // segments still waiting here.
@@ -48,12 +50,12 @@ func (a *PaceAction) Apply(c *Context) {
 	}
 	free := c.RuleVar() // when the link is free again, in ns since the Unix epoch
 	now := c.Now().UnixNano()
-	start := max(*free, now)
-	wait := time.Duration(start - now)
+	done := max(*free, now) + n*int64(time.Second)/a.Rate
+	wait := time.Duration(done - now)
 	if wait > queue {
 		c.Drop()
 		return
 	}
-	*free = start + n*int64(time.Second)/a.Rate
+	*free = done
 	c.Delay(wait)
 }
