@@ -35,7 +35,7 @@ import (
 // The toxics with a timer or a byte count become rules of the engine's actions that keep
 // them per connection: timeout (stall), reset_peer (inject-rst with a delay), limit_data
 // (cut), bandwidth (pace); those need a toxicity of 1, Toxiproxy drawing it once per
-// connection. What finproxy cannot match (slicer, limiter) is refused.
+// connection. What finproxy cannot match (slicer) is refused.
 
 // ToxiproxyVersion is the Toxiproxy API version the endpoints follow.
 const ToxiproxyVersion = "2.12.0"
@@ -814,15 +814,16 @@ var toxicTypes = map[string]toxicType{
 		}
 		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "pace", "rate", kb*1000)}, nil
 	},
+	// noop: nothing, as in Toxiproxy.
+	"noop": func(toxicArgs) ([]map[string]any, error) { return nil, nil },
+	// rules: finproxy's own rule table, attribute rules.
+	"rules": tableRules,
 }
 
 // refusedToxics are Toxiproxy's toxic types finproxy cannot match, with the reason.
 var refusedToxics = map[string]string{
-	"slicer":  notCopied,
-	"limiter": notCopied,
+	"slicer": "not available in finproxy, which does not copy the stream: it acts on whole segments as the sender made them, and cannot slice them into smaller writes",
 }
-
-const notCopied = "not available in finproxy, which does not copy the stream: it acts on whole segments as the sender made them, and cannot slice them into smaller writes"
 
 // toxicRules maps one toxic to rules: by its type's entry in toxicTypes, or as the preset
 // of that name. stream downstream is what the upstream (server) sends, upstream what the
@@ -851,17 +852,51 @@ func toxicRules(t toxic) ([]map[string]any, error) {
 	return presetRules(a)
 }
 
-// presetRules maps finproxy's own faults: one toxic type per preset (lost-final-ack as
-// lost_final_ack), its rules named TOXIC:RULE.
-func presetRules(a toxicArgs) ([]map[string]any, error) {
+// tableRules maps a toxic of type rules: attribute rules is a rule table, as TOML text
+// ([[rule]] tables) or as JSON (an array of rule objects), checked as finproxy check
+// checks a file, its problems placed in that text. The rules keep their own sides and
+// probabilities: stream does not apply, and toxicity must be 1 (or 0: off). They are
+// named TOXIC:RULE.
+func tableRules(a toxicArgs) ([]map[string]any, error) {
 	t := a.t
-	preset := strings.ReplaceAll(t.Type, "_", "-")
-	data, path, ok := configs.Read(preset)
-	if !ok {
-		return nil, &toxicError{http.StatusBadRequest, fmt.Sprintf("invalid toxic type %q: finproxy maps %s, and its presets as %s",
-			t.Type, strings.Join(mappedTypes(), ", "), strings.ReplaceAll(strings.Join(configs.Names(), ", "), "-", "_"))}
+	if t.Toxicity < 1 {
+		return nil, a.refuse("toxicity %v: the rules of a rules toxic carry their own probability; give 1 (or 0: off)", t.Toxicity)
 	}
-	cfg, err := rules.Parse(data, path)
+	file := fmt.Sprintf("toxic %s attribute rules", t.Name)
+	var data []byte
+	switch v := t.Attributes["rules"].(type) {
+	case string:
+		data = []byte(v)
+	case []any:
+		b, err := json.Marshal(map[string]any{"rule": v})
+		if err == nil {
+			data, err = jsonToTOML(b)
+		}
+		if err != nil {
+			return nil, a.refuse("attribute rules: %v", err)
+		}
+		file += " (JSON turned into TOML)"
+	case nil:
+		return nil, a.refuse("attribute rules is required: finproxy's [[rule]] tables as TOML text, or an array of rule objects")
+	default:
+		return nil, a.refuse("attribute rules: a %T; want TOML text ([[rule]] tables) or an array of rule objects", v)
+	}
+	var top map[string]any
+	if _, err := toml.Decode(string(data), &top); err == nil {
+		for k := range top {
+			if k != "rule" {
+				return nil, a.refuse("attribute rules: key %s: only [[rule]] tables (the proxy gives the target)", k)
+			}
+		}
+	}
+	// The proxy's target, after the text, so that positions stay the text's own.
+	return ruleTables(append(slices.Clip(data), "\n[target]\nport = 1\n"...), file, t.Name)
+}
+
+// ruleTables checks a rule set as finproxy check does (positioned problems) and returns
+// its rule tables, each named PREFIX:RULE.
+func ruleTables(data []byte, file, prefix string) ([]map[string]any, error) {
+	cfg, err := rules.Parse(data, file)
 	if err != nil {
 		return nil, err
 	}
@@ -872,15 +907,34 @@ func presetRules(a toxicArgs) ([]map[string]any, error) {
 		return nil, err
 	}
 	if len(doc.Rule) != len(cfg.Rules) {
-		return nil, fmt.Errorf("preset %s: %d rule tables for %d rules", preset, len(doc.Rule), len(cfg.Rules))
+		return nil, fmt.Errorf("%s: %d rule tables for %d rules", file, len(doc.Rule), len(cfg.Rules))
 	}
 	for _, r := range doc.Rule {
-		r["name"] = t.Name + ":" + fmt.Sprint(r["name"])
-		if t.Toxicity < 1 {
+		r["name"] = prefix + ":" + fmt.Sprint(r["name"])
+	}
+	return doc.Rule, nil
+}
+
+// presetRules maps finproxy's own faults: one toxic type per preset (lost-final-ack as
+// lost_final_ack), its rules named TOXIC:RULE.
+func presetRules(a toxicArgs) ([]map[string]any, error) {
+	t := a.t
+	preset := strings.ReplaceAll(t.Type, "_", "-")
+	data, path, ok := configs.Read(preset)
+	if !ok {
+		return nil, &toxicError{http.StatusBadRequest, fmt.Sprintf("invalid toxic type %q: finproxy maps %s, and its presets as %s",
+			t.Type, strings.Join(mappedTypes(), ", "), strings.ReplaceAll(strings.Join(configs.Names(), ", "), "-", "_"))}
+	}
+	rs, err := ruleTables(data, path, t.Name)
+	if err != nil {
+		return nil, err
+	}
+	if t.Toxicity < 1 {
+		for _, r := range rs {
 			r["probability"] = float64(t.Toxicity)
 		}
 	}
-	return doc.Rule, nil
+	return rs, nil
 }
 
 // mappedTypes lists the Toxiproxy toxic types finproxy maps, sorted.

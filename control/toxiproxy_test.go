@@ -110,7 +110,7 @@ func TestToxiproxyClient(t *testing.T) {
 	}
 	for _, bad := range []struct{ typ, want string }{
 		{"slicer", "does not copy the stream"},
-		{"limiter", "does not copy the stream"},
+		{"limiter", "invalid toxic type"},
 		{"nonesuch", "invalid toxic type"},
 	} {
 		if _, err := p.AddToxic("", bad.typ, "downstream", 1, toxiproxy.Attributes{"rate": 1}); err == nil || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), bad.want) {
@@ -296,6 +296,12 @@ func TestToxiproxyTimedToxics(t *testing.T) {
 		t.Errorf("bandwidth 0 made rules: %+v", rs.Rules)
 	}
 	mustRemoveToxic(t, p, "bw0")
+	if _, err := p.AddToxic("n", "noop", "downstream", 1, nil); err != nil {
+		t.Errorf("noop: %v", err)
+	} else if rs, _ := r.c.Rules(context.Background()); len(rs.Rules) != 0 {
+		t.Errorf("noop made rules: %+v", rs.Rules)
+	}
+	mustRemoveToxic(t, p, "n")
 	for _, bad := range []struct {
 		typ      string
 		toxicity float32
@@ -324,5 +330,57 @@ func mustRemoveToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
 	t.Helper()
 	if err := p.RemoveToxic(name); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A toxic of type rules carries finproxy's own rule table (TOML text or JSON), checked
+// as finproxy check checks a file: a problem is refused at its line and column.
+func TestToxiproxyRulesToxic(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	p, err := tc.CreateProxy("db", "10.0.0.2:8080", "10.0.0.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := "[[rule]]\nname = \"late-fin\"\nside = \"server\"\nhas_flags = \"FIN\"\naction = \"delay\"\ndelay = \"50ms\"\n"
+	if _, err := p.AddToxic("mine", "rules", "downstream", 1, toxiproxy.Attributes{"rules": text}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := r.c.Rules(context.Background())
+	if err != nil || len(rs.Rules) != 1 || rs.Rules[0].Name != "mine:late-fin" || rs.Rules[0].Action != "delay" {
+		t.Errorf("rules after a rules toxic: %+v, %v", rs.Rules, err)
+	}
+	mustRemoveToxic(t, p, "mine")
+	js := []any{map[string]any{"name": "drop-data", "side": "client", "payload": "some", "action": "drop", "nth": 2}}
+	if _, err := p.AddToxic("j", "rules", "downstream", 1, toxiproxy.Attributes{"rules": js}); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := r.c.Rules(context.Background()); err != nil || len(rs.Rules) != 1 || rs.Rules[0].Name != "j:drop-data" || !strings.Contains(rs.Source, "nth = 2\n") {
+		t.Errorf("rules after a JSON rules toxic: %+v, %v", rs.Rules, err)
+	}
+	mustRemoveToxic(t, p, "j")
+
+	for _, bad := range []struct {
+		attrs toxiproxy.Attributes
+		want  string
+	}{
+		{toxiproxy.Attributes{"rules": "[[rule]]\nname = \"x\"\naction = \"dorp\"\n"}, "toxic bad attribute rules:3:10: rule[1].action: "},
+		{toxiproxy.Attributes{"rules": "[[rule]]\nname = \"x\"\naction = \"delay\"\n"}, "toxic bad attribute rules:1:1: rule[1]"},
+		{toxiproxy.Attributes{"rules": "[[rule]\n"}, "toxic bad attribute rules:2:7: expected end of table array name delimiter"}, // as finproxy check places it
+		{toxiproxy.Attributes{"rules": []any{map[string]any{"name": "x", "action": "drop", "side": "left"}}}, "toxic bad attribute rules (JSON turned into TOML):"},
+		{toxiproxy.Attributes{"rules": "[target]\nport = 9\n[[rule]]\nname = \"x\"\naction = \"drop\"\n"}, "key target: only [[rule]] tables"},
+		{toxiproxy.Attributes{"rules": 7}, "attribute rules: a float64"},
+		{toxiproxy.Attributes{}, "attribute rules is required"},
+	} {
+		_, err := p.AddToxic("bad", "rules", "downstream", 1, bad.attrs)
+		if err == nil || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("rules %v: %v, want a 400 with %q", bad.attrs, err, bad.want)
+		}
+	}
+	if _, err := p.AddToxic("half", "rules", "downstream", 0.5, toxiproxy.Attributes{"rules": text}); err == nil || !strings.Contains(err.Error(), "toxicity 0.5") {
+		t.Errorf("rules toxic of toxicity 0.5: %v, want a 400 naming toxicity", err)
+	}
+	if toxics, err := p.Toxics(); err != nil || len(toxics) != 0 {
+		t.Errorf("toxics after the refusals: %+v, %v", toxics, err)
 	}
 }

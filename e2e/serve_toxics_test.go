@@ -105,7 +105,7 @@ func runClient(t *testing.T, topo *lab.Topology, port, mode string, extra ...str
 // checked on a real client and server: reset_peer and timeout with a timeout (the client
 // sees ECONNRESET no earlier than the timeout, and not much later), limit_data (the
 // server gets exactly that many bytes, then a reset), bandwidth (a transfer takes as long
-// as the rate says).
+// as the rate says); and a toxic of type rules, finproxy's own rule table.
 func TestServeToxiproxyTimedToxics(t *testing.T) {
 	topo := newLab(t)
 	startProc(t, topo.Command(context.Background(), "server", finproxyBin, "app", "server",
@@ -148,6 +148,18 @@ func TestServeToxiproxyTimedToxics(t *testing.T) {
 	if rec, ok := runClient(t, topo, "8080", "request-close"); !ok {
 		t.Errorf("after the toxics were removed: %+v", rec)
 	}
+
+	// A rule table of finproxy's own as a toxic: the server's reply 250 ms late.
+	table := "[[rule]]\nname = \"slow-reply\"\nside = \"server\"\npayload = \"some\"\naction = \"delay\"\ndelay = \"250ms\"\n"
+	if _, err := app.AddToxic("mine", "rules", "downstream", 1, toxiproxy.Attributes{"rules": table}); err != nil {
+		t.Fatal(err)
+	}
+	rec, ok = runClient(t, topo, "8080", "request-close")
+	if !ok || rec.ElapsedMS < 250 || rec.ElapsedMS > 250+slack {
+		t.Errorf("rules toxic delaying the reply 250 ms: %+v (ok %v), want 250 to %d ms", rec, ok, 250+slack)
+	}
+	t.Logf("rules toxic (reply delayed 250 ms): %.1f ms", rec.ElapsedMS)
+	mustRemove(t, app, "mine")
 
 	// limit_data 10000 upstream: of 200000 bytes the server gets exactly 10000, then a reset.
 	if _, err := bulk.AddToxic("ld", "limit_data", "upstream", 1, toxiproxy.Attributes{"bytes": 10000}); err != nil {
