@@ -254,7 +254,9 @@ func (s *Server) toxiPopulate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, map[string]any{"proxies": in})
 }
 
-// toxiUpdate changes enabled (the only field finproxy can change in place).
+// toxiUpdate changes a proxy's enabled, listen and upstream (fields not given keep their
+// values), as Toxiproxy's update does; the proxy keeps its toxics. A move is checked as a
+// new proxy is, against the others.
 func (s *Server) toxiUpdate(w http.ResponseWriter, r *http.Request) {
 	var in struct {
 		Enabled  *bool  `json:"enabled"`
@@ -270,13 +272,22 @@ func (s *Server) toxiUpdate(w http.ResponseWriter, r *http.Request) {
 	if p == nil {
 		return
 	}
-	if in.Upstream != "" && in.Upstream != p.Upstream || in.Listen != "" && !sameEndpoint(in.Listen, p.Listen) {
-		toxiFail(w, http.StatusNotImplemented, "proxy %s: finproxy cannot move a proxy; delete it and create it again", p.Name)
-		return
-	}
 	q := *p
 	if in.Enabled != nil {
 		q.Enabled = *in.Enabled
+	}
+	if in.Listen != "" {
+		q.Listen = in.Listen
+	}
+	if in.Upstream != "" {
+		q.Upstream = in.Upstream
+	}
+	if q.Upstream != p.Upstream || !sameEndpoint(q.Listen, p.Listen) {
+		others := slices.DeleteFunc(slices.Clone(s.proxies), func(o *toxiProxy) bool { return o == p })
+		if code, err := s.checkProxy(&q, others); err != nil {
+			toxiFail(w, code, "%s", err)
+			return
+		}
 	}
 	next := slices.Clone(s.proxies)
 	next[slices.Index(next, p)] = &q

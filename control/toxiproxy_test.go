@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -382,5 +383,51 @@ func TestToxiproxyRulesToxic(t *testing.T) {
 	}
 	if toxics, err := p.Toxics(); err != nil || len(toxics) != 0 {
 		t.Errorf("toxics after the refusals: %+v, %v", toxics, err)
+	}
+}
+
+// A proxy moves in place (Toxiproxy's update of listen and upstream): its redirection and
+// target follow, its toxics stay; a move onto another proxy's port is refused.
+func TestToxiproxyMove(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	pg, err := tc.CreateProxy("pg", "127.0.0.1:15432", "10.0.0.2:5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.CreateProxy("web", "10.0.0.2:8080", "10.0.0.2:8080"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.AddToxic("lat", "latency", "downstream", 1, toxiproxy.Attributes{"latency": 20}); err != nil {
+		t.Fatal(err)
+	}
+	pg.Upstream = "10.0.0.3:6543"
+	if err := pg.Save(); err != nil {
+		t.Fatalf("moving the upstream: %v", err)
+	}
+	all := strings.Join(r.svc.Hooks(), "\n")
+	if !strings.Contains(all, "--dport 15432") || !strings.Contains(all, "--to-destination 10.0.0.3:6543") || strings.Contains(all, "10.0.0.2:5432") || strings.Contains(all, ",5432") {
+		t.Errorf("hooks after the upstream moved to 10.0.0.3:6543:\n%s", all)
+	}
+	rs, err := r.c.Rules(context.Background())
+	if err != nil || rs.Target.Port != 6543 && !slices.Contains(rs.Target.Ports, 6543) || !strings.Contains(rs.Source, `name = "pg:lat"`) || !strings.Contains(rs.Source, "server_port = 6543") {
+		t.Errorf("rule set after the move: %+v %v\n%s", rs.Target, err, rs.Source)
+	}
+	pg.Listen = "127.0.0.1:16543"
+	if err := pg.Save(); err != nil {
+		t.Fatalf("moving the listen address: %v", err)
+	}
+	if all := strings.Join(r.svc.Hooks(), "\n"); !strings.Contains(all, "--dport 16543") || strings.Contains(all, "15432") {
+		t.Errorf("hooks after listen moved to 16543:\n%s", all)
+	}
+	if p, err := tc.Proxy("pg"); err != nil || p.Listen != "127.0.0.1:16543" || p.Upstream != "10.0.0.3:6543" || len(p.ActiveToxics) != 1 {
+		t.Errorf("proxy after the moves: %+v, %v", p, err)
+	}
+	pg.Upstream = "10.0.0.2:8080"
+	if err := pg.Save(); err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "upstream port 8080") {
+		t.Errorf("a move onto web's upstream port: %v, want 409", err)
+	}
+	if p, err := tc.Proxy("pg"); err != nil || p.Upstream != "10.0.0.3:6543" {
+		t.Errorf("proxy after a refused move: %+v, %v", p, err)
 	}
 }

@@ -105,7 +105,8 @@ func runClient(t *testing.T, topo *lab.Topology, port, mode string, extra ...str
 // checked on a real client and server: reset_peer and timeout with a timeout (the client
 // sees ECONNRESET no earlier than the timeout, and not much later), limit_data (the
 // server gets exactly that many bytes, then a reset), bandwidth (a transfer takes as long
-// as the rate says); and a toxic of type rules, finproxy's own rule table.
+// as the rate says); a toxic of type rules, finproxy's own rule table; and a proxy moved
+// to another upstream.
 func TestServeToxiproxyTimedToxics(t *testing.T) {
 	topo := newLab(t)
 	startProc(t, topo.Command(context.Background(), "server", finproxyBin, "app", "server",
@@ -188,6 +189,30 @@ func TestServeToxiproxyTimedToxics(t *testing.T) {
 		t.Errorf("bandwidth 100 KB/s: client %+v (ok %v), server %+v: %.1f KB/s, want 70 to 100", rec, ok, srec, rate)
 	}
 	t.Logf("bandwidth 100 KB/s: 300000 bytes in %.0f ms (%.1f KB/s); without: %.1f ms", rec.ElapsedMS, rate, base.ElapsedMS)
+
+	// A proxy moved in place: its listen port now reaches the new upstream.
+	moved := startRecordingServer(t, topo, "8083", "reply-wait-close")
+	if err := app.Delete(); err != nil { // one proxy per upstream port
+		t.Fatal(err)
+	}
+	mv, err := tc.CreateProxy("mv", host+":18082", host+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, ok := runClient(t, topo, "18082", "request-close"); !ok {
+		t.Fatalf("through mv before the move: %+v", rec)
+	}
+	mv.Upstream = host + ":8083"
+	if err := mv.Save(); err != nil {
+		t.Fatalf("moving mv's upstream: %v", err)
+	}
+	rec, ok = runClient(t, topo, "18082", "request-close")
+	if !ok {
+		t.Errorf("through mv after the move: %+v", rec)
+	}
+	if srec := moved.next(t); srec.Received == 0 {
+		t.Errorf("the new upstream's record: %+v, want the request", srec)
+	}
 	if err := tc.ResetState(); err != nil {
 		t.Fatal(err)
 	}
