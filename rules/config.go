@@ -90,6 +90,8 @@ func (es ConfigErrors) sort() {
 //	[[rule]]                         # any number of rules; the first that matches acts
 //	name = "drop-final-ack"          # required, unique
 //	side = "client"                  # sender of the segment: client | server | any (default)
+//	server_port = 6379               # the connection's server port (one of the target's)
+//	server_address = "198.18.2.2"    # the connection's server address
 //	flags = "ACK"                    # exact set over SYN, FIN, RST, PSH, ACK, URG, joined by
 //	                                 # '|', '+' or ',' ("FIN|ACK"; "none" for no flags);
 //	                                 # or "pure-ack": ACK without SYN, FIN, RST or payload
