@@ -30,7 +30,8 @@ import (
 // nfq.Redirect), no copy of the stream. Several proxies make one rule set: its target
 // holds every upstream port and address, and each toxic's rules carry server_port, its
 // proxy's upstream port, so that they act on that proxy's connections only; two proxies
-// on one upstream port are refused (their connections could not be told apart).
+// on one upstream port must each have an upstream of one address, and different ones:
+// their rules then carry server_address too.
 //
 // The toxics with a timer or a byte count become rules of the engine's actions that keep
 // them per connection: timeout (stall), reset_peer (inject-rst with a delay), limit_data
@@ -169,8 +170,8 @@ func (s *Server) checkProxy(p *toxiProxy, others []*toxiProxy) (int, error) {
 		_, olp, _ := splitUpstream(o.Listen)
 		_, lp, _ := splitUpstream(p.Listen)
 		switch {
-		case oup == up:
-			return http.StatusConflict, fmt.Errorf("proxy %s: upstream port %d is proxy %s's (upstream %s): finproxy tells proxies apart by upstream port; one proxy per upstream port",
+		case oup == up && !apart(p, o):
+			return http.StatusConflict, fmt.Errorf("proxy %s: upstream port %d is proxy %s's (upstream %s): finproxy tells proxies apart by upstream port, or by address on one port when each upstream is one address and they differ",
 				p.Name, up, o.Name, o.Upstream)
 		case redirected && (lp == oup || lp == olp):
 			return http.StatusConflict, fmt.Errorf("proxy %s: listen port %d is proxy %s's (listen %s, upstream %s)", p.Name, lp, o.Name, o.Listen, o.Upstream)
@@ -179,6 +180,29 @@ func (s *Server) checkProxy(p *toxiProxy, others []*toxiProxy) (int, error) {
 		}
 	}
 	return 0, nil
+}
+
+// upstreamAddr is the one address of p's upstream; false when its host is none, any, or
+// resolves to several or none.
+func upstreamAddr(p *toxiProxy) (netip.Addr, bool) {
+	host, _, err := splitUpstream(p.Upstream)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	as, err := lookup(host)
+	if err != nil || len(as) != 1 {
+		return netip.Addr{}, false
+	}
+	return as[0], true
+}
+
+// apart reports whether the connections of proxies p and o can be told apart by their
+// upstream's address (rule key server_address): each upstream is one address, and they
+// differ.
+func apart(p, o *toxiProxy) bool {
+	a, ok1 := upstreamAddr(p)
+	b, ok2 := upstreamAddr(o)
+	return ok1 && ok2 && a != b
 }
 
 func splitUpstream(hp string) (string, uint16, error) {
@@ -609,7 +633,14 @@ func proxiesTOML(ps []*toxiProxy) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		ports = append(ports, int64(port))
+		// A port another proxy's upstream shares: the rules name the address too.
+		shared := slices.ContainsFunc(ps, func(o *toxiProxy) bool {
+			_, op, _ := splitUpstream(o.Upstream)
+			return o != p && op == port
+		})
+		if !slices.Contains(ports, int64(port)) {
+			ports = append(ports, int64(port))
+		}
 		ips, err := lookup(host)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", p.Upstream, err)
@@ -638,6 +669,9 @@ func proxiesTOML(ps []*toxiProxy) ([]byte, error) {
 				// Rule names are unique in a set, toxic names in a proxy: NAME:TOXIC.
 				r["server_port"] = int64(port)
 				r["name"] = p.Name + ":" + fmt.Sprint(r["name"])
+				if a, ok := upstreamAddr(p); ok && shared {
+					r["server_address"] = a.String()
+				}
 			}
 			rs = append(rs, r)
 		}

@@ -55,8 +55,8 @@ func TestToxiproxyClient(t *testing.T) {
 	if _, err := tc.CreateProxy("redis", "10.0.0.2:8080", "10.0.0.2:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 409") {
 		t.Errorf("second proxy of the same name: %v, want 409", err)
 	}
-	if _, err := tc.CreateProxy("other", "10.0.0.3:8080", "10.0.0.3:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "upstream port 8080") {
-		t.Errorf("second proxy on the same upstream port: %v, want a 409", err)
+	if _, err := tc.CreateProxy("other", "127.0.0.1:18080", "10.0.0.2:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "upstream port 8080") {
+		t.Errorf("second proxy on the same upstream: %v, want a 409", err)
 	}
 
 	// timeout 0 downstream: the server's data stops.
@@ -429,5 +429,43 @@ func TestToxiproxyMove(t *testing.T) {
 	}
 	if p, err := tc.Proxy("pg"); err != nil || p.Upstream != "10.0.0.3:6543" {
 		t.Errorf("proxy after a refused move: %+v, %v", p, err)
+	}
+}
+
+// Proxies whose upstreams share a port on different addresses: their toxics' rules name
+// the address, each acting on its own proxy's connections; an upstream of no single
+// address cannot share a port.
+func TestToxiproxySharedPort(t *testing.T) {
+	r := newRig(t, "")
+	tc := toxiproxy.NewClient(r.url)
+	a, err := tc.CreateProxy("a", "10.0.0.2:8080", "10.0.0.2:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.CreateProxy("b", "10.0.0.3:8080", "10.0.0.3:8080"); err != nil {
+		t.Fatalf("a second proxy on upstream port 8080 of another address: %v", err)
+	}
+	if _, err := tc.CreateProxy("c", "127.0.0.1:18080", "0.0.0.0:8080"); err == nil || !strings.Contains(err.Error(), "HTTP 409") {
+		t.Errorf("a proxy on port 8080 of any address: %v, want 409", err)
+	}
+	if _, err := a.AddToxic("to", "timeout", "downstream", 1, toxiproxy.Attributes{"timeout": 0}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := r.c.Rules(context.Background())
+	if err != nil || !strings.Contains(rs.Source, `server_address = "10.0.0.2"`) || rs.Target.Port != 8080 || len(rs.Target.Ports) != 0 {
+		t.Errorf("rule set: %+v, %v\n%s", rs.Target, err, rs.Source)
+	}
+	if r.serverData(40000) {
+		t.Error("a's server data accepted under a's timeout toxic")
+	}
+	other := [4]byte{10, 0, 0, 3}
+	r.send(cliAddr, other, 40001, 8080, 1000, 0, tSYN)
+	r.send(other, cliAddr, 8080, 40001, 5000, 1001, tSYN|tACK)
+	r.send(cliAddr, other, 40001, 8080, 1001, 5001, tACK)
+	if !r.sendData(other, cliAddr, 8080, 40001, 5001, 1001) {
+		t.Error("b's server data dropped by a's toxic")
+	}
+	if m, dropped, _ := r.counter("a:to"); m != 1 || dropped != 1 {
+		t.Errorf("a:to matched %d, dropped %d; want 1, 1", m, dropped)
 	}
 }
