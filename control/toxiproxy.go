@@ -30,10 +30,13 @@ import (
 // nfq.Redirect), no copy of the stream. Several proxies make one rule set: its target
 // holds every upstream port and address, and each toxic's rules carry server_port, its
 // proxy's upstream port, so that they act on that proxy's connections only; two proxies
-// on one upstream port are refused (their connections could not be told apart).
+// on one upstream port must each have an upstream of one address, and different ones:
+// their rules then carry server_address too.
 //
-// What finproxy does not do (yet): the toxics that need a timer or a byte count (timeout
-// and reset_peer with a timeout, limit_data, bandwidth, slicer, limiter).
+// The toxics with a timer or a byte count become rules of the engine's actions that keep
+// them per connection: timeout (stall), reset_peer (inject-rst with a delay), limit_data
+// (cut), bandwidth (pace); those need a toxicity of 1, Toxiproxy drawing it once per
+// connection. What finproxy cannot match (slicer) is refused.
 
 // ToxiproxyVersion is the Toxiproxy API version the endpoints follow.
 const ToxiproxyVersion = "2.12.0"
@@ -167,8 +170,8 @@ func (s *Server) checkProxy(p *toxiProxy, others []*toxiProxy) (int, error) {
 		_, olp, _ := splitUpstream(o.Listen)
 		_, lp, _ := splitUpstream(p.Listen)
 		switch {
-		case oup == up:
-			return http.StatusConflict, fmt.Errorf("proxy %s: upstream port %d is proxy %s's (upstream %s): finproxy tells proxies apart by upstream port; one proxy per upstream port",
+		case oup == up && !apart(p, o):
+			return http.StatusConflict, fmt.Errorf("proxy %s: upstream port %d is proxy %s's (upstream %s): finproxy tells proxies apart by upstream port, or by address on one port when each upstream is one address and they differ",
 				p.Name, up, o.Name, o.Upstream)
 		case redirected && (lp == oup || lp == olp):
 			return http.StatusConflict, fmt.Errorf("proxy %s: listen port %d is proxy %s's (listen %s, upstream %s)", p.Name, lp, o.Name, o.Listen, o.Upstream)
@@ -177,6 +180,29 @@ func (s *Server) checkProxy(p *toxiProxy, others []*toxiProxy) (int, error) {
 		}
 	}
 	return 0, nil
+}
+
+// upstreamAddr is the one address of p's upstream; false when its host is none, any, or
+// resolves to several or none.
+func upstreamAddr(p *toxiProxy) (netip.Addr, bool) {
+	host, _, err := splitUpstream(p.Upstream)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	as, err := lookup(host)
+	if err != nil || len(as) != 1 {
+		return netip.Addr{}, false
+	}
+	return as[0], true
+}
+
+// apart reports whether the connections of proxies p and o can be told apart by their
+// upstream's address (rule key server_address): each upstream is one address, and they
+// differ.
+func apart(p, o *toxiProxy) bool {
+	a, ok1 := upstreamAddr(p)
+	b, ok2 := upstreamAddr(o)
+	return ok1 && ok2 && a != b
 }
 
 func splitUpstream(hp string) (string, uint16, error) {
@@ -252,7 +278,9 @@ func (s *Server) toxiPopulate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, map[string]any{"proxies": in})
 }
 
-// toxiUpdate changes enabled (the only field finproxy can change in place).
+// toxiUpdate changes a proxy's enabled, listen and upstream (fields not given keep their
+// values), as Toxiproxy's update does; the proxy keeps its toxics. A move is checked as a
+// new proxy is, against the others.
 func (s *Server) toxiUpdate(w http.ResponseWriter, r *http.Request) {
 	var in struct {
 		Enabled  *bool  `json:"enabled"`
@@ -268,13 +296,22 @@ func (s *Server) toxiUpdate(w http.ResponseWriter, r *http.Request) {
 	if p == nil {
 		return
 	}
-	if in.Upstream != "" && in.Upstream != p.Upstream || in.Listen != "" && !sameEndpoint(in.Listen, p.Listen) {
-		toxiFail(w, http.StatusNotImplemented, "proxy %s: finproxy cannot move a proxy; delete it and create it again", p.Name)
-		return
-	}
 	q := *p
 	if in.Enabled != nil {
 		q.Enabled = *in.Enabled
+	}
+	if in.Listen != "" {
+		q.Listen = in.Listen
+	}
+	if in.Upstream != "" {
+		q.Upstream = in.Upstream
+	}
+	if q.Upstream != p.Upstream || !sameEndpoint(q.Listen, p.Listen) {
+		others := slices.DeleteFunc(slices.Clone(s.proxies), func(o *toxiProxy) bool { return o == p })
+		if code, err := s.checkProxy(&q, others); err != nil {
+			toxiFail(w, code, "%s", err)
+			return
+		}
 	}
 	next := slices.Clone(s.proxies)
 	next[slices.Index(next, p)] = &q
@@ -596,7 +633,14 @@ func proxiesTOML(ps []*toxiProxy) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		ports = append(ports, int64(port))
+		// A port another proxy's upstream shares: the rules name the address too.
+		shared := slices.ContainsFunc(ps, func(o *toxiProxy) bool {
+			_, op, _ := splitUpstream(o.Upstream)
+			return o != p && op == port
+		})
+		if !slices.Contains(ports, int64(port)) {
+			ports = append(ports, int64(port))
+		}
 		ips, err := lookup(host)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", p.Upstream, err)
@@ -625,6 +669,9 @@ func proxiesTOML(ps []*toxiProxy) ([]byte, error) {
 				// Rule names are unique in a set, toxic names in a proxy: NAME:TOXIC.
 				r["server_port"] = int64(port)
 				r["name"] = p.Name + ":" + fmt.Sprint(r["name"])
+				if a, ok := upstreamAddr(p); ok && shared {
+					r["server_address"] = a.String()
+				}
 			}
 			rs = append(rs, r)
 		}
@@ -667,8 +714,165 @@ func ms(t toxic, key string) (int64, error) {
 	return int64(f), nil
 }
 
-// toxicRules maps one toxic to rules. stream downstream is what the upstream (server)
-// sends, upstream what the client sends; toxicity is the rules' probability.
+// toxicArgs is what a toxic type's entry maps: the toxic, and the side its stream
+// names (downstream: "server", what the upstream sends; upstream: "client").
+type toxicArgs struct {
+	t    toxic
+	side string
+}
+
+// rule makes a rule of the toxic: named after it (NAME, or NAME:SUFFIX when suffix is
+// not ""), acting with its toxicity as probability, with the keys and values of fields.
+func (a toxicArgs) rule(suffix string, fields ...any) map[string]any {
+	name := a.t.Name
+	if suffix != "" {
+		name += ":" + suffix
+	}
+	m := map[string]any{"name": name}
+	for i := 0; i+1 < len(fields); i += 2 {
+		m[fields[i].(string)] = fields[i+1]
+	}
+	if a.t.Toxicity < 1 {
+		m["probability"] = float64(a.t.Toxicity)
+	}
+	return m
+}
+
+// ms reads attribute key in milliseconds; msText writes a number of them as a duration.
+func (a toxicArgs) ms(key string) (int64, error) { return ms(a.t, key) }
+
+func msText(n int64) string { return fmt.Sprintf("%dms", n) }
+
+// count reads attribute key as a whole number from 0 to most, 0 when absent.
+func (a toxicArgs) count(key string, most int64) (int64, error) {
+	v, ok := a.t.Attributes[key]
+	if !ok || v == nil {
+		return 0, nil
+	}
+	f, ok := v.(float64)
+	if !ok || f < 0 || f != math.Trunc(f) || f > float64(most) {
+		return 0, a.refuse("attribute %s = %v: want a whole number, 0 to %d", key, v, most)
+	}
+	return int64(f), nil
+}
+
+// perConnection refuses a toxicity other than 1 for a toxic whose effect spans the
+// connection: Toxiproxy draws it once per connection, finproxy's probability is drawn
+// per segment.
+func (a toxicArgs) perConnection() error {
+	if a.t.Toxicity < 1 {
+		return a.refuse("toxicity %v: Toxiproxy draws it once per connection, finproxy's probability once per segment, which for %s does not mean the same; give 1 (or 0: off)", a.t.Toxicity, a.t.Type)
+	}
+	return nil
+}
+
+// refuse is a toxic finproxy cannot map, with the reason.
+func (a toxicArgs) refuse(format string, args ...any) error {
+	return refuseToxic(a.t, format, args...)
+}
+
+// toxicType maps a Toxiproxy toxic of one type to rules, or refuses it.
+type toxicType func(a toxicArgs) ([]map[string]any, error)
+
+// toxicTypes holds an entry per toxic type finproxy maps or refuses; a type not here is
+// one of finproxy's presets, or unknown.
+var toxicTypes = map[string]toxicType{
+	// latency: the data segments delayed.
+	"latency": func(a toxicArgs) ([]map[string]any, error) {
+		lat, err := a.ms("latency")
+		if err != nil {
+			return nil, err
+		}
+		jit, err := a.ms("jitter")
+		if err != nil {
+			return nil, err
+		}
+		r := a.rule("", "side", a.side, "payload", "some", "action", "delay", "delay", msText(lat))
+		if jit > 0 {
+			r["jitter"] = msText(jit)
+		}
+		return []map[string]any{r}, nil
+	},
+	// slow_close: the FIN delayed.
+	"slow_close": func(a toxicArgs) ([]map[string]any, error) {
+		d, err := a.ms("delay")
+		if err != nil {
+			return nil, err
+		}
+		return []map[string]any{a.rule("", "side", a.side, "has_flags", "FIN", "action", "delay", "delay", msText(d))}, nil
+	},
+	// timeout: the data dropped; with a timeout, RSTs both ways once the side has sent
+	// no new data for that long (Toxiproxy's timer starts again at each chunk).
+	"timeout": func(a toxicArgs) ([]map[string]any, error) {
+		d, err := a.ms("timeout")
+		if err != nil {
+			return nil, err
+		}
+		if d == 0 {
+			return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "drop")}, nil
+		}
+		if err := a.perConnection(); err != nil {
+			return nil, err
+		}
+		return []map[string]any{a.rule("", "side", a.side, "action", "stall", "reset", msText(d))}, nil
+	},
+	// reset_peer: RSTs both ways, timeout after the first data segment (dropped, as is
+	// the side's data until then).
+	"reset_peer": func(a toxicArgs) ([]map[string]any, error) {
+		d, err := a.ms("timeout")
+		if err != nil {
+			return nil, err
+		}
+		if d == 0 {
+			return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "inject-rst", "toward", "both", "segment", "drop")}, nil
+		}
+		if err := a.perConnection(); err != nil {
+			return nil, err
+		}
+		return []map[string]any{
+			a.rule("", "side", a.side, "payload", "some", "limit", int64(1), "action", "inject-rst", "toward", "both", "segment", "drop", "delay", msText(d)),
+			a.rule("drop", "side", a.side, "payload", "some", "action", "drop"),
+		}, nil
+	},
+	// limit_data: the side's first bytes pass, then RSTs both ways.
+	"limit_data": func(a toxicArgs) ([]map[string]any, error) {
+		n, err := a.count("bytes", math.MaxInt32)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.perConnection(); err != nil {
+			return nil, err
+		}
+		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "cut", "bytes", n)}, nil
+	},
+	// bandwidth: the side's data paced at rate KB/s (0: no limit, as in Toxiproxy).
+	"bandwidth": func(a toxicArgs) ([]map[string]any, error) {
+		kb, err := a.count("rate", 10_000_000)
+		if err != nil {
+			return nil, err
+		}
+		if kb == 0 {
+			return nil, nil
+		}
+		if err := a.perConnection(); err != nil {
+			return nil, err
+		}
+		return []map[string]any{a.rule("", "side", a.side, "payload", "some", "action", "pace", "rate", kb*1000)}, nil
+	},
+	// noop: nothing, as in Toxiproxy.
+	"noop": func(toxicArgs) ([]map[string]any, error) { return nil, nil },
+	// rules: finproxy's own rule table, attribute rules.
+	"rules": tableRules,
+}
+
+// refusedToxics are Toxiproxy's toxic types finproxy cannot match, with the reason.
+var refusedToxics = map[string]string{
+	"slicer": "not available in finproxy, which does not copy the stream: it acts on whole segments as the sender made them, and cannot slice them into smaller writes",
+}
+
+// toxicRules maps one toxic to rules: by its type's entry in toxicTypes, or as the preset
+// of that name. stream downstream is what the upstream (server) sends, upstream what the
+// client sends; toxicity is the rules' probability.
 func toxicRules(t toxic) ([]map[string]any, error) {
 	if t.Toxicity < 0 || t.Toxicity > 1 || math.IsNaN(float64(t.Toxicity)) {
 		return nil, refuseToxic(t, "toxicity %v: want 0 to 1", t.Toxicity)
@@ -676,74 +880,68 @@ func toxicRules(t toxic) ([]map[string]any, error) {
 	if t.Toxicity == 0 {
 		return nil, nil // never acts
 	}
-	side := "server"
+	a := toxicArgs{t: t, side: "server"}
 	switch t.Stream {
 	case "downstream":
 	case "upstream":
-		side = "client"
+		a.side = "client"
 	default:
 		return nil, refuseToxic(t, "stream %q: want downstream or upstream", t.Stream)
 	}
-	rule := func(fields ...any) map[string]any {
-		m := map[string]any{"name": t.Name}
-		for i := 0; i+1 < len(fields); i += 2 {
-			m[fields[i].(string)] = fields[i+1]
-		}
-		if t.Toxicity < 1 {
-			m["probability"] = float64(t.Toxicity)
-		}
-		return m
+	if tt, ok := toxicTypes[t.Type]; ok {
+		return tt(a)
 	}
-	switch t.Type {
-	case "latency":
-		lat, err := ms(t, "latency")
-		if err != nil {
-			return nil, err
-		}
-		jit, err := ms(t, "jitter")
-		if err != nil {
-			return nil, err
-		}
-		r := rule("side", side, "payload", "some", "action", "delay", "delay", fmt.Sprintf("%dms", lat))
-		if jit > 0 {
-			r["jitter"] = fmt.Sprintf("%dms", jit)
-		}
-		return []map[string]any{r}, nil
-	case "slow_close":
-		d, err := ms(t, "delay")
-		if err != nil {
-			return nil, err
-		}
-		return []map[string]any{rule("side", side, "has_flags", "FIN", "action", "delay", "delay", fmt.Sprintf("%dms", d))}, nil
-	case "timeout":
-		d, err := ms(t, "timeout")
-		if err != nil {
-			return nil, err
-		}
-		if d != 0 {
-			return nil, refuseToxic(t, "timeout = %d: the reset after the timeout is not mapped yet (only timeout = 0: the data stops, the connection stays)", d)
-		}
-		return []map[string]any{rule("side", side, "payload", "some", "action", "drop")}, nil
-	case "reset_peer":
-		d, err := ms(t, "timeout")
-		if err != nil {
-			return nil, err
-		}
-		if d != 0 {
-			return nil, refuseToxic(t, "timeout = %d: a reset after a delay is not mapped yet (only timeout = 0: reset at the first data)", d)
-		}
-		return []map[string]any{rule("side", side, "payload", "some", "action", "inject-rst", "toward", "both", "segment", "drop")}, nil
-	case "limit_data", "bandwidth", "slicer", "limiter":
-		return nil, refuseToxic(t, "not available in finproxy, which does not copy the stream: it can drop, delay, hold and reset segments, not cut or pace bytes")
+	if why, ok := refusedToxics[t.Type]; ok {
+		return nil, a.refuse("%s", why)
 	}
-	// finproxy's own faults: one toxic type per preset (lost-final-ack as lost_final_ack).
-	preset := strings.ReplaceAll(t.Type, "_", "-")
-	data, path, ok := configs.Read(preset)
-	if !ok {
-		return nil, &toxicError{http.StatusBadRequest, fmt.Sprintf("invalid toxic type %q: finproxy maps latency, slow_close, timeout, reset_peer, and its presets as %s",
-			t.Type, strings.ReplaceAll(strings.Join(configs.Names(), ", "), "-", "_"))}
+	return presetRules(a)
+}
+
+// tableRules maps a toxic of type rules: attribute rules is a rule table, as TOML text
+// ([[rule]] tables) or as JSON (an array of rule objects), checked as finproxy check
+// checks a file, its problems placed in that text. The rules keep their own sides and
+// probabilities: stream does not apply, and toxicity must be 1 (or 0: off). They are
+// named TOXIC:RULE.
+func tableRules(a toxicArgs) ([]map[string]any, error) {
+	t := a.t
+	if t.Toxicity < 1 {
+		return nil, a.refuse("toxicity %v: the rules of a rules toxic carry their own probability; give 1 (or 0: off)", t.Toxicity)
 	}
-	cfg, err := rules.Parse(data, path)
+	file := fmt.Sprintf("toxic %s attribute rules", t.Name)
+	var data []byte
+	switch v := t.Attributes["rules"].(type) {
+	case string:
+		data = []byte(v)
+	case []any:
+		b, err := json.Marshal(map[string]any{"rule": v})
+		if err == nil {
+			data, err = jsonToTOML(b)
+		}
+		if err != nil {
+			return nil, a.refuse("attribute rules: %v", err)
+		}
+		file += " (JSON turned into TOML)"
+	case nil:
+		return nil, a.refuse("attribute rules is required: finproxy's [[rule]] tables as TOML text, or an array of rule objects")
+	default:
+		return nil, a.refuse("attribute rules: a %T; want TOML text ([[rule]] tables) or an array of rule objects", v)
+	}
+	var top map[string]any
+	if _, err := toml.Decode(string(data), &top); err == nil {
+		for k := range top {
+			if k != "rule" {
+				return nil, a.refuse("attribute rules: key %s: only [[rule]] tables (the proxy gives the target)", k)
+			}
+		}
+	}
+	// The proxy's target, after the text, so that positions stay the text's own.
+	return ruleTables(append(slices.Clip(data), "\n[target]\nport = 1\n"...), file, t.Name)
+}
+
+// ruleTables checks a rule set as finproxy check does (positioned problems) and returns
+// its rule tables, each named PREFIX:RULE.
+func ruleTables(data []byte, file, prefix string) ([]map[string]any, error) {
+	cfg, err := rules.Parse(data, file)
 	if err != nil {
 		return nil, err
 	}
@@ -754,13 +952,42 @@ func toxicRules(t toxic) ([]map[string]any, error) {
 		return nil, err
 	}
 	if len(doc.Rule) != len(cfg.Rules) {
-		return nil, fmt.Errorf("preset %s: %d rule tables for %d rules", preset, len(doc.Rule), len(cfg.Rules))
+		return nil, fmt.Errorf("%s: %d rule tables for %d rules", file, len(doc.Rule), len(cfg.Rules))
 	}
 	for _, r := range doc.Rule {
-		r["name"] = t.Name + ":" + fmt.Sprint(r["name"])
-		if t.Toxicity < 1 {
+		r["name"] = prefix + ":" + fmt.Sprint(r["name"])
+	}
+	return doc.Rule, nil
+}
+
+// presetRules maps finproxy's own faults: one toxic type per preset (lost-final-ack as
+// lost_final_ack), its rules named TOXIC:RULE.
+func presetRules(a toxicArgs) ([]map[string]any, error) {
+	t := a.t
+	preset := strings.ReplaceAll(t.Type, "_", "-")
+	data, path, ok := configs.Read(preset)
+	if !ok {
+		return nil, &toxicError{http.StatusBadRequest, fmt.Sprintf("invalid toxic type %q: finproxy maps %s, and its presets as %s",
+			t.Type, strings.Join(mappedTypes(), ", "), strings.ReplaceAll(strings.Join(configs.Names(), ", "), "-", "_"))}
+	}
+	rs, err := ruleTables(data, path, t.Name)
+	if err != nil {
+		return nil, err
+	}
+	if t.Toxicity < 1 {
+		for _, r := range rs {
 			r["probability"] = float64(t.Toxicity)
 		}
 	}
-	return doc.Rule, nil
+	return rs, nil
+}
+
+// mappedTypes lists the Toxiproxy toxic types finproxy maps, sorted.
+func mappedTypes() []string {
+	out := make([]string, 0, len(toxicTypes))
+	for name := range toxicTypes {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }

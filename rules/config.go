@@ -90,6 +90,8 @@ func (es ConfigErrors) sort() {
 //	[[rule]]                         # any number of rules; the first that matches acts
 //	name = "drop-final-ack"          # required, unique
 //	side = "client"                  # sender of the segment: client | server | any (default)
+//	server_port = 6379               # the connection's server port (one of the target's)
+//	server_address = "198.18.2.2"    # the connection's server address
 //	flags = "ACK"                    # exact set over SYN, FIN, RST, PSH, ACK, URG, joined by
 //	                                 # '|', '+' or ',' ("FIN|ACK"; "none" for no flags);
 //	                                 # or "pure-ack": ACK without SYN, FIN, RST or payload
@@ -119,6 +121,12 @@ func (es ConfigErrors) sort() {
 //	split:  fin = "inject", delay = "100ms"        # or fin = "retransmit" (no delay)
 //	inject-rst: toward = "client"                  # required: client, server or both
 //	        segment = "pass"                       # or "drop": the matched segment
+//	        delay = "500ms"                        # RSTs made and sent that much later
+//	stall:  reset = "1s"                           # the side's data dropped; RSTs after
+//	                                               # that long without new data (0: never)
+//	cut:    bytes = 1000                           # the side's data cut there, then RSTs
+//	pace:   rate = 100000                          # required: bytes per second
+//	        queue = "200ms"                        # the longest wait; longer: dropped
 //	duplicate: delay = "0s", copies = 1
 //	replay: after = "next-incarnation"             # or "close"
 //	        delay = "20ms", original = "pass", timeout = "30s"   # original: or "drop"

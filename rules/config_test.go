@@ -331,7 +331,7 @@ t_side = "server"`,
 		{
 			name:    "unknown key, unknown action",
 			src:     head + "action = \"nope\"\nt_until = \"x\"\nwhatever = 1",
-			wantErr: "t.toml:5:10: rule[1].action: unknown action \"nope\" (want one of " + strings.Join(testActions().Names(), ", ") + ")\nt.toml:7:1: rule[1].whatever: unknown key (known keys: name, side, server_port, flags, has_flags, payload, phase, nth, probability, limit, global_limit, action, " + strings.Join(newLoader().allParams(), ", ") + ")",
+			wantErr: "t.toml:5:10: rule[1].action: unknown action \"nope\" (want one of " + strings.Join(testActions().Names(), ", ") + ")\nt.toml:7:1: rule[1].whatever: unknown key (known keys: name, side, server_port, server_address, flags, has_flags, payload, phase, nth, probability, limit, global_limit, action, " + strings.Join(newLoader().allParams(), ", ") + ")",
 		},
 		{
 			name:    "case matters",
@@ -341,7 +341,7 @@ t_side = "server"`,
 		{
 			name:    "nested table in a rule",
 			src:     head + "action = \"test-drop\"\n[rule.extra]\nx = 1\n",
-			wantErr: "t.toml:6:1: rule[1].extra: unknown key (known keys: name, side, server_port, flags, has_flags, payload, phase, nth, probability, limit, global_limit, action)",
+			wantErr: "t.toml:6:1: rule[1].extra: unknown key (known keys: name, side, server_port, server_address, flags, has_flags, payload, phase, nth, probability, limit, global_limit, action)",
 		},
 		{
 			name:    "wrong types",

@@ -187,6 +187,13 @@ type Injection struct {
 	Until         func(c *Conn) bool
 	Timeout       time.Duration
 	SendOnTimeout bool
+	// Make, when set, makes the segment when it is sent, from the connection as it is
+	// then (the current one of the 4-tuple), in place of Data: a RST sent later needs the
+	// sequence numbers of that time. Nil bytes send nothing; so does an error (logged).
+	Make func(c *Conn) ([]byte, error)
+	// Restart: the injections of the same rule on the same connection made with Restart
+	// and not sent yet are dropped when the rule decides these (a timer that starts again).
+	Restart bool
 }
 
 // Inject sends a segment finproxy made, as in says. Its record (one when it is sent:
@@ -229,6 +236,14 @@ func (c *Config) Injects() bool {
 	}
 	return false
 }
+
+// Acted is how many times the rule acted on this connection, this segment included
+// (since the rules were last replaced).
+func (c *Context) Acted() uint32 { return c.Conn.rules[c.ri].acted }
+
+// RuleVar is a number the rule keeps on this connection for its action, zero at first
+// (and again when the rules are replaced): a pace's next free time, a cut's progress.
+func (c *Context) RuleVar() *int64 { return &c.Conn.rules[c.ri].v }
 
 // Rand is the engine's random generator, seeded with Config.Seed: draw from it, never
 // from a global one, so that runs repeat.

@@ -71,6 +71,9 @@ type Engine struct {
 	// their 4-tuple, by tuple.
 	injections map[*injection]struct{}
 	waiting    map[tupleKey][]*injection
+	// restartable holds the injections made with Restart not sent yet, by rule and
+	// connection.
+	restartable map[restartKey][]*injection
 	// Client port rewrites (RewriteClientPort), under both the client's real tuple and
 	// the tuple the server sees.
 	rewrites map[tupleKey]*rewrite
@@ -117,6 +120,12 @@ type injection struct {
 	done   bool
 }
 
+// restartKey names the restartable injection of a rule on a connection.
+type restartKey struct {
+	conn *Conn
+	rule int
+}
+
 // rewrite is a client port rewrite: the client at real appears to the server as alias.
 type rewrite struct {
 	conn                *Conn
@@ -149,6 +158,8 @@ func NewEngine(cfg *Config, opts Options) *Engine {
 		injections: map[*injection]struct{}{},
 		waiting:    map[tupleKey][]*injection{},
 		rewrites:   map[tupleKey]*rewrite{},
+
+		restartable: map[restartKey][]*injection{},
 	}
 	e.msink, _ = opts.Sink.(ModifySink)
 	if e.clock == nil {
@@ -331,6 +342,12 @@ func (e *Engine) act(ri int, p *Packet, c *Conn, side Side, phases Phase, now ti
 	default: // pass, or no decision
 		cnt.Passed++
 		e.finish(p.ID, p.Time, &p.Seg, c.client, c.server, c.incarnation, side, ri, Accept, now, out)
+	}
+	if slices.ContainsFunc(d.injects, func(in Injection) bool { return in.Restart }) {
+		// The rule's restartable injections on c not sent yet make way for these.
+		for _, it := range slices.Clone(e.restartable[restartKey{c, ri}]) {
+			e.dropInjection(it)
+		}
 	}
 	for _, in := range d.injects {
 		e.schedule(ri, c, in, now)
@@ -569,11 +586,15 @@ func (e *Engine) describe(r *Record, out []byte) {
 
 // schedule sends an action's injection now, later, or when its condition holds.
 func (e *Engine) schedule(ri int, c *Conn, in Injection, now time.Time) {
-	if len(in.Data) == 0 {
+	if len(in.Data) == 0 && in.Make == nil {
 		e.logger.Error("an action injected an empty segment; nothing sent", "rule", e.names[ri])
 		return
 	}
 	it := &injection{Injection: in, rule: ri, conn: c, key: c.key, queued: now}
+	if in.Restart {
+		k := restartKey{c, ri}
+		e.restartable[k] = append(e.restartable[k], it)
+	}
 	switch {
 	case in.Until != nil:
 		if e.injectionDue(it, c) {
@@ -633,6 +654,7 @@ func (e *Engine) injectDue(it *injection, c *Conn, now time.Time) {
 	// the lock, finds the old one done.
 	d := &injection{Injection: it.Injection, rule: it.rule, conn: c, key: it.key, queued: it.queued}
 	d.Until = nil
+	d.Restart = false
 	e.injections[d] = struct{}{}
 	d.timer = e.clock.AfterFunc(d.Delay, func() { e.fireInjection(d) })
 }
@@ -664,6 +686,14 @@ func (e *Engine) dropInjection(it *injection) {
 		it.timer = nil
 	}
 	delete(e.injections, it)
+	if it.Restart {
+		k := restartKey{it.conn, it.rule}
+		if list := slices.DeleteFunc(e.restartable[k], func(x *injection) bool { return x == it }); len(list) == 0 {
+			delete(e.restartable, k)
+		} else {
+			e.restartable[k] = list
+		}
+	}
 	if it.Until != nil {
 		list := slices.DeleteFunc(e.waiting[it.key], func(x *injection) bool { return x == it })
 		if len(list) == 0 {
@@ -674,9 +704,31 @@ func (e *Engine) dropInjection(it *injection) {
 	}
 }
 
+// makeInjection runs an injection's Make for c; a panic is the rule's, and sends nothing.
+func (e *Engine) makeInjection(it *injection, c *Conn) (data []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.panicked(it.rule, "making an injection panicked; the segment is not sent", "", r)
+			data, err = nil, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return it.Make(c)
+}
+
 // sendInjection sends an injection and writes its record, on connection c.
 func (e *Engine) sendInjection(it *injection, c *Conn, now time.Time) {
 	e.dropInjection(it)
+	if it.Make != nil {
+		data, err := e.makeInjection(it, c)
+		if err != nil {
+			e.logger.Warn("an injection could not be made; nothing sent", "rule", e.names[it.rule], "err", err)
+			return
+		}
+		if len(data) == 0 {
+			return // nothing to send then
+		}
+		it.Data = data
+	}
 	v := Accept
 	var err error
 	if e.msink == nil {

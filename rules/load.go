@@ -53,7 +53,7 @@ var targetKeys = []string{"port", "address", "hook", "queue", "unclassified"}
 // ruleKeys are the keys of a [[rule]] that select segments, and the action's name. The rest
 // of a rule's keys are its action's parameters; where an action names a parameter like one
 // of these, the rule key wins.
-var ruleKeys = []string{"name", "side", "server_port", "flags", "has_flags", "payload", "phase", "nth",
+var ruleKeys = []string{"name", "side", "server_port", "server_address", "flags", "has_flags", "payload", "phase", "nth",
 	"probability", "limit", "global_limit", "action"}
 
 type loader struct {
@@ -674,6 +674,17 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 				ok = false
 			} else {
 				m.ServerPort = uint16(n)
+			}
+		}
+	case "server_address":
+		var s string
+		if s, ok = rl.str(p, v); ok {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" || a.IsUnspecified() {
+				rl.valErr(p, "%q: want the server's address, such as \"198.18.2.2\" or \"fd00::2\"", s)
+				ok = false
+			} else {
+				m.ServerAddr = a.Unmap()
 			}
 		}
 	case "flags":

@@ -28,6 +28,15 @@ func (m *Match) Matches(side Side, s *segment.Segment, phases Phase) bool {
 			return false
 		}
 	}
+	if m.ServerAddr.IsValid() {
+		sa := s.Src.Addr()
+		if side == Client {
+			sa = s.Dst.Addr()
+		}
+		if sa.Unmap() != m.ServerAddr {
+			return false
+		}
+	}
 	if m.FlagsSet && s.Flags&exactMask != m.Flags&exactMask {
 		return false
 	}

@@ -271,6 +271,8 @@ type Match struct {
 	Side Side
 	// ServerPort, when not 0, must be the connection's server port (of the target's ports).
 	ServerPort uint16
+	// ServerAddr, when valid, must be the connection's server address (of the target's).
+	ServerAddr netip.Addr
 	// Flags, when FlagsSet, must equal the segment's SYN, FIN, RST, PSH, ACK and URG bits exactly.
 	Flags    segment.Flags
 	FlagsSet bool

@@ -42,12 +42,18 @@ type sideState struct {
 	ackValid bool
 	ackHigh  uint32 // highest ack seen
 	segments uint64
+	// Payload bytes sent (Conn.Sent): dataNext is the sequence number after the highest
+	// payload byte seen, valid from this side's first data segment.
+	dataValid bool
+	dataNext  uint32
+	sent      uint64
 }
 
 // ruleConnState is one rule's bookkeeping on one connection.
 type ruleConnState struct {
 	seen  uint32 // segments that satisfied the rule's side, flags, payload and phases (for nth)
 	acted uint32 // times the rule acted (for limit)
+	v     int64  // the action's own (Context.RuleVar)
 }
 
 // Conn is one tracked TCP connection (one incarnation of a 4-tuple), as seen from the
@@ -171,6 +177,16 @@ func (c *Conn) HighestAck(s Side) uint32 { return c.side(s).ackHigh }
 // Segments counts the segments side s has sent.
 func (c *Conn) Segments(s Side) uint64 { return c.side(s).segments }
 
+// Sent counts the payload bytes side s has sent, by sequence number: a retransmitted
+// byte counts once, and a byte whose segment finproxy did not see (not queued, or lost
+// before the hook) counts once a later byte is seen. The count starts at side s's first
+// byte when its SYN was seen, otherwise at the first data segment seen.
+func (c *Conn) Sent(s Side) uint64 { return c.side(s).sent }
+
+// DataNext is the sequence number after the highest payload byte side s has sent (valid
+// once Sent is not zero): byte Sent-k is at DataNext-k.
+func (c *Conn) DataNext(s Side) uint32 { return c.side(s).dataNext }
+
 // Finished reports whether the connection is over: both FINs acknowledged, or a RST seen.
 func (c *Conn) Finished() bool {
 	cl, sv := &c.sides[0], &c.sides[1]
@@ -267,6 +283,23 @@ func (c *Conn) apply(side Side, s *segment.Segment, now time.Time) {
 	}
 	if f&segment.RST != 0 {
 		me.rstSeen = true
+	}
+	if s.PayloadLen > 0 {
+		start := s.Seq
+		if f&segment.SYN != 0 {
+			start++
+		}
+		end := start + uint32(s.PayloadLen)
+		if !me.dataValid {
+			me.dataNext, me.dataValid = start, true
+			if me.isnKnown && seqLT(me.isn, start) {
+				me.dataNext = me.isn + 1
+			}
+		}
+		if seqLT(me.dataNext, end) {
+			me.sent += uint64(end - me.dataNext)
+			me.dataNext = end
+		}
 	}
 	if end := s.Seq + s.SeqLen(); !me.seqValid || seqLT(me.seqNext, end) {
 		me.seqNext, me.seqValid = end, true

@@ -198,3 +198,35 @@ func TestManyRules(t *testing.T) {
 		t.Errorf("verdicts %v", h.verdicts)
 	}
 }
+
+// The tracker counts each side's payload bytes by sequence number: a retransmission
+// counts once, a gap (segments it did not see) counts, from the byte after the SYN.
+func TestConnSent(t *testing.T) {
+	h := newHarness(t, cfgOf(), Options{})
+	h.handle(seg(testClient, testServer, segment.SYN, 1000, 0, 0))
+	h.handle(seg(testServer, testClient, segment.SYN|segment.ACK, 5000, 1001, 0))
+	h.handle(seg(testClient, testServer, segment.ACK|segment.PSH, 1001, 5001, 100))
+	h.handle(seg(testClient, testServer, segment.ACK|segment.PSH, 1001, 5001, 100)) // retransmitted
+	h.handle(seg(testClient, testServer, segment.ACK|segment.PSH, 1051, 5001, 100)) // half new
+	h.handle(seg(testClient, testServer, segment.ACK|segment.PSH, 1251, 5001, 10))  // after a gap of 100
+	h.handle(seg(testClient, testServer, segment.FIN|segment.ACK, 1261, 5001, 0))
+	c := h.observed[1].conn
+	if got := c.Sent(Client); got != 260 {
+		t.Errorf("client sent %d bytes, want 260 (100, 50 new of a retransmission, a gap of 100 and 10)", got)
+	}
+	if got := c.DataNext(Client); got != 1261 {
+		t.Errorf("client's data next %d, want 1261", got)
+	}
+	if got := c.Sent(Server); got != 0 {
+		t.Errorf("server sent %d bytes, want 0", got)
+	}
+	// Without the handshake, from the first data segment seen.
+	h.handle(seg(netipPort(testClient, 40001), testServer, segment.ACK, 7000, 9000, 50))
+	if got := h.observed[h.curID].conn.Sent(Client); got != 50 {
+		t.Errorf("a connection whose SYN was not seen: %d bytes, want 50", got)
+	}
+}
+
+func netipPort(a netip.AddrPort, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr(), port)
+}

@@ -38,11 +38,18 @@ sleep 0.5 # the server's FIN retransmission (about 200 ms later) and its re-ACK
 "$FINPROXY" ctl --addr "unix:$SOCK" counters | tr -d ' \n' |
   grep -q '"rule":"laf:drop-final-ack","matched":1,"passed":0,"dropped":1' || fail "laf:drop-final-ack did not drop one final ACK"
 
+echo "== timeout 500 ms: the reply dropped, the connection reset"
+"$CLI" toxic add --type timeout --attribute timeout=500 app
+ms=$(client expect-reset | elapsed_ms) || fail "no ECONNRESET under timeout 500"
+echo "timeout 500: ECONNRESET after ${ms} ms"
+[ "$ms" -ge 500 ] || fail "ECONNRESET after ${ms} ms under timeout 500"
+"$CLI" toxic remove --toxicName timeout_downstream app
+
 echo "== refused toxic"
-if out=$("$CLI" toxic add --type bandwidth --attribute rate=100 app 2>&1); then
-  fail "bandwidth accepted: $out"
+if out=$("$CLI" toxic add --type slicer --attribute average_size=10 app 2>&1); then
+  fail "slicer accepted: $out"
 fi
-echo "$out" | grep -q "does not copy the stream" || fail "bandwidth refused without the reason: $out"
+echo "$out" | grep -q "does not copy the stream" || fail "slicer refused without the reason: $out"
 
 echo "== toggle (disabled: connections reset)"
 "$CLI" toggle app
