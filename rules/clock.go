@@ -3,7 +3,10 @@ package rules
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Clock is the engine's source of time: the current time, and timers for delayed and
@@ -21,14 +24,66 @@ type Timer interface {
 	Stop() bool
 }
 
-// SystemClock returns the real clock (time.Now and time.AfterFunc).
+// SystemClock returns the real clock: time.Now, and timers that fire within tens of
+// microseconds of their deadline (see timerLead).
 func SystemClock() Clock { return systemClock{} }
 
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
-func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+// timerLead is how long before its deadline a timer of the SystemClock wakes; the rest it
+// sleeps in clock_nanosleep on its own goroutine. The Go runtime's timers fire up to a
+// millisecond late when the process has nothing else to do (its epoll waits are in whole
+// milliseconds): a `delay = "10ms"` came 0.4 ms late at p50 and 1.7 to 2.0 ms at p99 in
+// the benchmark. The final sleep holds one thread per timer for at most timerLead.
+const timerLead = 2 * time.Millisecond
+
+func (systemClock) AfterFunc(d time.Duration, f func()) Timer {
+	t := &sysTimer{deadline: time.Now().Add(d), f: f}
+	if d <= timerLead {
+		go t.run()
+		return t
+	}
+	t.t = time.AfterFunc(d-timerLead, t.run)
+	return t
+}
+
+// sysTimer is a timer of the SystemClock.
+type sysTimer struct {
+	deadline time.Time
+	f        func()
+	t        *time.Timer // nil: no Go timer (a short one)
+	done     atomic.Bool // f ran or the timer was stopped
+}
+
+func (t *sysTimer) run() {
+	for {
+		left := time.Until(t.deadline)
+		if left <= 0 {
+			break
+		}
+		ts := unix.NsecToTimespec(left.Nanoseconds())
+		if err := unix.ClockNanosleep(unix.CLOCK_MONOTONIC, 0, &ts, nil); err != nil && err != unix.EINTR {
+			time.Sleep(time.Until(t.deadline)) // cannot happen on Linux; stay correct anyway
+			break
+		}
+	}
+	if t.done.CompareAndSwap(false, true) {
+		t.f()
+	}
+}
+
+// Stop prevents f if it has not run yet, also during the final sleep.
+func (t *sysTimer) Stop() bool {
+	if !t.done.CompareAndSwap(false, true) {
+		return false
+	}
+	if t.t != nil {
+		t.t.Stop()
+	}
+	return true
+}
 
 // FakeClock is a Clock that moves only when told to: Advance runs the timers that fall
 // due, in deadline order, each with Now set to its deadline. It is safe for concurrent use.

@@ -63,3 +63,30 @@ func TestSystemClock(t *testing.T) {
 		t.Errorf("n = %d", n.Load())
 	}
 }
+
+// A SystemClock timer never fires before its deadline, short or long (the last stretch
+// is slept apart from the runtime's timers), and Stop prevents it also in that stretch.
+func TestSystemClockDeadlineAndStop(t *testing.T) {
+	c := SystemClock()
+	for _, d := range []time.Duration{0, 300 * time.Microsecond, timerLead, timerLead + 3*time.Millisecond} {
+		start := time.Now()
+		fired := make(chan time.Duration, 1)
+		c.AfterFunc(d, func() { fired <- time.Since(start) })
+		if got := <-fired; got < d {
+			t.Errorf("timer of %v fired after %v", d, got)
+		}
+	}
+	var ran atomic.Bool
+	tm := c.AfterFunc(timerLead+time.Millisecond, func() { ran.Store(true) })
+	time.Sleep(time.Millisecond + timerLead/2) // usually in the final sleep by now
+	if !tm.Stop() {
+		t.Error("Stop before the deadline reported false")
+	}
+	if tm.Stop() {
+		t.Error("a second Stop reported true")
+	}
+	time.Sleep(2 * timerLead)
+	if ran.Load() {
+		t.Error("the stopped timer fired")
+	}
+}
