@@ -1,7 +1,8 @@
-package rules
+package config
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/rules"
 	"math"
 	"slices"
 	"strings"
@@ -34,7 +35,7 @@ type Expect struct {
 	// first.
 	Connections []*ConnExpect
 	// Pos is where the [expect] table starts.
-	Pos Position
+	Pos rules.Position
 }
 
 // ConnExpect is what must be observed of one incarnation of the run's 4-tuple.
@@ -43,7 +44,7 @@ type ConnExpect struct {
 	Incarnation int
 	// Client and Server are its sides' expectations (nil: none); exit does not apply.
 	Client, Server *SideExpect
-	Pos            Position
+	Pos            rules.Position
 }
 
 // DefaultLeakThreshold is Expect.LeakThreshold when leak_threshold is not given.
@@ -79,7 +80,7 @@ type SideExpect struct {
 	Exit        *int
 	ExitStopped bool
 	// Pos is where the side's table starts.
-	Pos Position
+	Pos rules.Position
 }
 
 // ExitStoppedWord is the value of exit that expects the lab to have stopped the
@@ -96,8 +97,8 @@ type Dwell struct {
 // Match's side, flags, pure-ACK, has-flags and payload conditions, and Verdict, Rule,
 // Injected and Modified when set.
 type SegmentExpect struct {
-	Match   Match
-	Verdict *Verdict
+	Match   rules.Match
+	Verdict *rules.Verdict
 	// Rule is the name of the rule that must have acted on the segment ("" any or none).
 	Rule string
 	// Injected: true, only segments finproxy made (Record.Injected); false, only queued
@@ -107,7 +108,7 @@ type SegmentExpect struct {
 	// Min and Max bound the count; Max is -1 for no bound.
 	Min, Max int
 	// Pos is where the expectation's table starts.
-	Pos Position
+	Pos rules.Position
 }
 
 // TCPStates are the state names [expect] takes: the kernel's, in the order a connection
@@ -150,7 +151,7 @@ func (s *SegmentExpect) CountText() string {
 }
 
 // Matches reports whether the record r counts for s.
-func (s *SegmentExpect) Matches(r *Record) bool {
+func (s *SegmentExpect) Matches(r *rules.Record) bool {
 	seg := segment.Segment{Flags: r.Flags, Seq: r.Seq, Ack: r.Ack, PayloadLen: r.Len}
 	if !s.Match.Matches(r.Side, &seg, 0) {
 		return false
@@ -172,7 +173,7 @@ func (s *SegmentExpect) Matches(r *Record) bool {
 func (s *SegmentExpect) String() string {
 	var parts []string
 	m := &s.Match
-	if m.Side != AnySide {
+	if m.Side != rules.AnySide {
 		parts = append(parts, m.Side.String())
 	}
 	switch {
@@ -222,7 +223,7 @@ func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
 		return
 	}
 	lc := l.loc.at(p)
-	e := &Expect{LeakThreshold: DefaultLeakThreshold, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	e := &Expect{LeakThreshold: DefaultLeakThreshold, Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col}}
 	l.cfg.Expect = e
 	for _, k := range sortedKeys(tbl) {
 		kp, v := p.key(k), tbl[k]
@@ -283,7 +284,7 @@ const maxIncarnation = 1000
 
 func (l *loader) connExpect(p keyPath, tbl map[string]toml.Primitive, seen map[int]keyPath) *ConnExpect {
 	lc := l.loc.at(p)
-	c := &ConnExpect{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	c := &ConnExpect{Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col}}
 	for _, k := range sortedKeys(tbl) {
 		kp, v := p.key(k), tbl[k]
 		switch k {
@@ -440,7 +441,7 @@ func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
 		return nil
 	}
 	lc := l.loc.at(p)
-	se := &SideExpect{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	se := &SideExpect{Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col}}
 	var (
 		statesAt, absentAt, retransAt []keyPath
 		minAt                         map[string]keyPath
@@ -542,9 +543,9 @@ func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
 
 func (l *loader) segmentExpect(p keyPath, tbl map[string]toml.Primitive) *SegmentExpect {
 	lc := l.loc.at(p)
-	se := &SegmentExpect{Max: -1, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	se := &SegmentExpect{Max: -1, Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col}}
 	// side, flags, has_flags and payload read as in a rule.
-	rl := &ruleLoad{loader: l, p: p, r: &Rule{}, given: map[string]keyPath{}}
+	rl := &ruleLoad{loader: l, p: p, r: &rules.Rule{}, given: map[string]keyPath{}}
 	var minGiven, maxGiven bool
 	for _, k := range sortedKeys(tbl) {
 		kp, v := p.key(k), tbl[k]
@@ -555,10 +556,10 @@ func (l *loader) segmentExpect(p keyPath, tbl map[string]toml.Primitive) *Segmen
 			if s, ok := l.str(kp, v); ok {
 				switch s {
 				case "accept", "pass":
-					x := Accept
+					x := rules.Accept
 					se.Verdict = &x
 				case "drop":
-					x := Drop
+					x := rules.Drop
 					se.Verdict = &x
 				default:
 					l.valErr(kp, "unknown verdict %q (want accept or drop)", s)

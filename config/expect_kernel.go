@@ -1,7 +1,8 @@
-package rules
+package config
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/rules"
 	"math"
 	"regexp"
 
@@ -14,11 +15,11 @@ import (
 // (TcpEstabResets). Counters are nstat's names, from /proc/net/snmp and netstat of the
 // side's namespace; one that did not change counts 0.
 type KernelExpect struct {
-	Side    Side
+	Side    rules.Side
 	Counter string
 	// Min and Max bound the change; Max is -1 for no bound.
 	Min, Max int64
-	Pos      Position
+	Pos      rules.Position
 }
 
 // String is "server TcpExtPAWSEstab".
@@ -49,12 +50,12 @@ func (l *loader) loadKernelExpect(p keyPath, v toml.Primitive) []KernelExpect {
 	var out []KernelExpect
 	for _, sk := range sortedKeys(sides) {
 		sp := p.key(sk)
-		var side Side
+		var side rules.Side
 		switch sk {
 		case "client":
-			side = Client
+			side = rules.Client
 		case "server":
-			side = Server
+			side = rules.Server
 		default:
 			l.unknownKey(sp, sk, []string{"client", "server"})
 			continue
@@ -70,7 +71,7 @@ func (l *loader) loadKernelExpect(p keyPath, v toml.Primitive) []KernelExpect {
 				continue
 			}
 			lc := l.loc.at(cp)
-			k := KernelExpect{Side: side, Counter: name, Max: -1, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+			k := KernelExpect{Side: side, Counter: name, Max: -1, Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col}}
 			switch raw := l.raw(counters[name]).(type) {
 			case int64:
 				if raw < 0 {

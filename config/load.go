@@ -1,10 +1,11 @@
-package rules
+package config
 
 import (
 	"bytes"
 	"encoding"
 	"errors"
 	"fmt"
+	"github.com/finproxy/finproxy/rules"
 	"math"
 	"net/netip"
 	"path/filepath"
@@ -58,7 +59,7 @@ var ruleKeys = []string{"name", "side", "server_port", "server_address", "flags"
 
 type loader struct {
 	file string
-	reg  *Registry // the actions a rule may name
+	reg  *rules.Registry // the actions a rule may name
 	md   *toml.MetaData
 	loc  *locator
 	cfg  *Config
@@ -78,7 +79,7 @@ type param struct {
 	positive bool
 }
 
-func parse(data []byte, file string, reg *Registry) (*Config, ConfigErrors) {
+func parse(data []byte, file string, reg *rules.Registry) (*Config, ConfigErrors) {
 	l := &loader{file: file, reg: reg}
 	if len(data) > MaxConfigSize {
 		return nil, ConfigErrors{l.tooLarge(data)}
@@ -94,11 +95,11 @@ func parse(data []byte, file string, reg *Registry) (*Config, ConfigErrors) {
 		return nil, ConfigErrors{l.syntaxError(err)}
 	}
 	l.md = &md
-	l.cfg = &Config{
+	l.cfg = &Config{Config: rules.Config{
 		File:   file,
 		Name:   defaultName(file),
-		Target: Target{Hook: HookLocal, Queue: DefaultQueue},
-	}
+		Target: rules.Target{Hook: rules.HookLocal, Queue: rules.DefaultQueue},
+	}}
 	known := make([]string, len(sections))
 	for i, s := range sections {
 		known[i] = s.key
@@ -145,7 +146,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // Errors.
 
 func (l *loader) syntaxError(err error) *ConfigError {
-	e := &ConfigError{Pos: Position{File: l.file, Line: 1, Col: 1}, Msg: err.Error()}
+	e := &ConfigError{Pos: rules.Position{File: l.file, Line: 1, Col: 1}, Msg: err.Error()}
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		e.Msg = pe.Message
@@ -162,7 +163,7 @@ func (l *loader) tooLarge(data []byte) *ConfigError {
 	head := data[:MaxConfigSize]
 	line := bytes.Count(head, []byte("\n")) + 1
 	col := MaxConfigSize - bytes.LastIndexByte(head, '\n')
-	return &ConfigError{Pos: Position{File: l.file, Line: line, Col: col},
+	return &ConfigError{Pos: rules.Position{File: l.file, Line: line, Col: col},
 		Msg: fmt.Sprintf("the config is %d bytes; a config is at most %d (%s)", len(data), MaxConfigSize, sizeText(MaxConfigSize))}
 }
 
@@ -174,13 +175,13 @@ func (l *loader) tooDeep() *ConfigError {
 	if len(p) > 4 {
 		key = p[:4].String() + "…"
 	}
-	return &ConfigError{Pos: Position{File: l.file, Line: l.loc.deep.line, Col: l.loc.deep.col}, Key: key,
+	return &ConfigError{Pos: rules.Position{File: l.file, Line: l.loc.deep.line, Col: l.loc.deep.col}, Key: key,
 		Msg: fmt.Sprintf("nested more than %d levels deep (the deepest keys of a scenario, such as expect.client.max_dwell.FIN_WAIT2, are 4 deep)", MaxDepth)}
 }
 
 func (l *loader) errAt(lc lineCol, p keyPath, format string, args ...any) {
 	l.errs = append(l.errs, &ConfigError{
-		Pos: Position{File: l.file, Line: lc.line, Col: lc.col},
+		Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col},
 		Key: p.String(),
 		Msg: fmt.Sprintf(format, args...),
 	})
@@ -455,7 +456,7 @@ const MaxPorts = 15
 
 // loadPorts reads target.port: a port, or a list of up to MaxPorts ports (the first is
 // Target.Port, the others Target.Ports).
-func (l *loader) loadPorts(p keyPath, v toml.Primitive, t *Target) {
+func (l *loader) loadPorts(p keyPath, v toml.Primitive, t *rules.Target) {
 	raw := l.raw(v)
 	list, isList := raw.([]any)
 	if !isList {
@@ -525,8 +526,8 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 			}
 		case "hook":
 			if s, ok := l.str(kp, v); ok {
-				switch h := HookMode(s); h {
-				case HookLocal, HookForward:
+				switch h := rules.HookMode(s); h {
+				case rules.HookLocal, rules.HookForward:
 					t.Hook = h
 				default:
 					l.valErr(kp, "unknown hook %q (want local or forward)", s)
@@ -534,8 +535,8 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 			}
 		case "unclassified":
 			if s, ok := l.str(kp, v); ok {
-				switch u := Unclassified(s); u {
-				case UnclassifiedDrop, UnclassifiedAccept:
+				switch u := rules.Unclassified(s); u {
+				case rules.UnclassifiedDrop, rules.UnclassifiedAccept:
 					t.Unclassified = u
 				default:
 					l.valErr(kp, "unknown verdict %q for unclassified packets (want drop or accept)", s)
@@ -545,7 +546,7 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 			if n, ok := l.integer(kp, v); ok {
 				// 0 is a valid queue number, but finproxy reads a zero Queue as "the default".
 				if n < 1 || n > math.MaxUint16 {
-					l.valErr(kp, "%d is out of range: want an NFQUEUE number, 1 to 65535 (0 reads as the default, %d)", n, DefaultQueue)
+					l.valErr(kp, "%d is out of range: want an NFQUEUE number, 1 to 65535 (0 reads as the default, %d)", n, rules.DefaultQueue)
 				} else {
 					t.Queue = uint16(n)
 				}
@@ -611,19 +612,19 @@ func (l *loader) loadRules(p keyPath, v toml.Primitive) {
 type ruleLoad struct {
 	*loader
 	p keyPath
-	r *Rule
+	r *rules.Rule
 	// given holds the rule's keys that were read without error, with their paths.
 	given map[string]keyPath
 	// payload as given (0 when not).
 	payload int
 }
 
-func (l *loader) loadRule(p keyPath, tbl map[string]toml.Primitive) *Rule {
+func (l *loader) loadRule(p keyPath, tbl map[string]toml.Primitive) *rules.Rule {
 	lc := l.loc.at(p)
 	rl := &ruleLoad{
 		loader: l,
 		p:      p,
-		r:      &Rule{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}},
+		r:      &rules.Rule{Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col}},
 		given:  map[string]keyPath{},
 	}
 	for _, k := range ruleKeys {
@@ -661,7 +662,7 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 		var s string
 		if s, ok = rl.str(p, v); ok {
 			var err error
-			if m.Side, err = ParseSide(s); err != nil {
+			if m.Side, err = rules.ParseSide(s); err != nil {
 				rl.valErr(p, "%v", err)
 				ok = false
 			}
@@ -748,7 +749,7 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 			break
 		}
 		for i, s := range ss {
-			ph, err := ParsePhase(s)
+			ph, err := rules.ParsePhase(s)
 			if err != nil {
 				rl.valErr(ps[i], "%v", err)
 				ok = false
@@ -845,7 +846,7 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 	if act == nil || failed {
 		return
 	}
-	if val, ok := act.(Validator); ok {
+	if val, ok := act.(rules.Validator); ok {
 		if err := val.Validate(); err != nil {
 			rl.validateErr(err, set, sortedKeys(fields))
 		}
@@ -887,7 +888,7 @@ func (rl *ruleLoad) decodeParam(p keyPath, v toml.Primitive, f reflect.Value) bo
 // wantType names, for messages, the TOML type a parameter field reads.
 func wantType(t reflect.Type) string {
 	switch {
-	case t == reflect.TypeFor[Duration]() || t == reflect.TypeFor[time.Duration]():
+	case t == reflect.TypeFor[rules.Duration]() || t == reflect.TypeFor[time.Duration]():
 		return "a duration string (such as \"250ms\")"
 	case reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()):
 		return "a string"
@@ -993,13 +994,13 @@ func (rl *ruleLoad) crossCheck() {
 	}
 	ph := m.Phases
 	switch {
-	case ph&PhaseEstablished != 0 && ph&^PhaseEstablished != 0:
-		rl.valErr(pp, "established cannot hold with %s: the rule can never match", ph&^PhaseEstablished)
-	case ph&PhaseAckOfClientFIN != 0 && ph&PhaseAckOfServerFIN != 0:
+	case ph&rules.PhaseEstablished != 0 && ph&^rules.PhaseEstablished != 0:
+		rl.valErr(pp, "established cannot hold with %s: the rule can never match", ph&^rules.PhaseEstablished)
+	case ph&rules.PhaseAckOfClientFIN != 0 && ph&rules.PhaseAckOfServerFIN != 0:
 		rl.valErr(pp, "a segment acknowledges the client's FIN when sent by the server and the server's when sent by the client, not both: the rule can never match")
-	case ph&PhaseAckOfClientFIN != 0 && m.Side == Client:
+	case ph&rules.PhaseAckOfClientFIN != 0 && m.Side == rules.Client:
 		rl.valErr(pp, "ack-of-client-fin is about segments from the server, but side is client: the rule can never match")
-	case ph&PhaseAckOfServerFIN != 0 && m.Side == Server:
+	case ph&rules.PhaseAckOfServerFIN != 0 && m.Side == rules.Server:
 		rl.valErr(pp, "ack-of-server-fin is about segments from the client, but side is server: the rule can never match")
 	}
 }
@@ -1071,3 +1072,7 @@ func (l *loader) allParams() []string {
 	slices.Sort(all)
 	return all
 }
+
+// Suggest returns the name of known closest to name when it is close enough to be a typo
+// of it (the "did you mean" of config errors), or "".
+func Suggest(name string, known []string) string { return suggest(name, known) }

@@ -1,6 +1,7 @@
-package rules
+package config
 
 import (
+	"github.com/finproxy/finproxy/rules"
 	"net/netip"
 	"path/filepath"
 	"reflect"
@@ -30,7 +31,7 @@ func TestLabGood(t *testing.T) {
 					"router": {"net/ipv4/conf/all/rp_filter": "0"},
 					"server": {"net.ipv4.tcp_fin_timeout": "3"},
 				},
-				Pos: Position{Line: 6, Col: 1},
+				Pos: rules.Position{Line: 6, Col: 1},
 			},
 		},
 		{
@@ -44,7 +45,7 @@ func TestLabGood(t *testing.T) {
 				Settle:         DefaultLabSettle,
 				ServerLifetime: ServerPerRun,
 				StopGrace:      DefaultStopGrace,
-				Pos:            Position{Line: 5, Col: 1},
+				Pos:            rules.Position{Line: 5, Col: 1},
 			},
 		},
 		{file: "minimal.toml"}, // no [lab]: nil

@@ -1,7 +1,8 @@
-package rules
+package config
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/rules"
 	"net/netip"
 	"reflect"
 	"regexp"
@@ -45,7 +46,7 @@ type Lab struct {
 	// Nil when none are given.
 	Sysctls map[string]map[string]string
 	// Pos is where the [lab] table starts.
-	Pos Position
+	Pos rules.Position
 }
 
 // LabApps are a server, a client and the server's ready text that may replace the [lab]
@@ -53,7 +54,7 @@ type Lab struct {
 type LabApps struct {
 	Server, Client []string
 	Ready          string
-	Pos            Position
+	Pos            rules.Position
 }
 
 // Family is an address family of the lab.
@@ -174,7 +175,7 @@ func (l *loader) loadLab(p keyPath, v toml.Primitive) {
 		Settle:         DefaultLabSettle,
 		ServerLifetime: DefaultLabLifetime,
 		StopGrace:      DefaultStopGrace,
-		Pos:            Position{File: l.file, Line: lc.line, Col: lc.col},
+		Pos:            rules.Position{File: l.file, Line: lc.line, Col: lc.col},
 	}
 	l.cfg.Lab = lab
 	var timeoutOK, settleOK bool
@@ -275,7 +276,7 @@ func (l *loader) labApps(p keyPath, v toml.Primitive) map[string]*LabApps {
 			continue
 		}
 		lc := l.loc.at(np)
-		a := &LabApps{Ready: DefaultReady, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+		a := &LabApps{Ready: DefaultReady, Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col}}
 		for _, k := range sortedKeys(at) {
 			kp := np.key(k)
 			switch k {
@@ -315,10 +316,10 @@ func (l *loader) duration(p keyPath, v toml.Primitive) (time.Duration, bool) {
 	raw := l.raw(v)
 	s, ok := raw.(string)
 	if !ok {
-		l.typeErr(p, wantType(reflect.TypeFor[Duration]()), raw)
+		l.typeErr(p, wantType(reflect.TypeFor[rules.Duration]()), raw)
 		return 0, false
 	}
-	var d Duration
+	var d rules.Duration
 	if err := d.UnmarshalText([]byte(s)); err != nil {
 		l.valErr(p, "%v", err)
 		return 0, false
