@@ -480,58 +480,6 @@ func TestConfigSuggest(t *testing.T) {
 	}
 }
 
-func TestConfigQueueScope(t *testing.T) {
-	var (
-		drop   = &testDrop{}
-		merge  = &testMerge{}
-		nodata = &testNoData{}
-	)
-	rule := func(m rules.Match, a rules.Action) *rules.Rule { return &rules.Rule{Name: "r", Match: m, Action: a} }
-	tests := []struct {
-		name  string
-		rules []*rules.Rule
-		want  rules.QueueScope
-	}{
-		{"no rules", nil, rules.QueueControl},
-		{"has FIN", []*rules.Rule{rule(rules.Match{HasFlags: segment.FIN}, drop)}, rules.QueueControl},
-		{"exact SYN|ACK", []*rules.Rule{rule(rules.Match{Flags: segment.SYN | segment.ACK, FlagsSet: true}, drop)}, rules.QueueControl},
-		{"has RST|ACK", []*rules.Rule{rule(rules.Match{HasFlags: segment.RST | segment.ACK}, drop)}, rules.QueueControl},
-		{"NeedsData false", []*rules.Rule{rule(rules.Match{HasFlags: segment.FIN}, nodata)}, rules.QueueControl},
-		{"flags not set", []*rules.Rule{rule(rules.Match{Flags: segment.FIN}, drop)}, rules.QueueAll},
-		{"exact ACK", []*rules.Rule{rule(rules.Match{Flags: segment.ACK, FlagsSet: true}, drop)}, rules.QueueAll},
-		{"exact none", []*rules.Rule{rule(rules.Match{FlagsSet: true}, drop)}, rules.QueueAll},
-		{"pure ACK", []*rules.Rule{rule(rules.Match{PureACK: true}, drop)}, rules.QueueAll},
-		{"has PSH", []*rules.Rule{rule(rules.Match{HasFlags: segment.PSH}, drop)}, rules.QueueAll},
-		{"pure ACK of server FIN", []*rules.Rule{rule(rules.Match{PureACK: true, Phases: rules.PhaseAckOfServerFIN}, drop)}, rules.QueueFromFIN},
-		{"data after client FIN", []*rules.Rule{rule(rules.Match{Payload: 1, Phases: rules.PhaseAfterClientFIN}, drop)}, rules.QueueFromFIN},
-		{"after server FIN", []*rules.Rule{rule(rules.Match{Phases: rules.PhaseAfterServerFIN}, drop)}, rules.QueueFromFIN},
-		{"after both FINs", []*rules.Rule{rule(rules.Match{Phases: rules.PhaseAfterBothFINs}, drop)}, rules.QueueFromFIN},
-		{"ack of client FIN", []*rules.Rule{rule(rules.Match{Phases: rules.PhaseAckOfClientFIN}, drop)}, rules.QueueFromFIN},
-		{"established", []*rules.Rule{rule(rules.Match{Phases: rules.PhaseEstablished}, drop)}, rules.QueueAll},
-		{"handshake", []*rules.Rule{rule(rules.Match{Phases: rules.PhaseHandshake}, drop)}, rules.QueueAll},
-		{"merge on FIN", []*rules.Rule{rule(rules.Match{HasFlags: segment.FIN}, merge)}, rules.QueueAll},
-		{"merge on FIN after client FIN", []*rules.Rule{rule(rules.Match{HasFlags: segment.FIN, Phases: rules.PhaseAfterClientFIN}, merge)}, rules.QueueFromFIN},
-		{"merge on pure ACK of client FIN", []*rules.Rule{rule(rules.Match{PureACK: true, Phases: rules.PhaseAckOfClientFIN}, merge)}, rules.QueueFromFIN},
-		{"control and from-FIN", []*rules.Rule{
-			rule(rules.Match{HasFlags: segment.FIN}, drop),
-			rule(rules.Match{PureACK: true, Phases: rules.PhaseAckOfServerFIN}, drop),
-		}, rules.QueueFromFIN},
-		{"from-FIN and all", []*rules.Rule{
-			rule(rules.Match{PureACK: true, Phases: rules.PhaseAckOfServerFIN}, drop),
-			rule(rules.Match{Payload: 1}, drop),
-			rule(rules.Match{HasFlags: segment.SYN}, drop),
-		}, rules.QueueAll},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := &rules.Config{Rules: tt.rules}
-			if got := c.QueueScope(); got != tt.want {
-				t.Errorf("QueueScope() = %s, want %s", got, tt.want)
-			}
-		})
-	}
-}
-
 func TestConfigLocate(t *testing.T) {
 	src := `# comment [not] a = "table"
 top = 1 # [[fake]]
