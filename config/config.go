@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/finproxy/finproxy/internal/tomlpos"
 	"github.com/finproxy/finproxy/rules"
 )
 
@@ -203,6 +204,10 @@ func Load(path string) (*Config, error) {
 // deep as MaxDepth allows 0.2 s and 55 MB. The bound also keeps a wrong path (a log file, a
 // disk image) from costing the machine its memory.
 const MaxConfigSize = 64 << 10
+
+// MaxDepth bounds how deep a config nests: the number of pieces of the longest key path
+// (rule[2].delay is 3 deep). It is checked before the TOML parser runs (tomlpos.MaxDepth).
+const MaxDepth = tomlpos.MaxDepth
 
 // ReadFile reads the config file at path: a regular file (a symbolic link to one will do)
 // of at most MaxConfigSize bytes. Anything else is refused at once, without reading: a

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 	"github.com/finproxy/finproxy/rules"
 	"math"
 	"regexp"
@@ -42,14 +43,14 @@ var kernelBoundKeys = []string{"min", "max"}
 
 // loadKernelExpect reads [expect.kernel]: a table per side, each counter an exact
 // change (TcpExtPAWSEstab = 1) or bounds ({ min = 1 }, { max = 0 }, { min = 1, max = 3 }).
-func (l *loader) loadKernelExpect(p keyPath, v toml.Primitive) []KernelExpect {
+func (l *loader) loadKernelExpect(p tomlpos.Path, v toml.Primitive) []KernelExpect {
 	sides, ok := l.table(p, v)
 	if !ok {
 		return nil
 	}
 	var out []KernelExpect
 	for _, sk := range sortedKeys(sides) {
-		sp := p.key(sk)
+		sp := p.Key(sk)
 		var side rules.Side
 		switch sk {
 		case "client":
@@ -65,13 +66,13 @@ func (l *loader) loadKernelExpect(p keyPath, v toml.Primitive) []KernelExpect {
 			continue
 		}
 		for _, name := range sortedKeys(counters) {
-			cp := sp.key(name)
+			cp := sp.Key(name)
 			if !counterName.MatchString(name) {
 				l.keyErr(cp, "%q is not a kernel counter name (nstat's, such as TcpExtPAWSEstab or TcpEstabResets)", name)
 				continue
 			}
-			lc := l.loc.at(cp)
-			k := KernelExpect{Side: side, Counter: name, Max: -1, Pos: rules.Position{File: l.file, Line: lc.line, Col: lc.col}}
+			lc := l.loc.At(cp)
+			k := KernelExpect{Side: side, Counter: name, Max: -1, Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col}}
 			switch raw := l.raw(counters[name]).(type) {
 			case int64:
 				if raw < 0 {
@@ -83,7 +84,7 @@ func (l *loader) loadKernelExpect(p keyPath, v toml.Primitive) []KernelExpect {
 				bounds, _ := l.table(cp, counters[name])
 				k.Min = 0
 				for _, bk := range sortedKeys(bounds) {
-					bp := cp.key(bk)
+					bp := cp.Key(bk)
 					n, ok := l.integer(bp, bounds[bk])
 					if !ok {
 						continue

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 	"io"
 	"log/slog"
 	"os"
@@ -208,7 +209,7 @@ func parseKinds(s string) ([]string, error) {
 		}
 		if !slices.Contains(sweep.Kinds, k) {
 			msg := fmt.Sprintf("unknown kind %q (want %s)", k, strings.Join(sweep.Kinds, ", "))
-			if sug := config.Suggest(k, sweep.Kinds); sug != "" {
+			if sug := tomlpos.Suggest(k, sweep.Kinds); sug != "" {
 				msg = fmt.Sprintf("unknown kind %q (did you mean %s?)", k, sug)
 			}
 			return nil, fmt.Errorf("%s", msg)

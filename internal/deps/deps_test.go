@@ -55,6 +55,8 @@ var layers = []struct {
 	{"configs", nil},
 	{"internal/junit", nil},
 	{"internal/golden", nil},
+	// Where the keys and values of a TOML source are written, and "did you mean".
+	{"internal/tomlpos", nil},
 	{"internal/nstest", nil},
 	{"internal/deps", nil},
 	{"internal/apps", nil},
@@ -65,7 +67,7 @@ var layers = []struct {
 	{"rules", []string{"eventlog", "segment", "mutate"}},
 	// The scenario file: the engine's rules, the lab and the expectations, with their
 	// positioned errors.
-	{"config", []string{"rules", "segment"}},
+	{"config", []string{"internal/tomlpos", "rules", "segment"}},
 	{"verify", []string{"config", "observe", "rules"}},
 	// What happened on one connection, told once for every renderer.
 	{"story", []string{"eventlog", "observe", "segment"}},
@@ -77,7 +79,7 @@ var layers = []struct {
 	{"control", []string{"config", "configs", "control/client", "nfq", "rules"}},
 	// The lab, and what runs it.
 	{"internal/scenario", []string{"config", "internal/junit", "lab", "observe", "rules", "story", "verify", "viz"}},
-	{"internal/sweep", []string{"config", "configs", "internal/junit", "internal/scenario", "observe", "viz"}},
+	{"internal/sweep", []string{"config", "configs", "internal/junit", "internal/scenario", "internal/tomlpos", "observe", "viz"}},
 	// The benchmark measures run's pipeline, not the lab or the commands.
 	{"cmd/fpbench", []string{"config", "internal/runner", "lab", "nfq", "observe", "rules", "segment"}},
 	// Tests only.

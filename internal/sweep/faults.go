@@ -2,6 +2,7 @@ package sweep
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 	"os"
 	"path/filepath"
 	"slices"
@@ -147,7 +148,7 @@ func namedFault(name string, delay time.Duration) (Fault, error) {
 		}
 	}
 	msg := fmt.Sprintf("unknown fault %q", name)
-	if s := config.Suggest(name, FaultNames()); s != "" {
+	if s := tomlpos.Suggest(name, FaultNames()); s != "" {
 		msg += fmt.Sprintf(" (did you mean %s?)", s)
 	}
 	return Fault{}, fmt.Errorf("%s: faults are %s, or a directory of configs", msg, strings.Join(FaultNames(), ", "))
