@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"github.com/finproxy/finproxy/internal/tomlpos"
 	"github.com/finproxy/finproxy/rules"
-	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
@@ -122,46 +121,6 @@ var labAppsKeys = []string{"server", "client", "ready"}
 var appsName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
 var placeholderRE = regexp.MustCompile(placeholderPattern)
-
-// LabVars are the values of the placeholders of one run.
-type LabVars struct {
-	ServerAddr, ClientAddr netip.Addr
-	Port                   uint16
-	Finproxy               string
-}
-
-// ExpandArg replaces the placeholders of arg (see Placeholders) by their values.
-// Placeholders a loaded config cannot contain are left as written.
-func ExpandArg(arg string, v LabVars) string {
-	return placeholderRE.ReplaceAllStringFunc(arg, func(ph string) string {
-		switch ph[1 : len(ph)-1] {
-		case "server_addr":
-			return v.ServerAddr.String()
-		case "client_addr":
-			return v.ClientAddr.String()
-		case "port":
-			return strconv.Itoa(int(v.Port))
-		case "finproxy":
-			return v.Finproxy
-		}
-		return ph
-	})
-}
-
-// ExpandArgs returns a copy of args with ExpandArg applied to each.
-func ExpandArgs(args []string, v LabVars) []string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		out[i] = ExpandArg(a, v)
-	}
-	return out
-}
-
-// ServerArgv is the server's argv for a run.
-func (l *Lab) ServerArgv(v LabVars) []string { return ExpandArgs(l.Server, v) }
-
-// ClientArgv is the client's argv for a run.
-func (l *Lab) ClientArgv(v LabVars) []string { return ExpandArgs(l.Client, v) }
 
 func (l *loader) loadLab(p tomlpos.Path, v toml.Primitive) {
 	tbl, ok := l.table(p, v)
