@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/rules"
 )
 
@@ -32,7 +33,7 @@ func checkNesting(body []byte, file string) error {
 			i, line, col = skipString(body, i, line, col)
 		case '[', '{':
 			if depth++; depth > MaxNesting {
-				return rules.ConfigErrors{{Pos: rules.Position{File: file, Line: line, Col: col},
+				return config.ConfigErrors{{Pos: rules.Position{File: file, Line: line, Col: col},
 					Msg: fmt.Sprintf("arrays and inline tables nest deeper than %d levels; a rule set needs a few", MaxNesting)}}
 			}
 		case ']', '}':

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/control/client"
 	"github.com/finproxy/finproxy/nfq"
@@ -229,9 +230,9 @@ func (s *Server) replace(w http.ResponseWriter, source []byte, file string) {
 		writeError(w, refusal(err))
 		return
 	}
-	cfg, err := rules.Parse(source, file)
+	f, err := config.Parse(source, file)
 	if err == nil && s.o.Check != nil {
-		err = s.o.Check(cfg)
+		err = s.o.Check(&f.Config)
 	}
 	if err != nil {
 		writeError(w, refusal(err))
@@ -240,6 +241,7 @@ func (s *Server) replace(w http.ResponseWriter, source []byte, file string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// A native rule set forgets the Toxiproxy proxies, and so their redirections.
+	cfg := &f.Config
 	if err := s.o.Backend.ReplaceRedirected(cfg, nil); err != nil {
 		writeError(w, &client.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
 		return
@@ -252,7 +254,7 @@ func (s *Server) replace(w http.ResponseWriter, source []byte, file string) {
 // refusal turns a validation error into a 400 with its positioned problems.
 func refusal(err error) *client.Error {
 	e := &client.Error{Status: http.StatusBadRequest, Message: err.Error()}
-	var ces rules.ConfigErrors
+	var ces config.ConfigErrors
 	if errors.As(err, &ces) {
 		for _, ce := range ces {
 			e.Problems = append(e.Problems, client.Problem{File: ce.Pos.File, Line: ce.Pos.Line, Col: ce.Pos.Col, Key: ce.Key, Message: ce.Msg})
@@ -303,13 +305,13 @@ func (s *Server) loadPreset(w http.ResponseWriter, r *http.Request) {
 			writeError(w, &client.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("port=%q: want a TCP port, 1-65535", p)})
 			return
 		}
-		cfg, err := rules.Parse(data, path)
+		cfg, err := config.Parse(data, path)
 		if err != nil {
 			writeError(w, refusal(err))
 			return
 		}
 		cfg.Target.Port = uint16(port)
-		s.replaceConfig(w, cfg, data)
+		s.replaceConfig(w, &cfg.Config, data)
 		return
 	}
 	s.replace(w, data, path)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/control/client"
 	"github.com/finproxy/finproxy/internal/runner"
 	"github.com/finproxy/finproxy/nfq"
@@ -218,7 +219,7 @@ func TestAPIRefusesInvalidRuleSet(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
 		t.Fatalf("invalid rule set: %v, want a 400 *client.Error", err)
 	}
-	_, perr := rules.Parse([]byte(bad), "request")
+	_, perr := config.Parse([]byte(bad), "request")
 	if ae.Message != perr.Error() {
 		t.Errorf("message %q, want check's %q", ae.Message, perr.Error())
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/rules"
@@ -519,9 +520,11 @@ func (s *Server) applyProxies(next []*toxiProxy) error {
 		if source, err = proxiesTOML(next); err != nil {
 			return err
 		}
-		if cfg, err = rules.Parse(source, "toxiproxy"); err != nil {
+		f, err := config.Parse(source, "toxiproxy")
+		if err != nil {
 			return fmt.Errorf("the rules made of the proxies' toxics: %w\n%s", err, source)
 		}
+		cfg = &f.Config
 		if s.o.Check != nil {
 			if err := s.o.Check(cfg); err != nil {
 				return err
@@ -676,8 +679,8 @@ func proxiesTOML(ps []*toxiProxy) ([]byte, error) {
 			rs = append(rs, r)
 		}
 	}
-	if len(ports) > rules.MaxPorts {
-		return nil, fmt.Errorf("%d proxies: finproxy serves up to %d", len(ports), rules.MaxPorts)
+	if len(ports) > config.MaxPorts {
+		return nil, fmt.Errorf("%d proxies: finproxy serves up to %d", len(ports), config.MaxPorts)
 	}
 	target := map[string]any{"port": ports[0]}
 	if len(ports) > 1 {
@@ -941,7 +944,7 @@ func tableRules(a toxicArgs) ([]map[string]any, error) {
 // ruleTables checks a rule set as finproxy check does (positioned problems) and returns
 // its rule tables, each named PREFIX:RULE.
 func ruleTables(data []byte, file, prefix string) ([]map[string]any, error) {
-	cfg, err := rules.Parse(data, file)
+	cfg, err := config.Parse(data, file)
 	if err != nil {
 		return nil, err
 	}

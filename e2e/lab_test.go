@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/internal/nstest"
 	"github.com/finproxy/finproxy/internal/scenario"
-	"github.com/finproxy/finproxy/rules"
 )
 
 // labRuns is how many times each preset runs (the acceptance: 20 of 20).
@@ -94,7 +94,7 @@ func TestLabPresets(t *testing.T) {
 	// without them fails.
 	for _, preset := range configs.Names() {
 		data, path, _ := configs.Read(preset)
-		cfg, err := rules.Parse(data, path)
+		cfg, err := config.Parse(data, path)
 		if err != nil {
 			t.Fatal(err)
 		}

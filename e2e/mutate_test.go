@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/internal/nstest"
 	"github.com/finproxy/finproxy/internal/scenario"
@@ -32,7 +33,7 @@ func presetApps(t *testing.T, preset string) (server, client []string) {
 	if !ok {
 		t.Fatalf("no preset %s", preset)
 	}
-	cfg, err := rules.Parse(data, path)
+	cfg, err := config.Parse(data, path)
 	if err != nil || cfg.Lab == nil {
 		t.Fatalf("%s: %v (lab %v)", preset, err, cfg)
 	}

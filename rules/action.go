@@ -30,8 +30,8 @@ type NeedsData interface {
 
 // Registry maps action names to their constructors. The engine's actions register in
 // DefaultRegistry (Register, in init functions); a test that needs actions of its own
-// registers them in a Clone, and parses with it (ParseWith), so that what everyone else
-// sees, the list of actions in config errors included, stays the real one.
+// registers them in a Clone, and parses with it (config.ParseWith), so that what everyone
+// else sees, the list of actions in config errors included, stays the real one.
 type Registry struct {
 	mu sync.RWMutex
 	m  map[string]func() Action
@@ -42,7 +42,8 @@ func NewRegistry() *Registry { return &Registry{m: map[string]func() Action{}} }
 
 var defaultRegistry = NewRegistry()
 
-// DefaultRegistry is the registry of the engine's actions, which Parse and Load use.
+// DefaultRegistry is the registry of the engine's actions, which config.Parse and
+// config.Load use.
 func DefaultRegistry() *Registry { return defaultRegistry }
 
 // Register makes an action available under name. It panics on a duplicate name, as

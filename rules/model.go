@@ -303,7 +303,8 @@ type Rule struct {
 	Pos Position
 }
 
-// Config is a loaded, validated scenario.
+// Config is what the engine runs: the scope and the rules of a scenario (the config
+// package loads it from a file, with the sections about labs and expectations).
 type Config struct {
 	// File is the path the config was loaded from ("" for an in-memory one).
 	File        string
@@ -313,11 +314,6 @@ type Config struct {
 	Seed   int64
 	Target Target
 	Rules  []*Rule
-	// Lab is the [lab] section: the applications to run the scenario against (nil when
-	// absent).
-	Lab *Lab
-	// Expect is the [expect] section: what must be observed (nil when absent).
-	Expect *Expect
 }
 
 // MarshalText renders the event as in the TOML files ("peer-fin", ...).

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
@@ -16,7 +17,7 @@ import (
 // was dropped, but the observer saw no retransmission, and the server's FIN was never
 // answered: the run fails, and says why.
 func ExampleCheck() {
-	cfg, err := rules.Parse([]byte(`
+	cfg, err := config.Parse([]byte(`
 [target]
 port = 8080
 

@@ -8,13 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 )
 
 // Input is what a run produced, and what it must have shown.
 type Input struct {
-	Expect *rules.Expect
+	Expect *config.Expect
 	// Conn is the connection under test (see PickConnection); nil when none was observed.
 	Conn *observe.Connection
 	// Leaks are the CLOSE_WAIT leaks the observer reported, with threshold
@@ -60,7 +61,7 @@ type Input struct {
 //     number in in.Incarnations (which must be there).
 //   - [expect.kernel]: how much each named counter of the side's kernel changed (a
 //     counter that did not change counts 0), within the bounds.
-//   - [[expect.segment]]: the number of in.Records that rules.SegmentExpect.Matches is
+//   - [[expect.segment]]: the number of in.Records that config.SegmentExpect.Matches is
 //     within Min and Max.
 //
 // Without a connection (in.Conn nil), one line says which expectations could not be
@@ -75,7 +76,7 @@ func Check(in Input) []string {
 		var need []string
 		for _, s := range []struct {
 			name string
-			se   *rules.SideExpect
+			se   *config.SideExpect
 		}{{"client", e.Client}, {"server", e.Server}} {
 			for _, k := range needsConn(s.se, len(in.Leaks) == 0) {
 				need = append(need, s.name+" "+k)
@@ -108,7 +109,7 @@ func Check(in Input) []string {
 
 // needsConn lists the keys of se that need the connection to be checked. close_wait_leak
 // = false holds without one when no leak at all was reported.
-func needsConn(se *rules.SideExpect, noLeaks bool) []string {
+func needsConn(se *config.SideExpect, noLeaks bool) []string {
 	if se == nil {
 		return nil
 	}
@@ -140,7 +141,7 @@ func (c *checker) failf(format string, args ...any) {
 
 // side checks the expectations of one side (name is "client" or "server").
 // connection checks the expectations of one incarnation.
-func (c *checker) connection(e *rules.Expect, ce *rules.ConnExpect, in Input) {
+func (c *checker) connection(e *config.Expect, ce *config.ConnExpect, in Input) {
 	name := fmt.Sprintf("incarnation %d", ce.Incarnation)
 	var conn *observe.Connection
 	for _, x := range in.Incarnations {
@@ -166,7 +167,7 @@ func (c *checker) connection(e *rules.Expect, ce *rules.ConnExpect, in Input) {
 	}
 }
 
-func (c *checker) side(name string, server bool, e *rules.Expect, se *rules.SideExpect, in Input, exit int, stop string) {
+func (c *checker) side(name string, server bool, e *config.Expect, se *config.SideExpect, in Input, exit int, stop string) {
 	if in.Conn != nil {
 		s, peer := &in.Conn.Client, &in.Conn.Server
 		if server {
@@ -327,7 +328,7 @@ func retransmitSummary(rs []observe.RetransmitEntry) string {
 	return strings.Join(parts, ", ")
 }
 
-func (c *checker) retransmits(name string, se *rules.SideExpect, s *observe.Side) {
+func (c *checker) retransmits(name string, se *config.SideExpect, s *observe.Side) {
 	if se.NoRetransmits && len(s.Retransmits) > 0 {
 		c.failf("%s retransmits: want none; saw %s", name, retransmitSummary(s.Retransmits))
 	}
@@ -419,7 +420,7 @@ func stayText(d time.Duration, ongoing bool) string {
 	return dur(d)
 }
 
-func (c *checker) maxDwell(name string, lim rules.Dwell, s *observe.Side) {
+func (c *checker) maxDwell(name string, lim config.Dwell, s *observe.Side) {
 	st, err := observe.ParseState(lim.State)
 	if err != nil {
 		c.failf("%s dwell: %v", name, err)
@@ -431,7 +432,7 @@ func (c *checker) maxDwell(name string, lim rules.Dwell, s *observe.Side) {
 	}
 }
 
-func (c *checker) minDwell(name string, lim rules.Dwell, s *observe.Side) {
+func (c *checker) minDwell(name string, lim config.Dwell, s *observe.Side) {
 	st, err := observe.ParseState(lim.State)
 	if err != nil {
 		c.failf("%s dwell: %v", name, err)
@@ -473,7 +474,7 @@ func (c *checker) leak(name string, want bool, threshold time.Duration, s, peer 
 }
 
 // segment checks one [[expect.segment]].
-func (c *checker) segment(s *rules.SegmentExpect, records []rules.Record) {
+func (c *checker) segment(s *config.SegmentExpect, records []rules.Record) {
 	n := 0
 	for i := range records {
 		if s.Matches(&records[i]) {
@@ -487,7 +488,7 @@ func (c *checker) segment(s *rules.SegmentExpect, records []rules.Record) {
 }
 
 // kernel checks one bound on a kernel counter.
-func (c *checker) kernel(k *rules.KernelExpect, in Input) {
+func (c *checker) kernel(k *config.KernelExpect, in Input) {
 	counters := in.ClientCounters
 	if k.Side == rules.Server {
 		counters = in.ServerCounters

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
@@ -142,9 +143,9 @@ func records() []rules.Record {
 }
 
 // expect parses the [expect] of a config (target.port and a rule are added).
-func expect(t *testing.T, src string) *rules.Expect {
+func expect(t *testing.T, src string) *config.Expect {
 	t.Helper()
-	cfg, err := rules.Parse([]byte("target.port = 8080\n[[rule]]\nname = \"drop-first-client-fin\"\nhas_flags = \"FIN\"\nnth = 1\naction = \"drop\"\n"+src), "t.toml")
+	cfg, err := config.Parse([]byte("target.port = 8080\n[[rule]]\nname = \"drop-first-client-fin\"\nhas_flags = \"FIN\"\nnth = 1\naction = \"drop\"\n"+src), "t.toml")
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -518,12 +519,12 @@ func TestCheckNil(t *testing.T) {
 
 // A hand-built Expect with a state name the loader would have refused.
 func TestCheckBadStateName(t *testing.T) {
-	e := &rules.Expect{Client: &rules.SideExpect{
+	e := &config.Expect{Client: &config.SideExpect{
 		States:        []string{"FIN_WAIT_1"},
 		Absent:        []string{"nope"},
 		RetransmitsIn: []string{"x"},
-		MaxDwell:      []rules.Dwell{{State: "y"}},
-		MinDwell:      []rules.Dwell{{State: "z"}},
+		MaxDwell:      []config.Dwell{{State: "y"}},
+		MinDwell:      []config.Dwell{{State: "z"}},
 	}}
 	fails := Check(Input{Expect: e, Conn: fourWay()})
 	if len(fails) != 5 {
@@ -538,15 +539,15 @@ func TestCheckBadStateName(t *testing.T) {
 
 // The config's state names are observe's.
 func TestStateNames(t *testing.T) {
-	for _, name := range rules.TCPStates {
+	for _, name := range config.TCPStates {
 		s, err := observe.ParseState(name)
 		if err != nil || s.String() != name || s == observe.Unknown || s == observe.NewSynRecv {
 			t.Errorf("rules state %s: observe.ParseState = %v, %v", name, s, err)
 		}
 	}
 	for s := observe.Established; s <= observe.Closing; s++ {
-		if !slices.Contains(rules.TCPStates, s.String()) {
-			t.Errorf("observe state %s is not in rules.TCPStates", s)
+		if !slices.Contains(config.TCPStates, s.String()) {
+			t.Errorf("observe state %s is not in config.TCPStates", s)
 		}
 	}
 }

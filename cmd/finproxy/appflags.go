@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/config"
 	"github.com/spf13/cobra"
 )
 
@@ -18,15 +18,15 @@ type appFlags struct {
 func (a *appFlags) register(cmd *cobra.Command, lifetimeHelp string) {
 	cmd.Flags().StringVar(&a.lifetime, "server-lifetime", "", lifetimeHelp)
 	cmd.Flags().DurationVar(&a.stopGrace, "stop-grace", 0,
-		fmt.Sprintf("time between SIGTERM and SIGKILL to an application's process group (default %s)", rules.DefaultStopGrace))
+		fmt.Sprintf("time between SIGTERM and SIGKILL to an application's process group (default %s)", config.DefaultStopGrace))
 }
 
 // parse checks the flags; zero values mean "not given" (the config's or the default).
-func (a *appFlags) parse(cmd *cobra.Command) (rules.ServerLifetime, time.Duration, error) {
-	var lt rules.ServerLifetime
+func (a *appFlags) parse(cmd *cobra.Command) (config.ServerLifetime, time.Duration, error) {
+	var lt config.ServerLifetime
 	if a.lifetime != "" {
 		var err error
-		if lt, err = rules.ParseServerLifetime(a.lifetime); err != nil {
+		if lt, err = config.ParseServerLifetime(a.lifetime); err != nil {
 			return "", 0, &exitError{2, fmt.Errorf("--server-lifetime: %w", err)}
 		}
 	}

@@ -19,10 +19,11 @@ func newCheckCmd() *cobra.Command {
 			if cfgPath == "" {
 				return &exitError{2, fmt.Errorf("check: -c CONFIG is required")}
 			}
-			cfg, err := loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin())
+			loaded, err := loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin())
 			if err != nil {
 				return &exitError{1, err}
 			}
+			cfg := &loaded.Config
 			if err := tf.apply(cfg); err != nil {
 				return &exitError{1, err}
 			}

@@ -35,7 +35,7 @@ func runCLI(t *testing.T, args ...string) (string, int) {
 // `finproxy check` on each bad config prints the golden error (with file:line:col) and
 // exits 1.
 func TestCheckBadConfigs(t *testing.T) {
-	dir := filepath.Join("..", "..", "rules", "testdata")
+	dir := filepath.Join("..", "..", "config", "testdata")
 	bad, err := filepath.Glob(filepath.Join(dir, "bad", "*.toml"))
 	if err != nil || len(bad) == 0 {
 		t.Fatalf("no bad configs in %s: %v", dir, err)
@@ -47,8 +47,8 @@ func TestCheckBadConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The goldens name files relative to rules/: run check from there.
-			t.Chdir(filepath.Join("..", "..", "rules"))
+			// The goldens name files relative to config/: run check from there.
+			t.Chdir(filepath.Join("..", "..", "config"))
 			out, code := runCLI(t, "check", "-c", filepath.Join("testdata", "bad", name+".toml"))
 			if code != 1 {
 				t.Errorf("exit code %d, want 1", code)
@@ -93,7 +93,7 @@ func TestCheckUsage(t *testing.T) {
 
 // A target of several ports is printed whole.
 func TestCheckPorts(t *testing.T) {
-	out, code := runCLI(t, "check", "-c", filepath.Join("..", "..", "rules", "testdata", "good", "ports.toml"))
+	out, code := runCLI(t, "check", "-c", filepath.Join("..", "..", "config", "testdata", "good", "ports.toml"))
 	if code != 0 || !strings.Contains(out, "port 6379, 8080,") {
 		t.Errorf("check of a two-port target: exit %d\n%s", code, out)
 	}

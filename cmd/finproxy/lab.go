@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/internal/scenario"
-	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/story"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -85,12 +85,12 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 				}
 			}
 			if server != "" {
-				if srvArgv, err = rules.SplitCommand(server); err != nil {
+				if srvArgv, err = config.SplitCommand(server); err != nil {
 					return &exitError{2, fmt.Errorf("--server: %w", err)}
 				}
 			}
 			if client != "" {
-				if cliArgv, err = rules.SplitCommand(client); err != nil {
+				if cliArgv, err = config.SplitCommand(client); err != nil {
 					return &exitError{2, fmt.Errorf("--client: %w", err)}
 				}
 			}

@@ -9,8 +9,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
-	"github.com/finproxy/finproxy/rules"
 )
 
 // stdinArg is the -c value that reads the config from stdin; stdinName names it in
@@ -27,9 +27,9 @@ const configUsage = "scenario config: a TOML file, the name of a built-in preset
 // stdin (in). It returns as soon as ctx ends (Ctrl-C, SIGTERM), whatever the reading waits
 // for: a stdin that never ends is left to the goroutine reading it, which the process's
 // exit ends.
-func loadConfig(ctx context.Context, arg string, in io.Reader) (*rules.Config, error) {
+func loadConfig(ctx context.Context, arg string, in io.Reader) (*config.Config, error) {
 	type result struct {
-		cfg *rules.Config
+		cfg *config.Config
 		err error
 	}
 	done := make(chan result, 1)
@@ -45,22 +45,22 @@ func loadConfig(ctx context.Context, arg string, in io.Reader) (*rules.Config, e
 	}
 }
 
-func readConfig(arg string, in io.Reader) (*rules.Config, error) {
+func readConfig(arg string, in io.Reader) (*config.Config, error) {
 	if arg == stdinArg {
-		data, err := rules.Read(in, stdinName)
+		data, err := config.Read(in, stdinName)
 		if err != nil {
 			return nil, err
 		}
-		return rules.Parse(data, stdinName)
+		return config.Parse(data, stdinName)
 	}
 	if _, err := os.Stat(arg); err == nil {
-		return rules.Load(arg)
+		return config.Load(arg)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("config %s: %w", arg, err)
 	}
 	if !strings.ContainsRune(arg, os.PathSeparator) {
 		if data, path, ok := configs.Read(arg); ok {
-			return rules.Parse(data, path)
+			return config.Parse(data, path)
 		}
 	}
 	return nil, fmt.Errorf("config %s: no such file, and no built-in preset of that name (presets: %s)",

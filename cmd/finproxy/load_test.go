@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
-	"github.com/finproxy/finproxy/rules"
 )
 
 // runCLIIn runs the command line in-process with stdin in and context ctx, and returns
@@ -52,7 +52,7 @@ func TestCheckConfigInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := filepath.Join(dir, "big.toml")
-	if err := os.WriteFile(big, bytes.Repeat([]byte("# comment\n"), rules.MaxConfigSize/10+1), 0o644); err != nil {
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# comment\n"), config.MaxConfigSize/10+1), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	zero, err := os.Open("/dev/zero")

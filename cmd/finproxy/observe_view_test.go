@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/observe"
-	"github.com/finproxy/finproxy/rules"
 )
 
 var (
@@ -134,10 +134,10 @@ func TestWatchUsage(t *testing.T) {
 			t.Errorf("%q: exit %d, want 2 (%s)", args, code, out)
 		}
 	}
-	// --addr takes addresses and prefixes as [target] addresses does (rules.ParsePrefix):
+	// --addr takes addresses and prefixes as [target] addresses does (config.ParsePrefix):
 	// a prefix with host bits set is refused with the prefix meant.
 	for in, want := range map[string]string{"198.18.2.2": "198.18.2.2/32", "::ffff:10.0.0.1": "10.0.0.1/32", "fd00::/8": "fd00::/8", "10.1.0.0/16": "10.1.0.0/16"} {
-		if p, err := rules.ParsePrefix(in); err != nil || p.String() != want {
+		if p, err := config.ParsePrefix(in); err != nil || p.String() != want {
 			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", in, p, err, want)
 		}
 	}

@@ -79,10 +79,11 @@ func newRunCmd() *cobra.Command {
 			if cfgPath == stdinArg && tf.netns != "" {
 				return &exitError{2, fmt.Errorf("run: -c - and --netns: finproxy re-executes itself in the namespace and would read stdin a second time: give the config as a file")}
 			}
-			cfg, err := loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin())
+			loaded, err := loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin())
 			if err != nil {
 				return &exitError{2, err}
 			}
+			cfg := &loaded.Config
 			if err := tf.apply(cfg); err != nil {
 				return &exitError{2, err}
 			}

@@ -103,9 +103,11 @@ finproxy check checks a file, and the flags --port and --hook apply to each.`,
 			)
 			switch {
 			case cfgPath != "":
-				if cfg, err = loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin()); err != nil {
+				loaded, err := loadConfig(cmd.Context(), cfgPath, cmd.InOrStdin())
+				if err != nil {
 					return &exitError{2, err}
 				}
+				cfg = &loaded.Config
 				if err := tf.apply(cfg); err != nil {
 					return &exitError{2, err}
 				}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 	"io"
 	"log/slog"
 	"os"
@@ -10,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/internal/sweep"
-	"github.com/finproxy/finproxy/rules"
 	"github.com/spf13/cobra"
 )
 
@@ -88,11 +89,11 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
 			if err != nil {
 				return &exitError{2, fmt.Errorf("sweep: --fail-on: %w", err)}
 			}
-			srvArgv, err := rules.SplitCommand(server)
+			srvArgv, err := config.SplitCommand(server)
 			if err != nil {
 				return &exitError{2, fmt.Errorf("--server: %w", err)}
 			}
-			cliArgv, err := rules.SplitCommand(client)
+			cliArgv, err := config.SplitCommand(client)
 			if err != nil {
 				return &exitError{2, fmt.Errorf("--client: %w", err)}
 			}
@@ -101,7 +102,7 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
 				return err
 			}
 			if stopGrace == 0 {
-				stopGrace = rules.DefaultStopGrace
+				stopGrace = config.DefaultStopGrace
 			}
 			if err := checkOutputDir("--report", reportDir); err != nil {
 				return &exitError{2, err}
@@ -173,7 +174,7 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
 	f := cmd.Flags()
 	f.StringVar(&server, "server", "", "the server's command, with {server_addr}, {client_addr}, {port}, {finproxy}")
 	f.StringVar(&client, "client", "", "the client's command, with the same placeholders")
-	f.StringVar(&ready, "ready", rules.DefaultReady, "text the server prints once it listens")
+	f.StringVar(&ready, "ready", config.DefaultReady, "text the server prints once it listens")
 	f.Uint16Var(&port, "port", 0, "the server's TCP port")
 	f.IntVar(&runs, "runs", 3, "runs per fault")
 	f.StringVar(&faults, "faults", "", "faults to try: names separated by commas (--list-faults), or a directory of configs (default: see above)")
@@ -208,7 +209,7 @@ func parseKinds(s string) ([]string, error) {
 		}
 		if !slices.Contains(sweep.Kinds, k) {
 			msg := fmt.Sprintf("unknown kind %q (want %s)", k, strings.Join(sweep.Kinds, ", "))
-			if sug := rules.Suggest(k, sweep.Kinds); sug != "" {
+			if sug := tomlpos.Suggest(k, sweep.Kinds); sug != "" {
 				msg = fmt.Sprintf("unknown kind %q (did you mean %s?)", k, sug)
 			}
 			return nil, fmt.Errorf("%s", msg)

@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/internal/obsmetrics"
 	"github.com/finproxy/finproxy/observe"
-	"github.com/finproxy/finproxy/rules"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
@@ -109,7 +109,7 @@ func (f *watchFlags) check() (*watchConfig, error) {
 		wc.filter.Ports = append(wc.filter.Ports, uint16(p))
 	}
 	for _, a := range f.addrs {
-		p, err := rules.ParsePrefix(a)
+		p, err := config.ParsePrefix(a)
 		if err != nil {
 			return nil, fmt.Errorf("--addr: %w", err)
 		}

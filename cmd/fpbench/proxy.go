@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/internal/runner"
 	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/observe"
@@ -84,7 +85,7 @@ func proxy(args []string) error {
 			}
 		}()
 	}
-	cfg, err := rules.Load(*cfgPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -98,7 +99,7 @@ func proxy(args []string) error {
 		delays []time.Duration
 	)
 	opts := runner.Options{
-		Config: cfg,
+		Config: &cfg.Config,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Ready:  func() { fmt.Println("ready") },
 	}

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
@@ -69,12 +70,12 @@ func engineChurn(args []string) error {
 	cfgPath := fs.String("config", "", "config")
 	n := fs.Int("conns", 1000000, "connections")
 	_ = fs.Parse(args)
-	cfg, err := rules.Load(*cfgPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
 	sink := &countSink{}
-	eng := rules.NewEngine(cfg, rules.Options{Sink: sink, Log: func(rules.Record) {}})
+	eng := rules.NewEngine(&cfg.Config, rules.Options{Sink: sink, Log: func(rules.Record) {}})
 	dec := segment.NewDecoder()
 	server := cfg.Target.Addresses[0].Addr().As4()
 	port := cfg.Target.Port

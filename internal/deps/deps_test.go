@@ -17,6 +17,9 @@ var forbidden = map[string][]string{
 	"segment": {mod + "rules", mod + "nfq", mod + "observe", "github.com/BurntSushi/toml", "github.com/mdlayher/netlink", "github.com/vishvananda/netlink"},
 	"rules": {mod + "nfq", mod + "observe", mod + "lab", mod + "internal/runner",
 		"github.com/florianl/go-nfqueue", "github.com/mdlayher/netlink", "github.com/vishvananda/netlink", "github.com/coreos/go-iptables"},
+	// config reads a file and judges it: it runs nothing.
+	"config": {mod + "nfq", mod + "lab", mod + "internal/runner",
+		"github.com/florianl/go-nfqueue", "github.com/mdlayher/netlink", "github.com/vishvananda/netlink", "github.com/coreos/go-iptables"},
 	"nfq":     {mod + "rules", mod + "observe", mod + "lab", "github.com/BurntSushi/toml"},
 	"observe": {mod + "rules", mod + "nfq", mod + "lab", "github.com/BurntSushi/toml", "github.com/florianl/go-nfqueue"},
 	"lab":     {mod + "nfq", "github.com/florianl/go-nfqueue"},
@@ -52,6 +55,8 @@ var layers = []struct {
 	{"configs", nil},
 	{"internal/junit", nil},
 	{"internal/golden", nil},
+	// Where the keys and values of a TOML source are written, and "did you mean".
+	{"internal/tomlpos", nil},
 	{"internal/nstest", nil},
 	{"internal/deps", nil},
 	{"internal/apps", nil},
@@ -60,7 +65,10 @@ var layers = []struct {
 	// The engine and what judges and draws its runs.
 	{"mutate", []string{"segment"}},
 	{"rules", []string{"eventlog", "segment", "mutate"}},
-	{"verify", []string{"observe", "rules"}},
+	// The scenario file: the engine's rules, the lab and the expectations, with their
+	// positioned errors.
+	{"config", []string{"internal/tomlpos", "rules", "segment"}},
+	{"verify", []string{"config", "observe", "rules"}},
 	// What happened on one connection, told once for every renderer.
 	{"story", []string{"eventlog", "observe", "segment"}},
 	{"viz", []string{"observe", "rules", "segment", "story"}},
@@ -68,12 +76,12 @@ var layers = []struct {
 	{"internal/obsmetrics", []string{"observe"}},
 	// A run: the queue, the engine and the observer together.
 	{"internal/runner", []string{"nfq", "observe", "rules", "segment", "story"}},
-	{"control", []string{"configs", "control/client", "nfq", "rules"}},
+	{"control", []string{"config", "configs", "control/client", "nfq", "rules"}},
 	// The lab, and what runs it.
-	{"internal/scenario", []string{"internal/junit", "lab", "observe", "rules", "story", "verify", "viz"}},
-	{"internal/sweep", []string{"configs", "internal/junit", "internal/scenario", "observe", "rules", "viz"}},
+	{"internal/scenario", []string{"config", "internal/junit", "lab", "observe", "rules", "story", "verify", "viz"}},
+	{"internal/sweep", []string{"config", "configs", "internal/junit", "internal/scenario", "internal/tomlpos", "observe", "viz"}},
 	// The benchmark measures run's pipeline, not the lab or the commands.
-	{"cmd/fpbench", []string{"internal/runner", "lab", "nfq", "observe", "rules", "segment"}},
+	{"cmd/fpbench", []string{"config", "internal/runner", "lab", "nfq", "observe", "rules", "segment"}},
 	// Tests only.
 	{"e2e", nil},
 }

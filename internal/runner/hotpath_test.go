@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/rules"
 )
@@ -47,7 +48,7 @@ type hotpath struct {
 
 func startHotpath(tb testing.TB, opts func(*Options)) *hotpath {
 	tb.Helper()
-	cfg, err := rules.Parse([]byte(hotpathConfig), "hotpath.toml")
+	cfg, err := config.Parse([]byte(hotpathConfig), "hotpath.toml")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func startHotpath(tb testing.TB, opts func(*Options)) *hotpath {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	o := Options{
-		Config: cfg,
+		Config: &cfg.Config,
 		Logger: slog.New(slog.DiscardHandler),
 		IPT4:   nfq.NewFake(),
 		Ready:  func() { close(ready) },

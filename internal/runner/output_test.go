@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/rules"
 )
@@ -90,10 +91,11 @@ func TestRunOutputsOnFullDevice(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Skip("no /dev/full")
 	}
-	cfg, err := rules.Parse([]byte(hotpathConfig), "hotpath.toml")
+	parsed, err := config.Parse([]byte(hotpathConfig), "hotpath.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := &parsed.Config
 	var logs syncBuffer
 	var k *nfq.FakeKernel
 	ready := make(chan struct{})

@@ -5,11 +5,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/rules"
 )
 
 // panicAction is an action with a bug: it panics on every segment. No registered action
-// may (FuzzEngine in rules checks that none does on a config check accepts); this one
+// may (FuzzEngine in config checks that none does on a config check accepts); this one
 // stands for the bug that is found anyway.
 type panicAction struct{}
 
@@ -25,7 +26,7 @@ var testActions = func() *rules.Registry {
 // A run whose action panics accepts the segment, logs the panic while the run goes on
 // (not only at its end), and reports every panic in the rule's counters.
 func TestRunActionPanics(t *testing.T) {
-	cfg, err := rules.ParseWith([]byte(`
+	parsed, err := config.ParseWith([]byte(`
 [target]
 port = 8080
 address = ["10.0.0.2"]
@@ -37,6 +38,7 @@ action = "test-runner-panic"
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := &parsed.Config
 	var log syncBuffer
 	h := startHotpath(t, func(o *Options) {
 		o.Config = cfg

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
@@ -57,7 +58,7 @@ func lostFinalACK() observe.Connection {
 }
 
 func TestReportRoundTrip(t *testing.T) {
-	cfg, err := rules.Parse([]byte(`name = "x"
+	parsed, err := config.Parse([]byte(`name = "x"
 [target]
 port = 8080
 hook = "forward"
@@ -71,6 +72,7 @@ action = "drop"
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := &parsed.Config
 	res := &Result{Observed: true, Observation: &observe.Report{Connections: []observe.Connection{lostFinalACK()}},
 		Counters: []rules.Counters{{Rule: "drop-final-ack", Matched: 1, Dropped: 1}}}
 	path := filepath.Join(t.TempDir(), "r.json")

@@ -248,7 +248,7 @@ func (s *Service) otherChain() string {
 	return ""
 }
 
-// Replace puts cfg (already validated: rules.Parse) in place of the current rule set,
+// Replace puts cfg (already validated: config.Parse) in place of the current rule set,
 // for the next segment queued (see rules.Engine.Replace for what carries over).
 //
 // The hooks change only when they must. On the same target (port, addresses, hook

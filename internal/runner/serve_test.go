@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/nfq"
 	"github.com/finproxy/finproxy/rules"
 )
@@ -67,11 +68,11 @@ func (s *served) verdict(t *testing.T, id uint32) bool {
 
 func parseCfg(t testing.TB, text string) *rules.Config {
 	t.Helper()
-	cfg, err := rules.Parse([]byte(text), "test.toml")
+	parsed, err := config.Parse([]byte(text), "test.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg
+	return &parsed.Config
 }
 
 const dropClientFIN = `

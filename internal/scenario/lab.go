@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/internal/junit"
 	"github.com/finproxy/finproxy/lab"
 	"github.com/finproxy/finproxy/observe"
@@ -26,7 +27,7 @@ import (
 // LabOptions configure `finproxy lab`: a scenario run Runs times against real
 // applications, each run checked against the config's [expect] section.
 type LabOptions struct {
-	Config *rules.Config
+	Config *config.Config
 	// ConfigArg is what `finproxy run -c` is given (a path or a preset name).
 	ConfigArg string
 	Runs      int
@@ -39,7 +40,7 @@ type LabOptions struct {
 	// Ready overrides [lab] ready (the server's readiness text).
 	Ready string
 	// ServerLifetime and StopGrace override [lab] server_lifetime and stop_grace.
-	ServerLifetime rules.ServerLifetime
+	ServerLifetime config.ServerLifetime
 	StopGrace      time.Duration
 	// Hang, when set, bounds each run's client and the wait for its connections to be
 	// over (Spec.Hang).
@@ -60,7 +61,7 @@ type LabReport struct {
 	Server      []string `json:"server"`
 	Client      []string `json:"client"`
 	// ServerLifetime is "run" (a server per run) or "lab" (one for all runs).
-	ServerLifetime rules.ServerLifetime `json:"server_lifetime"`
+	ServerLifetime config.ServerLifetime `json:"server_lifetime"`
 	// Namespaces are the lab's client, router and server network namespaces (removed
 	// when the lab ends).
 	Namespaces []string `json:"namespaces"`
@@ -124,13 +125,13 @@ type SkippedExpectation struct {
 // expectation describes the application [lab] names, so it does not apply when
 // --server or --client replaced that application, nor a server's when one server runs
 // for all runs (it has no exit status per run).
-func effectiveExpect(e *rules.Expect, serverReplaced, clientReplaced bool, lifetime rules.ServerLifetime) (*rules.Expect, []SkippedExpectation) {
+func effectiveExpect(e *config.Expect, serverReplaced, clientReplaced bool, lifetime config.ServerLifetime) (*config.Expect, []SkippedExpectation) {
 	if e == nil {
 		return nil, nil
 	}
 	out := *e
 	var skipped []SkippedExpectation
-	drop := func(side string, se **rules.SideExpect, why string) {
+	drop := func(side string, se **config.SideExpect, why string) {
 		if *se == nil || ((*se).Exit == nil && !(*se).ExitStopped) {
 			return
 		}
@@ -143,7 +144,7 @@ func effectiveExpect(e *rules.Expect, serverReplaced, clientReplaced bool, lifet
 	switch {
 	case serverReplaced:
 		drop("server", &out.Server, "it describes the [lab] server; --server or --apps replaced it")
-	case lifetime == rules.ServerPerLab:
+	case lifetime == config.ServerPerLab:
 		drop("server", &out.Server, "one server runs for all runs (server_lifetime = \"lab\"): it has no exit status per run")
 	}
 	if clientReplaced {
@@ -235,7 +236,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		lifetime = o.ServerLifetime
 	}
 	if lifetime == "" {
-		lifetime = rules.DefaultLabLifetime
+		lifetime = config.DefaultLabLifetime
 	}
 	grace := cfg.Lab.StopGrace
 	if o.StopGrace > 0 {
@@ -259,7 +260,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		Server: server, Client: client, ServerLifetime: lifetime, Skipped: skipped, Started: time.Now(), Runs: []*RunReport{},
 		Namespaces: []string{topo.Client, topo.Router, topo.Server}}
 	o.Logger.Debug("lab", "namespaces", strings.Join(rep.Namespaces, ","))
-	threshold := rules.DefaultLeakThreshold
+	threshold := config.DefaultLeakThreshold
 	if cfg.Expect != nil && cfg.Expect.LeakThreshold > 0 {
 		threshold = cfg.Expect.LeakThreshold
 	}
@@ -267,7 +268,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 	if o.Ready != "" {
 		ready = o.Ready
 	}
-	v6 := cfg.Lab.Family == rules.FamilyIPv6
+	v6 := cfg.Lab.Family == config.FamilyIPv6
 	spec := func(k int) Spec {
 		return Spec{
 			Config: o.ConfigArg, Port: port, Server: server, Client: client, ServerReady: ready,
@@ -277,7 +278,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 		}
 	}
 	var shared *proc
-	if lifetime == rules.ServerPerLab {
+	if lifetime == config.ServerPerLab {
 		o.Logger.Debug("lab phase", "phase", "server", "lifetime", "lab")
 		sctx, cancel := context.WithTimeout(ctx, cfg.Lab.Timeout)
 		shared, err = StartServer(sctx, topo, spec(0))
@@ -354,7 +355,7 @@ func clip(out string) string {
 }
 
 // judge fills run from the scenario's result and checks the expectations.
-func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16, v6 bool, res *Result) {
+func judge(run *RunReport, expect *config.Expect, topo *lab.Topology, port uint16, v6 bool, res *Result) {
 	run.ClientExit, run.ServerExit = exitCode(res.ClientErr), exitCode(res.ServerErr)
 	if res.ServerRunning {
 		run.ServerExit = -1
@@ -407,7 +408,7 @@ func judge(run *RunReport, expect *rules.Expect, topo *lab.Topology, port uint16
 }
 
 // verifyInput is what verify.Check needs of a judged run, for the expectations e.
-func verifyInput(e *rules.Expect, run *RunReport) verify.Input {
+func verifyInput(e *config.Expect, run *RunReport) verify.Input {
 	in := verify.Input{Expect: e, Conn: run.Timeline, Leaks: run.Leaks, Records: run.Records,
 		ClientExit: run.ClientExit, ServerExit: run.ServerExit, Incarnations: run.Incarnations,
 		ClientStop: stopText(run.ClientStop), ServerStop: stopText(run.ServerStop)}

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/lab"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
@@ -54,7 +55,7 @@ type Spec struct {
 	Observe       bool
 	LeakThreshold time.Duration
 	// StopGrace is how long an application the lab stops has between SIGTERM and
-	// SIGKILL to its process group (default rules.DefaultStopGrace).
+	// SIGKILL to its process group (default config.DefaultStopGrace).
 	StopGrace time.Duration
 	// Procs, when set, registers every process group the run starts (what a second
 	// interrupt kills at once).
@@ -175,7 +176,7 @@ func Run(ctx context.Context, t *lab.Topology, s Spec) (*Result, error) {
 		s.Timeout = 20 * time.Second
 	}
 	if s.StopGrace == 0 {
-		s.StopGrace = rules.DefaultStopGrace
+		s.StopGrace = config.DefaultStopGrace
 	}
 	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
@@ -354,7 +355,7 @@ func StartServer(ctx context.Context, t *lab.Topology, s Spec) (*proc, error) {
 		ready = "ready"
 	}
 	if s.StopGrace == 0 {
-		s.StopGrace = rules.DefaultStopGrace
+		s.StopGrace = config.DefaultStopGrace
 	}
 	sargs := expand(s.Server, t, s.Port, s.Finproxy, s.Addr6)
 	srv, err := startProc(t, s.Procs, "server", "server", sargs, ready)

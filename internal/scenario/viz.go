@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/verify"
@@ -25,7 +26,7 @@ const LadderName = "ladder.svg"
 
 // expectations lists every expectation of [expect] with its outcome in run (verify.Results),
 // then the failures of the run that no expectation explains (the harness, finproxy run).
-func expectations(expect *rules.Expect, run *RunReport) []viz.Expectation {
+func expectations(expect *config.Expect, run *RunReport) []viz.Expectation {
 	var out []viz.Expectation
 	failed := map[string]bool{}
 	for _, r := range verify.Results(verifyInput(expect, run)) {

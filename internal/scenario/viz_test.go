@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
 	"github.com/finproxy/finproxy/observe"
-	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/verify"
 	"github.com/finproxy/finproxy/viz"
 	"github.com/google/go-cmp/cmp"
@@ -18,13 +18,13 @@ import (
 
 // recordedRun is run 1 of a real `finproxy lab -c lost-final-ack` (viz's testdata), with
 // the preset's config.
-func recordedRun(t *testing.T) (*rules.Config, *RunReport) {
+func recordedRun(t *testing.T) (*config.Config, *RunReport) {
 	t.Helper()
 	data, path, ok := configs.Read("lost-final-ack")
 	if !ok {
 		t.Fatal("no preset lost-final-ack")
 	}
-	cfg, err := rules.Parse(data, path)
+	cfg, err := config.Parse(data, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func recordedRun(t *testing.T) (*rules.Config, *RunReport) {
 	return cfg, run
 }
 
-func judgeAgain(cfg *rules.Config, run *RunReport) {
+func judgeAgain(cfg *config.Config, run *RunReport) {
 	run.Failures = verify.Check(verify.Input{Expect: cfg.Expect, Conn: run.Timeline, Records: run.Records,
 		ClientExit: run.ClientExit, ServerExit: run.ServerExit})
 	run.Pass = len(run.Failures) == 0

@@ -2,14 +2,15 @@ package sweep
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
-	"github.com/finproxy/finproxy/rules"
 )
 
 // Fault is one fault of a sweep: a config whose rules make it happen.
@@ -21,7 +22,7 @@ type Fault struct {
 	// TOML is the config's text, Config the loaded config (its [lab] and [expect] are
 	// the sweep's own at run time; its [lab] sysctls are kept).
 	TOML   []byte
-	Config *rules.Config
+	Config *config.Config
 }
 
 // Presets run by default: the presets whose fault acts on any TCP client and server.
@@ -147,7 +148,7 @@ func namedFault(name string, delay time.Duration) (Fault, error) {
 		}
 	}
 	msg := fmt.Sprintf("unknown fault %q", name)
-	if s := rules.Suggest(name, FaultNames()); s != "" {
+	if s := tomlpos.Suggest(name, FaultNames()); s != "" {
 		msg += fmt.Sprintf(" (did you mean %s?)", s)
 	}
 	return Fault{}, fmt.Errorf("%s: faults are %s, or a directory of configs", msg, strings.Join(FaultNames(), ", "))
@@ -180,7 +181,7 @@ func DirFaults(dir string) ([]Fault, error) {
 }
 
 func parse(file, origin string, data []byte) (Fault, error) {
-	cfg, err := rules.Parse(data, file)
+	cfg, err := config.Parse(data, file)
 	if err != nil {
 		return Fault{}, err
 	}

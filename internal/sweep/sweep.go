@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/observe"
-	"github.com/finproxy/finproxy/rules"
 )
 
 // Kinds of findings.
@@ -59,7 +59,7 @@ type Options struct {
 	// CloseWait is the leak threshold; Hang bounds the client's run and the wait for the
 	// connections to be over after it (see scenario.Spec.Hang).
 	CloseWait, Hang time.Duration
-	ServerLifetime  rules.ServerLifetime
+	ServerLifetime  config.ServerLifetime
 	StopGrace       time.Duration
 	Finproxy        string
 	// Dir keeps each fault's configs and runs (DIR/FAULT/run-N/).
@@ -186,7 +186,7 @@ func runFault(ctx context.Context, o Options, k int, f Fault, counts map[string]
 		return nil, err
 	}
 	cfg := *f.Config
-	lab := rules.Lab{Ready: o.Ready, Family: rules.FamilyIPv4, Settle: rules.DefaultLabSettle,
+	lab := config.Lab{Ready: o.Ready, Family: config.FamilyIPv4, Settle: config.DefaultLabSettle,
 		Timeout: 2*o.Hang + 15*time.Second, ServerLifetime: o.ServerLifetime, StopGrace: o.StopGrace}
 	if f.Config.Lab != nil {
 		lab.Sysctls = f.Config.Lab.Sysctls
@@ -194,7 +194,7 @@ func runFault(ctx context.Context, o Options, k int, f Fault, counts map[string]
 		lab.Family = f.Config.Lab.Family
 	}
 	cfg.Lab = &lab
-	cfg.Expect = &rules.Expect{LeakThreshold: o.CloseWait}
+	cfg.Expect = &config.Expect{LeakThreshold: o.CloseWait}
 	fr := &FaultResult{Name: f.Name, Description: f.Description, Origin: f.Origin,
 		Config: filepath.Join(f.Name, "fault.toml"), Runs: []*RunResult{}}
 	labRep, err := scenario.RunLab(ctx, scenario.LabOptions{

@@ -1,14 +1,14 @@
-package rules_test
+package config_test
 
 import (
 	"errors"
 	"fmt"
 
-	"github.com/finproxy/finproxy/rules"
+	"github.com/finproxy/finproxy/config"
 )
 
 func ExampleParse() {
-	cfg, err := rules.Parse([]byte(`
+	cfg, err := config.Parse([]byte(`
 description = "drop the client's ACK of the server's FIN, once"
 
 [target]
@@ -38,7 +38,7 @@ action = "drop"
 }
 
 func ExampleParse_errors() {
-	_, err := rules.Parse([]byte(`
+	_, err := config.Parse([]byte(`
 [target]
 port = 70000
 
@@ -51,7 +51,7 @@ dealy = "200ms"
 	fmt.Println(err)
 
 	// Each problem is a *ConfigError with its position and key path.
-	var errs rules.ConfigErrors
+	var errs config.ConfigErrors
 	if errors.As(err, &errs) {
 		fmt.Println(len(errs), "problems; the first is", errs[0].Key, "at line", errs[0].Pos.Line)
 	}
@@ -63,7 +63,7 @@ dealy = "200ms"
 }
 
 func ExampleLoad() {
-	cfg, err := rules.Load("testdata/good/full.toml")
+	cfg, err := config.Load("testdata/good/full.toml")
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -1,10 +1,12 @@
-package rules
+package config
 
 import (
 	"bytes"
 	"encoding"
 	"errors"
 	"fmt"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 	"math"
 	"net/netip"
 	"path/filepath"
@@ -29,7 +31,7 @@ import (
 // section loads one top-level key of a config file into l.cfg.
 type section struct {
 	key  string
-	load func(l *loader, p keyPath, v toml.Primitive)
+	load func(l *loader, p tomlpos.Path, v toml.Primitive)
 	// check, when set, runs once every section is loaded (whether or not the key is in the
 	// file), for what a section says about the others.
 	check func(l *loader)
@@ -58,9 +60,9 @@ var ruleKeys = []string{"name", "side", "server_port", "server_address", "flags"
 
 type loader struct {
 	file string
-	reg  *Registry // the actions a rule may name
+	reg  *rules.Registry // the actions a rule may name
 	md   *toml.MetaData
-	loc  *locator
+	loc  *tomlpos.Locator
 	cfg  *Config
 	errs ConfigErrors
 	// scope is set when target.port or target.address is given, even if wrong.
@@ -78,14 +80,14 @@ type param struct {
 	positive bool
 }
 
-func parse(data []byte, file string, reg *Registry) (*Config, ConfigErrors) {
+func parse(data []byte, file string, reg *rules.Registry) (*Config, ConfigErrors) {
 	l := &loader{file: file, reg: reg}
 	if len(data) > MaxConfigSize {
 		return nil, ConfigErrors{l.tooLarge(data)}
 	}
 	// The locator runs first: it finds a source that nests too deep for the parser.
-	l.loc = locate(data)
-	if l.loc.deep.line > 0 {
+	l.loc = tomlpos.Locate(data)
+	if l.loc.Deep.Line > 0 {
 		return nil, ConfigErrors{l.tooDeep()}
 	}
 	var top map[string]toml.Primitive
@@ -94,17 +96,17 @@ func parse(data []byte, file string, reg *Registry) (*Config, ConfigErrors) {
 		return nil, ConfigErrors{l.syntaxError(err)}
 	}
 	l.md = &md
-	l.cfg = &Config{
+	l.cfg = &Config{Config: rules.Config{
 		File:   file,
 		Name:   defaultName(file),
-		Target: Target{Hook: HookLocal, Queue: DefaultQueue},
-	}
+		Target: rules.Target{Hook: rules.HookLocal, Queue: rules.DefaultQueue},
+	}}
 	known := make([]string, len(sections))
 	for i, s := range sections {
 		known[i] = s.key
 	}
 	for _, k := range sortedKeys(top) {
-		p := keyPath{}.key(k)
+		p := tomlpos.Path{}.Key(k)
 		if i := slices.Index(known, k); i >= 0 {
 			sections[i].load(l, p, top[k])
 		} else {
@@ -117,7 +119,7 @@ func parse(data []byte, file string, reg *Registry) (*Config, ConfigErrors) {
 		}
 	}
 	if !l.scope {
-		l.keyErr(keyPath{"target"}, "no scope: give target.port or target.address")
+		l.keyErr(tomlpos.Path{"target"}, "no scope: give target.port or target.address")
 	}
 	return l.cfg, l.errs
 }
@@ -145,7 +147,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // Errors.
 
 func (l *loader) syntaxError(err error) *ConfigError {
-	e := &ConfigError{Pos: Position{File: l.file, Line: 1, Col: 1}, Msg: err.Error()}
+	e := &ConfigError{Pos: rules.Position{File: l.file, Line: 1, Col: 1}, Msg: err.Error()}
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		e.Msg = pe.Message
@@ -162,46 +164,46 @@ func (l *loader) tooLarge(data []byte) *ConfigError {
 	head := data[:MaxConfigSize]
 	line := bytes.Count(head, []byte("\n")) + 1
 	col := MaxConfigSize - bytes.LastIndexByte(head, '\n')
-	return &ConfigError{Pos: Position{File: l.file, Line: line, Col: col},
+	return &ConfigError{Pos: rules.Position{File: l.file, Line: line, Col: col},
 		Msg: fmt.Sprintf("the config is %d bytes; a config is at most %d (%s)", len(data), MaxConfigSize, sizeText(MaxConfigSize))}
 }
 
 // tooDeep reports where the source nests deeper than MaxDepth, with the first pieces of
 // the path there.
 func (l *loader) tooDeep() *ConfigError {
-	p := l.loc.deepPath
+	p := l.loc.DeepPath
 	key := p.String()
 	if len(p) > 4 {
 		key = p[:4].String() + "…"
 	}
-	return &ConfigError{Pos: Position{File: l.file, Line: l.loc.deep.line, Col: l.loc.deep.col}, Key: key,
+	return &ConfigError{Pos: rules.Position{File: l.file, Line: l.loc.Deep.Line, Col: l.loc.Deep.Col}, Key: key,
 		Msg: fmt.Sprintf("nested more than %d levels deep (the deepest keys of a scenario, such as expect.client.max_dwell.FIN_WAIT2, are 4 deep)", MaxDepth)}
 }
 
-func (l *loader) errAt(lc lineCol, p keyPath, format string, args ...any) {
+func (l *loader) errAt(lc tomlpos.LineCol, p tomlpos.Path, format string, args ...any) {
 	l.errs = append(l.errs, &ConfigError{
-		Pos: Position{File: l.file, Line: lc.line, Col: lc.col},
+		Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col},
 		Key: p.String(),
 		Msg: fmt.Sprintf(format, args...),
 	})
 }
 
 // keyErr reports a problem with the key at p itself (or with the table at p).
-func (l *loader) keyErr(p keyPath, format string, args ...any) {
-	l.errAt(l.loc.at(p), p, format, args...)
+func (l *loader) keyErr(p tomlpos.Path, format string, args ...any) {
+	l.errAt(l.loc.At(p), p, format, args...)
 }
 
 // valErr reports a problem with the value of the key at p.
-func (l *loader) valErr(p keyPath, format string, args ...any) {
-	l.errAt(l.loc.value(p), p, format, args...)
+func (l *loader) valErr(p tomlpos.Path, format string, args ...any) {
+	l.errAt(l.loc.Value(p), p, format, args...)
 }
 
-func (l *loader) typeErr(p keyPath, want string, got any) {
+func (l *loader) typeErr(p tomlpos.Path, want string, got any) {
 	l.valErr(p, "must be %s, not %s", want, tomlType(got))
 }
 
-func (l *loader) unknownKey(p keyPath, k string, known []string) {
-	if s := suggest(k, known); s != "" {
+func (l *loader) unknownKey(p tomlpos.Path, k string, known []string) {
+	if s := tomlpos.Suggest(k, known); s != "" {
 		l.keyErr(p, "unknown key (did you mean %s?)", s)
 		return
 	}
@@ -231,50 +233,6 @@ func tomlType(v any) string {
 	return fmt.Sprintf("a %T", v)
 }
 
-// suggest returns the known name closest to k when it is close enough to be a typo.
-func suggest(k string, known []string) string {
-	best, bestD := "", math.MaxInt
-	for _, n := range known {
-		if d := editDistance(strings.ToLower(k), strings.ToLower(n)); d < bestD {
-			best, bestD = n, d
-		}
-	}
-	limit := 1
-	if len(best) > 5 {
-		limit = 2
-	}
-	if best == "" || bestD > limit {
-		return ""
-	}
-	return best
-}
-
-// editDistance is the optimal string alignment distance: insertions, deletions,
-// substitutions and transpositions of adjacent bytes.
-func editDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
-}
-
 // Values.
 
 // raw returns a value as the TOML parser decoded it: string, int64, float64, bool,
@@ -287,7 +245,7 @@ func (l *loader) raw(v toml.Primitive) any {
 	return x
 }
 
-func (l *loader) str(p keyPath, v toml.Primitive) (string, bool) {
+func (l *loader) str(p tomlpos.Path, v toml.Primitive) (string, bool) {
 	raw := l.raw(v)
 	s, ok := raw.(string)
 	if !ok {
@@ -296,7 +254,7 @@ func (l *loader) str(p keyPath, v toml.Primitive) (string, bool) {
 	return s, ok
 }
 
-func (l *loader) integer(p keyPath, v toml.Primitive) (int64, bool) {
+func (l *loader) integer(p tomlpos.Path, v toml.Primitive) (int64, bool) {
 	raw := l.raw(v)
 	n, ok := raw.(int64)
 	if !ok {
@@ -306,7 +264,7 @@ func (l *loader) integer(p keyPath, v toml.Primitive) (int64, bool) {
 }
 
 // count reads an integer that must be at least 1.
-func (l *loader) count(p keyPath, v toml.Primitive, hint string) (int, bool) {
+func (l *loader) count(p tomlpos.Path, v toml.Primitive, hint string) (int, bool) {
 	n, ok := l.integer(p, v)
 	if !ok {
 		return 0, false
@@ -319,7 +277,7 @@ func (l *loader) count(p keyPath, v toml.Primitive, hint string) (int, bool) {
 }
 
 // number reads a float; an integer will do.
-func (l *loader) number(p keyPath, v toml.Primitive) (float64, bool) {
+func (l *loader) number(p tomlpos.Path, v toml.Primitive) (float64, bool) {
 	switch raw := l.raw(v).(type) {
 	case float64:
 		return raw, true
@@ -332,22 +290,22 @@ func (l *loader) number(p keyPath, v toml.Primitive) (float64, bool) {
 }
 
 // strs reads a string or an array of strings, and returns the path of each string.
-func (l *loader) strs(p keyPath, v toml.Primitive) ([]string, []keyPath, bool) {
+func (l *loader) strs(p tomlpos.Path, v toml.Primitive) ([]string, []tomlpos.Path, bool) {
 	switch raw := l.raw(v).(type) {
 	case string:
-		return []string{raw}, []keyPath{p}, true
+		return []string{raw}, []tomlpos.Path{p}, true
 	case []any:
 		ss := make([]string, 0, len(raw))
-		ps := make([]keyPath, 0, len(raw))
+		ps := make([]tomlpos.Path, 0, len(raw))
 		ok := true
 		for i, e := range raw {
 			s, isStr := e.(string)
 			if !isStr {
-				l.typeErr(p.index(i+1), "a string", e)
+				l.typeErr(p.Index(i+1), "a string", e)
 				ok = false
 			}
 			ss = append(ss, s)
-			ps = append(ps, p.index(i+1))
+			ps = append(ps, p.Index(i+1))
 		}
 		if ok && len(ss) == 0 {
 			l.valErr(p, "empty list: give at least one, or leave %s out", p[len(p)-1])
@@ -360,7 +318,7 @@ func (l *loader) strs(p keyPath, v toml.Primitive) ([]string, []keyPath, bool) {
 	}
 }
 
-func (l *loader) table(p keyPath, v toml.Primitive) (map[string]toml.Primitive, bool) {
+func (l *loader) table(p tomlpos.Path, v toml.Primitive) (map[string]toml.Primitive, bool) {
 	raw := l.raw(v)
 	if _, ok := raw.(map[string]any); !ok {
 		l.typeErr(p, "a table", raw)
@@ -375,14 +333,14 @@ func (l *loader) table(p keyPath, v toml.Primitive) (map[string]toml.Primitive, 
 }
 
 // tables reads an array of tables, written [[key]] or key = [{...}, ...].
-func (l *loader) tables(p keyPath, v toml.Primitive) ([]map[string]toml.Primitive, bool) {
+func (l *loader) tables(p tomlpos.Path, v toml.Primitive) ([]map[string]toml.Primitive, bool) {
 	switch raw := l.raw(v).(type) {
 	case []map[string]any:
 	case []any:
 		ok := true
 		for i, e := range raw {
 			if _, isTable := e.(map[string]any); !isTable {
-				l.typeErr(p.index(i+1), "a table", e)
+				l.typeErr(p.Index(i+1), "a table", e)
 				ok = false
 			}
 		}
@@ -403,7 +361,7 @@ func (l *loader) tables(p keyPath, v toml.Primitive) ([]map[string]toml.Primitiv
 
 // Top level.
 
-func (l *loader) loadName(p keyPath, v toml.Primitive) {
+func (l *loader) loadName(p tomlpos.Path, v toml.Primitive) {
 	if s, ok := l.str(p, v); ok {
 		if strings.TrimSpace(s) == "" {
 			l.valErr(p, "must not be empty (leave it out to use the file's name)")
@@ -416,7 +374,7 @@ func (l *loader) loadName(p keyPath, v toml.Primitive) {
 	}
 }
 
-func (l *loader) loadDescription(p keyPath, v toml.Primitive) {
+func (l *loader) loadDescription(p tomlpos.Path, v toml.Primitive) {
 	if s, ok := l.str(p, v); ok && l.printable(p, s, "\t\n") {
 		l.cfg.Description = s
 	}
@@ -426,7 +384,7 @@ func (l *loader) loadDescription(p keyPath, v toml.Primitive) {
 // those in allowed) and is valid UTF-8; if not, it reports the first offender. Names and
 // descriptions are printed on terminals, in tables and logs: an escape sequence, a
 // carriage return or a bidirectional override there would rewrite what the user sees.
-func (l *loader) printable(p keyPath, s, allowed string) bool {
+func (l *loader) printable(p tomlpos.Path, s, allowed string) bool {
 	for i, r := range s {
 		switch {
 		case r == utf8.RuneError:
@@ -442,7 +400,7 @@ func (l *loader) printable(p keyPath, s, allowed string) bool {
 	return true
 }
 
-func (l *loader) loadSeed(p keyPath, v toml.Primitive) {
+func (l *loader) loadSeed(p tomlpos.Path, v toml.Primitive) {
 	if n, ok := l.integer(p, v); ok {
 		l.cfg.Seed = n
 	}
@@ -455,7 +413,7 @@ const MaxPorts = 15
 
 // loadPorts reads target.port: a port, or a list of up to MaxPorts ports (the first is
 // Target.Port, the others Target.Ports).
-func (l *loader) loadPorts(p keyPath, v toml.Primitive, t *Target) {
+func (l *loader) loadPorts(p tomlpos.Path, v toml.Primitive, t *rules.Target) {
 	raw := l.raw(v)
 	list, isList := raw.([]any)
 	if !isList {
@@ -470,7 +428,7 @@ func (l *loader) loadPorts(p keyPath, v toml.Primitive, t *Target) {
 	for i, e := range list {
 		ep := p
 		if isList {
-			ep = p.index(i + 1)
+			ep = p.Index(i + 1)
 		}
 		n, ok := e.(int64)
 		switch {
@@ -497,7 +455,7 @@ func (l *loader) loadPorts(p keyPath, v toml.Primitive, t *Target) {
 	}
 }
 
-func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
+func (l *loader) loadTarget(p tomlpos.Path, v toml.Primitive) {
 	tbl, ok := l.table(p, v)
 	if !ok {
 		l.scope = true // the type error says enough
@@ -505,7 +463,7 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 	}
 	t := &l.cfg.Target
 	for _, k := range sortedKeys(tbl) {
-		kp, v := p.key(k), tbl[k]
+		kp, v := p.Key(k), tbl[k]
 		switch k {
 		case "port":
 			l.scope = true
@@ -525,8 +483,8 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 			}
 		case "hook":
 			if s, ok := l.str(kp, v); ok {
-				switch h := HookMode(s); h {
-				case HookLocal, HookForward:
+				switch h := rules.HookMode(s); h {
+				case rules.HookLocal, rules.HookForward:
 					t.Hook = h
 				default:
 					l.valErr(kp, "unknown hook %q (want local or forward)", s)
@@ -534,8 +492,8 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 			}
 		case "unclassified":
 			if s, ok := l.str(kp, v); ok {
-				switch u := Unclassified(s); u {
-				case UnclassifiedDrop, UnclassifiedAccept:
+				switch u := rules.Unclassified(s); u {
+				case rules.UnclassifiedDrop, rules.UnclassifiedAccept:
 					t.Unclassified = u
 				default:
 					l.valErr(kp, "unknown verdict %q for unclassified packets (want drop or accept)", s)
@@ -545,13 +503,13 @@ func (l *loader) loadTarget(p keyPath, v toml.Primitive) {
 			if n, ok := l.integer(kp, v); ok {
 				// 0 is a valid queue number, but finproxy reads a zero Queue as "the default".
 				if n < 1 || n > math.MaxUint16 {
-					l.valErr(kp, "%d is out of range: want an NFQUEUE number, 1 to 65535 (0 reads as the default, %d)", n, DefaultQueue)
+					l.valErr(kp, "%d is out of range: want an NFQUEUE number, 1 to 65535 (0 reads as the default, %d)", n, rules.DefaultQueue)
 				} else {
 					t.Queue = uint16(n)
 				}
 			}
 		default:
-			if s := suggest(k, targetKeys); s == "port" || s == "address" {
+			if s := tomlpos.Suggest(k, targetKeys); s == "port" || s == "address" {
 				l.scope = true // a misspelt scope: "no scope" would say it again
 			}
 			l.unknownKey(kp, k, targetKeys)
@@ -586,19 +544,19 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 
 // Rules.
 
-func (l *loader) loadRules(p keyPath, v toml.Primitive) {
+func (l *loader) loadRules(p tomlpos.Path, v toml.Primitive) {
 	tbls, ok := l.tables(p, v)
 	if !ok {
 		return
 	}
-	first := map[string]keyPath{}
+	first := map[string]tomlpos.Path{}
 	for i, t := range tbls {
-		rp := p.index(i + 1)
+		rp := p.Index(i + 1)
 		r := l.loadRule(rp, t)
 		if r.Name != "" {
 			if fp, dup := first[r.Name]; dup {
-				l.valErr(rp.key("name"), "duplicate rule name %q (%s has it too, at line %d)",
-					r.Name, fp, l.loc.at(fp).line)
+				l.valErr(rp.Key("name"), "duplicate rule name %q (%s has it too, at line %d)",
+					r.Name, fp, l.loc.At(fp).Line)
 			} else {
 				first[r.Name] = rp
 			}
@@ -610,25 +568,25 @@ func (l *loader) loadRules(p keyPath, v toml.Primitive) {
 // ruleLoad is the state of loading one rule.
 type ruleLoad struct {
 	*loader
-	p keyPath
-	r *Rule
+	p tomlpos.Path
+	r *rules.Rule
 	// given holds the rule's keys that were read without error, with their paths.
-	given map[string]keyPath
+	given map[string]tomlpos.Path
 	// payload as given (0 when not).
 	payload int
 }
 
-func (l *loader) loadRule(p keyPath, tbl map[string]toml.Primitive) *Rule {
-	lc := l.loc.at(p)
+func (l *loader) loadRule(p tomlpos.Path, tbl map[string]toml.Primitive) *rules.Rule {
+	lc := l.loc.At(p)
 	rl := &ruleLoad{
 		loader: l,
 		p:      p,
-		r:      &Rule{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}},
-		given:  map[string]keyPath{},
+		r:      &rules.Rule{Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col}},
+		given:  map[string]tomlpos.Path{},
 	}
 	for _, k := range ruleKeys {
 		if v, ok := tbl[k]; ok {
-			rl.ruleKey(k, p.key(k), v)
+			rl.ruleKey(k, p.Key(k), v)
 		}
 	}
 	if _, ok := tbl["name"]; !ok {
@@ -642,7 +600,7 @@ func (l *loader) loadRule(p keyPath, tbl map[string]toml.Primitive) *Rule {
 	return rl.r
 }
 
-func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
+func (rl *ruleLoad) ruleKey(k string, p tomlpos.Path, v toml.Primitive) {
 	m := &rl.r.Match
 	ok := false
 	switch k {
@@ -661,7 +619,7 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 		var s string
 		if s, ok = rl.str(p, v); ok {
 			var err error
-			if m.Side, err = ParseSide(s); err != nil {
+			if m.Side, err = rules.ParseSide(s); err != nil {
 				rl.valErr(p, "%v", err)
 				ok = false
 			}
@@ -742,13 +700,13 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 	case "phase":
 		var (
 			ss []string
-			ps []keyPath
+			ps []tomlpos.Path
 		)
 		if ss, ps, ok = rl.strs(p, v); !ok {
 			break
 		}
 		for i, s := range ss {
-			ph, err := ParsePhase(s)
+			ph, err := rules.ParsePhase(s)
 			if err != nil {
 				rl.valErr(ps[i], "%v", err)
 				ok = false
@@ -779,7 +737,7 @@ func (rl *ruleLoad) ruleKey(k string, p keyPath, v toml.Primitive) {
 		a, found := rl.reg.New(s)
 		if !found || a == nil {
 			names := rl.reg.Names()
-			if sug := suggest(s, names); sug != "" {
+			if sug := tomlpos.Suggest(s, names); sug != "" {
 				rl.valErr(p, "unknown action %q (did you mean %s?)", s, sug)
 			} else {
 				rl.valErr(p, "unknown action %q (want one of %s)", s, strings.Join(names, ", "))
@@ -801,7 +759,7 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 		act    = rl.r.Action
 		fields map[string]param
 		known  = ruleKeys
-		set    = map[string]keyPath{} // parameters decoded
+		set    = map[string]tomlpos.Path{} // parameters decoded
 		failed bool
 	)
 	if act != nil {
@@ -812,7 +770,7 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 		if slices.Contains(ruleKeys, k) {
 			continue
 		}
-		kp, v := rl.p.key(k), tbl[k]
+		kp, v := rl.p.Key(k), tbl[k]
 		owners := rl.owners(k)
 		if act == nil {
 			// Without a known action a parameter cannot be judged; anything else is wrong.
@@ -845,7 +803,7 @@ func (rl *ruleLoad) params(tbl map[string]toml.Primitive) {
 	if act == nil || failed {
 		return
 	}
-	if val, ok := act.(Validator); ok {
+	if val, ok := act.(rules.Validator); ok {
 		if err := val.Validate(); err != nil {
 			rl.validateErr(err, set, sortedKeys(fields))
 		}
@@ -863,7 +821,7 @@ func ownersText(owners []string) string {
 	return strings.Join(owners[:len(owners)-1], ", ") + " and " + owners[len(owners)-1] + " " + verb
 }
 
-func (rl *ruleLoad) decodeParam(p keyPath, v toml.Primitive, f reflect.Value) bool {
+func (rl *ruleLoad) decodeParam(p tomlpos.Path, v toml.Primitive, f reflect.Value) bool {
 	raw := rl.raw(v)
 	if _, isText := f.Addr().Interface().(encoding.TextUnmarshaler); isText {
 		if _, isStr := raw.(string); !isStr {
@@ -887,7 +845,7 @@ func (rl *ruleLoad) decodeParam(p keyPath, v toml.Primitive, f reflect.Value) bo
 // wantType names, for messages, the TOML type a parameter field reads.
 func wantType(t reflect.Type) string {
 	switch {
-	case t == reflect.TypeFor[Duration]() || t == reflect.TypeFor[time.Duration]():
+	case t == reflect.TypeFor[rules.Duration]() || t == reflect.TypeFor[time.Duration]():
 		return "a duration string (such as \"250ms\")"
 	case reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()):
 		return "a string"
@@ -913,7 +871,7 @@ func wantType(t reflect.Type) string {
 // validateErr reports an error from an action's Validate at the parameter it names: the one
 // given by a Param() string method, or else the parameter the message names first, given
 // ones first. A parameter that is not given is reported at the rule's header.
-func (rl *ruleLoad) validateErr(err error, given map[string]keyPath, params []string) {
+func (rl *ruleLoad) validateErr(err error, given map[string]tomlpos.Path, params []string) {
 	msg := err.Error()
 	param := ""
 	var pe interface {
@@ -936,7 +894,7 @@ func (rl *ruleLoad) validateErr(err error, given map[string]keyPath, params []st
 	if p, ok := given[param]; ok {
 		rl.valErr(p, "%s", msg)
 	} else {
-		rl.errAt(rl.loc.at(rl.p), rl.p.key(param), "%s", msg)
+		rl.errAt(rl.loc.At(rl.p), rl.p.Key(param), "%s", msg)
 	}
 }
 
@@ -961,7 +919,7 @@ func wordIndex(s, word string) int {
 		}
 		i += off
 		end := i + len(word)
-		if (i == 0 || !isBareKeyByte(s[i-1])) && (end == len(s) || !isBareKeyByte(s[end])) {
+		if (i == 0 || !tomlpos.IsBareKeyByte(s[i-1])) && (end == len(s) || !tomlpos.IsBareKeyByte(s[end])) {
 			return i
 		}
 		off = i + 1
@@ -993,13 +951,13 @@ func (rl *ruleLoad) crossCheck() {
 	}
 	ph := m.Phases
 	switch {
-	case ph&PhaseEstablished != 0 && ph&^PhaseEstablished != 0:
-		rl.valErr(pp, "established cannot hold with %s: the rule can never match", ph&^PhaseEstablished)
-	case ph&PhaseAckOfClientFIN != 0 && ph&PhaseAckOfServerFIN != 0:
+	case ph&rules.PhaseEstablished != 0 && ph&^rules.PhaseEstablished != 0:
+		rl.valErr(pp, "established cannot hold with %s: the rule can never match", ph&^rules.PhaseEstablished)
+	case ph&rules.PhaseAckOfClientFIN != 0 && ph&rules.PhaseAckOfServerFIN != 0:
 		rl.valErr(pp, "a segment acknowledges the client's FIN when sent by the server and the server's when sent by the client, not both: the rule can never match")
-	case ph&PhaseAckOfClientFIN != 0 && m.Side == Client:
+	case ph&rules.PhaseAckOfClientFIN != 0 && m.Side == rules.Client:
 		rl.valErr(pp, "ack-of-client-fin is about segments from the server, but side is client: the rule can never match")
-	case ph&PhaseAckOfServerFIN != 0 && m.Side == Server:
+	case ph&rules.PhaseAckOfServerFIN != 0 && m.Side == rules.Server:
 		rl.valErr(pp, "ack-of-server-fin is about segments from the client, but side is server: the rule can never match")
 	}
 }

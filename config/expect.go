@@ -1,7 +1,9 @@
-package rules
+package config
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 	"math"
 	"slices"
 	"strings"
@@ -34,7 +36,7 @@ type Expect struct {
 	// first.
 	Connections []*ConnExpect
 	// Pos is where the [expect] table starts.
-	Pos Position
+	Pos rules.Position
 }
 
 // ConnExpect is what must be observed of one incarnation of the run's 4-tuple.
@@ -43,7 +45,7 @@ type ConnExpect struct {
 	Incarnation int
 	// Client and Server are its sides' expectations (nil: none); exit does not apply.
 	Client, Server *SideExpect
-	Pos            Position
+	Pos            rules.Position
 }
 
 // DefaultLeakThreshold is Expect.LeakThreshold when leak_threshold is not given.
@@ -79,7 +81,7 @@ type SideExpect struct {
 	Exit        *int
 	ExitStopped bool
 	// Pos is where the side's table starts.
-	Pos Position
+	Pos rules.Position
 }
 
 // ExitStoppedWord is the value of exit that expects the lab to have stopped the
@@ -96,8 +98,8 @@ type Dwell struct {
 // Match's side, flags, pure-ACK, has-flags and payload conditions, and Verdict, Rule,
 // Injected and Modified when set.
 type SegmentExpect struct {
-	Match   Match
-	Verdict *Verdict
+	Match   rules.Match
+	Verdict *rules.Verdict
 	// Rule is the name of the rule that must have acted on the segment ("" any or none).
 	Rule string
 	// Injected: true, only segments finproxy made (Record.Injected); false, only queued
@@ -107,7 +109,7 @@ type SegmentExpect struct {
 	// Min and Max bound the count; Max is -1 for no bound.
 	Min, Max int
 	// Pos is where the expectation's table starts.
-	Pos Position
+	Pos rules.Position
 }
 
 // TCPStates are the state names [expect] takes: the kernel's, in the order a connection
@@ -150,7 +152,7 @@ func (s *SegmentExpect) CountText() string {
 }
 
 // Matches reports whether the record r counts for s.
-func (s *SegmentExpect) Matches(r *Record) bool {
+func (s *SegmentExpect) Matches(r *rules.Record) bool {
 	seg := segment.Segment{Flags: r.Flags, Seq: r.Seq, Ack: r.Ack, PayloadLen: r.Len}
 	if !s.Match.Matches(r.Side, &seg, 0) {
 		return false
@@ -172,7 +174,7 @@ func (s *SegmentExpect) Matches(r *Record) bool {
 func (s *SegmentExpect) String() string {
 	var parts []string
 	m := &s.Match
-	if m.Side != AnySide {
+	if m.Side != rules.AnySide {
 		parts = append(parts, m.Side.String())
 	}
 	switch {
@@ -216,16 +218,16 @@ func (s *SegmentExpect) String() string {
 
 // Loading.
 
-func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
+func (l *loader) loadExpect(p tomlpos.Path, v toml.Primitive) {
 	tbl, ok := l.table(p, v)
 	if !ok {
 		return
 	}
-	lc := l.loc.at(p)
-	e := &Expect{LeakThreshold: DefaultLeakThreshold, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	lc := l.loc.At(p)
+	e := &Expect{LeakThreshold: DefaultLeakThreshold, Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col}}
 	l.cfg.Expect = e
 	for _, k := range sortedKeys(tbl) {
-		kp, v := p.key(k), tbl[k]
+		kp, v := p.Key(k), tbl[k]
 		switch k {
 		case "leak_threshold":
 			if d, ok := l.duration(kp, v); ok {
@@ -245,7 +247,7 @@ func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
 				break
 			}
 			for i, t := range tbls {
-				e.Segments = append(e.Segments, l.segmentExpect(kp.index(i+1), t))
+				e.Segments = append(e.Segments, l.segmentExpect(kp.Index(i+1), t))
 			}
 		case "kernel":
 			e.Kernel = l.loadKernelExpect(kp, v)
@@ -258,9 +260,9 @@ func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
 			if !ok {
 				break
 			}
-			seen := map[int]keyPath{}
+			seen := map[int]tomlpos.Path{}
 			for i, t := range tbls {
-				if c := l.connExpect(kp.index(i+1), t, seen); c != nil {
+				if c := l.connExpect(kp.Index(i+1), t, seen); c != nil {
 					e.Connections = append(e.Connections, c)
 				}
 			}
@@ -271,7 +273,7 @@ func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
 	if e.Incarnations > 0 {
 		for i, c := range e.Connections {
 			if c.Incarnation > e.Incarnations {
-				l.valErr(p.key("connection").index(i+1).key("incarnation"), "incarnation %d, but incarnations = %d: the expectation can never hold", c.Incarnation, e.Incarnations)
+				l.valErr(p.Key("connection").Index(i+1).Key("incarnation"), "incarnation %d, but incarnations = %d: the expectation can never hold", c.Incarnation, e.Incarnations)
 			}
 		}
 	}
@@ -281,11 +283,11 @@ func (l *loader) loadExpect(p keyPath, v toml.Primitive) {
 // connections on one 4-tuple, not thousands.
 const maxIncarnation = 1000
 
-func (l *loader) connExpect(p keyPath, tbl map[string]toml.Primitive, seen map[int]keyPath) *ConnExpect {
-	lc := l.loc.at(p)
-	c := &ConnExpect{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+func (l *loader) connExpect(p tomlpos.Path, tbl map[string]toml.Primitive, seen map[int]tomlpos.Path) *ConnExpect {
+	lc := l.loc.At(p)
+	c := &ConnExpect{Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col}}
 	for _, k := range sortedKeys(tbl) {
-		kp, v := p.key(k), tbl[k]
+		kp, v := p.Key(k), tbl[k]
 		switch k {
 		case "incarnation":
 			n, ok := l.count(kp, v, "the connection's number on its 4-tuple: 1 is the first")
@@ -297,7 +299,7 @@ func (l *loader) connExpect(p keyPath, tbl map[string]toml.Primitive, seen map[i
 				break
 			}
 			if prev, dup := seen[n]; dup {
-				l.valErr(kp, "incarnation %d has expectations already (at line %d): write them in one table", n, l.loc.at(prev).line)
+				l.valErr(kp, "incarnation %d has expectations already (at line %d): write them in one table", n, l.loc.At(prev).Line)
 				break
 			}
 			seen[n] = kp
@@ -305,7 +307,7 @@ func (l *loader) connExpect(p keyPath, tbl map[string]toml.Primitive, seen map[i
 		case "client", "server":
 			se := l.sideExpect(kp, v)
 			if se != nil && (se.Exit != nil || se.ExitStopped) {
-				l.keyErr(kp.key("exit"), "exit is the application's, not a connection's: write it in [expect.%s]", k)
+				l.keyErr(kp.Key("exit"), "exit is the application's, not a connection's: write it in [expect.%s]", k)
 			}
 			if k == "client" {
 				c.Client = se
@@ -342,8 +344,8 @@ func (l *loader) checkExpect() {
 		if s.Rule == "" || slices.Contains(names, s.Rule) {
 			continue
 		}
-		p := keyPath{"expect", "segment"}.index(i + 1).key("rule")
-		switch sug := suggest(s.Rule, names); {
+		p := tomlpos.Path{"expect", "segment"}.Index(i + 1).Key("rule")
+		switch sug := tomlpos.Suggest(s.Rule, names); {
 		case len(names) == 0:
 			l.valErr(p, "no rule named %q: the config has no [[rule]]", s.Rule)
 		case sug != "":
@@ -354,7 +356,7 @@ func (l *loader) checkExpect() {
 	}
 }
 
-func (l *loader) boolean(p keyPath, v toml.Primitive) (bool, bool) {
+func (l *loader) boolean(p tomlpos.Path, v toml.Primitive) (bool, bool) {
 	raw := l.raw(v)
 	b, ok := raw.(bool)
 	if !ok {
@@ -364,7 +366,7 @@ func (l *loader) boolean(p keyPath, v toml.Primitive) (bool, bool) {
 }
 
 // state checks a state name; p is where it is written (as a value, or as a key when isKey).
-func (l *loader) state(p keyPath, s string, isKey bool) bool {
+func (l *loader) state(p tomlpos.Path, s string, isKey bool) bool {
 	if slices.Contains(TCPStates, s) {
 		return true
 	}
@@ -373,7 +375,7 @@ func (l *loader) state(p keyPath, s string, isKey bool) bool {
 		report = l.keyErr
 	}
 	list := strings.Join(TCPStates, ", ")
-	if sug := suggest(s, TCPStates); sug != "" {
+	if sug := tomlpos.Suggest(s, TCPStates); sug != "" {
 		report(p, "unknown state %q (did you mean %s? states are %s)", s, sug, list)
 	} else {
 		report(p, "unknown state %q (states are %s)", s, list)
@@ -382,14 +384,14 @@ func (l *loader) state(p keyPath, s string, isKey bool) bool {
 }
 
 // stateList reads a state name or a list of them; it returns the valid ones with their paths.
-func (l *loader) stateList(p keyPath, v toml.Primitive) ([]string, []keyPath, bool) {
+func (l *loader) stateList(p tomlpos.Path, v toml.Primitive) ([]string, []tomlpos.Path, bool) {
 	ss, ps, ok := l.strs(p, v)
 	if !ok {
 		return nil, nil, false
 	}
 	var (
 		out []string
-		at  []keyPath
+		at  []tomlpos.Path
 	)
 	for i, s := range ss {
 		if l.state(ps[i], s, false) {
@@ -403,23 +405,23 @@ func (l *loader) stateList(p keyPath, v toml.Primitive) ([]string, []keyPath, bo
 }
 
 // dwells reads a table state -> duration, in the order written.
-func (l *loader) dwells(p keyPath, v toml.Primitive) ([]Dwell, map[string]keyPath) {
+func (l *loader) dwells(p tomlpos.Path, v toml.Primitive) ([]Dwell, map[string]tomlpos.Path) {
 	tbl, ok := l.table(p, v)
 	if !ok {
 		return nil, nil
 	}
 	keys := sortedKeys(tbl)
 	slices.SortStableFunc(keys, func(a, b string) int {
-		la, lb := l.loc.at(p.key(a)), l.loc.at(p.key(b))
-		if la.line != lb.line {
-			return la.line - lb.line
+		la, lb := l.loc.At(p.Key(a)), l.loc.At(p.Key(b))
+		if la.Line != lb.Line {
+			return la.Line - lb.Line
 		}
-		return la.col - lb.col
+		return la.Col - lb.Col
 	})
 	var out []Dwell
-	at := map[string]keyPath{}
+	at := map[string]tomlpos.Path{}
 	for _, k := range keys {
-		kp := p.key(k)
+		kp := p.Key(k)
 		if !l.state(kp, k, true) {
 			continue
 		}
@@ -434,20 +436,20 @@ func (l *loader) dwells(p keyPath, v toml.Primitive) ([]Dwell, map[string]keyPat
 	return out, at
 }
 
-func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
+func (l *loader) sideExpect(p tomlpos.Path, v toml.Primitive) *SideExpect {
 	tbl, ok := l.table(p, v)
 	if !ok {
 		return nil
 	}
-	lc := l.loc.at(p)
-	se := &SideExpect{Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+	lc := l.loc.At(p)
+	se := &SideExpect{Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col}}
 	var (
-		statesAt, absentAt, retransAt []keyPath
-		minAt                         map[string]keyPath
-		noRetransAt, leakAt           keyPath
+		statesAt, absentAt, retransAt []tomlpos.Path
+		minAt                         map[string]tomlpos.Path
+		noRetransAt, leakAt           tomlpos.Path
 	)
 	for _, k := range sortedKeys(tbl) {
-		kp, v := p.key(k), tbl[k]
+		kp, v := p.Key(k), tbl[k]
 		switch k {
 		case "states":
 			se.States, statesAt, _ = l.stateList(kp, v)
@@ -455,7 +457,7 @@ func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
 			se.Absent, absentAt, _ = l.stateList(kp, v)
 		case "retransmits_in":
 			var ss []string
-			var ps []keyPath
+			var ps []tomlpos.Path
 			ss, ps, _ = l.stateList(kp, v)
 			for i, s := range ss {
 				if why, never := noRetransmitStates[s]; never {
@@ -513,7 +515,7 @@ func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
 	// Contradictions: the expectation could never hold.
 	for i, s := range se.Absent {
 		if slices.Contains(se.States, s) {
-			l.valErr(absentAt[i], "%s is in states too (at line %d): the expectation can never hold", s, l.loc.at(statesAt[slices.Index(se.States, s)]).line)
+			l.valErr(absentAt[i], "%s is in states too (at line %d): the expectation can never hold", s, l.loc.At(statesAt[slices.Index(se.States, s)]).Line)
 		}
 	}
 	for i, s := range se.RetransmitsIn {
@@ -540,14 +542,14 @@ func (l *loader) sideExpect(p keyPath, v toml.Primitive) *SideExpect {
 	return se
 }
 
-func (l *loader) segmentExpect(p keyPath, tbl map[string]toml.Primitive) *SegmentExpect {
-	lc := l.loc.at(p)
-	se := &SegmentExpect{Max: -1, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+func (l *loader) segmentExpect(p tomlpos.Path, tbl map[string]toml.Primitive) *SegmentExpect {
+	lc := l.loc.At(p)
+	se := &SegmentExpect{Max: -1, Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col}}
 	// side, flags, has_flags and payload read as in a rule.
-	rl := &ruleLoad{loader: l, p: p, r: &Rule{}, given: map[string]keyPath{}}
+	rl := &ruleLoad{loader: l, p: p, r: &rules.Rule{}, given: map[string]tomlpos.Path{}}
 	var minGiven, maxGiven bool
 	for _, k := range sortedKeys(tbl) {
-		kp, v := p.key(k), tbl[k]
+		kp, v := p.Key(k), tbl[k]
 		switch k {
 		case "side", "flags", "has_flags", "payload":
 			rl.ruleKey(k, kp, v)
@@ -555,10 +557,10 @@ func (l *loader) segmentExpect(p keyPath, tbl map[string]toml.Primitive) *Segmen
 			if s, ok := l.str(kp, v); ok {
 				switch s {
 				case "accept", "pass":
-					x := Accept
+					x := rules.Accept
 					se.Verdict = &x
 				case "drop":
-					x := Drop
+					x := rules.Drop
 					se.Verdict = &x
 				default:
 					l.valErr(kp, "unknown verdict %q (want accept or drop)", s)
@@ -602,7 +604,7 @@ func (l *loader) segmentExpect(p keyPath, tbl map[string]toml.Primitive) *Segmen
 		se.Min = 1 // "such segments were seen"
 	}
 	if minGiven && maxGiven && se.Min > se.Max {
-		l.valErr(p.key("min"), "min %d is more than max %d: the expectation can never hold", se.Min, se.Max)
+		l.valErr(p.Key("min"), "min %d is more than max %d: the expectation can never hold", se.Min, se.Max)
 	}
 	se.Match = rl.r.Match
 	m := &se.Match

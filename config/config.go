@@ -1,4 +1,4 @@
-package rules
+package config
 
 import (
 	"fmt"
@@ -9,14 +9,15 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/finproxy/finproxy/segment"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 )
 
 // ConfigError is one problem in a config file.
 type ConfigError struct {
 	// Pos is where the problem is: the offending value, or the key when the key itself is
 	// wrong, or the enclosing table's header when something is missing.
-	Pos Position
+	Pos rules.Position
 	// Key is the key path, such as "rule[2].delay" or "target.port"; "" when the problem
 	// is the file's syntax.
 	Key string
@@ -64,6 +65,17 @@ func (es ConfigErrors) sort() {
 		}
 		return strings.Compare(a.Key, b.Key)
 	})
+}
+
+// Config is a loaded, validated scenario file: what the engine runs (rules.Config: the
+// scope and the rules) and the sections about a run against real applications.
+type Config struct {
+	rules.Config
+	// Lab is the [lab] section: the applications to run the scenario against (nil when
+	// absent).
+	Lab *Lab
+	// Expect is the [expect] section: what must be observed (nil when absent).
+	Expect *Expect
 }
 
 // Load reads and parses the config file at path. Problems in the file are reported as
@@ -193,6 +205,10 @@ func Load(path string) (*Config, error) {
 // disk image) from costing the machine its memory.
 const MaxConfigSize = 64 << 10
 
+// MaxDepth bounds how deep a config nests: the number of pieces of the longest key path
+// (rule[2].delay is 3 deep). It is checked before the TOML parser runs (tomlpos.MaxDepth).
+const MaxDepth = tomlpos.MaxDepth
+
 // ReadFile reads the config file at path: a regular file (a symbolic link to one will do)
 // of at most MaxConfigSize bytes. Anything else is refused at once, without reading: a
 // FIFO (whose open would wait for a writer), a device such as /dev/zero (which never
@@ -263,48 +279,15 @@ func sizeText(n int) string {
 // listing every problem found, sorted by position (a syntax error stops the parse: it
 // is then the only one).
 func Parse(data []byte, file string) (*Config, error) {
-	return ParseWith(data, file, defaultRegistry)
+	return ParseWith(data, file, rules.DefaultRegistry())
 }
 
 // ParseWith is Parse with the actions of reg (a test's Clone of DefaultRegistry).
-func ParseWith(data []byte, file string, reg *Registry) (*Config, error) {
+func ParseWith(data []byte, file string, reg *rules.Registry) (*Config, error) {
 	cfg, errs := parse(data, file, reg)
 	if len(errs) > 0 {
 		errs.sort()
 		return nil, errs
 	}
 	return cfg, nil
-}
-
-// queueFromFIN are the phases that only hold once a FIN has been seen.
-const queueFromFIN = PhaseAfterClientFIN | PhaseAfterServerFIN | PhaseAfterBothFINs |
-	PhaseAckOfClientFIN | PhaseAckOfServerFIN
-
-// QueueScope says which segments the hook must queue for the rules of c to see every
-// segment they could act on: QueueControl when every rule requires SYN, FIN or RST (in
-// flags or has_flags) and its action needs no other segments (NeedsData); otherwise
-// QueueFromFIN when each of the other rules requires a phase that only holds after a FIN;
-// otherwise QueueAll. A config without rules needs QueueControl.
-func (c *Config) QueueScope() QueueScope {
-	scope := QueueControl
-	for _, r := range c.Rules {
-		scope = max(scope, r.queueScope())
-	}
-	return scope
-}
-
-func (r *Rule) queueScope() QueueScope {
-	const control = segment.SYN | segment.FIN | segment.RST
-	m := &r.Match
-	needsData := false
-	if nd, ok := r.Action.(NeedsData); ok && nd.NeedsData() {
-		needsData = true
-	}
-	if !needsData && (m.FlagsSet && m.Flags&control != 0 || m.HasFlags&control != 0) {
-		return QueueControl
-	}
-	if m.Phases&queueFromFIN != 0 {
-		return QueueFromFIN
-	}
-	return QueueAll
 }

@@ -1,8 +1,9 @@
-package rules
+package config
 
 import (
 	"bytes"
 	"errors"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 	"os"
 	"path/filepath"
 	"testing"
@@ -92,16 +93,16 @@ v = {
 // file, and that a file it lets through (not too deep) is no deeper than MaxDepth: its
 // depth check, which runs before the TOML parser, misses nothing the parser would build.
 func checkLocate(t *testing.T, data []byte) {
-	loc := locate(data)
-	if loc.deep.line > 0 {
+	loc := tomlpos.Locate(data)
+	if loc.Deep.Line > 0 {
 		return // the parser never sees it
 	}
 	var tree map[string]any
 	if _, err := toml.Decode(string(data), &tree); err != nil {
 		return
 	}
-	walkPaths(nil, tree, func(p keyPath) {
-		if _, ok := loc.keyAt(p); !ok {
+	walkPaths(nil, tree, func(p tomlpos.Path) {
+		if _, ok := loc.KeyAt(p); !ok {
 			t.Fatalf("locate did not find %s in %q", p, data)
 		}
 		if len(p) > MaxDepth {
@@ -110,23 +111,23 @@ func checkLocate(t *testing.T, data []byte) {
 	})
 }
 
-func walkPaths(p keyPath, v any, visit func(keyPath)) {
+func walkPaths(p tomlpos.Path, v any, visit func(tomlpos.Path)) {
 	switch v := v.(type) {
 	case map[string]any:
 		for k, x := range v {
-			q := p.key(k)
+			q := p.Key(k)
 			visit(q)
 			walkPaths(q, x, visit)
 		}
 	case []map[string]any:
 		for i, x := range v {
-			q := p.index(i + 1)
+			q := p.Index(i + 1)
 			visit(q)
 			walkPaths(q, x, visit)
 		}
 	case []any:
 		for i, x := range v {
-			q := p.index(i + 1)
+			q := p.Index(i + 1)
 			visit(q)
 			walkPaths(q, x, visit)
 		}

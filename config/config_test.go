@@ -1,8 +1,9 @@
-package rules
+package config
 
 import (
 	"errors"
 	"github.com/finproxy/finproxy/internal/golden"
+	"github.com/finproxy/finproxy/rules"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,19 +21,19 @@ import (
 
 type testDrop struct{}
 
-func (*testDrop) Apply(*Context) {}
+func (*testDrop) Apply(*rules.Context) {}
 
 type testDelay struct {
-	Delay  Duration      `toml:"t_delay"`
-	Jitter Duration      `toml:"t_jitter"`
-	Step   time.Duration `toml:"t_step"`
-	Count  int8          `toml:"t_count"`
-	Tags   []string      `toml:"t_tags"`
-	Side   Side          `toml:"t_side"`
-	Ignore string        `toml:"-"`
+	Delay  rules.Duration `toml:"t_delay"`
+	Jitter rules.Duration `toml:"t_jitter"`
+	Step   time.Duration  `toml:"t_step"`
+	Count  int8           `toml:"t_count"`
+	Tags   []string       `toml:"t_tags"`
+	Side   rules.Side     `toml:"t_side"`
+	Ignore string         `toml:"-"`
 }
 
-func (*testDelay) Apply(*Context) {}
+func (*testDelay) Apply(*rules.Context) {}
 
 func (d *testDelay) Validate() error {
 	if d.Delay == 0 {
@@ -53,16 +54,16 @@ func (e *testParamError) Error() string { return e.err.Error() }
 func (e *testParamError) Param() string { return e.param }
 
 type testHold struct {
-	Until     string   `toml:"t_until"`
-	Timeout   Duration `toml:"t_timeout"`
-	OnTimeout Verdict  `toml:"t_on_timeout"`
-	until     Event
+	Until     string         `toml:"t_until"`
+	Timeout   rules.Duration `toml:"t_timeout"`
+	OnTimeout rules.Verdict  `toml:"t_on_timeout"`
+	until     rules.Event
 }
 
-func (*testHold) Apply(*Context) {}
+func (*testHold) Apply(*rules.Context) {}
 
 func (h *testHold) Validate() error {
-	e, err := ParseEvent(h.Until)
+	e, err := rules.ParseEvent(h.Until)
 	if err != nil {
 		return &testParamError{"t_until", err}
 	}
@@ -71,29 +72,29 @@ func (h *testHold) Validate() error {
 }
 
 type testMerge struct {
-	Timeout Duration `toml:"t_timeout"`
+	Timeout rules.Duration `toml:"t_timeout"`
 }
 
-func (*testMerge) Apply(*Context)  {}
-func (*testMerge) NeedsData() bool { return true }
+func (*testMerge) Apply(*rules.Context) {}
+func (*testMerge) NeedsData() bool      { return true }
 
 type testNoData struct{}
 
-func (*testNoData) Apply(*Context)  {}
-func (*testNoData) NeedsData() bool { return false }
+func (*testNoData) Apply(*rules.Context) {}
+func (*testNoData) NeedsData() bool      { return false }
 
 // testActions are the engine's actions and this package's test actions: the configs of
 // the tests parse with them (ParseWith); the golden files of testdata/bad, with the
 // engine's alone, so that the list of actions some messages give is the real one.
 // (Built at first use: the engine's actions register in init functions, after the
 // package's variables are set.)
-var testActions = sync.OnceValue(func() *Registry {
-	r := DefaultRegistry().Clone()
-	r.Register("test-drop", func() Action { return &testDrop{} })
-	r.Register("test-delay", func() Action { return &testDelay{} })
-	r.Register("test-hold", func() Action { return &testHold{} })
-	r.Register("test-merge", func() Action { return &testMerge{} })
-	r.Register("test-nodata", func() Action { return &testNoData{} })
+var testActions = sync.OnceValue(func() *rules.Registry {
+	r := rules.DefaultRegistry().Clone()
+	r.Register("test-drop", func() rules.Action { return &testDrop{} })
+	r.Register("test-delay", func() rules.Action { return &testDelay{} })
+	r.Register("test-hold", func() rules.Action { return &testHold{} })
+	r.Register("test-merge", func() rules.Action { return &testMerge{} })
+	r.Register("test-nodata", func() rules.Action { return &testNoData{} })
 	return r
 })
 
@@ -137,13 +138,13 @@ func mustPrefix(t *testing.T, s string) netip.Prefix {
 // ruleView is what TestConfigGood compares of a rule: everything but the action's value.
 type ruleView struct {
 	Name   string
-	Match  Match
+	Match  rules.Match
 	Action string
 	Line   int
 	Col    int
 }
 
-func viewRules(rs []*Rule) []ruleView {
+func viewRules(rs []*rules.Rule) []ruleView {
 	var v []ruleView
 	for _, r := range rs {
 		v = append(v, ruleView{r.Name, r.Match, r.ActionName, r.Pos.Line, r.Pos.Col})
@@ -156,48 +157,48 @@ func TestConfigGood(t *testing.T) {
 		file        string
 		name, descr string
 		seed        int64
-		target      Target
+		target      rules.Target
 		rules       []ruleView
 	}{
 		{
 			file:   "minimal.toml",
 			name:   "minimal",
-			target: Target{Port: 8080, Hook: HookLocal, Queue: DefaultQueue},
+			target: rules.Target{Port: 8080, Hook: rules.HookLocal, Queue: rules.DefaultQueue},
 		},
 		{
 			file:  "full.toml",
 			name:  "everything",
 			descr: "every key of the format",
 			seed:  42,
-			target: Target{
+			target: rules.Target{
 				Port:      8080,
 				Addresses: []netip.Prefix{mustPrefix(t, "198.18.2.2/32"), mustPrefix(t, "fd00::2/128"), mustPrefix(t, "198.18.0.0/16")},
-				Hook:      HookForward,
+				Hook:      rules.HookForward,
 				Queue:     7401,
 			},
 			rules: []ruleView{
-				{"drop-final-ack", Match{Side: Client, PureACK: true, Phases: PhaseAfterBothFINs | PhaseAckOfServerFIN,
+				{"drop-final-ack", rules.Match{Side: rules.Client, PureACK: true, Phases: rules.PhaseAfterBothFINs | rules.PhaseAckOfServerFIN,
 					Nth: 1, Probability: 0.5, Limit: 1, GlobalLimit: 10}, "drop", 12, 1},
-				{"hold-server-fin", Match{Side: Server, Flags: segment.FIN | segment.ACK, FlagsSet: true, HasFlags: segment.FIN,
-					Payload: -1, Phases: PhaseAfterClientFIN}, "hold", 23, 1},
-				{"delay-data", Match{HasFlags: segment.ACK, Payload: 1}, "delay", 35, 1},
-				{"merge-ack", Match{Side: Server, PureACK: true, Phases: PhaseAckOfClientFIN}, "merge", 44, 1},
+				{"hold-server-fin", rules.Match{Side: rules.Server, Flags: segment.FIN | segment.ACK, FlagsSet: true, HasFlags: segment.FIN,
+					Payload: -1, Phases: rules.PhaseAfterClientFIN}, "hold", 23, 1},
+				{"delay-data", rules.Match{HasFlags: segment.ACK, Payload: 1}, "delay", 35, 1},
+				{"merge-ack", rules.Match{Side: rules.Server, PureACK: true, Phases: rules.PhaseAckOfClientFIN}, "merge", 44, 1},
 			},
 		},
 		{
 			file:   "address-only.toml",
 			name:   "address-only",
-			target: Target{Addresses: []netip.Prefix{mustPrefix(t, "fd00::2/128")}, Hook: HookLocal, Queue: 1},
+			target: rules.Target{Addresses: []netip.Prefix{mustPrefix(t, "fd00::2/128")}, Hook: rules.HookLocal, Queue: 1},
 			rules: []ruleView{
-				{"drop-rst", Match{HasFlags: segment.RST}, "drop", 4, 3},
-				{"pass-syn", Match{Flags: segment.SYN, FlagsSet: true}, "pass", 5, 3},
+				{"drop-rst", rules.Match{HasFlags: segment.RST}, "drop", 4, 3},
+				{"pass-syn", rules.Match{Flags: segment.SYN, FlagsSet: true}, "pass", 5, 3},
 			},
 		},
 		{
 			file:   "dotted.toml",
 			name:   "dotted",
-			target: Target{Port: 443, Hook: HookLocal, Queue: DefaultQueue},
-			rules:  []ruleView{{"drop-fin", Match{HasFlags: segment.FIN}, "drop", 6, 1}},
+			target: rules.Target{Port: 443, Hook: rules.HookLocal, Queue: rules.DefaultQueue},
+			rules:  []ruleView{{"drop-fin", rules.Match{HasFlags: segment.FIN}, "drop", 6, 1}},
 		},
 	}
 	for _, tt := range tests {
@@ -256,12 +257,12 @@ t_count = 3
 t_tags = ["a", "b"]
 t_side = "server"`,
 			check: func(t *testing.T, c *Config) {
-				want := &testDelay{Delay: Duration(200 * time.Millisecond), Jitter: Duration(50 * time.Millisecond),
-					Step: time.Second, Count: 3, Tags: []string{"a", "b"}, Side: Server}
+				want := &testDelay{Delay: rules.Duration(200 * time.Millisecond), Jitter: rules.Duration(50 * time.Millisecond),
+					Step: time.Second, Count: 3, Tags: []string{"a", "b"}, Side: rules.Server}
 				if got := c.Rules[0].Action; !reflect.DeepEqual(got, want) {
 					t.Errorf("action = %+v, want %+v", got, want)
 				}
-				if c.Rules[0].ActionName != "test-delay" || c.Rules[0].Pos != (Position{"t.toml", 3, 1}) {
+				if c.Rules[0].ActionName != "test-delay" || c.Rules[0].Pos != (rules.Position{File: "t.toml", Line: 3, Col: 1}) {
 					t.Errorf("rule = %+v", c.Rules[0])
 				}
 			},
@@ -273,7 +274,7 @@ t_side = "server"`,
 				"[[rule]]\nname = \"b\"\naction = \"test-delay\"\nt_delay = \"2s\"\n",
 			check: func(t *testing.T, c *Config) {
 				a, b := c.Rules[0].Action.(*testDelay), c.Rules[1].Action.(*testDelay)
-				if a == b || a.Delay != Duration(time.Second) || b.Delay != Duration(2*time.Second) {
+				if a == b || a.Delay != rules.Duration(time.Second) || b.Delay != rules.Duration(2*time.Second) {
 					t.Errorf("actions %+v %+v", a, b)
 				}
 			},
@@ -283,7 +284,7 @@ t_side = "server"`,
 			src:  head + "action = \"test-hold\"\nt_until = \"own-fin\"\nt_on_timeout = \"drop\"",
 			check: func(t *testing.T, c *Config) {
 				h := c.Rules[0].Action.(*testHold)
-				if h.until != EventOwnFIN || h.OnTimeout != Drop {
+				if h.until != rules.EventOwnFIN || h.OnTimeout != rules.Drop {
 					t.Errorf("hold = %+v", h)
 				}
 			},
@@ -383,7 +384,7 @@ t_side = "server"`,
 			src:  head + "action = \"test-drop\"\nflags = \"fin+ack\"\nhas_flags = \"none\"\npayload = \"any\"\nside = \"any\"",
 			check: func(t *testing.T, c *Config) {
 				m := c.Rules[0].Match
-				if m.Flags != segment.FIN|segment.ACK || !m.FlagsSet || m.HasFlags != 0 || m.Payload != 0 || m.Side != AnySide {
+				if m.Flags != segment.FIN|segment.ACK || !m.FlagsSet || m.HasFlags != 0 || m.Payload != 0 || m.Side != rules.AnySide {
 					t.Errorf("match = %+v", m)
 				}
 			},
@@ -449,11 +450,11 @@ t_side = "server"`,
 func newLoader() *loader { return &loader{reg: testActions()} }
 
 func TestConfigErrorText(t *testing.T) {
-	e := &ConfigError{Pos: Position{"a.toml", 3, 9}, Key: "rule[2].delay", Msg: `invalid duration "2x" (write it like "250ms" or "2s")`}
+	e := &ConfigError{Pos: rules.Position{File: "a.toml", Line: 3, Col: 9}, Key: "rule[2].delay", Msg: `invalid duration "2x" (write it like "250ms" or "2s")`}
 	if got, want := e.Error(), `a.toml:3:9: rule[2].delay: invalid duration "2x" (write it like "250ms" or "2s")`; got != want {
 		t.Errorf("Error() = %s, want %s", got, want)
 	}
-	es := ConfigErrors{e, {Pos: Position{Line: 1, Col: 1}, Msg: "syntax"}}
+	es := ConfigErrors{e, {Pos: rules.Position{Line: 1, Col: 1}, Msg: "syntax"}}
 	if got, want := es.Error(), e.Error()+"\n<config>:1:1: syntax"; got != want {
 		t.Errorf("Error() = %s, want %s", got, want)
 	}
@@ -466,202 +467,11 @@ func TestConfigErrorText(t *testing.T) {
 	}
 }
 
-func TestConfigSuggest(t *testing.T) {
-	known := []string{"delay", "jitter", "name", "global_limit", "on_timeout", "rule"}
-	for k, want := range map[string]string{
-		"dealy": "delay", "Name": "name", "nme": "name", "globallimit": "global_limit",
-		"on-timeout": "on_timeout", "rules": "rule", "jittr": "jitter",
-		"x": "", "delayed_by": "", "timeout": "",
-	} {
-		if got := suggest(k, known); got != want {
-			t.Errorf("suggest(%q) = %q, want %q", k, got, want)
-		}
-	}
-}
-
-func TestConfigQueueScope(t *testing.T) {
-	var (
-		drop   = &testDrop{}
-		merge  = &testMerge{}
-		nodata = &testNoData{}
-	)
-	rule := func(m Match, a Action) *Rule { return &Rule{Name: "r", Match: m, Action: a} }
-	tests := []struct {
-		name  string
-		rules []*Rule
-		want  QueueScope
-	}{
-		{"no rules", nil, QueueControl},
-		{"has FIN", []*Rule{rule(Match{HasFlags: segment.FIN}, drop)}, QueueControl},
-		{"exact SYN|ACK", []*Rule{rule(Match{Flags: segment.SYN | segment.ACK, FlagsSet: true}, drop)}, QueueControl},
-		{"has RST|ACK", []*Rule{rule(Match{HasFlags: segment.RST | segment.ACK}, drop)}, QueueControl},
-		{"NeedsData false", []*Rule{rule(Match{HasFlags: segment.FIN}, nodata)}, QueueControl},
-		{"flags not set", []*Rule{rule(Match{Flags: segment.FIN}, drop)}, QueueAll},
-		{"exact ACK", []*Rule{rule(Match{Flags: segment.ACK, FlagsSet: true}, drop)}, QueueAll},
-		{"exact none", []*Rule{rule(Match{FlagsSet: true}, drop)}, QueueAll},
-		{"pure ACK", []*Rule{rule(Match{PureACK: true}, drop)}, QueueAll},
-		{"has PSH", []*Rule{rule(Match{HasFlags: segment.PSH}, drop)}, QueueAll},
-		{"pure ACK of server FIN", []*Rule{rule(Match{PureACK: true, Phases: PhaseAckOfServerFIN}, drop)}, QueueFromFIN},
-		{"data after client FIN", []*Rule{rule(Match{Payload: 1, Phases: PhaseAfterClientFIN}, drop)}, QueueFromFIN},
-		{"after server FIN", []*Rule{rule(Match{Phases: PhaseAfterServerFIN}, drop)}, QueueFromFIN},
-		{"after both FINs", []*Rule{rule(Match{Phases: PhaseAfterBothFINs}, drop)}, QueueFromFIN},
-		{"ack of client FIN", []*Rule{rule(Match{Phases: PhaseAckOfClientFIN}, drop)}, QueueFromFIN},
-		{"established", []*Rule{rule(Match{Phases: PhaseEstablished}, drop)}, QueueAll},
-		{"handshake", []*Rule{rule(Match{Phases: PhaseHandshake}, drop)}, QueueAll},
-		{"merge on FIN", []*Rule{rule(Match{HasFlags: segment.FIN}, merge)}, QueueAll},
-		{"merge on FIN after client FIN", []*Rule{rule(Match{HasFlags: segment.FIN, Phases: PhaseAfterClientFIN}, merge)}, QueueFromFIN},
-		{"merge on pure ACK of client FIN", []*Rule{rule(Match{PureACK: true, Phases: PhaseAckOfClientFIN}, merge)}, QueueFromFIN},
-		{"control and from-FIN", []*Rule{
-			rule(Match{HasFlags: segment.FIN}, drop),
-			rule(Match{PureACK: true, Phases: PhaseAckOfServerFIN}, drop),
-		}, QueueFromFIN},
-		{"from-FIN and all", []*Rule{
-			rule(Match{PureACK: true, Phases: PhaseAckOfServerFIN}, drop),
-			rule(Match{Payload: 1}, drop),
-			rule(Match{HasFlags: segment.SYN}, drop),
-		}, QueueAll},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := &Config{Rules: tt.rules}
-			if got := c.QueueScope(); got != tt.want {
-				t.Errorf("QueueScope() = %s, want %s", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestConfigLocate(t *testing.T) {
-	src := `# comment [not] a = "table"
-top = 1 # [[fake]]
-"quoted key" = 'lit'
-ml = """
-x = 1
-[fake]
-"""
-lit = '''
-[[rule]]
-'''
-a.b . c = { d = 1, e = [1, { f = 2 }] , "g.h" = 3 }
-arr = [
-  "x", # comment ]
-  [ 1, 2 ],
-]
-
-[t1]
-k = 1
-[t1.sub]
-k2 = 2
-
-[[rule]]
-name = "one"
-[rule.extra]
-x = 1
-
-  [[ rule ]]
-	name = "two"
-[[rule.nested]]
-y = 1
-[[rule.nested]]
-y = 2
-[rule.nested.deep]
-z = 3
-[[other]]
-w = 4
-x = 1979-05-27 07:32:00Z
-`
-	l := locate([]byte(src))
-	for path, want := range map[string]lineCol{
-		"top":                      {2, 1},
-		`"quoted key"`:             {3, 1},
-		"ml":                       {4, 1},
-		"lit":                      {8, 1},
-		"a":                        {11, 1},
-		"a.b":                      {11, 3},
-		"a.b.c":                    {11, 7},
-		"a.b.c.d":                  {11, 13},
-		"a.b.c.e":                  {11, 20},
-		"a.b.c.e[2]":               {11, 28},
-		"a.b.c.e[2].f":             {11, 30},
-		`a.b.c."g.h"`:              {11, 41},
-		"arr":                      {12, 1},
-		"arr[2]":                   {14, 3},
-		"arr[2][2]":                {14, 8},
-		"t1":                       {17, 1},
-		"t1.k":                     {18, 1},
-		"t1.sub":                   {19, 1},
-		"t1.sub.k2":                {20, 1},
-		"rule":                     {22, 1},
-		"rule[1]":                  {22, 1},
-		"rule[1].name":             {23, 1},
-		"rule[1].extra":            {24, 1},
-		"rule[1].extra.x":          {25, 1},
-		"rule[2]":                  {27, 3},
-		"rule[2].name":             {28, 2},
-		"rule[2].nested[1]":        {29, 1},
-		"rule[2].nested[1].y":      {30, 1},
-		"rule[2].nested[2].y":      {32, 1},
-		"rule[2].nested[2].deep.z": {34, 1},
-		"other[1].w":               {36, 1},
-		"other[1].x":               {37, 1},
-	} {
-		if got, _ := l.keyAt(pathOf(path)); got != want {
-			t.Errorf("key %s at %v, want %v", path, got, want)
-		}
-	}
-	for path, want := range map[string]lineCol{
-		"top":        {2, 7},
-		"a.b.c":      {11, 11},
-		"a.b.c.e[1]": {11, 25},
-		"arr[1]":     {13, 3},
-		"other[1].x": {37, 5},
-	} {
-		if got, _ := l.valueAt(pathOf(path)); got != want {
-			t.Errorf("value %s at %v, want %v", path, got, want)
-		}
-	}
-	for _, bogus := range []string{"fake", "fake[1]", "x", "rule[3]"} {
-		if lc, ok := l.keyAt(pathOf(bogus)); ok {
-			t.Errorf("found %s at %v", bogus, lc)
-		}
-	}
-	if got := l.at(keyPath{"rule", "[2]", "missing"}); got != (lineCol{27, 3}) {
-		t.Errorf("fallback to the table: %v", got)
-	}
-	if got := l.at(keyPath{"nothing"}); got != (lineCol{1, 1}) {
-		t.Errorf("fallback to 1:1: %v", got)
-	}
-}
-
-// pathOf reads a key path as keyPath.String writes it: rule[2].nested[1].y, a."g.h".
-func pathOf(s string) keyPath {
-	var p keyPath
-	for i := 0; i < len(s); {
-		switch s[i] {
-		case '.':
-			i++
-		case '[':
-			j := i + strings.IndexByte(s[i:], ']') + 1
-			p, i = append(p, s[i:j]), j
-		case '"':
-			j := i + 1 + strings.IndexByte(s[i+1:], '"') + 1
-			p, i = append(p, s[i:j]), j
-		default:
-			j := i
-			for j < len(s) && isBareKeyByte(s[j]) {
-				j++
-			}
-			p, i = append(p, s[i:j]), j
-		}
-	}
-	return p
-}
-
 func TestTargetUnclassified(t *testing.T) {
-	for src, want := range map[string]Unclassified{
+	for src, want := range map[string]rules.Unclassified{
 		"":                        "",
-		`unclassified = "drop"`:   UnclassifiedDrop,
-		`unclassified = "accept"`: UnclassifiedAccept,
+		`unclassified = "drop"`:   rules.UnclassifiedDrop,
+		`unclassified = "accept"`: rules.UnclassifiedAccept,
 	} {
 		cfg, err := Parse([]byte("[target]\nport = 8080\n"+src+"\n"), "u.toml")
 		if err != nil {

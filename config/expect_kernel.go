@@ -1,7 +1,9 @@
-package rules
+package config
 
 import (
 	"fmt"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 	"math"
 	"regexp"
 
@@ -14,11 +16,11 @@ import (
 // (TcpEstabResets). Counters are nstat's names, from /proc/net/snmp and netstat of the
 // side's namespace; one that did not change counts 0.
 type KernelExpect struct {
-	Side    Side
+	Side    rules.Side
 	Counter string
 	// Min and Max bound the change; Max is -1 for no bound.
 	Min, Max int64
-	Pos      Position
+	Pos      rules.Position
 }
 
 // String is "server TcpExtPAWSEstab".
@@ -41,20 +43,20 @@ var kernelBoundKeys = []string{"min", "max"}
 
 // loadKernelExpect reads [expect.kernel]: a table per side, each counter an exact
 // change (TcpExtPAWSEstab = 1) or bounds ({ min = 1 }, { max = 0 }, { min = 1, max = 3 }).
-func (l *loader) loadKernelExpect(p keyPath, v toml.Primitive) []KernelExpect {
+func (l *loader) loadKernelExpect(p tomlpos.Path, v toml.Primitive) []KernelExpect {
 	sides, ok := l.table(p, v)
 	if !ok {
 		return nil
 	}
 	var out []KernelExpect
 	for _, sk := range sortedKeys(sides) {
-		sp := p.key(sk)
-		var side Side
+		sp := p.Key(sk)
+		var side rules.Side
 		switch sk {
 		case "client":
-			side = Client
+			side = rules.Client
 		case "server":
-			side = Server
+			side = rules.Server
 		default:
 			l.unknownKey(sp, sk, []string{"client", "server"})
 			continue
@@ -64,13 +66,13 @@ func (l *loader) loadKernelExpect(p keyPath, v toml.Primitive) []KernelExpect {
 			continue
 		}
 		for _, name := range sortedKeys(counters) {
-			cp := sp.key(name)
+			cp := sp.Key(name)
 			if !counterName.MatchString(name) {
 				l.keyErr(cp, "%q is not a kernel counter name (nstat's, such as TcpExtPAWSEstab or TcpEstabResets)", name)
 				continue
 			}
-			lc := l.loc.at(cp)
-			k := KernelExpect{Side: side, Counter: name, Max: -1, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+			lc := l.loc.At(cp)
+			k := KernelExpect{Side: side, Counter: name, Max: -1, Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col}}
 			switch raw := l.raw(counters[name]).(type) {
 			case int64:
 				if raw < 0 {
@@ -82,7 +84,7 @@ func (l *loader) loadKernelExpect(p keyPath, v toml.Primitive) []KernelExpect {
 				bounds, _ := l.table(cp, counters[name])
 				k.Min = 0
 				for _, bk := range sortedKeys(bounds) {
-					bp := cp.key(bk)
+					bp := cp.Key(bk)
 					n, ok := l.integer(bp, bounds[bk])
 					if !ok {
 						continue

@@ -1,9 +1,10 @@
-package rules
+package config
 
 import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/finproxy/finproxy/rules"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -99,7 +100,7 @@ var (
 
 // fuzzActions are the registered actions but the test-only ones, sorted.
 var fuzzActions = sync.OnceValue(func() []string {
-	return slices.DeleteFunc(Actions(), func(n string) bool { return strings.HasPrefix(n, "test-") })
+	return slices.DeleteFunc(rules.Actions(), func(n string) bool { return strings.HasPrefix(n, "test-") })
 })
 
 // fuzzParams lists an action's parameters, sorted, each with the pool its values come from.
@@ -119,19 +120,19 @@ var fuzzParamTable = sync.OnceValue(func() map[string][2][]string {
 })
 
 func actionParams(action string) (names, pools []string) {
-	l := &loader{reg: DefaultRegistry()}
-	a, _ := NewAction(action)
+	l := &loader{reg: rules.DefaultRegistry()}
+	a, _ := rules.NewAction(action)
 	t := reflect.TypeOf(a).Elem()
 	params := l.paramsOf(action)
 	for _, name := range sortedKeys(params) {
 		ft := t.FieldByIndex(params[name].index).Type
 		pool := "string"
 		switch {
-		case ft == reflect.TypeFor[Duration]():
+		case ft == reflect.TypeFor[rules.Duration]():
 			pool = "duration"
-		case ft == reflect.TypeFor[Verdict]():
+		case ft == reflect.TypeFor[rules.Verdict]():
 			pool = "verdict"
-		case ft == reflect.TypeFor[Event]():
+		case ft == reflect.TypeFor[rules.Event]():
 			pool = "event"
 		case ft.Kind() == reflect.Int:
 			pool = "int"
@@ -227,7 +228,7 @@ type fuzzSink struct {
 	records  int   // of queued segments
 }
 
-func (s *fuzzSink) Verdict(id uint32, _ Verdict) error {
+func (s *fuzzSink) Verdict(id uint32, _ rules.Verdict) error {
 	if int(id) >= len(s.verdicts) {
 		s.t.Errorf("verdict for segment %d, never queued", id)
 		return nil
@@ -240,7 +241,7 @@ func (s *fuzzSink) AcceptModified(id uint32, data []byte) error {
 	if err := mutate.Check(data); err != nil {
 		s.t.Errorf("segment %d accepted with a broken packet: %v", id, err)
 	}
-	return s.Verdict(id, Accept)
+	return s.Verdict(id, rules.Accept)
 }
 
 func (s *fuzzSink) Inject(data []byte) error {
@@ -250,7 +251,7 @@ func (s *fuzzSink) Inject(data []byte) error {
 	return nil
 }
 
-func (s *fuzzSink) record(r Record) {
+func (s *fuzzSink) record(r rules.Record) {
 	if !r.Injected {
 		s.records++
 	}
@@ -265,8 +266,8 @@ const fuzzMaxSteps = 24
 func driveEngine(t *testing.T, cfg *Config, src string, in *fuzzInput) {
 	logs := &fuzzLogs{}
 	sink := &fuzzSink{t: t, verdicts: make([]int, fuzzMaxSteps+1)}
-	clk := NewFakeClock(t0)
-	eng := NewEngine(cfg, Options{Sink: sink, Log: sink.record, Clock: clk, Logger: slog.New(logs)})
+	clk := rules.NewFakeClock(t0)
+	eng := rules.NewEngine(&cfg.Config, rules.Options{Sink: sink, Log: sink.record, Clock: clk, Logger: slog.New(logs)})
 	type side struct {
 		nxt  uint32
 		last segment.Segment
@@ -312,11 +313,11 @@ func driveEngine(t *testing.T, cfg *Config, src string, in *fuzzInput) {
 		if variation&0x80 != 0 && kind != kAgain {
 			seg.Seq += uint32(variation) << 8 // off the mark
 		}
-		eng.Handle(Packet{ID: n + 1, Time: clk.Now(), Seg: seg, Data: packetOf(t, seg)})
+		eng.Handle(rules.Packet{ID: n + 1, Time: clk.Now(), Seg: seg, Data: packetOf(t, seg)})
 		me.last = seg
 		me.nxt = seg.Seq + seg.SeqLen()
 	}
-	clk.Advance(2 * MaxDuration) // every delay, hold, injection and copy is due
+	clk.Advance(2 * rules.MaxDuration) // every delay, hold, injection and copy is due
 	eng.Close()
 	for _, c := range eng.Counters() {
 		if c.Panicked > 0 {
@@ -409,4 +410,47 @@ func fuzzEngineSeeds() [][]byte {
 		seeds = append(seeds, fuzzProgram(1, []map[string]string{r}, life...))
 	}
 	return seeds
+}
+
+// The segments FuzzEngine makes: as rules' engine tests make them (engine_harness_test.go,
+// engine_mutate_test.go there).
+var (
+	t0         = time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
+	testClient = netip.MustParseAddrPort("10.0.0.1:40000")
+	testServer = netip.MustParseAddrPort("10.0.0.2:8080")
+)
+
+const (
+	fSYN = segment.SYN
+	fFIN = segment.FIN
+	fRST = segment.RST
+	fPSH = segment.PSH
+	fACK = segment.ACK
+)
+
+// payloadAt is n bytes of payload that depend on where they are in the stream.
+func payloadAt(seq uint32, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 'a' + byte((seq+uint32(i))%26)
+	}
+	return b
+}
+
+// packetOf builds the bytes of seg (window 502, timestamps 1000+seq, payload by seq).
+func packetOf(t testing.TB, seg segment.Segment) []byte {
+	t.Helper()
+	s, err := mutate.Spec{Src: seg.Src, Dst: seg.Dst, Flags: seg.Flags, Seq: seg.Seq, Ack: seg.Ack, Window: 502,
+		Payload: payloadAt(seg.Seq, seg.PayloadLen)}.Segment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetTimestamps(1000+seg.Seq, 7); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -1,8 +1,9 @@
-package rules
+package config
 
 import (
 	"fmt"
-	"net/netip"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 	"reflect"
 	"regexp"
 	"slices"
@@ -45,7 +46,7 @@ type Lab struct {
 	// Nil when none are given.
 	Sysctls map[string]map[string]string
 	// Pos is where the [lab] table starts.
-	Pos Position
+	Pos rules.Position
 }
 
 // LabApps are a server, a client and the server's ready text that may replace the [lab]
@@ -53,7 +54,7 @@ type Lab struct {
 type LabApps struct {
 	Server, Client []string
 	Ready          string
-	Pos            Position
+	Pos            rules.Position
 }
 
 // Family is an address family of the lab.
@@ -121,52 +122,12 @@ var appsName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
 var placeholderRE = regexp.MustCompile(placeholderPattern)
 
-// LabVars are the values of the placeholders of one run.
-type LabVars struct {
-	ServerAddr, ClientAddr netip.Addr
-	Port                   uint16
-	Finproxy               string
-}
-
-// ExpandArg replaces the placeholders of arg (see Placeholders) by their values.
-// Placeholders a loaded config cannot contain are left as written.
-func ExpandArg(arg string, v LabVars) string {
-	return placeholderRE.ReplaceAllStringFunc(arg, func(ph string) string {
-		switch ph[1 : len(ph)-1] {
-		case "server_addr":
-			return v.ServerAddr.String()
-		case "client_addr":
-			return v.ClientAddr.String()
-		case "port":
-			return strconv.Itoa(int(v.Port))
-		case "finproxy":
-			return v.Finproxy
-		}
-		return ph
-	})
-}
-
-// ExpandArgs returns a copy of args with ExpandArg applied to each.
-func ExpandArgs(args []string, v LabVars) []string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		out[i] = ExpandArg(a, v)
-	}
-	return out
-}
-
-// ServerArgv is the server's argv for a run.
-func (l *Lab) ServerArgv(v LabVars) []string { return ExpandArgs(l.Server, v) }
-
-// ClientArgv is the client's argv for a run.
-func (l *Lab) ClientArgv(v LabVars) []string { return ExpandArgs(l.Client, v) }
-
-func (l *loader) loadLab(p keyPath, v toml.Primitive) {
+func (l *loader) loadLab(p tomlpos.Path, v toml.Primitive) {
 	tbl, ok := l.table(p, v)
 	if !ok {
 		return
 	}
-	lc := l.loc.at(p)
+	lc := l.loc.At(p)
 	lab := &Lab{
 		Ready:          DefaultReady,
 		Family:         DefaultLabFamily,
@@ -174,12 +135,12 @@ func (l *loader) loadLab(p keyPath, v toml.Primitive) {
 		Settle:         DefaultLabSettle,
 		ServerLifetime: DefaultLabLifetime,
 		StopGrace:      DefaultStopGrace,
-		Pos:            Position{File: l.file, Line: lc.line, Col: lc.col},
+		Pos:            rules.Position{File: l.file, Line: lc.Line, Col: lc.Col},
 	}
 	l.cfg.Lab = lab
 	var timeoutOK, settleOK bool
 	for _, k := range sortedKeys(tbl) {
-		kp, v := p.key(k), tbl[k]
+		kp, v := p.Key(k), tbl[k]
 		switch k {
 		case "server":
 			lab.Server = l.command(kp, v)
@@ -248,9 +209,9 @@ func (l *loader) loadLab(p keyPath, v toml.Primitive) {
 		}
 	}
 	if (timeoutOK || settleOK) && lab.Settle >= lab.Timeout {
-		at := p.key("settle")
+		at := p.Key("settle")
 		if !settleOK {
-			at = p.key("timeout")
+			at = p.Key("timeout")
 		}
 		l.valErr(at, "settle (%s) must be shorter than timeout (%s): every run would time out", lab.Settle, lab.Timeout)
 	}
@@ -258,14 +219,14 @@ func (l *loader) loadLab(p keyPath, v toml.Primitive) {
 
 // labApps reads [lab.apps]: a table per name, each with a server and a client command
 // and, optionally, the server's ready text.
-func (l *loader) labApps(p keyPath, v toml.Primitive) map[string]*LabApps {
+func (l *loader) labApps(p tomlpos.Path, v toml.Primitive) map[string]*LabApps {
 	tbl, ok := l.table(p, v)
 	if !ok {
 		return nil
 	}
 	out := map[string]*LabApps{}
 	for _, name := range sortedKeys(tbl) {
-		np := p.key(name)
+		np := p.Key(name)
 		if !appsName.MatchString(name) {
 			l.keyErr(np, "%q: name the applications with lower-case letters, digits and dashes (such as socat)", name)
 			continue
@@ -274,10 +235,10 @@ func (l *loader) labApps(p keyPath, v toml.Primitive) map[string]*LabApps {
 		if !ok {
 			continue
 		}
-		lc := l.loc.at(np)
-		a := &LabApps{Ready: DefaultReady, Pos: Position{File: l.file, Line: lc.line, Col: lc.col}}
+		lc := l.loc.At(np)
+		a := &LabApps{Ready: DefaultReady, Pos: rules.Position{File: l.file, Line: lc.Line, Col: lc.Col}}
 		for _, k := range sortedKeys(at) {
-			kp := np.key(k)
+			kp := np.Key(k)
 			switch k {
 			case "server":
 				a.Server = l.command(kp, at[k])
@@ -311,14 +272,14 @@ var exampleCommand = map[string]string{
 }
 
 // duration reads a duration string such as "250ms".
-func (l *loader) duration(p keyPath, v toml.Primitive) (time.Duration, bool) {
+func (l *loader) duration(p tomlpos.Path, v toml.Primitive) (time.Duration, bool) {
 	raw := l.raw(v)
 	s, ok := raw.(string)
 	if !ok {
-		l.typeErr(p, wantType(reflect.TypeFor[Duration]()), raw)
+		l.typeErr(p, wantType(reflect.TypeFor[rules.Duration]()), raw)
 		return 0, false
 	}
-	var d Duration
+	var d rules.Duration
 	if err := d.UnmarshalText([]byte(s)); err != nil {
 		l.valErr(p, "%v", err)
 		return 0, false
@@ -327,10 +288,10 @@ func (l *loader) duration(p keyPath, v toml.Primitive) (time.Duration, bool) {
 }
 
 // command reads a command: a string split into words, or an array of strings (argv).
-func (l *loader) command(p keyPath, v toml.Primitive) []string {
+func (l *loader) command(p tomlpos.Path, v toml.Primitive) []string {
 	var (
 		argv []string
-		at   []keyPath // where each word is written
+		at   []tomlpos.Path // where each word is written
 	)
 	switch raw := l.raw(v).(type) {
 	case string:
@@ -356,11 +317,11 @@ func (l *loader) command(p keyPath, v toml.Primitive) []string {
 		for i, e := range raw {
 			s, isStr := e.(string)
 			if !isStr {
-				l.typeErr(p.index(i+1), "a string", e)
+				l.typeErr(p.Index(i+1), "a string", e)
 				ok = false
 			}
 			argv = append(argv, s)
-			at = append(at, p.index(i+1))
+			at = append(at, p.Index(i+1))
 		}
 		if s, isStr := raw[0].(string); isStr && s == "" {
 			l.valErr(at[0], "empty program name")
@@ -381,7 +342,7 @@ func (l *loader) command(p keyPath, v toml.Primitive) []string {
 }
 
 // placeholders reports the unknown placeholders of argv, whose words are written at at.
-func (l *loader) placeholders(argv []string, at []keyPath) bool {
+func (l *loader) placeholders(argv []string, at []tomlpos.Path) bool {
 	ok := true
 	for i, w := range argv {
 		for _, ph := range placeholderRE.FindAllString(w, -1) {
@@ -390,7 +351,7 @@ func (l *loader) placeholders(argv []string, at []keyPath) bool {
 				continue
 			}
 			ok = false
-			if s := suggest(name, Placeholders); s != "" {
+			if s := tomlpos.Suggest(name, Placeholders); s != "" {
 				l.valErr(at[i], "unknown placeholder %s (did you mean {%s}?)", ph, s)
 			} else {
 				l.valErr(at[i], "unknown placeholder %s (known: {%s})", ph, strings.Join(Placeholders, "}, {"))
@@ -479,7 +440,7 @@ var sysctlKeyRE = regexp.MustCompile(`^net[./][A-Za-z0-9_./:-]+$`)
 
 // sysctls reads [lab.sysctl]: role -> key -> value. A key written unquoted (net.ipv4.x = 1)
 // is a dotted key, a nest of tables in TOML: it reads as the quoted key would.
-func (l *loader) sysctls(p keyPath, v toml.Primitive) map[string]map[string]string {
+func (l *loader) sysctls(p tomlpos.Path, v toml.Primitive) map[string]map[string]string {
 	roles, ok := l.raw(v).(map[string]any)
 	if !ok {
 		l.typeErr(p, "a table (role -> sysctl key -> value)", l.raw(v))
@@ -487,9 +448,9 @@ func (l *loader) sysctls(p keyPath, v toml.Primitive) map[string]map[string]stri
 	}
 	out := map[string]map[string]string{}
 	for _, role := range sortedKeys(roles) {
-		rp := p.key(role)
+		rp := p.Key(role)
 		if !slices.Contains(LabRoles, role) {
-			if s := suggest(role, LabRoles); s != "" {
+			if s := tomlpos.Suggest(role, LabRoles); s != "" {
 				l.keyErr(rp, "unknown role %q (did you mean %s?)", role, s)
 			} else {
 				l.keyErr(rp, "unknown role %q (want client, router or server)", role)
@@ -502,7 +463,7 @@ func (l *loader) sysctls(p keyPath, v toml.Primitive) map[string]map[string]stri
 			continue
 		}
 		m := map[string]string{}
-		written := map[string]keyPath{}
+		written := map[string]tomlpos.Path{}
 		l.sysctlTable(rp, "", keys, m, written)
 		if len(m) > 0 {
 			out[role] = m
@@ -515,9 +476,9 @@ func (l *loader) sysctls(p keyPath, v toml.Primitive) map[string]map[string]stri
 }
 
 // sysctlTable reads the sysctls of one role; prefix is the dotted key of a nested table.
-func (l *loader) sysctlTable(p keyPath, prefix string, tbl map[string]any, out map[string]string, written map[string]keyPath) {
+func (l *loader) sysctlTable(p tomlpos.Path, prefix string, tbl map[string]any, out map[string]string, written map[string]tomlpos.Path) {
 	for _, k := range sortedKeys(tbl) {
-		kp, v := p.key(k), tbl[k]
+		kp, v := p.Key(k), tbl[k]
 		key := k
 		if prefix != "" {
 			key = prefix + "." + k
@@ -543,11 +504,11 @@ func (l *loader) sysctlTable(p keyPath, prefix string, tbl map[string]any, out m
 		norm := strings.ReplaceAll(key, "/", ".")
 		if first, dup := written[norm]; dup {
 			// Report the one written later.
-			a, b := l.loc.at(first), l.loc.at(kp)
-			if b.line < a.line || b.line == a.line && b.col < a.col {
+			a, b := l.loc.At(first), l.loc.At(kp)
+			if b.Line < a.Line || b.Line == a.Line && b.Col < a.Col {
 				kp, a = first, b
 			}
-			l.keyErr(kp, "sysctl %s is set twice (also at line %d)", norm, a.line)
+			l.keyErr(kp, "sysctl %s is set twice (also at line %d)", norm, a.Line)
 			continue
 		}
 		written[norm] = kp

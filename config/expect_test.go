@@ -1,6 +1,7 @@
-package rules
+package config
 
 import (
+	"github.com/finproxy/finproxy/rules"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -28,7 +29,7 @@ func TestExpectGood(t *testing.T) {
 			MaxDwell:       []Dwell{{"FIN_WAIT2", 10 * time.Millisecond}, {"FIN_WAIT1", 5 * time.Second}},
 			CloseWaitLeak:  ptr(false),
 			Exit:           ptr(0),
-			Pos:            Position{path, 15, 1},
+			Pos:            rules.Position{File: path, Line: 15, Col: 1},
 		},
 		Server: &SideExpect{
 			States:        []string{"CLOSE_WAIT"},
@@ -36,15 +37,15 @@ func TestExpectGood(t *testing.T) {
 			MinDwell:      []Dwell{{"CLOSE_WAIT", time.Second}},
 			CloseWaitLeak: ptr(true),
 			Exit:          ptr(3),
-			Pos:           Position{path, 25, 1},
+			Pos:           rules.Position{File: path, Line: 25, Col: 1},
 		},
 		Segments: []*SegmentExpect{
-			{Match: Match{Side: Client, HasFlags: segment.FIN}, Verdict: ptr(Drop), Rule: "drop-first-client-fin",
-				Min: 1, Max: 1, Pos: Position{path, 32, 1}},
-			{Match: Match{Side: Server, PureACK: true}, Min: 0, Max: 0, Pos: Position{path, 40, 1}},
-			{Match: Match{HasFlags: segment.FIN, Payload: 1}, Verdict: ptr(Accept), Min: 1, Max: -1, Pos: Position{path, 45, 1}},
+			{Match: rules.Match{Side: rules.Client, HasFlags: segment.FIN}, Verdict: ptr(rules.Drop), Rule: "drop-first-client-fin",
+				Min: 1, Max: 1, Pos: rules.Position{File: path, Line: 32, Col: 1}},
+			{Match: rules.Match{Side: rules.Server, PureACK: true}, Min: 0, Max: 0, Pos: rules.Position{File: path, Line: 40, Col: 1}},
+			{Match: rules.Match{HasFlags: segment.FIN, Payload: 1}, Verdict: ptr(rules.Accept), Min: 1, Max: -1, Pos: rules.Position{File: path, Line: 45, Col: 1}},
 		},
-		Pos: Position{path, 12, 1},
+		Pos: rules.Position{File: path, Line: 12, Col: 1},
 	}
 	if !reflect.DeepEqual(cfg.Expect, want) {
 		t.Errorf("expect = %+v\nwant %+v", cfg.Expect, want)
@@ -105,7 +106,7 @@ func TestExpectParse(t *testing.T) {
 			name: "pass is accept; repeated states allowed",
 			src:  head + "[[expect.segment]]\nverdict = 'pass'\n[expect.client]\nstates = ['ESTABLISHED', 'ESTABLISHED']\n",
 			check: func(t *testing.T, e *Expect) {
-				if *e.Segments[0].Verdict != Accept || len(e.Client.States) != 2 {
+				if *e.Segments[0].Verdict != rules.Accept || len(e.Client.States) != 2 {
 					t.Errorf("expect = %+v", e)
 				}
 			},
@@ -225,40 +226,40 @@ func TestExpectParse(t *testing.T) {
 }
 
 func TestSegmentExpectMatches(t *testing.T) {
-	rec := func(side Side, flags segment.Flags, n int, rule string, v Verdict) *Record {
-		return &Record{Side: side, Flags: flags, Len: n, Rule: rule, Verdict: v}
+	rec := func(side rules.Side, flags segment.Flags, n int, rule string, v rules.Verdict) *rules.Record {
+		return &rules.Record{Side: side, Flags: flags, Len: n, Rule: rule, Verdict: v}
 	}
-	fin := rec(Client, segment.FIN|segment.ACK, 0, "drop-fin", Drop)
-	finData := rec(Client, segment.FIN|segment.ACK|segment.PSH, 10, "", Accept)
-	ack := rec(Server, segment.ACK, 0, "", Accept)
-	data := rec(Server, segment.ACK|segment.PSH, 5, "", Accept)
-	rst := rec(Server, segment.RST|segment.ACK, 0, "reset", Accept)
+	fin := rec(rules.Client, segment.FIN|segment.ACK, 0, "drop-fin", rules.Drop)
+	finData := rec(rules.Client, segment.FIN|segment.ACK|segment.PSH, 10, "", rules.Accept)
+	ack := rec(rules.Server, segment.ACK, 0, "", rules.Accept)
+	data := rec(rules.Server, segment.ACK|segment.PSH, 5, "", rules.Accept)
+	rst := rec(rules.Server, segment.RST|segment.ACK, 0, "reset", rules.Accept)
 	rst.Injected = true
-	merged := rec(Server, segment.FIN|segment.ACK|segment.PSH, 5, "merge", Accept)
+	merged := rec(rules.Server, segment.FIN|segment.ACK|segment.PSH, 5, "merge", rules.Accept)
 	merged.Modified = true
-	all := []*Record{fin, finData, ack, data, rst, merged}
+	all := []*rules.Record{fin, finData, ack, data, rst, merged}
 	tests := []struct {
 		name string
 		e    SegmentExpect
-		want []*Record
+		want []*rules.Record
 		str  string
 	}{
 		{"any", SegmentExpect{}, all, "any"},
-		{"client FIN", SegmentExpect{Match: Match{Side: Client, HasFlags: segment.FIN}}, []*Record{fin, finData}, "client has FIN"},
-		{"injected", SegmentExpect{Injected: ptr(true)}, []*Record{rst}, "injected"},
-		{"modified FIN", SegmentExpect{Match: Match{HasFlags: segment.FIN}, Modified: ptr(true)}, []*Record{merged}, "has FIN modified"},
-		{"queued, unchanged", SegmentExpect{Match: Match{Side: Server}, Injected: ptr(false), Modified: ptr(false)}, []*Record{ack, data}, "server not injected not modified"},
-		{"exact flags", SegmentExpect{Match: Match{Flags: segment.FIN | segment.ACK, FlagsSet: true}}, []*Record{fin}, "flags FIN|ACK"},
-		{"pure ack", SegmentExpect{Match: Match{PureACK: true}}, []*Record{ack}, "pure-ack"},
-		{"with data", SegmentExpect{Match: Match{Payload: 1}}, []*Record{finData, data, merged}, "with data"},
-		{"without data", SegmentExpect{Match: Match{Payload: -1}}, []*Record{fin, ack, rst}, "without data"},
-		{"verdict", SegmentExpect{Verdict: ptr(Drop)}, []*Record{fin}, "verdict drop"},
-		{"accept", SegmentExpect{Match: Match{Side: Server}, Verdict: ptr(Accept)}, []*Record{ack, data, rst, merged}, "server verdict accept"},
-		{"rule", SegmentExpect{Rule: "drop-fin", Match: Match{HasFlags: segment.FIN}}, []*Record{fin}, "has FIN rule drop-fin"},
+		{"client FIN", SegmentExpect{Match: rules.Match{Side: rules.Client, HasFlags: segment.FIN}}, []*rules.Record{fin, finData}, "client has FIN"},
+		{"injected", SegmentExpect{Injected: ptr(true)}, []*rules.Record{rst}, "injected"},
+		{"modified FIN", SegmentExpect{Match: rules.Match{HasFlags: segment.FIN}, Modified: ptr(true)}, []*rules.Record{merged}, "has FIN modified"},
+		{"queued, unchanged", SegmentExpect{Match: rules.Match{Side: rules.Server}, Injected: ptr(false), Modified: ptr(false)}, []*rules.Record{ack, data}, "server not injected not modified"},
+		{"exact flags", SegmentExpect{Match: rules.Match{Flags: segment.FIN | segment.ACK, FlagsSet: true}}, []*rules.Record{fin}, "flags FIN|ACK"},
+		{"pure ack", SegmentExpect{Match: rules.Match{PureACK: true}}, []*rules.Record{ack}, "pure-ack"},
+		{"with data", SegmentExpect{Match: rules.Match{Payload: 1}}, []*rules.Record{finData, data, merged}, "with data"},
+		{"without data", SegmentExpect{Match: rules.Match{Payload: -1}}, []*rules.Record{fin, ack, rst}, "without data"},
+		{"verdict", SegmentExpect{Verdict: ptr(rules.Drop)}, []*rules.Record{fin}, "verdict drop"},
+		{"accept", SegmentExpect{Match: rules.Match{Side: rules.Server}, Verdict: ptr(rules.Accept)}, []*rules.Record{ack, data, rst, merged}, "server verdict accept"},
+		{"rule", SegmentExpect{Rule: "drop-fin", Match: rules.Match{HasFlags: segment.FIN}}, []*rules.Record{fin}, "has FIN rule drop-fin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got []*Record
+			var got []*rules.Record
 			for _, r := range all {
 				if tt.e.Matches(r) {
 					got = append(got, r)

@@ -1,16 +1,16 @@
-package rules
+package tomlpos
 
 import (
 	"strconv"
 	"strings"
 )
 
-// keyPath is a key path in a config file, such as rule[2].delay: a list of pieces, each a
+// Path is a key path in a TOML source, such as rule[2].delay: a list of pieces, each a
 // key (quoted as in TOML when it is not a bare key) or an index "[n]". Indexes count from 1,
 // in the order the elements appear in the file.
-type keyPath []string
+type Path []string
 
-func (p keyPath) String() string {
+func (p Path) String() string {
 	var b strings.Builder
 	for i, piece := range p {
 		if i > 0 && !strings.HasPrefix(piece, "[") {
@@ -21,13 +21,13 @@ func (p keyPath) String() string {
 	return b.String()
 }
 
-// key returns the path of key k inside p.
-func (p keyPath) key(k string) keyPath {
+// Key returns the path of key k inside p.
+func (p Path) Key(k string) Path {
 	return append(p[:len(p):len(p)], quoteKey(k))
 }
 
-// index returns the path of element i (1-based) of the array at p.
-func (p keyPath) index(i int) keyPath {
+// Index returns the path of element i (1-based) of the array at p.
+func (p Path) Index(i int) Path {
 	return append(p[:len(p):len(p)], "["+strconv.Itoa(i)+"]")
 }
 
@@ -37,52 +37,53 @@ func quoteKey(k string) string {
 		return `""`
 	}
 	for i := 0; i < len(k); i++ {
-		if !isBareKeyByte(k[i]) {
+		if !IsBareKeyByte(k[i]) {
 			return strconv.Quote(k)
 		}
 	}
 	return k
 }
 
-func isBareKeyByte(c byte) bool {
+// IsBareKeyByte reports whether c may be written in a bare TOML key (A-Z a-z 0-9 _ -).
+func IsBareKeyByte(c byte) bool {
 	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
 
-// lineCol is a 1-based place in a source; columns count bytes, as toml.ParseError does.
+// LineCol is a 1-based place in a source; columns count bytes, as toml.ParseError does.
 // The zero value means "not known".
-type lineCol struct{ line, col int }
+type LineCol struct{ Line, Col int }
 
-// MaxDepth bounds how deep a config nests: the number of pieces of the longest key path
+// MaxDepth bounds how deep a source nests: the number of pieces of the longest key path
 // (rule[2].delay is 3 deep). A scenario's deepest keys, such as
 // expect.client.max_dwell.FIN_WAIT2 or expect.segment[1].side, are 4 deep. The bound
 // is checked before the TOML parser runs: its cost per key grows with the square of the
 // depth (8,000 nested inline tables, a 32 KB file, cost it 15 s and 7.5 GB).
 const MaxDepth = 16
 
-// locator knows where the keys and values of a TOML source are written. BurntSushi/toml keeps
-// that to itself, so locate scans the source again: table headers, arrays of tables by index,
+// Locator knows where the keys and values of a TOML source are written. BurntSushi/toml keeps
+// that to itself, so Locate scans the source again: table headers, arrays of tables by index,
 // dotted keys, inline tables and arrays, best-effort. It records what it can and never
 // fails; on a source that parses it finds every key. It also finds where the source nests
 // deeper than MaxDepth, and stops there.
 //
 // What it finds is a tree of key paths, each path a node reached from its parent by one
-// piece (a key, quoted as keyPath quotes it, or an index "[n]"): memory and time are
+// piece (a key, quoted as Path quotes it, or an index "[n]"): memory and time are
 // linear in the size of the source, whatever its depth.
-type locator struct {
+type Locator struct {
 	nodes []locNode // nodes[0] is the root (the empty path)
 	edges map[locEdge]int32
-	// deep is where the source first nests deeper than MaxDepth (line 0: nowhere), and
-	// deepPath the path there.
-	deep     lineCol
-	deepPath keyPath
+	// Deep is where the source first nests deeper than MaxDepth (line 0: nowhere), and
+	// DeepPath the path there.
+	Deep     LineCol
+	DeepPath Path
 }
 
 type locNode struct {
 	parent int32
 	piece  string
 	depth  int32
-	key    lineCol // where the key (its last piece), the table header or the array element is written
-	val    lineCol // where the key's value starts
+	key    LineCol // where the key (its last piece), the table header or the array element is written
+	val    LineCol // where the key's value starts
 	arrays int32   // for an array of tables: elements seen so far
 }
 
@@ -91,13 +92,13 @@ type locEdge struct {
 	piece  string
 }
 
-func newLocator() *locator {
-	return &locator{nodes: []locNode{{parent: -1}}, edges: map[locEdge]int32{}}
+func newLocator() *Locator {
+	return &Locator{nodes: []locNode{{parent: -1}}, edges: map[locEdge]int32{}}
 }
 
 // find returns the node of path p, or the node of its longest prefix that the locator
 // knows and whether that is all of p.
-func (l *locator) find(p keyPath) (n int32, whole bool) {
+func (l *Locator) find(p Path) (n int32, whole bool) {
 	for _, piece := range p {
 		c, ok := l.edges[locEdge{n, piece}]
 		if !ok {
@@ -108,69 +109,69 @@ func (l *locator) find(p keyPath) (n int32, whole bool) {
 	return n, true
 }
 
-// at returns where the key at p is written, or, when the locator does not know it, where the
+// At returns where the key at p is written, or, when the locator does not know it, where the
 // nearest enclosing table or key is; 1:1 when nothing encloses it.
-func (l *locator) at(p keyPath) lineCol {
-	best, n := lineCol{1, 1}, int32(0)
+func (l *Locator) At(p Path) LineCol {
+	best, n := LineCol{1, 1}, int32(0)
 	for _, piece := range p {
 		c, ok := l.edges[locEdge{n, piece}]
 		if !ok {
 			break
 		}
 		n = c
-		if lc := l.nodes[n].key; lc.line > 0 {
+		if lc := l.nodes[n].key; lc.Line > 0 {
 			best = lc
 		}
 	}
 	return best
 }
 
-// value returns where the value of the key at p starts, falling back as at does.
-func (l *locator) value(p keyPath) lineCol {
-	if n, whole := l.find(p); whole && l.nodes[n].val.line > 0 {
+// Value returns where the value of the key at p starts, falling back as At does.
+func (l *Locator) Value(p Path) LineCol {
+	if n, whole := l.find(p); whole && l.nodes[n].val.Line > 0 {
 		return l.nodes[n].val
 	}
-	return l.at(p)
+	return l.At(p)
 }
 
-// keyAt reports where the key at p is written, if the locator found it there.
-func (l *locator) keyAt(p keyPath) (lineCol, bool) {
+// KeyAt reports where the key at p is written, if the locator found it there.
+func (l *Locator) KeyAt(p Path) (LineCol, bool) {
 	n, whole := l.find(p)
-	if !whole || n == 0 || l.nodes[n].key.line == 0 {
-		return lineCol{}, false
+	if !whole || n == 0 || l.nodes[n].key.Line == 0 {
+		return LineCol{}, false
 	}
 	return l.nodes[n].key, true
 }
 
-// valueAt reports where the value of the key at p starts, if the locator found it.
-func (l *locator) valueAt(p keyPath) (lineCol, bool) {
+// ValueAt reports where the value of the key at p starts, if the locator found it.
+func (l *Locator) ValueAt(p Path) (LineCol, bool) {
 	n, whole := l.find(p)
-	if !whole || n == 0 || l.nodes[n].val.line == 0 {
-		return lineCol{}, false
+	if !whole || n == 0 || l.nodes[n].val.Line == 0 {
+		return LineCol{}, false
 	}
 	return l.nodes[n].val, true
 }
 
 // path returns the path of node n.
-func (l *locator) path(n int32) keyPath {
-	p := make(keyPath, l.nodes[n].depth)
+func (l *Locator) path(n int32) Path {
+	p := make(Path, l.nodes[n].depth)
 	for ; n > 0; n = l.nodes[n].parent {
 		p[l.nodes[n].depth-1] = l.nodes[n].piece
 	}
 	return p
 }
 
-// scanner is the state of locate.
+// scanner is the state of Locate.
 type scanner struct {
 	src       string
 	i         int
 	lineStart int // offset of the current line's first byte
 	line      int
-	loc       *locator
+	loc       *Locator
 }
 
-// locate scans src and returns what it found.
-func locate(src []byte) *locator {
+// Locate scans src and returns what it found.
+func Locate(src []byte) *Locator {
 	s := &scanner{src: string(src), line: 1, loc: newLocator()}
 	table := int32(0)
 	for s.i < len(s.src) {
@@ -199,7 +200,7 @@ func locate(src []byte) *locator {
 
 // child returns the node of piece inside node n, making it if needed. A node deeper than
 // MaxDepth (written at lc) ends the scan: the scanner jumps to the end of the source.
-func (s *scanner) child(n int32, piece string, lc lineCol) int32 {
+func (s *scanner) child(n int32, piece string, lc LineCol) int32 {
 	l := s.loc
 	e := locEdge{n, piece}
 	if c, ok := l.edges[e]; ok {
@@ -208,21 +209,21 @@ func (s *scanner) child(n int32, piece string, lc lineCol) int32 {
 	c := int32(len(l.nodes))
 	l.nodes = append(l.nodes, locNode{parent: n, piece: piece, depth: l.nodes[n].depth + 1})
 	l.edges[e] = c
-	if l.nodes[c].depth > MaxDepth && l.deep.line == 0 {
-		l.deep, l.deepPath = lc, l.path(c)
+	if l.nodes[c].depth > MaxDepth && l.Deep.Line == 0 {
+		l.Deep, l.DeepPath = lc, l.path(c)
 		s.i = len(s.src)
 	}
 	return c
 }
 
-func (s *scanner) key(n int32, k string, lc lineCol) int32 { return s.child(n, quoteKey(k), lc) }
+func (s *scanner) key(n int32, k string, lc LineCol) int32 { return s.child(n, quoteKey(k), lc) }
 
-func (s *scanner) index(n int32, i int32, lc lineCol) int32 {
+func (s *scanner) index(n int32, i int32, lc LineCol) int32 {
 	return s.child(n, "["+strconv.Itoa(int(i))+"]", lc)
 }
 
 // stopped reports whether the scan has ended (at the end of the source, or too deep).
-func (s *scanner) stopped() bool { return s.loc.deep.line > 0 }
+func (s *scanner) stopped() bool { return s.loc.Deep.Line > 0 }
 
 func (s *scanner) eof() bool { return s.i >= len(s.src) }
 
@@ -233,7 +234,7 @@ func (s *scanner) peek() byte {
 	return s.src[s.i]
 }
 
-func (s *scanner) pos() lineCol { return lineCol{s.line, s.i - s.lineStart + 1} }
+func (s *scanner) pos() LineCol { return LineCol{s.line, s.i - s.lineStart + 1} }
 
 // advance moves one byte on, counting lines.
 func (s *scanner) advance() {
@@ -293,15 +294,15 @@ func (s *scanner) skipLine() {
 }
 
 // setKey records where the key of node n is written (replace: even if known already).
-func (s *scanner) setKey(n int32, lc lineCol, replace bool) {
-	if nd := &s.loc.nodes[n]; n > 0 && (replace || nd.key.line == 0) {
+func (s *scanner) setKey(n int32, lc LineCol, replace bool) {
+	if nd := &s.loc.nodes[n]; n > 0 && (replace || nd.key.Line == 0) {
 		nd.key = lc
 	}
 }
 
 // setVal records where the value of node n starts, unless known already.
-func (s *scanner) setVal(n int32, lc lineCol) {
-	if nd := &s.loc.nodes[n]; n > 0 && nd.val.line == 0 {
+func (s *scanner) setVal(n int32, lc LineCol) {
+	if nd := &s.loc.nodes[n]; n > 0 && nd.val.Line == 0 {
 		nd.val = lc
 	}
 }
@@ -342,10 +343,10 @@ func (s *scanner) header() (int32, bool) {
 }
 
 // key reads a possibly dotted key and returns its pieces and where each starts.
-func (s *scanner) keyParts() ([]string, []lineCol, bool) {
+func (s *scanner) keyParts() ([]string, []LineCol, bool) {
 	var (
 		parts []string
-		at    []lineCol
+		at    []LineCol
 	)
 	for {
 		s.skipSpace()
@@ -361,7 +362,7 @@ func (s *scanner) keyParts() ([]string, []lineCol, bool) {
 			}
 		default:
 			start := s.i
-			for !s.eof() && isBareKeyByte(s.peek()) {
+			for !s.eof() && IsBareKeyByte(s.peek()) {
 				s.i++
 			}
 			if s.i == start {

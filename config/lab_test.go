@@ -1,7 +1,7 @@
-package rules
+package config
 
 import (
-	"net/netip"
+	"github.com/finproxy/finproxy/rules"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -30,7 +30,7 @@ func TestLabGood(t *testing.T) {
 					"router": {"net/ipv4/conf/all/rp_filter": "0"},
 					"server": {"net.ipv4.tcp_fin_timeout": "3"},
 				},
-				Pos: Position{Line: 6, Col: 1},
+				Pos: rules.Position{Line: 6, Col: 1},
 			},
 		},
 		{
@@ -44,7 +44,7 @@ func TestLabGood(t *testing.T) {
 				Settle:         DefaultLabSettle,
 				ServerLifetime: ServerPerRun,
 				StopGrace:      DefaultStopGrace,
-				Pos:            Position{Line: 5, Col: 1},
+				Pos:            rules.Position{Line: 5, Col: 1},
 			},
 		},
 		{file: "minimal.toml"}, // no [lab]: nil
@@ -235,36 +235,5 @@ func TestSplitCommand(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("SplitCommand(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
-	}
-}
-
-func TestExpandArg(t *testing.T) {
-	v := LabVars{
-		ServerAddr: netip.MustParseAddr("fd00:f1:2::2"),
-		ClientAddr: netip.MustParseAddr("198.18.1.2"),
-		Port:       8080,
-		Finproxy:   "/usr/bin/finproxy",
-	}
-	for in, want := range map[string]string{
-		"{finproxy}":                  "/usr/bin/finproxy",
-		"[{server_addr}]:{port}":      "[fd00:f1:2::2]:8080",
-		"bind={client_addr}:0":        "bind=198.18.1.2:0",
-		"{port}{port}":                "80808080",
-		"{other} {} { port } {{port}": "{other} {} { port } {8080",
-		"plain":                       "plain",
-	} {
-		if got := ExpandArg(in, v); got != want {
-			t.Errorf("ExpandArg(%q) = %q, want %q", in, got, want)
-		}
-	}
-	l := &Lab{Server: []string{"{finproxy}", "app", "--listen", "{server_addr}:{port}"}, Client: []string{"c", "{client_addr}"}}
-	if got, want := l.ServerArgv(v), []string{"/usr/bin/finproxy", "app", "--listen", "fd00:f1:2::2:8080"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("ServerArgv = %q, want %q", got, want)
-	}
-	if got, want := l.ClientArgv(v), []string{"c", "198.18.1.2"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("ClientArgv = %q, want %q", got, want)
-	}
-	if l.Server[0] != "{finproxy}" {
-		t.Errorf("ServerArgv changed the config: %q", l.Server)
 	}
 }
