@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/finproxy/finproxy/segment"
+	"github.com/finproxy/finproxy/tcpstate"
 )
 
 // Expect is the [expect] section of a config: what must be observed on the real sockets
@@ -113,9 +114,8 @@ type SegmentExpect struct {
 }
 
 // TCPStates are the state names [expect] takes: the kernel's, in the order a connection
-// goes through them.
-var TCPStates = []string{"LISTEN", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT1",
-	"FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT", "CLOSE"}
+// goes through them (tcpstate.Expectable).
+var TCPStates = tcpstate.ExpectableNames()
 
 // noRetransmitStates are the states no socket retransmits in: nothing unacknowledged
 // (FIN_WAIT2, TIME_WAIT: a timewait socket re-acknowledges a FIN, which is no

@@ -537,21 +537,6 @@ func TestCheckBadStateName(t *testing.T) {
 	}
 }
 
-// The config's state names are observe's.
-func TestStateNames(t *testing.T) {
-	for _, name := range config.TCPStates {
-		s, err := observe.ParseState(name)
-		if err != nil || s.String() != name || s == observe.Unknown || s == observe.NewSynRecv {
-			t.Errorf("rules state %s: observe.ParseState = %v, %v", name, s, err)
-		}
-	}
-	for s := observe.Established; s <= observe.Closing; s++ {
-		if !slices.Contains(config.TCPStates, s.String()) {
-			t.Errorf("observe state %s is not in config.TCPStates", s)
-		}
-	}
-}
-
 func TestPickConnection(t *testing.T) {
 	otherClient := netip.MustParseAddrPort("198.18.1.2:40999")
 	conn := func(inc int, first time.Duration, client netip.AddrPort, handshake bool, extra int) observe.Connection {

@@ -45,11 +45,13 @@ var layers = []struct {
 }{
 	// Leaves: what the rest is built on, or stands on its own.
 	{"segment", nil},
+	// The kernel's TCP state names: what the observer reports and [expect] takes.
+	{"tcpstate", nil},
 	// The event log's record of a segment: written by the engine, carried by the
 	// observer, told by story.
 	{"eventlog", []string{"segment"}},
 	// The observer carries the segments' records on their connections' timelines.
-	{"observe", []string{"eventlog"}},
+	{"observe", []string{"eventlog", "tcpstate"}},
 	{"nfq", nil},
 	{"lab", nil},
 	{"configs", nil},
@@ -67,7 +69,7 @@ var layers = []struct {
 	{"rules", []string{"eventlog", "segment", "mutate"}},
 	// The scenario file: the engine's rules, the lab and the expectations, with their
 	// positioned errors.
-	{"config", []string{"internal/tomlpos", "rules", "segment"}},
+	{"config", []string{"internal/tomlpos", "rules", "segment", "tcpstate"}},
 	{"verify", []string{"config", "observe", "rules"}},
 	// What happened on one connection, told once for every renderer.
 	{"story", []string{"eventlog", "observe", "segment"}},
