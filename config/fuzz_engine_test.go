@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"github.com/finproxy/finproxy/rules"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -15,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/internal/segtest"
 	"github.com/finproxy/finproxy/mutate"
+	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
 
@@ -313,7 +314,7 @@ func driveEngine(t *testing.T, cfg *Config, src string, in *fuzzInput) {
 		if variation&0x80 != 0 && kind != kAgain {
 			seg.Seq += uint32(variation) << 8 // off the mark
 		}
-		eng.Handle(rules.Packet{ID: n + 1, Time: clk.Now(), Seg: seg, Data: packetOf(t, seg)})
+		eng.Handle(rules.Packet{ID: n + 1, Time: clk.Now(), Seg: seg, Data: segtest.PacketOf(t, seg)})
 		me.last = seg
 		me.nxt = seg.Seq + seg.SeqLen()
 	}
@@ -427,30 +428,3 @@ const (
 	fPSH = segment.PSH
 	fACK = segment.ACK
 )
-
-// payloadAt is n bytes of payload that depend on where they are in the stream.
-func payloadAt(seq uint32, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = 'a' + byte((seq+uint32(i))%26)
-	}
-	return b
-}
-
-// packetOf builds the bytes of seg (window 502, timestamps 1000+seq, payload by seq).
-func packetOf(t testing.TB, seg segment.Segment) []byte {
-	t.Helper()
-	s, err := mutate.Spec{Src: seg.Src, Dst: seg.Dst, Flags: seg.Flags, Seq: seg.Seq, Ack: seg.Ack, Window: 502,
-		Payload: payloadAt(seg.Seq, seg.PayloadLen)}.Segment()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetTimestamps(1000+seg.Seq, 7); err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}

@@ -3,6 +3,8 @@ package rules
 import (
 	"testing"
 	"time"
+
+	"github.com/finproxy/finproxy/internal/segtest"
 )
 
 func TestMergeDataFINNeedsData(t *testing.T) {
@@ -39,7 +41,7 @@ func TestMergeDataFINSequence(t *testing.T) {
 	if s == nil {
 		t.Fatal("the reply was not rewritten")
 	}
-	if s.Seq() != 5001 || s.Ack() != 1011 || string(s.Payload()) != string(payloadAt(5001, 17)) {
+	if s.Seq() != 5001 || s.Ack() != 1011 || string(s.Payload()) != string(segtest.PayloadAt(5001, 17)) {
 		t.Errorf("merged segment %v, payload %q", s, s.Payload())
 	}
 	// The FIN's timestamps (the newest the sender had).

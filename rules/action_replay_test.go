@@ -3,6 +3,8 @@ package rules
 import (
 	"testing"
 	"time"
+
+	"github.com/finproxy/finproxy/internal/segtest"
 )
 
 func TestReplayValidate(t *testing.T) {
@@ -42,7 +44,7 @@ func TestReplayNextIncarnation(t *testing.T) {
 		"14 server ACK accept",
 	)
 	inj := m.injectedSegs()
-	if len(inj) != 1 || inj[0].Seq() != 1001 || inj[0].Ack() != 5001 || string(inj[0].Payload()) != string(payloadAt(1001, 10)) {
+	if len(inj) != 1 || inj[0].Seq() != 1001 || inj[0].Ack() != 5001 || string(inj[0].Payload()) != string(segtest.PayloadAt(1001, 10)) {
 		t.Fatalf("injected %v", inj)
 	}
 	if r := m.record(13); r.Client != testClient || r.Side != Client {

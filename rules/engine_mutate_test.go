@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/internal/segtest"
 	"github.com/finproxy/finproxy/mutate"
 	"github.com/finproxy/finproxy/segment"
 )
@@ -67,38 +68,11 @@ func (m *mharness) Inject(data []byte) error {
 	return nil
 }
 
-// payloadAt is the stream's content from sequence number seq on.
-func payloadAt(seq uint32, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = 'a' + byte((seq+uint32(i))%26)
-	}
-	return b
-}
-
-// packetOf builds the bytes of seg (window 502, timestamps 1000+seq, payload by seq).
-func packetOf(t testing.TB, seg segment.Segment) []byte {
-	t.Helper()
-	s, err := mutate.Spec{Src: seg.Src, Dst: seg.Dst, Flags: seg.Flags, Seq: seg.Seq, Ack: seg.Ack, Window: 502,
-		Payload: payloadAt(seg.Seq, seg.PayloadLen)}.Segment()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetTimestamps(1000+seg.Seq, 7); err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // handle hands one segment with its bytes to the engine and returns its id.
 func (m *mharness) handle(seg segment.Segment) uint32 {
 	m.nextID++
 	m.curID = m.nextID
-	m.eng.Handle(Packet{ID: m.curID, Time: m.clk.Now(), Seg: seg, Data: packetOf(m.t, seg)})
+	m.eng.Handle(Packet{ID: m.curID, Time: m.clk.Now(), Seg: seg, Data: segtest.PacketOf(m.t, seg)})
 	return m.curID
 }
 

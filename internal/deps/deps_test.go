@@ -66,6 +66,8 @@ var layers = []struct {
 	{"control/client", nil},
 	// The engine and what judges and draws its runs.
 	{"mutate", []string{"segment"}},
+	// Whole segments for the engine's tests and fuzzing.
+	{"internal/segtest", []string{"mutate", "segment"}},
 	{"rules", []string{"eventlog", "segment", "mutate"}},
 	// The scenario file: the engine's rules, the lab and the expectations, with their
 	// positioned errors.
