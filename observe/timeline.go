@@ -612,6 +612,49 @@ func (tl *timeline) resolveClosed(c *conn, r role) {
 	tl.addDerived(c, r, Close, at, SourceTrace)
 }
 
+// resetAfterHandoff returns when the peer of side r first sent a reset toward it after
+// r's pending handoff and before before.
+func resetAfterHandoff(c *conn, r role, before time.Duration) (time.Duration, bool) {
+	h := c.sides[r].handoff
+	for _, rs := range c.sides[1-r].sent {
+		if rs.at > h.at && rs.at < before {
+			return rs.at, true
+		}
+	}
+	return 0, false
+}
+
+// resolveKilled ends a pending handoff as a timewait socket that a reset ended at rst: in
+// TIME_WAIT from the handoff if the peer had sent its FIN by then (or the socket came
+// from CLOSING), in the timewait FIN_WAIT2 otherwise.
+func (tl *timeline) resolveKilled(c *conn, r role, rst time.Duration) {
+	s := c.sides[r]
+	h := s.handoff
+	s.handoff = nil
+	delete(tl.pendingTW, s)
+	st := FinWait2
+	if h.from == Closing || sentFIN(c.sides[1-r], h.at) {
+		st = TimeWait
+	}
+	tl.addDerived(c, r, st, h.at, SourceTrace)
+	tl.addDerived(c, r, Close, rst, SourceTrace)
+}
+
+// sentFIN reports whether side s had sent its FIN by time at (it was in a state that
+// follows sending one).
+func sentFIN(s *side, at time.Duration) bool {
+	for _, e := range s.states {
+		if e.at > at {
+			break
+		}
+		switch e.state {
+		case FinWait1, FinWait2, Closing, LastAck, TimeWait:
+			return true
+		}
+	}
+	return false
+}
+
 // jiffy is the timer granularity: learnt from the expiries, maxJiffy until then.
 func (tl *timeline) jiffy() time.Duration {
 	if tl.expGCD > 0 && tl.expGCD < maxJiffy {
@@ -859,9 +902,18 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 			// a later sighting would still confirm it.
 			delete(tl.pendingTW, s)
 		default:
+			r := sideRole(c, s)
+			if at, ok := resetAfterHandoff(c, r, p.start); ok {
+				// The peer sent a reset toward this side after the handoff: a timewait
+				// socket takes it and dies (Linux, with tcp_rfc1337 off), so the poll that
+				// missed it proves nothing; a lab run saw the client's TIME_WAIT live 16 ms
+				// this way, between two polls.
+				tl.resolveKilled(c, r, at)
+				continue
+			}
 			// No timewait socket after the handoff: the full socket really closed (for
 			// example no timewait bucket was available).
-			tl.resolveClosed(c, sideRole(c, s))
+			tl.resolveClosed(c, r)
 		}
 	}
 	if !tl.trace {

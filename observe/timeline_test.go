@@ -237,6 +237,65 @@ func TestTimelineHandoffRefuted(t *testing.T) {
 	}
 }
 
+// A timewait socket a reset killed between two polls: the peer sent a RST toward the side
+// after its handoff (the server, having closed, answers the client's late ACK with one:
+// NO_SOCKET), and the next poll finds no timewait socket. That poll proves nothing: the
+// side was in TIME_WAIT from the handoff (the server's FIN had come) until the reset.
+// Before, it read as FIN_WAIT2 -> CLOSE (a lab run of short-time-wait, 1 of 10).
+func TestTimelineHandoffKilledByReset(t *testing.T) {
+	cl, srv := mustAP("10.0.0.1:40000"), mustAP("10.0.0.2:80")
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	// Both namespaces are polled: a listener in each.
+	poll := func(tl *timeline, at time.Duration) {
+		applyPoll(tl, at, fullSock("10.0.0.2:80", "0.0.0.0:0", Listen, 7, 0, at), fullSock("10.0.0.1:22", "0.0.0.0:0", Listen, 8, 0, at))
+	}
+	for _, tc := range []struct {
+		name   string
+		rst    time.Duration
+		client []State
+	}{
+		// The server's FIN came first: TIME_WAIT from the handoff to the reset.
+		{"reset after the handoff", ms(20), []State{SynSent, Established, FinWait1, FinWait2, TimeWait, Close}},
+		// A reset before the handoff is no reason: a real close.
+		{"reset before the handoff", ms(3) + ms(1)/2, []State{SynSent, Established, FinWait1, FinWait2, Close}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tl := newTimeline(Filter{}, true, 0)
+			poll(tl, 0)
+			ev := func(at time.Duration, src, dst netip.AddrPort, from, to State) {
+				tl.apply(StateChange{EventMeta: EventMeta{Mono: at, Src: src, Dst: dst}, Old: from, New: to})
+			}
+			ev(ms(1), cl, srv, Close, SynSent)
+			ev(ms(1)+1, srv, cl, Listen, SynRecv)
+			ev(ms(1)+2, srv, cl, SynRecv, Established)
+			ev(ms(1)+3, cl, srv, SynSent, Established)
+			ev(ms(2), cl, srv, Established, FinWait1)
+			ev(ms(2)+1, srv, cl, Established, CloseWait)
+			ev(ms(3), srv, cl, CloseWait, LastAck)
+			ev(ms(3)+1, cl, srv, FinWait1, FinWait2)
+			if tc.rst < ms(4) {
+				tl.apply(ResetSent{EventMeta: EventMeta{Mono: tc.rst, Src: srv, Dst: cl}, State: LastAck, Reason: "NOT_SPECIFIED"})
+			}
+			ev(ms(4), cl, srv, FinWait2, Close) // the handoff
+			ev(ms(5), srv, cl, LastAck, Close)
+			if tc.rst > ms(4) {
+				tl.apply(ResetSent{EventMeta: EventMeta{Mono: tc.rst, Src: srv, Dst: cl}, State: Close, Reason: "NO_SOCKET"})
+			}
+			poll(tl, ms(30))
+			c := only(t, report(t, tl, ms(30)))
+			wantStates(t, "client", c.Client, tc.client...)
+			if c.Client.HandedToTimewait {
+				t.Errorf("still handed to timewait:\n%s", dump(c.Client))
+			}
+			if n := len(c.Client.States); tc.rst > ms(4) && n == 6 {
+				if tw, end := c.Client.States[4], c.Client.States[5]; mono(tw.At) != ms(4) || mono(end.At) != tc.rst || end.Source != SourceTrace {
+					t.Errorf("TIME_WAIT at %v, CLOSE at %v; want %v, %v\n%s", mono(tw.At), mono(end.At), ms(4), tc.rst, dump(c.Client))
+				}
+			}
+		})
+	}
+}
+
 // A handoff in a namespace sock_diag does not poll (it never listed a socket of that
 // address) is neither confirmed nor refuted by the polls that miss its timewait socket;
 // the connection counts as finished. A later sighting still confirms it.
