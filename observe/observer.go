@@ -602,14 +602,23 @@ func (o *Observer) pollOnce(failures *int) {
 	o.resolveOwners(need)
 }
 
-// resolveOwners looks inodes up in /proc without holding o.mu.
+// resolveOwners looks inodes up in /proc without holding o.mu, then records what it
+// found in one pass over the sides (a pass per inode took a fifth of the observer's CPU
+// with 20k sockets, holding o.mu).
 func (o *Observer) resolveOwners(inodes []uint32) {
+	var found map[uint32]Process
 	for _, ino := range inodes {
 		if p, ok := o.owners.Lookup(ino); ok {
-			o.mu.Lock()
-			o.tl.setOwner(ino, p)
-			o.mu.Unlock()
+			if found == nil {
+				found = map[uint32]Process{}
+			}
+			found[ino] = p
 		}
+	}
+	if len(found) > 0 {
+		o.mu.Lock()
+		o.tl.setOwners(found)
+		o.mu.Unlock()
 	}
 }
 

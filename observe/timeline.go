@@ -1048,8 +1048,16 @@ func sideRole(c *conn, s *side) role {
 
 // setOwner records the process holding the full socket with this inode.
 func (tl *timeline) setOwner(inode uint32, p Process) {
+	tl.setOwners(map[uint32]Process{inode: p})
+}
+
+// setOwners records the processes holding the full sockets with these inodes.
+func (tl *timeline) setOwners(owners map[uint32]Process) {
 	for s := range tl.fullSides {
-		if s.sock.known && s.sock.inode == inode && s.owner == nil {
+		if !s.sock.known || s.owner != nil {
+			continue
+		}
+		if p, ok := owners[s.sock.inode]; ok {
 			// Sides of one process share its record (an application holds thousands
 			// of sockets); reports copy it.
 			if tl.lastOwner == nil || *tl.lastOwner != p {

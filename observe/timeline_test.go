@@ -906,3 +906,29 @@ func TestTimelineReportBoundsTimewait(t *testing.T) {
 		t.Errorf("the report evicted: summary %d, %d connections left", tl.summary.conns, len(tl.conns))
 	}
 }
+
+// Owners found for several inodes are recorded in one pass, each on the side whose full
+// socket has that inode; the report's owners and sockets are copies of the timeline's.
+func TestTimelineSetOwners(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	closeWait := findState(t, evs, v4server, Established, CloseWait)
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, evs, closeWait)
+	p := closeWait + 10*time.Millisecond
+	applyPoll(tl, p, fullSock(v4client, v4server, FinWait2, 7, 0, p), fullSock(v4server, v4client, CloseWait, 8, 1, p))
+	tl.setOwners(map[uint32]Process{7: {Pid: 41, Comm: "client"}, 8: {Pid: 42, Comm: "server"}, 9: {Pid: 43}})
+	c := only(t, report(t, tl, p))
+	if c.Client.Owner == nil || *c.Client.Owner != (Process{Pid: 41, Comm: "client"}) ||
+		c.Server.Owner == nil || *c.Server.Owner != (Process{Pid: 42, Comm: "server"}) {
+		t.Fatalf("owners %s, %s", dump(c.Client.Owner), dump(c.Server.Owner))
+	}
+	if c.Server.Socket == nil || c.Server.Socket.Local != mustAP(v4server) || c.Server.Socket.Remote != mustAP(v4client) ||
+		c.Server.Socket.Inode != 8 || c.Server.Socket.RecvQ != 1 || c.Server.Socket.State != CloseWait || c.Server.Socket.Family != "AF_INET" {
+		t.Errorf("server socket %s", dump(c.Server.Socket))
+	}
+	c.Client.Owner.Pid, c.Server.Socket.Inode = 0, 0
+	c = only(t, report(t, tl, p))
+	if c.Client.Owner.Pid != 41 || c.Server.Socket.Inode != 8 {
+		t.Errorf("a report's owner or socket written changed the timeline: %s, %s", dump(c.Client.Owner), dump(c.Server.Socket))
+	}
+}
