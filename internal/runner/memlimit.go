@@ -12,18 +12,21 @@ import (
 )
 
 // MemoryFloor is the least soft memory limit run and serve give the Go runtime (see
-// GovernMemory): with it, finproxy's RSS stays near 55 MiB with 10k connections
-// observed, where the GC's own pacing left it anywhere from 53 to 70 MiB.
+// GovernMemory): with it, finproxy's RSS stays at 53 to 55 MiB with 10k connections
+// observed, where the GC's own pacing let it settle at 67 to 72 MiB.
 const MemoryFloor = 44 << 20
 
-// memoryLimit is the soft memory limit for a live heap of live bytes: twice the live
-// heap (the goal GOGC=100 gives the heap) and 4 MiB for stacks and the runtime's own,
-// never below MemoryFloor. It only binds below that goal, so that the collector never
-// runs more often than GOGC=100 would have it, however large the heap grows: what it
-// changes is that a heap that once grew past it (a burst of garbage, the memory a poll
-// of tens of thousands of sockets used) is returned to the system at once.
+// memoryLimit is the soft memory limit for a live heap of live bytes: one and a half
+// times the live heap and 4 MiB for stacks and the runtime's own, never below
+// MemoryFloor. Below the floor's reach (a live heap under 27 MiB) the collector's goal
+// stays what GOGC=100 makes it, or a little under (the floor counts the runtime's own
+// memory too); above it the heap may grow by half its live size between collections
+// instead of doubling, as GOGC=50 would have it: twice the collections for the same
+// allocations, at most, and never a collector running without end as near a fixed
+// limit. Memory above the limit, once the heap grew past it (a burst of garbage, the
+// buffers of a poll of tens of thousands of sockets), is handed back at once.
 func memoryLimit(live uint64) int64 {
-	return max(MemoryFloor, int64(min(live, math.MaxInt64/4))*2+4<<20)
+	return max(MemoryFloor, int64(min(live, math.MaxInt64/4))*3/2+4<<20)
 }
 
 // governed is held by the GovernMemory that sets the limit (one at a time in a process).
