@@ -78,7 +78,7 @@ func (d *Diag) Close() error { return d.conn.Close() }
 // Dump lists the TCP sockets (IPv4 and IPv6, every state, timewait and request sockets
 // included) that match the filter.
 func (d *Diag) Dump() ([]Socket, error) {
-	ts, err := d.dumpTimed()
+	ts, err := d.dumpTimed(nil)
 	out := make([]Socket, len(ts))
 	for i, t := range ts {
 		out[i] = t.Socket
@@ -92,8 +92,8 @@ type timedSocket struct {
 	lo, hi time.Duration
 }
 
-func (d *Diag) dumpTimed() ([]timedSocket, error) {
-	var out []timedSocket
+// dumpTimed appends the sockets to out.
+func (d *Diag) dumpTimed(out []timedSocket) ([]timedSocket, error) {
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		lo := MonoNow()
 		msgs, err := d.conn.Execute(netlink.Message{

@@ -26,8 +26,11 @@ type Owners struct {
 	// MinInterval is the least time between two scans (100 ms if zero).
 	MinInterval time.Duration
 
-	mu       sync.Mutex
-	byInode  map[uint32]Process
+	mu sync.Mutex
+	// byInode indexes procs by socket inode: a scan finds tens of thousands of sockets
+	// held by a few processes.
+	byInode  map[uint32]int32
+	procs    []Process
 	lastScan time.Time
 }
 
@@ -39,8 +42,8 @@ func (o *Owners) Lookup(inode uint32) (p Process, ok bool) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if p, ok = o.byInode[inode]; ok {
-		return p, true
+	if i, ok := o.byInode[inode]; ok {
+		return o.procs[i], true
 	}
 	every := o.MinInterval
 	if every == 0 {
@@ -49,10 +52,12 @@ func (o *Owners) Lookup(inode uint32) (p Process, ok bool) {
 	if !o.lastScan.IsZero() && time.Since(o.lastScan) < every {
 		return Process{}, false
 	}
-	o.byInode = scanSocketOwners(o.procRoot())
+	o.byInode, o.procs = scanSocketOwners(o.procRoot())
 	o.lastScan = time.Now()
-	p, ok = o.byInode[inode]
-	return p, ok
+	if i, ok := o.byInode[inode]; ok {
+		return o.procs[i], true
+	}
+	return Process{}, false
 }
 
 func (o *Owners) procRoot() string {
@@ -64,11 +69,12 @@ func (o *Owners) procRoot() string {
 
 // scanSocketOwners reads every /proc/PID/fd; processes that vanish or cannot be read are
 // skipped.
-func scanSocketOwners(proc string) map[uint32]Process {
-	m := map[uint32]Process{}
+func scanSocketOwners(proc string) (map[uint32]int32, []Process) {
+	m := map[uint32]int32{}
+	var procs []Process
 	ents, err := os.ReadDir(proc)
 	if err != nil {
-		return m
+		return m, procs
 	}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -80,7 +86,7 @@ func scanSocketOwners(proc string) map[uint32]Process {
 		if err != nil {
 			continue
 		}
-		var comm string
+		pi := int32(-1) // this process's index in procs, once it holds a socket
 		for _, fd := range fds {
 			l, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
 			if err != nil {
@@ -90,17 +96,18 @@ func scanSocketOwners(proc string) map[uint32]Process {
 			if !ok {
 				continue
 			}
-			if old, seen := m[inode]; seen && old.Pid < pid {
+			if old, seen := m[inode]; seen && procs[old].Pid < pid {
 				continue
 			}
-			if comm == "" {
+			if pi < 0 {
 				b, _ := os.ReadFile(filepath.Join(proc, e.Name(), "comm"))
-				comm = strings.TrimSpace(string(b))
+				procs = append(procs, Process{Pid: pid, Comm: strings.TrimSpace(string(b))})
+				pi = int32(len(procs) - 1)
 			}
-			m[inode] = Process{Pid: pid, Comm: comm}
+			m[inode] = pi
 		}
 	}
-	return m
+	return m, procs
 }
 
 // socketInode parses a /proc/PID/fd link "socket:[12345]".

@@ -32,10 +32,19 @@ type pair struct{ client, server netip.AddrPort }
 // ends is one socket's view of a 4-tuple.
 type ends struct{ local, remote netip.AddrPort }
 
+// stateRec is one state of a side: 16 bytes (a side has several, and every connection
+// two sides).
 type stateRec struct {
-	state State
 	at    time.Duration
-	src   string
+	state State
+	diag  bool // from sock_diag (SourceDiag), else from the tracepoint (SourceTrace)
+}
+
+func (e stateRec) src() string {
+	if e.diag {
+		return SourceDiag
+	}
+	return SourceTrace
 }
 
 type retransRec struct {
@@ -86,21 +95,72 @@ const (
 
 func (t *twRec) deadline() time.Duration { return t.dlo + (t.dhi-t.dlo)/2 }
 
-type side struct {
-	addr      netip.AddrPort
-	states    []stateRec
+// sideEvents are a side's retransmissions and resets: most sides have none, so they are
+// kept apart (a side is 168 bytes without them, 256 with).
+type sideEvents struct {
 	retrans   []retransRec
 	sent      []resetRec
 	recv      []resetRec
 	lastReset time.Duration
 	hasReset  bool
+}
+
+// noEvents is the sideEvents of a side that has none, never written.
+var noEvents sideEvents
+
+// events returns the side's events to read.
+func (s *side) events() *sideEvents {
+	if s.ev == nil {
+		return &noEvents
+	}
+	return s.ev
+}
+
+// addEvents returns the side's events to add to.
+func (s *side) addEvents() *sideEvents {
+	if s.ev == nil {
+		s.ev = new(sideEvents)
+	}
+	return s.ev
+}
+
+type side struct {
+	addr      netip.AddrPort
+	states    []stateRec
+	ev        *sideEvents // retransmissions and resets, nil until one
 	handoff   *handoff
 	tw        *twRec
-	sock      *Socket
+	sock      sockRec // the full socket as the last poll that saw it (at sockSeen) gave it
 	sockSeen  time.Duration
 	owner     *Process
 	diagSeen  int
 	diagFirst time.Duration
+}
+
+// noteRec is a note as Annotate takes it.
+// sockRec is a Socket kept by a side (every side sock_diag sees has one): its addresses
+// are the side's and its peer's, so they are not kept; in 56 bytes beside the side, no
+// 128-byte Socket of its own.
+type sockRec struct {
+	family            string
+	expires           time.Duration
+	cookie            uint64
+	recvQ, sendQ, uid uint32
+	inode             uint32
+	state             State
+	timer             TimerKind
+	retrans           uint8
+	known             bool // a poll saw the full socket
+}
+
+func makeSockRec(k *Socket) sockRec {
+	return sockRec{family: k.Family, expires: k.Expires, cookie: k.Cookie, recvQ: k.RecvQ, sendQ: k.SendQ,
+		uid: k.UID, inode: k.Inode, state: k.State, timer: k.Timer, retrans: k.Retrans, known: true}
+}
+
+func (k *sockRec) socket(local, remote netip.AddrPort) Socket {
+	return Socket{Family: k.family, Local: local, Remote: remote, State: k.state, Timer: k.timer, Expires: k.expires,
+		Retrans: k.retrans, RecvQ: k.recvQ, SendQ: k.sendQ, UID: k.uid, Inode: k.inode, Cookie: k.cookie}
 }
 
 type noteRec struct {
@@ -109,6 +169,49 @@ type noteRec struct {
 	text     string
 	rec      *eventlog.Record
 }
+
+// keptNote is a note as a connection keeps it. finproxy run notes every segment it
+// queues, so that with the handshake queued every connection keeps two or more: a
+// segment's record is kept in seg, without what the connection already knows (the
+// 4-tuple) and with its rule and action as indexes into the timeline's names, in 72
+// bytes and no pointer where a noteRec with its record took 96 and 208 more. A text, or
+// a record seg cannot hold exactly (an address that is not the connection's as the
+// note gives it, a packet as it left, a value out of range), is kept in extra as it
+// came.
+type keptNote struct {
+	at    time.Duration
+	extra *noteExtra
+	seg   segNote
+}
+
+type noteExtra struct {
+	text string
+	rec  *eventlog.Record
+}
+
+// segNote is an eventlog.Record without Client, Server (the connection's addresses,
+// oriented by Side) and Out (always empty here).
+type segNote struct {
+	time, verdictTime, held int64
+	seq, ack, id            uint32
+	length, incarnation     int32
+	rule, action            uint16 // indexes into timeline.names
+	side                    eventlog.Side
+	flags                   uint8 // the record's Flags (observe does not import segment)
+	verdict                 eventlog.Verdict
+	bits                    uint8
+}
+
+const (
+	noteFromClient uint8 = 1 << iota // the note's src is the connection's client
+	noteSeg                          // seg holds the note's record
+	noteModified
+	noteInjected
+)
+
+// maxNames bounds the rule and action names a timeline numbers: a record naming one
+// beyond them is kept whole.
+const maxNames = 1 << 16
 
 // maxNotes bounds the notes kept per connection: beyond it the notes after the first
 // half are forgotten oldest first, so that a long connection keeps its beginning (the
@@ -120,7 +223,7 @@ type conn struct {
 	incarnation int
 	first       time.Duration
 	sides       [2]*side
-	notes       []noteRec
+	notes       []keptNote
 	notesLost   int
 }
 
@@ -129,10 +232,12 @@ type pendingSyn struct {
 	addr netip.Addr
 }
 
-// twSight is a timewait socket seen by a poll's dump, made within [lo, hi].
+// twSight is a timewait socket seen by a poll's dump, made within [lo, hi]: its
+// substate and the time left on its timer.
 type twSight struct {
-	sock   Socket
-	lo, hi time.Duration
+	state   State
+	expires time.Duration
+	lo, hi  time.Duration
 }
 
 func (g twSight) at() time.Duration { return g.lo + (g.hi-g.lo)/2 }
@@ -150,19 +255,24 @@ type timeline struct {
 	trace    bool // the tracepoint source runs: it is authoritative for full sockets
 	maxConns int
 
-	conns        []*conn
-	current      map[pair]*conn
-	incarnations map[pair]int
-	pendingSyn   map[netip.AddrPort][]pendingSyn
-	listenPorts  map[uint16]bool
-	tw           map[ends]twSight // timewait sockets of the last poll
-	pendingTW    map[*side]*conn  // handoffs awaiting sock_diag
+	conns   []*conn
+	current map[pair]*conn
+	// retired counts the connections of a 4-tuple whose current connection was taken
+	// off it without being forgotten (its roles turned out reversed); otherwise the
+	// current connection's incarnation is the count.
+	retired     map[pair]int
+	pendingSyn  map[netip.AddrPort][]pendingSyn
+	listenPorts map[uint16]bool
+	tw          map[ends]twSight // timewait sockets of the last poll
+	pendingTW   map[*side]*conn  // handoffs awaiting sock_diag
 	// seenLocal are the local addresses of the sockets sock_diag listed: the addresses of
 	// the namespaces it polls. Only for those can it tell that a socket is gone; a side
 	// whose address it never saw lives in a namespace it does not poll.
 	seenLocal map[netip.Addr]bool
 	twSides   map[*side]*conn // sides whose timewait socket is followed
 	fullSides map[*side]*conn // sides whose full socket the last poll saw
+	lastOwner *Process        // the owner setOwner recorded last
+	fullBuf   []int32         // applyPoll's list of full sockets, used again
 	out       []Event         // derived events, drained by the Observer
 	polled    bool            // a poll was applied
 	lastPoll  poll
@@ -177,6 +287,10 @@ type timeline struct {
 	evictAt int
 	scanned uint64  // connections evict looked at, in all
 	summary summary // what the evicted connections held
+	// names are the rule and action names of the kept notes' records, numbered from 1
+	// (0 is ""); nameIdx finds their numbers.
+	names   []string
+	nameIdx map[string]uint16
 }
 
 // summary accumulates the evicted connections, times on the monotonic clock.
@@ -197,9 +311,10 @@ func (s *summary) add(c *conn) {
 	s.conns++
 	s.notes += uint64(len(c.notes) + c.notesLost)
 	for _, sd := range c.sides {
-		s.retrans += uint64(len(sd.retrans))
-		s.resetsSent += uint64(len(sd.sent))
-		s.resetsRecv += uint64(len(sd.recv))
+		ev := sd.events()
+		s.retrans += uint64(len(ev.retrans))
+		s.resetsSent += uint64(len(ev.sent))
+		s.resetsRecv += uint64(len(ev.recv))
 		if sd.tw != nil {
 			s.restarts += uint64(len(sd.tw.restarts))
 		}
@@ -226,19 +341,21 @@ func newTimeline(f Filter, trace bool, maxConns int) *timeline {
 		maxConns = DefaultMaxConnections
 	}
 	return &timeline{
-		filter:       f,
-		trace:        trace,
-		maxConns:     maxConns,
-		evictAt:      maxConns + maxConns/8,
-		current:      map[pair]*conn{},
-		incarnations: map[pair]int{},
-		pendingSyn:   map[netip.AddrPort][]pendingSyn{},
-		listenPorts:  map[uint16]bool{},
-		tw:           map[ends]twSight{},
-		pendingTW:    map[*side]*conn{},
-		seenLocal:    map[netip.Addr]bool{},
-		twSides:      map[*side]*conn{},
-		fullSides:    map[*side]*conn{},
+		filter:      f,
+		trace:       trace,
+		maxConns:    maxConns,
+		evictAt:     maxConns + maxConns/8,
+		current:     map[pair]*conn{},
+		retired:     map[pair]int{},
+		pendingSyn:  map[netip.AddrPort][]pendingSyn{},
+		listenPorts: map[uint16]bool{},
+		tw:          map[ends]twSight{},
+		pendingTW:   map[*side]*conn{},
+		seenLocal:   map[netip.Addr]bool{},
+		twSides:     map[*side]*conn{},
+		fullSides:   map[*side]*conn{},
+		names:       []string{""},
+		nameIdx:     map[string]uint16{"": 0},
 	}
 }
 
@@ -267,10 +384,11 @@ func (s *side) ended() bool {
 }
 
 func (s *side) resetSinceLastState() bool {
-	if !s.hasReset {
+	ev := s.events()
+	if !ev.hasReset {
 		return false
 	}
-	return len(s.states) == 0 || s.lastReset >= s.states[len(s.states)-1].at
+	return len(s.states) == 0 || ev.lastReset >= s.states[len(s.states)-1].at
 }
 
 // add records that the side entered st at at. Entries stay in time order; a state equal
@@ -289,10 +407,10 @@ func (s *side) add(st State, at time.Duration, src string) (bool, State) {
 		return false, prev
 	}
 	if i < len(s.states) && s.states[i].state == st {
-		s.states[i].at, s.states[i].src = at, src
+		s.states[i].at, s.states[i].diag = at, src == SourceDiag
 		return false, prev
 	}
-	s.states = slices.Insert(s.states, i, stateRec{state: st, at: at, src: src})
+	s.states = slices.Insert(s.states, i, stateRec{state: st, at: at, diag: src == SourceDiag})
 	return true, prev
 }
 
@@ -305,13 +423,14 @@ func (c *conn) firstSeen() time.Duration {
 		if len(s.states) > 0 {
 			t = min(t, s.states[0].at)
 		}
-		for _, e := range s.retrans {
+		ev := s.events()
+		for _, e := range ev.retrans {
 			t = min(t, e.at)
 		}
-		for _, e := range s.sent {
+		for _, e := range ev.sent {
 			t = min(t, e.at)
 		}
-		for _, e := range s.recv {
+		for _, e := range ev.recv {
 			t = min(t, e.at)
 		}
 	}
@@ -359,14 +478,17 @@ func (tl *timeline) lookup(local, remote netip.AddrPort, hint role, fresh bool, 
 		if hint >= 0 && hint != r {
 			if !c.sides[0].started() && !c.sides[1].started() {
 				// Roles were guessed wrong (sock_diag saw it first): swap them.
-				delete(tl.current, c.key)
+				tl.retire(c)
 				c.key = pair{c.key.server, c.key.client}
 				c.sides[0], c.sides[1] = c.sides[1], c.sides[0]
+				for i := range c.notes {
+					c.notes[i].seg.bits ^= noteFromClient
+				}
 				tl.current[c.key] = c
 				return c, hint
 			}
 			// The 4-tuple is used again with the roles reversed.
-			delete(tl.current, c.key)
+			tl.retire(c)
 			return tl.create(local, remote, hint, at), hint
 		}
 		if fresh && c.sides[r].started() {
@@ -381,6 +503,12 @@ func (tl *timeline) lookup(local, remote netip.AddrPort, hint role, fresh bool, 
 	return tl.create(local, remote, r, at), r
 }
 
+// retire takes the current connection c off its 4-tuple, keeping its count.
+func (tl *timeline) retire(c *conn) {
+	delete(tl.current, c.key)
+	tl.retired[c.key] = c.incarnation
+}
+
 func (tl *timeline) create(local, remote netip.AddrPort, r role, at time.Duration) *conn {
 	key := pair{local, remote}
 	if r == server {
@@ -393,8 +521,13 @@ func (tl *timeline) create(local, remote netip.AddrPort, r role, at time.Duratio
 			tl.evictAt = n + max(tl.maxConns/8, n/4)
 		}
 	}
-	tl.incarnations[key]++
-	c := &conn{key: key, incarnation: tl.incarnations[key], first: at,
+	n := tl.retired[key]
+	if cur, ok := tl.current[key]; ok {
+		n = cur.incarnation
+	} else if n > 0 {
+		delete(tl.retired, key)
+	}
+	c := &conn{key: key, incarnation: n + 1, first: at,
 		sides: [2]*side{{addr: key.client}, {addr: key.server}}}
 	tl.conns = append(tl.conns, c)
 	tl.current[key] = c
@@ -420,7 +553,6 @@ func (tl *timeline) evict() {
 			}
 			if tl.current[c.key] == c {
 				delete(tl.current, c.key)
-				delete(tl.incarnations, c.key)
 			}
 			continue
 		}
@@ -498,7 +630,8 @@ func (tl *timeline) applyEvent(ev Event) (Event, bool) {
 		// to a new one.
 		c, r := tl.lookup(e.Src, e.Dst, hint, hint >= 0, e.Mono)
 		s := c.sides[r]
-		s.retrans = append(s.retrans, retransRec{state: e.State, at: e.Mono, synack: e.SynAck})
+		ev := s.addEvents()
+		ev.retrans = append(ev.retrans, retransRec{state: e.State, at: e.Mono, synack: e.SynAck})
 	case ResetSent:
 		if !tl.filter.Match(e.Src, e.Dst) {
 			tl.filtered++
@@ -506,8 +639,9 @@ func (tl *timeline) applyEvent(ev Event) (Event, bool) {
 		}
 		c, r := tl.lookup(e.Src, e.Dst, -1, false, e.Mono)
 		s := c.sides[r]
-		s.sent = append(s.sent, resetRec{at: e.Mono, state: e.State, reason: e.Reason})
-		s.lastReset, s.hasReset = e.Mono, true
+		ev := s.addEvents()
+		ev.sent = append(ev.sent, resetRec{at: e.Mono, state: e.State, reason: e.Reason})
+		ev.lastReset, ev.hasReset = e.Mono, true
 		if s.handoff != nil && s.tw == nil && e.State == Close {
 			// The full socket was aborted in FIN_WAIT2/CLOSING, not handed over.
 			tl.resolveClosed(c, r)
@@ -519,8 +653,9 @@ func (tl *timeline) applyEvent(ev Event) (Event, bool) {
 		}
 		c, r := tl.lookup(e.Src, e.Dst, -1, false, e.Mono)
 		s := c.sides[r]
-		s.recv = append(s.recv, resetRec{at: e.Mono})
-		s.lastReset, s.hasReset = e.Mono, true
+		ev := s.addEvents()
+		ev.recv = append(ev.recv, resetRec{at: e.Mono})
+		ev.lastReset, ev.hasReset = e.Mono, true
 	default:
 		return ev, false
 	}
@@ -684,15 +819,15 @@ func (tl *timeline) learnJiffy(exp time.Duration) {
 func (tl *timeline) twApply(c *conn, r role, g twSight) {
 	s := c.sides[r]
 	jf := tl.jiffy()
-	dlo, dhi := g.lo+g.sock.Expires-jf, g.hi+g.sock.Expires+jf
+	dlo, dhi := g.lo+g.expires-jf, g.hi+g.expires+jf
 	if s.tw == nil {
-		t := &twRec{state: g.sock.State, first: g.at(), last: g.at(), lastStart: g.lo, dlo: dlo, dhi: dhi}
+		t := &twRec{state: g.state, first: g.at(), last: g.at(), lastStart: g.lo, dlo: dlo, dhi: dhi}
 		s.tw = t
 		h := s.handoff
 		s.handoff = nil
 		delete(tl.pendingTW, s)
 		tl.twSides[s] = c
-		switch g.sock.State {
+		switch g.state {
 		case FinWait2:
 			at, src := g.at(), SourceDiag
 			if h != nil {
@@ -718,27 +853,27 @@ func (tl *timeline) twApply(c *conn, r role, g twSight) {
 			added, prev := s.add(TimeWait, t.estimate(), SourceDiag)
 			t.refineEntry(s)
 			if e := s.states[len(s.states)-1]; added {
-				tl.emit(c, r, prev, TimeWait, e.at, e.src)
+				tl.emit(c, r, prev, TimeWait, e.at, e.src())
 			}
 		}
 		return
 	}
 	t := s.tw
 	switch {
-	case g.sock.State != t.state:
-		t.state, t.dlo, t.dhi, t.refine = g.sock.State, dlo, dhi, refineNone
-		if g.sock.State == TimeWait {
+	case g.state != t.state:
+		t.state, t.dlo, t.dhi, t.refine = g.state, dlo, dhi, refineNone
+		if g.state == TimeWait {
 			// Timewait FIN_WAIT2 -> TIME_WAIT: the peer's FIN arrived.
 			t.refine, t.floor, t.ceil, t.handoff = refineState, t.last, g.hi, 0
 			at := t.estimate()
 			tl.addDerived(c, r, TimeWait, at, SourceDiag)
 		}
-	case g.sock.State == TimeWait && dlo > t.dhi && dhi-twLen >= t.lastStart:
+	case g.state == TimeWait && dlo > t.dhi && dhi-twLen >= t.lastStart:
 		// The deadline moved later: the timer was set again, after the previous sighting.
 		t.dlo, t.dhi = dlo, dhi
 		t.refine, t.floor, t.ceil, t.handoff = refineRestart, t.last, g.hi, 0
 		t.restarts = append(t.restarts, t.estimate())
-	case g.sock.State == TimeWait && dlo > t.dhi:
+	case g.state == TimeWait && dlo > t.dhi:
 		// A later deadline that no setting since the previous sighting gives: the time
 		// left read long in this dump (seen under CI load; likely the kernel's jiffies
 		// behind the clock, a loaded VM's tick being late). Not a restart; what is known
@@ -772,9 +907,9 @@ func (t *twRec) refineEntry(s *side) {
 		}
 		e := &s.states[n-1]
 		if t.handoff != 0 && t.handoff >= t.dlo-twLen && t.handoff <= t.dhi-twLen {
-			e.at, e.src = t.handoff, SourceTrace
+			e.at, e.diag = t.handoff, false
 		} else {
-			e.at, e.src = t.estimate(), SourceDiag
+			e.at, e.diag = t.estimate(), true
 		}
 	case refineRestart:
 		t.restarts[len(t.restarts)-1] = t.estimate()
@@ -785,8 +920,9 @@ func (t *twRec) refineEntry(s *side) {
 // sockets whose owner is not known yet.
 func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) {
 	tw := make(map[ends]twSight, len(tl.tw)) // sized as the last poll: no growth on the way
-	var full []timedSocket
-	for _, s := range socks {
+	full := tl.fullBuf[:0]                   // used again (see Observer.pollBuf)
+	for i := range socks {
+		s := &socks[i]
 		if !tl.filter.Match(s.Local, s.Remote) {
 			continue
 		}
@@ -801,12 +937,13 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 			tl.listenPorts[s.Local.Port()] = true
 		case s.Remote.Port() == 0:
 		case s.Timewait():
-			tw[ends{s.Local, s.Remote}] = twSight{sock: s.Socket, lo: s.lo, hi: s.hi}
+			tw[ends{s.Local, s.Remote}] = twSight{state: s.State, expires: s.Expires, lo: s.lo, hi: s.hi}
 		default:
-			full = append(full, s)
+			full = append(full, int32(i))
 		}
 	}
 	tl.tw = tw
+	tl.fullBuf = shrink(full)
 
 	// Timewait sockets: first those already followed (an older incarnation may still
 	// have its timewait socket while a new one has started), then the others.
@@ -833,7 +970,7 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 			// Seen again after it was found gone: a poll missed it. Take it back.
 			s.tw.gone = false
 			tl.twSides[s] = c
-			if n := len(s.states); n > 0 && s.states[n-1].state == Close && s.states[n-1].src == SourceDiag {
+			if n := len(s.states); n > 0 && s.states[n-1].state == Close && s.states[n-1].diag {
 				s.states = s.states[:n-1]
 			}
 			tl.twApply(c, r, g)
@@ -849,8 +986,9 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 
 	// Full sockets.
 	seen := make(map[*side]*conn, len(tl.fullSides))
-	for _, ts := range full {
-		sk := ts.Socket
+	for _, i := range full {
+		ts := &socks[i]
+		sk := &ts.Socket
 		c, r, ok := tl.find(sk.Local, sk.Remote)
 		if !ok || (!tl.trace && c.sides[r].ended()) {
 			hint := role(-1)
@@ -868,11 +1006,8 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 			continue
 		}
 		// The side's copy is overwritten in place: a poll of many sockets then makes no
-		// garbage of them (Snapshot hands out copies).
-		if s.sock == nil {
-			s.sock = new(Socket)
-		}
-		*s.sock, s.sockSeen = sk, ts.hi
+		// garbage of them (Snapshot hands out copies). Its addresses are the side's.
+		s.sock, s.sockSeen = makeSockRec(sk), ts.hi
 		seen[s] = c
 		if sk.Inode != 0 && s.owner == nil {
 			needOwner = append(needOwner, sk.Inode)
@@ -932,6 +1067,15 @@ func (tl *timeline) applyPoll(p poll, socks []timedSocket) (needOwner []uint32) 
 	return needOwner
 }
 
+// shrink returns b, emptied, for the next poll; nil when it is much bigger than this
+// poll needed (a burst of sockets gone), so that it does not stay at its peak.
+func shrink[T any](b []T) []T {
+	if cap(b) > 4096 && cap(b) > 4*len(b) {
+		return nil
+	}
+	return b[:0]
+}
+
 // covered reports whether sock_diag polls the namespace of a socket at a: it listed a
 // socket with that local address.
 func (tl *timeline) covered(a netip.AddrPort) bool { return tl.seenLocal[a.Addr()] }
@@ -956,26 +1100,134 @@ func sideRole(c *conn, s *side) role {
 
 // setOwner records the process holding the full socket with this inode.
 func (tl *timeline) setOwner(inode uint32, p Process) {
+	tl.setOwners(map[uint32]Process{inode: p})
+}
+
+// setOwners records the processes holding the full sockets with these inodes.
+func (tl *timeline) setOwners(owners map[uint32]Process) {
 	for s := range tl.fullSides {
-		if s.sock != nil && s.sock.Inode == inode && s.owner == nil {
-			cp := p
-			s.owner = &cp
+		if !s.sock.known || s.owner != nil {
+			continue
+		}
+		if p, ok := owners[s.sock.inode]; ok {
+			// Sides of one process share its record (an application holds thousands
+			// of sockets); reports copy it.
+			if tl.lastOwner == nil || *tl.lastOwner != p {
+				cp := p
+				tl.lastOwner = &cp
+			}
+			s.owner = tl.lastOwner
 		}
 	}
 }
 
-// annotate puts an external event on the connection of its 4-tuple.
+// annotate puts an external event on the connection of its 4-tuple. It keeps nothing
+// n points to: n.rec may point into a buffer that is reused.
 func (tl *timeline) annotate(n noteRec) {
-	c, _ := tl.lookup(n.src, n.dst, -1, false, n.at)
+	c, r := tl.lookup(n.src, n.dst, -1, false, n.at)
+	k := keptNote{at: n.at}
+	if r == client {
+		k.seg.bits = noteFromClient
+	}
+	if !tl.compact(&k.seg, n) && (n.text != "" || n.rec != nil) {
+		k.extra = &noteExtra{text: n.text}
+		if n.rec != nil {
+			cp := *n.rec
+			k.extra.rec = &cp
+		}
+	}
 	i := len(c.notes)
 	for i > 0 && c.notes[i-1].at > n.at {
 		i--
 	}
-	c.notes = slices.Insert(c.notes, i, n)
+	c.notes = slices.Insert(c.notes, i, k)
 	if len(c.notes) > maxNotes {
 		c.notes = slices.Delete(c.notes, maxNotes/2, maxNotes/2+1)
 		c.notesLost++
 	}
+}
+
+// compact puts n's record into seg if it holds it exactly, without text, and reports
+// whether it did.
+func (tl *timeline) compact(seg *segNote, n noteRec) bool {
+	r := n.rec
+	if r == nil || n.text != "" || r.Out != nil {
+		return false
+	}
+	cl, sv := n.src, n.dst
+	if r.Side == eventlog.Server {
+		cl, sv = sv, cl
+	}
+	if r.Client != cl || r.Server != sv || int64(int32(r.Len)) != int64(r.Len) ||
+		int64(int32(r.Incarnation)) != int64(r.Incarnation) {
+		return false
+	}
+	rule, ok := tl.name(r.Rule)
+	if !ok {
+		return false
+	}
+	action, ok := tl.name(r.Action)
+	if !ok {
+		return false
+	}
+	*seg = segNote{time: r.Time, verdictTime: r.VerdictTime, held: r.HeldNS, seq: r.Seq, ack: r.Ack, id: r.ID,
+		length: int32(r.Len), incarnation: int32(r.Incarnation), rule: rule, action: action,
+		side: r.Side, flags: uint8(r.Flags), verdict: r.Verdict, bits: seg.bits | noteSeg}
+	if r.Modified {
+		seg.bits |= noteModified
+	}
+	if r.Injected {
+		seg.bits |= noteInjected
+	}
+	return true
+}
+
+// name numbers a rule or action name; false when maxNames are numbered already.
+func (tl *timeline) name(s string) (uint16, bool) {
+	if i, ok := tl.nameIdx[s]; ok {
+		return i, true
+	}
+	if len(tl.names) >= maxNames {
+		return 0, false
+	}
+	i := uint16(len(tl.names))
+	tl.names = append(tl.names, s)
+	tl.nameIdx[s] = i
+	return i, true
+}
+
+// note is the report's form of a note of connection c.
+func (tl *timeline) note(c *conn, n keptNote, clk Clock) Note {
+	out := Note{At: clk.Time(n.at), Src: c.key.server, Dst: c.key.client}
+	if n.seg.bits&noteFromClient != 0 {
+		out.Src, out.Dst = out.Dst, out.Src
+	}
+	if x := n.extra; x != nil {
+		out.Text, out.Record = x.text, x.rec
+		if x.rec != nil {
+			cp := *x.rec // the report's copy: its reader may write it (the text, say)
+			out.Record = &cp
+		}
+		return out
+	}
+	if n.seg.bits&noteSeg == 0 {
+		return out
+	}
+	g := &n.seg
+	r := &eventlog.Record{ID: g.id, Time: g.time, VerdictTime: g.verdictTime, Client: out.Src, Server: out.Dst,
+		Incarnation: int(g.incarnation), Side: g.side, Seq: g.seq, Ack: g.ack, Len: int(g.length),
+		Rule: tl.names[g.rule], Action: tl.names[g.action], Verdict: g.verdict, HeldNS: g.held,
+		Modified: g.bits&noteModified != 0, Injected: g.bits&noteInjected != 0}
+	for i := range 8 {
+		if g.flags&(1<<i) != 0 {
+			r.Flags |= 1 << i // the shifted 1 takes the type of Flags
+		}
+	}
+	if g.side == eventlog.Server {
+		r.Client, r.Server = r.Server, r.Client
+	}
+	out.Record = r
+	return out
 }
 
 // closed reports whether nothing of the connection is held by an application: each side's
@@ -1015,20 +1267,23 @@ func (tl *timeline) report(clk Clock, now time.Duration) ([]Connection, *Summary
 			continue
 		}
 		rc := Connection{Incarnation: c.incarnation, FirstSeen: clk.Time(c.firstSeen()), NotesDropped: c.notesLost}
-		rc.Client = c.sides[client].report(clk, now)
-		rc.Server = c.sides[server].report(clk, now)
-		for _, n := range c.notes {
-			rc.Notes = append(rc.Notes, Note{At: clk.Time(n.at), Src: n.src, Dst: n.dst, Text: n.text, Record: n.rec})
+		rc.Client = c.sides[client].report(clk, now, c.sides[server].addr)
+		rc.Server = c.sides[server].report(clk, now, c.sides[client].addr)
+		if len(c.notes) > 0 {
+			rc.Notes = make([]Note, len(c.notes))
+			for j, n := range c.notes {
+				rc.Notes[j] = tl.note(c, n, clk)
+			}
 		}
 		out = append(out, rc)
 	}
 	return out, sum.report(clk)
 }
 
-func (s *side) report(clk Clock, now time.Duration) Side {
-	rs := Side{Addr: s.addr, States: []StateEntry{}, HandedToTimewait: s.handoff != nil, Owner: s.owner}
+func (s *side) report(clk Clock, now time.Duration, peer netip.AddrPort) Side {
+	rs := Side{Addr: s.addr, States: []StateEntry{}, HandedToTimewait: s.handoff != nil, Owner: copyOwner(s.owner)}
 	for i, e := range s.states {
-		se := StateEntry{State: e.state, At: clk.Time(e.at), Source: e.src}
+		se := StateEntry{State: e.state, At: clk.Time(e.at), Source: e.src()}
 		switch {
 		case i+1 < len(s.states):
 			se.Dwell = Duration(s.states[i+1].at - e.at)
@@ -1037,13 +1292,14 @@ func (s *side) report(clk Clock, now time.Duration) Side {
 		}
 		rs.States = append(rs.States, se)
 	}
-	for _, e := range s.retrans {
+	ev := s.events()
+	for _, e := range ev.retrans {
 		rs.Retransmits = append(rs.Retransmits, RetransmitEntry{State: e.state, At: clk.Time(e.at), SynAck: e.synack})
 	}
-	for _, e := range s.sent {
+	for _, e := range ev.sent {
 		rs.ResetsSent = append(rs.ResetsSent, ResetEntry{At: clk.Time(e.at), State: e.state, Reason: e.reason})
 	}
-	for _, e := range s.recv {
+	for _, e := range ev.recv {
 		rs.ResetsReceived = append(rs.ResetsReceived, ResetEntry{At: clk.Time(e.at)})
 	}
 	if s.tw != nil {
@@ -1057,11 +1313,19 @@ func (s *side) report(clk Clock, now time.Duration) Side {
 		}
 		rs.Timewait = t
 	}
-	if s.sock != nil {
-		cp := *s.sock
-		rs.Socket, rs.SocketSeen = &cp, clk.Time(s.sockSeen)
+	if s.sock.known {
+		k := s.sock.socket(s.addr, peer)
+		rs.Socket, rs.SocketSeen = &k, clk.Time(s.sockSeen)
 	}
 	return rs
+}
+
+func copyOwner(p *Process) *Process {
+	if p == nil {
+		return nil
+	}
+	cp := *p
+	return &cp
 }
 
 // leaks lists the sides in CLOSE_WAIT for at least threshold at now.
@@ -1081,9 +1345,9 @@ func (tl *timeline) leaks(clk Clock, now, threshold time.Duration) []Leak {
 				continue
 			}
 			l := Leak{Local: s.addr, Remote: c.peer(role(r)), Since: clk.Time(e.at), Age: Duration(now - e.at),
-				Source: e.src, Owner: s.owner}
-			if s.sock != nil {
-				l.Inode, l.RecvQ, l.SendQ = s.sock.Inode, s.sock.RecvQ, s.sock.SendQ
+				Source: e.src(), Owner: copyOwner(s.owner)}
+			if s.sock.known {
+				l.Inode, l.RecvQ, l.SendQ = s.sock.inode, s.sock.recvQ, s.sock.sendQ
 			}
 			out = append(out, l)
 		}

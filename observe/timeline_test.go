@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -704,8 +705,58 @@ func TestTimelineAnnotate(t *testing.T) {
 	if len(c.Notes) != 3 || c.Notes[0].Text != "pass SYN" || c.Notes[1].Text != "drop FIN" || c.Notes[2].Text != "" {
 		t.Errorf("notes %s", dump(c.Notes))
 	}
-	if c.Notes[0].Record != nil || c.Notes[2].Record != seg {
+	if c.Notes[0].Record != nil || c.Notes[2].Record == nil || !reflect.DeepEqual(*c.Notes[2].Record, *seg) {
 		t.Errorf("records %v, %v; want none, then %+v", c.Notes[0].Record, c.Notes[2].Record, *seg)
+	}
+}
+
+// The records of a connection's segments are kept compactly (without the 4-tuple, the
+// names numbered) and reported exactly as they were given, whatever they hold; and a
+// note keeps no reference to its caller's record.
+func TestTimelineAnnotateRecords(t *testing.T) {
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, loadEvents(t, "v4close.txt"), 1<<62)
+	cl, sv := mustAP(v4client), mustAP(v4server)
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(cl.Addr().As16()), cl.Port())
+	recs := []*eventlog.Record{
+		{ID: 7, Time: 1e18, VerdictTime: 1e18 + 5, Client: cl, Server: sv, Incarnation: 1, Side: eventlog.Client,
+			Flags: segment.SYN, Seq: 4e9, Rule: "pass-syn", Action: "pass", Verdict: eventlog.Accept, HeldNS: 5},
+		{ID: 8, Time: 2e18, VerdictTime: 2e18 + 9, Client: cl, Server: sv, Incarnation: 2, Side: eventlog.Server,
+			Flags: segment.SYN | segment.ACK, Seq: 1, Ack: 4e9 + 1, Len: 1 << 20, Rule: "delay-synack", Action: "delay",
+			Verdict: eventlog.Drop, HeldNS: 1e9, Modified: true},
+		{Time: 3e18, Client: cl, Server: sv, Side: eventlog.Client, Flags: segment.RST | segment.ACK,
+			Rule: "pass-syn", Action: "inject-rst", Injected: true},
+		// Kept whole: a packet as it left, an address the note does not give, a length
+		// out of range. Then a record of neither side.
+		{Time: 4e18, Client: cl, Server: sv, Side: eventlog.Client, Modified: true, Out: []byte{0x45, 0}},
+		{Time: 5e18, Client: mapped, Server: sv, Side: eventlog.Client},
+		{Time: 6e18, Client: cl, Server: sv, Side: eventlog.Client, Len: 1 << 40},
+		{Time: 7e18, Client: cl, Server: sv, Side: eventlog.AnySide},
+	}
+	for i, r := range recs {
+		src, dst := cl, sv
+		if r.Side == eventlog.Server {
+			src, dst = sv, cl
+		}
+		given := *r
+		tl.annotate(noteRec{at: time.Duration(1290+i) * time.Second, src: src, dst: dst, rec: &given})
+		given.Seq, given.Rule = 99, "changed" // the caller's buffer, used again
+	}
+	c := only(t, report(t, tl, 1300*time.Second))
+	if len(c.Notes) != len(recs) {
+		t.Fatalf("%d notes, want %d", len(c.Notes), len(recs))
+	}
+	for i, n := range c.Notes {
+		if n.Record == nil || !reflect.DeepEqual(*n.Record, *recs[i]) {
+			t.Errorf("note %d: record %+v, want %+v", i, n.Record, *recs[i])
+		}
+		src := cl
+		if recs[i].Side == eventlog.Server {
+			src = sv
+		}
+		if n.Src != src {
+			t.Errorf("note %d: src %v, want %v", i, n.Src, src)
+		}
 	}
 }
 
@@ -842,9 +893,9 @@ func TestTimelineLongRunBounded(t *testing.T) {
 				peak = max(peak, len(tl.conns))
 			}
 			limit := DefaultMaxConnections + DefaultMaxConnections/8 + 1
-			if peak > limit || len(tl.current) > limit || len(tl.incarnations) > limit || len(tl.pendingTW) > limit {
-				t.Errorf("kept %d connections at most (%d at the end), %d current, %d incarnations, %d pending handoffs; want at most %d",
-					peak, len(tl.conns), len(tl.current), len(tl.incarnations), len(tl.pendingTW), limit)
+			if peak > limit || len(tl.current) > limit || len(tl.retired) > limit || len(tl.pendingTW) > limit {
+				t.Errorf("kept %d connections at most (%d at the end), %d current, %d retired 4-tuples, %d pending handoffs; want at most %d",
+					peak, len(tl.conns), len(tl.current), len(tl.retired), len(tl.pendingTW), limit)
 			}
 			s := tl.summary.report(testClock)
 			if s == nil {
@@ -912,5 +963,31 @@ func TestTimelineReportBoundsTimewait(t *testing.T) {
 	// Taking a report changes nothing of what is followed.
 	if tl.summary.conns != 0 || len(tl.conns) != n {
 		t.Errorf("the report evicted: summary %d, %d connections left", tl.summary.conns, len(tl.conns))
+	}
+}
+
+// Owners found for several inodes are recorded in one pass, each on the side whose full
+// socket has that inode; the report's owners and sockets are copies of the timeline's.
+func TestTimelineSetOwners(t *testing.T) {
+	evs := loadEvents(t, "v4close.txt")
+	closeWait := findState(t, evs, v4server, Established, CloseWait)
+	tl := newTimeline(Filter{}, true, 0)
+	applyUntil(tl, evs, closeWait)
+	p := closeWait + 10*time.Millisecond
+	applyPoll(tl, p, fullSock(v4client, v4server, FinWait2, 7, 0, p), fullSock(v4server, v4client, CloseWait, 8, 1, p))
+	tl.setOwners(map[uint32]Process{7: {Pid: 41, Comm: "client"}, 8: {Pid: 42, Comm: "server"}, 9: {Pid: 43}})
+	c := only(t, report(t, tl, p))
+	if c.Client.Owner == nil || *c.Client.Owner != (Process{Pid: 41, Comm: "client"}) ||
+		c.Server.Owner == nil || *c.Server.Owner != (Process{Pid: 42, Comm: "server"}) {
+		t.Fatalf("owners %s, %s", dump(c.Client.Owner), dump(c.Server.Owner))
+	}
+	if c.Server.Socket == nil || c.Server.Socket.Local != mustAP(v4server) || c.Server.Socket.Remote != mustAP(v4client) ||
+		c.Server.Socket.Inode != 8 || c.Server.Socket.RecvQ != 1 || c.Server.Socket.State != CloseWait || c.Server.Socket.Family != "AF_INET" {
+		t.Errorf("server socket %s", dump(c.Server.Socket))
+	}
+	c.Client.Owner.Pid, c.Server.Socket.Inode = 0, 0
+	c = only(t, report(t, tl, p))
+	if c.Client.Owner.Pid != 41 || c.Server.Socket.Inode != 8 {
+		t.Errorf("a report's owner or socket written changed the timeline: %s, %s", dump(c.Client.Owner), dump(c.Server.Socket))
 	}
 }

@@ -78,7 +78,7 @@ func (ob *observation) annotate(r rules.Record) {
 	if r.Side == rules.Server {
 		src, dst = dst, src
 	}
-	ob.o.Annotate(observe.Note{At: at, Src: src, Dst: dst, Record: &r})
+	ob.o.AnnotateRecord(at, src, dst, &r)
 }
 
 // finish waits (a little) until the sources caught up, takes the report and stops the

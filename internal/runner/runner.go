@@ -317,6 +317,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if spec.Owner, err = nfq.Self(); err != nil {
 		return nil, err
 	}
+	defer GovernMemory(time.Second)()
 	// res is filled in by the deferred teardown steps, also when an error returns nil.
 	res := &Result{Started: time.Now()}
 	defer func() { res.Ended = time.Now() }()

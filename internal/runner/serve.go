@@ -44,14 +44,15 @@ type ServeOptions struct {
 // queue stays bound from Serve to Close, the engine (and what it tracks of the
 // connections) stays, and the hooks follow the scope of the current rule set.
 type Service struct {
-	log   *slog.Logger
-	queue uint16
-	owner nfq.Owner
-	q     *nfq.Queue
-	eng   *rules.Engine
-	sink  *serveSink
-	undec atomic.Uint64
-	obs   *observation // nil without ServeOptions.Observe
+	log     *slog.Logger
+	stopMem func() // ends GovernMemory
+	queue   uint16
+	owner   nfq.Owner
+	q       *nfq.Queue
+	eng     *rules.Engine
+	sink    *serveSink
+	undec   atomic.Uint64
+	obs     *observation // nil without ServeOptions.Observe
 
 	mu          sync.Mutex // serialises Replace, Close and the reads of what they change
 	cfg         *rules.Config
@@ -168,6 +169,7 @@ func Serve(ctx context.Context, o ServeOptions) (*Service, error) {
 		return nil, err
 	}
 	s.q, s.sink.q = q, q
+	s.stopMem = GovernMemory(time.Second)
 	if o.Config != nil {
 		if err := s.Replace(o.Config); err != nil {
 			_, cerr := s.Close()
@@ -559,6 +561,9 @@ func (s *Service) Close() (*Result, error) {
 		return nil, nil
 	}
 	s.closed = true
+	if s.stopMem != nil {
+		defer s.stopMem()
+	}
 	res := &Result{Started: s.started}
 	s.eng.Close()
 	res.Counters = s.counters()
