@@ -750,8 +750,11 @@ func (tl *timeline) resolveClosed(c *conn, r role) {
 // resetAfterHandoff returns when the peer of side r first sent a reset toward it after
 // r's pending handoff and before before.
 func resetAfterHandoff(c *conn, r role, before time.Duration) (time.Duration, bool) {
-	h := c.sides[r].handoff
-	for _, rs := range c.sides[1-r].sent {
+	h, peer := c.sides[r].handoff, c.sides[1-r]
+	if peer.ev == nil {
+		return 0, false
+	}
+	for _, rs := range peer.ev.sent {
 		if rs.at > h.at && rs.at < before {
 			return rs.at, true
 		}
