@@ -637,7 +637,26 @@ type variantRun struct {
 	Proxy       *proxyResult `json:"finproxy,omitempty"`
 	ChurnQueue  *queueDelta  `json:"churn_queue,omitempty"`
 	MemAfterRun *memInfo     `json:"mem_after_churn,omitempty"`
-	Err         string       `json:"error,omitempty"`
+	// ChurnCPU is the CPU time spent during the churn workload: by finproxy's process
+	// (finproxy variants), and by the whole machine (every variant).
+	ChurnCPU *cpuDelta `json:"churn_cpu,omitempty"`
+	Err      string    `json:"error,omitempty"`
+}
+
+// cpuDelta is CPU time spent over a workload, in seconds of one CPU.
+type cpuDelta struct {
+	Finproxy float64 `json:"finproxy_s,omitempty"`
+	Busy     float64 `json:"machine_busy_s"`
+	Total    float64 `json:"machine_total_s"`
+}
+
+// cpuNow reads the machine's CPU times and, with pid > 0, the process's.
+func cpuNow(pid int) (proc, busy, total time.Duration, err error) {
+	if busy, total, err = machineCPU(); err != nil || pid <= 0 {
+		return 0, busy, total, err
+	}
+	proc, err = procCPU(pid)
+	return proc, busy, total, err
 }
 
 // queueDelta is how the kernel's counters of the queue changed.
@@ -702,6 +721,11 @@ func (b *bench) runVariant(v string, rep int) (vr variantRun) {
 	if px != nil {
 		before, _ = b.kernelStats()
 	}
+	pid := 0
+	if px != nil {
+		pid = px.cmd.Process.Pid
+	}
+	p0, busy0, total0, cpuErr0 := cpuNow(pid)
 	seen0, err0 := b.serverCount()
 	if vr.Churn, err = b.client("churn", addr, "-duration", d, "-parallel", "8", "-sources", b.sources); err != nil {
 		errs = append(errs, err.Error())
@@ -710,6 +734,9 @@ func (b *bench) runVariant(v string, rep int) (vr variantRun) {
 		vr.Churn.ConnsPS = float64(seen1-seen0) / vr.Churn.Seconds
 	} else {
 		errs = append(errs, fmt.Sprintf("server count: %v", errors.Join(err0, err1)))
+	}
+	if p1, busy1, total1, cpuErr1 := cpuNow(pid); cpuErr0 == nil && cpuErr1 == nil {
+		vr.ChurnCPU = &cpuDelta{Finproxy: (p1 - p0).Seconds(), Busy: (busy1 - busy0).Seconds(), Total: (total1 - total0).Seconds()}
 	}
 	if px != nil {
 		after, _ := b.kernelStats()

@@ -189,3 +189,51 @@ func readMem(pid int) (memInfo, error) {
 	}
 	return m, nil
 }
+
+// clockTick is the unit of /proc's CPU times (USER_HZ: 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// procCPU is the CPU time (user and system, every thread) process pid has used.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the command", pid, len(f))
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	s, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %v", pid, errors.Join(err1, err2))
+	}
+	return time.Duration(u+s) * clockTick, nil
+}
+
+// machineCPU is the CPU time all CPUs have spent busy (everything but idle and iowait)
+// and in all, since boot.
+func machineCPU() (busy, total time.Duration, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	for i, v := range f[1:min(len(f), 9)] { // user to steal: guest time is in user already
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		total += time.Duration(n) * clockTick
+		if i != 3 && i != 4 { // idle, iowait
+			busy += time.Duration(n) * clockTick
+		}
+	}
+	return busy, total, nil
+}

@@ -30,7 +30,10 @@ type metrics struct {
 	RRP99us   float64 `json:"rr_p99_us"`
 	ConnP50us float64 `json:"connect_p50_us"`
 	ConnP99us float64 `json:"connect_p99_us"`
-	Reps      int     `json:"reps"`
+	// ChurnCPUus is the machine's busy CPU time (both CPUs, every process and the kernel)
+	// per connection of the churn workload.
+	ChurnCPUus float64 `json:"churn_cpu_per_conn_us,omitempty"`
+	Reps       int     `json:"reps"`
 }
 
 // fpSummary are a finproxy variant's own figures over its runs.
@@ -63,9 +66,14 @@ type fpSummary struct {
 	MallocsPerSegment float64 `json:"mallocs_per_segment"` // the whole process's, over its comparison runs
 	// Batched verdicts (every run of the variant): accepts written Batched at a time in
 	// Batches writes, of Written verdicts in all.
-	Batches uint64 `json:"verdict_batches"`
-	Batched uint64 `json:"verdicts_batched"`
-	Written uint64 `json:"verdicts_written"`
+	// finproxy's own CPU time in the churn runs, per queued segment and per connection
+	// (medians over the runs), and its share of the machine's busy time.
+	ChurnCPUPerSegmentUS float64 `json:"churn_cpu_per_segment_us"`
+	ChurnCPUPerConnUS    float64 `json:"churn_cpu_per_conn_us"`
+	ChurnCPUShare        float64 `json:"churn_cpu_share"`
+	Batches              uint64  `json:"verdict_batches"`
+	Batched              uint64  `json:"verdicts_batched"`
+	Written              uint64  `json:"verdicts_written"`
 }
 
 type target struct {
@@ -121,7 +129,7 @@ func (r *report) fpVariants() []string {
 func (r *report) summarize() {
 	r.Medians = map[string]metrics{}
 	for _, v := range r.Params.Variants {
-		var bulk, churn, p50, p99, c50, c99 []float64
+		var bulk, churn, p50, p99, c50, c99, ccpu []float64
 		reps := 0
 		for _, run := range r.Runs {
 			if run.Variant != v {
@@ -130,6 +138,9 @@ func (r *report) summarize() {
 			reps++
 			if run.Bulk != nil {
 				bulk = append(bulk, run.Bulk.MBps)
+			}
+			if run.Churn != nil && run.ChurnCPU != nil && run.Churn.ServerConns > 0 {
+				ccpu = append(ccpu, run.ChurnCPU.Busy*1e6/float64(run.Churn.ServerConns))
 			}
 			if run.Churn != nil {
 				churn = append(churn, run.Churn.ConnsPS)
@@ -143,7 +154,7 @@ func (r *report) summarize() {
 		}
 		if reps > 0 {
 			r.Medians[v] = metrics{BulkMBps: median(bulk), ChurnCPS: median(churn), RRP50us: median(p50), RRP99us: median(p99),
-				ConnP50us: median(c50), ConnP99us: median(c99), Reps: reps}
+				ConnP50us: median(c50), ConnP99us: median(c99), ChurnCPUus: median(ccpu), Reps: reps}
 		}
 	}
 	r.Ratios = map[string]float64{}
@@ -158,7 +169,7 @@ func (r *report) summarize() {
 				name string
 				a, b float64
 			}{{"bulk", fp.BulkMBps, o.BulkMBps}, {"churn", fp.ChurnCPS, o.ChurnCPS}, {"rr_p50", fp.RRP50us, o.RRP50us},
-				{"rr_p99", fp.RRP99us, o.RRP99us}, {"connect_p50", fp.ConnP50us, o.ConnP50us}, {"connect_p99", fp.ConnP99us, o.ConnP99us}} {
+				{"rr_p99", fp.RRP99us, o.RRP99us}, {"connect_p50", fp.ConnP50us, o.ConnP50us}, {"connect_p99", fp.ConnP99us, o.ConnP99us}, {"churn_cpu", fp.ChurnCPUus, o.ChurnCPUus}} {
 				if m.a > 0 && m.b > 0 {
 					r.Ratios[m.name+"_"+fv+"_"+other] = m.a / m.b
 				}
@@ -170,7 +181,7 @@ func (r *report) summarize() {
 	for _, fv := range r.fpVariants() {
 		s := &fpSummary{}
 		r.Finproxy[fv] = s
-		var vp50, vp99, dp50, dp99, cp50, cp99, rss []float64
+		var vp50, vp99, dp50, dp99, cp50, cp99, rss, segCPU, connCPU, share []float64
 		var mallocs, received uint64
 		addQueue := func(p *proxyResult) {
 			if p == nil {
@@ -210,6 +221,11 @@ func (r *report) summarize() {
 				received += p.Queue.Received
 			}
 			addQueue(run.Proxy)
+			if c, q := run.ChurnCPU, run.ChurnQueue; c != nil && q != nil && q.Queued > 0 && run.Churn != nil && run.Churn.ServerConns > 0 && c.Busy > 0 {
+				segCPU = append(segCPU, c.Finproxy*1e6/float64(q.Queued))
+				connCPU = append(connCPU, c.Finproxy*1e6/float64(run.Churn.ServerConns))
+				share = append(share, c.Finproxy/c.Busy)
+			}
 			if q := run.ChurnQueue; q != nil {
 				s.ChurnQueued += uint64(q.Queued)
 				s.ChurnDropped += uint64(q.Dropped)
@@ -236,6 +252,7 @@ func (r *report) summarize() {
 		s.VerdictDoneP50us, s.VerdictDoneP99us = median(dp50), median(dp99)
 		s.DecisionP50us, s.DecisionP99us = median(cp50), median(cp99)
 		s.RSSAfterChurnMiB = median(rss)
+		s.ChurnCPUPerSegmentUS, s.ChurnCPUPerConnUS, s.ChurnCPUShare = median(segCPU), median(connCPU), median(share)
 		if received > 0 {
 			s.MallocsPerSegment = float64(mallocs) / float64(received)
 		}
@@ -395,6 +412,7 @@ ratios are finproxy / other (for latencies, lower is better).`)
 	row("request latency p99, µs", func(m metrics) float64 { return m.RRP99us }, 1, "rr_p99")
 	row("connect time p50 (churn), µs", func(m metrics) float64 { return m.ConnP50us }, 0, "connect_p50")
 	row("connect time p99 (churn), µs", func(m metrics) float64 { return m.ConnP99us }, 0, "connect_p99")
+	row("CPU per connection (churn, machine), µs", func(m metrics) float64 { return m.ChurnCPUus }, 0, "churn_cpu")
 	tw.Flush()
 	fmt.Fprintln(w)
 
@@ -461,6 +479,13 @@ ratios are finproxy / other (for latencies, lower is better).`)
 	line("RSS after a churn run, MiB", func(fv string) string { return fmt.Sprintf("%.1f", r.Finproxy[fv].RSSAfterChurnMiB) })
 	line("heap allocations per queued segment (whole process)", func(fv string) string {
 		return fmt.Sprintf("%.2f", r.Finproxy[fv].MallocsPerSegment)
+	})
+	line("churn: finproxy's CPU per queued segment / per connection, µs; share of the machine's", func(fv string) string {
+		s := r.Finproxy[fv]
+		if s.ChurnCPUPerSegmentUS == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f / %.0f; %.0f%%", s.ChurnCPUPerSegmentUS, s.ChurnCPUPerConnUS, 100*s.ChurnCPUShare)
 	})
 	line("verdicts written in batches: of all / writes", func(fv string) string {
 		s := r.Finproxy[fv]
