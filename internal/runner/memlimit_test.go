@@ -9,9 +9,8 @@ import (
 )
 
 // run and serve give the runtime a soft memory limit that follows the live heap: the
-// floor for a small heap, never below one and a half times the live heap (the
-// collector works no more than GOGC=50 has it), and the limit found before once they
-// end.
+// floor for a small heap, never below twice the live heap (the collector works no more
+// than GOGC=100 has it), and the limit found before once they end.
 func TestGovernMemory(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
 	t.Setenv("GOGC", "")
@@ -20,17 +19,17 @@ func TestGovernMemory(t *testing.T) {
 	if got := debug.SetMemoryLimit(-1); got < MemoryFloor || got > 2*MemoryFloor {
 		t.Errorf("limit %d MiB with a small heap, want the floor (%d MiB) or near it", got>>20, MemoryFloor>>20)
 	}
-	live := make([]byte, 96<<20) // a live heap of 96 MiB: 1.5 times it is above the floor
+	live := make([]byte, 96<<20) // a live heap of 96 MiB: twice it is above the floor
 	for i := range live {
 		live[i] = byte(i)
 	}
 	runtime.GC()
 	deadline := time.Now().Add(5 * time.Second)
-	for debug.SetMemoryLimit(-1) < 3*int64(len(live))/2 && time.Now().Before(deadline) {
+	for debug.SetMemoryLimit(-1) < 2*int64(len(live)) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := debug.SetMemoryLimit(-1); got < 3*int64(len(live))/2 {
-		t.Errorf("limit %d MiB with %d MiB live, want at least 1.5 times the live heap", got>>20, len(live)>>20)
+	if got := debug.SetMemoryLimit(-1); got < 2*int64(len(live)) {
+		t.Errorf("limit %d MiB with %d MiB live, want at least twice the live heap", got>>20, len(live)>>20)
 	}
 	runtime.KeepAlive(live)
 	// A second one (serve and run in one process) leaves it alone.
@@ -63,10 +62,10 @@ func TestMemoryLimit(t *testing.T) {
 	}{
 		{0, MemoryFloor},
 		{20 << 20, MemoryFloor},
-		{26 << 20, MemoryFloor},
-		{40 << 20, 64 << 20},
-		{1 << 30, 3<<29 + 4<<20},
-		{math.MaxUint64, math.MaxInt64/4*3/2 + 4<<20},
+		{26 << 20, 56 << 20},
+		{40 << 20, 84 << 20},
+		{1 << 30, 2<<30 + 4<<20},
+		{math.MaxUint64, math.MaxInt64/4*2 + 4<<20},
 	} {
 		if got := memoryLimit(c.live); got != c.want {
 			t.Errorf("memoryLimit(%d MiB) = %d MiB, want %d MiB", c.live>>20, got>>20, c.want>>20)
