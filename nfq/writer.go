@@ -71,8 +71,12 @@ func (q *Queue) writer() {
 				i = j
 				continue
 			}
-			q.write(r)
-			i++
+			// What keeps the run from one batch (a packet waiting below its end, outside
+			// it) keeps every shorter run ending there too: write the run one by one.
+			for _, r := range batch[i:max(j, i+1)] {
+				q.write(r)
+			}
+			i = max(j, i+1)
 		}
 	}
 }
