@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-	"github.com/finproxy/finproxy/internal/tomlpos"
-	"github.com/finproxy/finproxy/rules"
 	"reflect"
 	"regexp"
 	"slices"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 )
 
 // Lab is the [lab] section of a config: the real applications a scenario runs against, in
@@ -47,6 +47,43 @@ type Lab struct {
 	Sysctls map[string]map[string]string
 	// Pos is where the [lab] table starts.
 	Pos rules.Position
+}
+
+// LabOverrides are the settings a command puts in place of [lab]'s (lab's --server,
+// --client, --ready, --apps, --server-lifetime and --stop-grace; sweep's applications): a
+// zero field keeps the config's. Lab.With applies them.
+type LabOverrides struct {
+	Server, Client []string
+	Ready          string
+	ServerLifetime ServerLifetime
+	StopGrace      time.Duration
+}
+
+// With returns the lab settings with o's in place of l's, and the defaults of server
+// lifetime and stop grace where neither gives one.
+func (l Lab) With(o LabOverrides) Lab {
+	if len(o.Server) > 0 {
+		l.Server = o.Server
+	}
+	if len(o.Client) > 0 {
+		l.Client = o.Client
+	}
+	if o.Ready != "" {
+		l.Ready = o.Ready
+	}
+	if o.ServerLifetime != "" {
+		l.ServerLifetime = o.ServerLifetime
+	}
+	if l.ServerLifetime == "" {
+		l.ServerLifetime = DefaultLabLifetime
+	}
+	if o.StopGrace > 0 {
+		l.StopGrace = o.StopGrace
+	}
+	if l.StopGrace <= 0 {
+		l.StopGrace = DefaultStopGrace
+	}
+	return l
 }
 
 // LabApps are a server, a client and the server's ready text that may replace the [lab]

@@ -1,12 +1,14 @@
 package config
 
 import (
-	"github.com/finproxy/finproxy/rules"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/finproxy/finproxy/rules"
 )
 
 func TestLabGood(t *testing.T) {
@@ -235,5 +237,27 @@ func TestSplitCommand(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("SplitCommand(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+// A command's overrides replace what they give and keep the rest; the lifetime and the
+// stop grace fall back to their defaults when neither gives one.
+func TestLabWith(t *testing.T) {
+	l := Lab{Server: []string{"srv"}, Client: []string{"cli"}, Ready: "ready", StopGrace: 2 * time.Second}
+	got := l.With(LabOverrides{})
+	if !slices.Equal(got.Server, l.Server) || !slices.Equal(got.Client, l.Client) || got.Ready != "ready" ||
+		got.StopGrace != 2*time.Second || got.ServerLifetime != DefaultLabLifetime {
+		t.Errorf("no overrides: %+v", got)
+	}
+	got = l.With(LabOverrides{Server: []string{"redis-server"}, Ready: "Ready to accept", ServerLifetime: ServerPerLab, StopGrace: time.Second})
+	if !slices.Equal(got.Server, []string{"redis-server"}) || !slices.Equal(got.Client, l.Client) || got.Ready != "Ready to accept" ||
+		got.ServerLifetime != ServerPerLab || got.StopGrace != time.Second {
+		t.Errorf("overrides: %+v", got)
+	}
+	if got := (Lab{}).With(LabOverrides{}); got.StopGrace != DefaultStopGrace || got.ServerLifetime != DefaultLabLifetime {
+		t.Errorf("defaults: %+v", got)
+	}
+	if l.Server[0] != "srv" || l.ServerLifetime != "" {
+		t.Errorf("With changed the lab it was called on: %+v", l)
 	}
 }

@@ -123,8 +123,8 @@ the lab within 5 s, applications, namespaces, hooks and tracefs instance removed
 			tty := isTTY(w)
 			rep, err := scenario.RunLab(ctx, scenario.LabOptions{
 				Config: cfg, ConfigArg: cfgPath, Runs: runs, Finproxy: self, Dir: dir, Port: uint16(port),
-				Server: srvArgv, Client: cliArgv, Ready: ready, Logger: slog.Default(),
-				ServerLifetime: lt, StopGrace: stopGrace, Procs: procs,
+				Override: config.LabOverrides{Server: srvArgv, Client: cliArgv, Ready: ready, ServerLifetime: lt, StopGrace: stopGrace},
+				Logger:   slog.Default(), Procs: procs,
 				Progress: func(done, total, passed int, r *scenario.RunReport) {
 					printProgress(w, tty, done, total, passed, r)
 				},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"github.com/finproxy/finproxy/internal/tomlpos"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/internal/scenario"
 	"github.com/finproxy/finproxy/internal/sweep"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 	"github.com/spf13/cobra"
 )
 
@@ -131,8 +131,8 @@ first data segment. --faults takes names (see --list-faults) or a directory of c
 			defer stopSignals()
 			tty := isTTY(w)
 			rep, err := sweep.Run(ctx, sweep.Options{
-				Faults: list, Server: srvArgv, Client: cliArgv, Ready: ready, Port: port, Runs: runs,
-				CloseWait: closeWait, Hang: hang, ServerLifetime: lt, StopGrace: stopGrace,
+				Faults: list, Port: port, Runs: runs, CloseWait: closeWait, Hang: hang,
+				Apps:     config.LabOverrides{Server: srvArgv, Client: cliArgv, Ready: ready, ServerLifetime: lt, StopGrace: stopGrace},
 				Finproxy: self, Dir: dir, Procs: procs, Logger: slog.Default(),
 				Progress: func(p sweep.Progress) { printSweepProgress(w, tty, p) },
 			})

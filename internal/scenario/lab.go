@@ -34,14 +34,10 @@ type LabOptions struct {
 	Finproxy  string
 	// Dir keeps each run's event log and the applications' output (run-N/).
 	Dir string
-	// Port overrides the config's target port; Server and Client its [lab] commands.
-	Port           uint16
-	Server, Client []string
-	// Ready overrides [lab] ready (the server's readiness text).
-	Ready string
-	// ServerLifetime and StopGrace override [lab] server_lifetime and stop_grace.
-	ServerLifetime config.ServerLifetime
-	StopGrace      time.Duration
+	// Port overrides the config's target port; Override its [lab] applications, ready
+	// text, server lifetime and stop grace (config.Lab.With).
+	Port     uint16
+	Override config.LabOverrides
 	// Hang, when set, bounds each run's client and the wait for its connections to be
 	// over (Spec.Hang).
 	Hang time.Duration
@@ -224,25 +220,9 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 	if port == 0 {
 		return nil, fmt.Errorf("%s: the lab needs target.port (or --port)", cfg.File)
 	}
-	server, client := cfg.Lab.Server, cfg.Lab.Client
-	if len(o.Server) > 0 {
-		server = o.Server
-	}
-	if len(o.Client) > 0 {
-		client = o.Client
-	}
-	lifetime := cfg.Lab.ServerLifetime
-	if o.ServerLifetime != "" {
-		lifetime = o.ServerLifetime
-	}
-	if lifetime == "" {
-		lifetime = config.DefaultLabLifetime
-	}
-	grace := cfg.Lab.StopGrace
-	if o.StopGrace > 0 {
-		grace = o.StopGrace
-	}
-	expect, skipped := effectiveExpect(cfg.Expect, len(o.Server) > 0, len(o.Client) > 0, lifetime)
+	eff := cfg.Lab.With(o.Override)
+	server, client, lifetime, grace := eff.Server, eff.Client, eff.ServerLifetime, eff.StopGrace
+	expect, skipped := effectiveExpect(cfg.Expect, len(o.Override.Server) > 0, len(o.Override.Client) > 0, lifetime)
 	o.Logger = orDefault(o.Logger)
 	topo, err := lab.New(ctx, lab.Options{Prefix: lab.DefaultPrefix, Sysctls: cfg.Lab.Sysctls, Logger: o.Logger})
 	if err != nil {
@@ -264,10 +244,7 @@ func RunLab(ctx context.Context, o LabOptions) (*LabReport, error) {
 	if cfg.Expect != nil && cfg.Expect.LeakThreshold > 0 {
 		threshold = cfg.Expect.LeakThreshold
 	}
-	ready := cfg.Lab.Ready
-	if o.Ready != "" {
-		ready = o.Ready
-	}
+	ready := eff.Ready
 	v6 := cfg.Lab.Family == config.FamilyIPv6
 	spec := func(k int) Spec {
 		return Spec{

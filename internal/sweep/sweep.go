@@ -51,16 +51,15 @@ type Finding struct {
 
 // Options configure a sweep.
 type Options struct {
-	Faults         []Fault
-	Server, Client []string
-	Ready          string
-	Port           uint16
-	Runs           int
+	Faults []Fault
+	// Apps are the server and client (required), the server's ready text, its lifetime
+	// and the stop grace, as lab's flags give them.
+	Apps config.LabOverrides
+	Port uint16
+	Runs int
 	// CloseWait is the leak threshold; Hang bounds the client's run and the wait for the
 	// connections to be over after it (see scenario.Spec.Hang).
 	CloseWait, Hang time.Duration
-	ServerLifetime  config.ServerLifetime
-	StopGrace       time.Duration
 	Finproxy        string
 	// Dir keeps each fault's configs and runs (DIR/FAULT/run-N/).
 	Dir    string
@@ -152,7 +151,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	rep := &Report{Server: o.Server, Client: o.Client, Port: o.Port, Runs: o.Runs, CloseWait: o.CloseWait, Hang: o.Hang,
+	rep := &Report{Server: o.Apps.Server, Client: o.Apps.Client, Port: o.Port, Runs: o.Runs, CloseWait: o.CloseWait, Hang: o.Hang,
 		Started: time.Now(), Faults: []*FaultResult{}}
 	counts := map[string]int{}
 	for k, f := range o.Faults {
@@ -186,8 +185,7 @@ func runFault(ctx context.Context, o Options, k int, f Fault, counts map[string]
 		return nil, err
 	}
 	cfg := *f.Config
-	lab := config.Lab{Ready: o.Ready, Family: config.FamilyIPv4, Settle: config.DefaultLabSettle,
-		Timeout: 2*o.Hang + 15*time.Second, ServerLifetime: o.ServerLifetime, StopGrace: o.StopGrace}
+	lab := config.Lab{Family: config.FamilyIPv4, Settle: config.DefaultLabSettle, Timeout: 2*o.Hang + 15*time.Second}.With(o.Apps)
 	if f.Config.Lab != nil {
 		lab.Sysctls = f.Config.Lab.Sysctls
 		lab.Settle = f.Config.Lab.Settle
@@ -199,8 +197,7 @@ func runFault(ctx context.Context, o Options, k int, f Fault, counts map[string]
 		Config: filepath.Join(f.Name, "fault.toml"), Runs: []*RunResult{}}
 	labRep, err := scenario.RunLab(ctx, scenario.LabOptions{
 		Config: &cfg, ConfigArg: cfgPath, Runs: o.Runs, Finproxy: o.Finproxy, Dir: dir, Port: o.Port,
-		Server: o.Server, Client: o.Client, Ready: o.Ready, ServerLifetime: o.ServerLifetime,
-		StopGrace: o.StopGrace, Procs: o.Procs, Logger: o.Logger, Hang: o.Hang,
+		Override: config.LabOverrides{Server: o.Apps.Server, Client: o.Apps.Client}, Procs: o.Procs, Logger: o.Logger, Hang: o.Hang,
 		Progress: func(done, total, passed int, run *scenario.RunReport) {
 			rr := classify(run, o.Hang)
 			rr.Dir = filepath.Join(f.Name, fmt.Sprintf("run-%d", run.Run))
