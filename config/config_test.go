@@ -2,8 +2,6 @@ package config
 
 import (
 	"errors"
-	"github.com/finproxy/finproxy/internal/golden"
-	"github.com/finproxy/finproxy/rules"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/internal/golden"
+	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
 

@@ -2,14 +2,14 @@ package config
 
 import (
 	"fmt"
-	"github.com/finproxy/finproxy/internal/tomlpos"
-	"github.com/finproxy/finproxy/rules"
 	"math"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 	"github.com/finproxy/finproxy/tcpstate"
 )

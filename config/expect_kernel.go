@@ -2,12 +2,12 @@ package config
 
 import (
 	"fmt"
-	"github.com/finproxy/finproxy/internal/tomlpos"
-	"github.com/finproxy/finproxy/rules"
 	"math"
 	"regexp"
 
 	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 )
 
 // KernelExpect is a bound on how much one of a side's kernel TCP counters changed during

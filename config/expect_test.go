@@ -1,12 +1,12 @@
 package config
 
 import (
-	"github.com/finproxy/finproxy/rules"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
 

@@ -3,12 +3,12 @@ package config
 import (
 	"bytes"
 	"errors"
-	"github.com/finproxy/finproxy/internal/tomlpos"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 )
 
 // FuzzParse checks that Parse never panics and returns either a config whose rules all

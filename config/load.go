@@ -5,8 +5,6 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
-	"github.com/finproxy/finproxy/internal/tomlpos"
-	"github.com/finproxy/finproxy/rules"
 	"math"
 	"net/netip"
 	"path/filepath"
@@ -19,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+	"github.com/finproxy/finproxy/internal/tomlpos"
+	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"
 )
 

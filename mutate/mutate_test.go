@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/finproxy/finproxy/internal/golden"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/finproxy/finproxy/internal/golden"
 	"github.com/finproxy/finproxy/segment"
 )
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/finproxy/finproxy/internal/golden"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/finproxy/finproxy/internal/golden"
 	"github.com/google/go-cmp/cmp"
 )
 

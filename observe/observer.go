@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"log/slog"
 	"net/netip"
 	"runtime"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/eventlog"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure an Observer.

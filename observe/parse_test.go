@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"github.com/finproxy/finproxy/internal/golden"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/finproxy/finproxy/internal/golden"
 )
 
 // TestGolden parses the recorded lines of testdata/trace/*.txt and compares each result

@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"github.com/finproxy/finproxy/internal/golden"
 	"net/netip"
 	"slices"
 	"strings"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/finproxy/finproxy/config"
+	"github.com/finproxy/finproxy/internal/golden"
 	"github.com/finproxy/finproxy/observe"
 	"github.com/finproxy/finproxy/rules"
 	"github.com/finproxy/finproxy/segment"

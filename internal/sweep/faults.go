@@ -2,7 +2,6 @@ package sweep
 
 import (
 	"fmt"
-	"github.com/finproxy/finproxy/internal/tomlpos"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/finproxy/finproxy/config"
 	"github.com/finproxy/finproxy/configs"
+	"github.com/finproxy/finproxy/internal/tomlpos"
 )
 
 // Fault is one fault of a sweep: a config whose rules make it happen.
