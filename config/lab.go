@@ -350,16 +350,8 @@ func (l *loader) command(p tomlpos.Path, v toml.Primitive) []string {
 			l.valErr(p, "empty command")
 			return nil
 		}
-		ok := true
-		for i, e := range raw {
-			s, isStr := e.(string)
-			if !isStr {
-				l.typeErr(p.Index(i+1), "a string", e)
-				ok = false
-			}
-			argv = append(argv, s)
-			at = append(at, p.Index(i+1))
-		}
+		var ok bool
+		argv, at, ok = l.strArray(p, raw)
 		if s, isStr := raw[0].(string); isStr && s == "" {
 			l.valErr(at[0], "empty program name")
 			ok = false

@@ -295,18 +295,7 @@ func (l *loader) strs(p tomlpos.Path, v toml.Primitive) ([]string, []tomlpos.Pat
 	case string:
 		return []string{raw}, []tomlpos.Path{p}, true
 	case []any:
-		ss := make([]string, 0, len(raw))
-		ps := make([]tomlpos.Path, 0, len(raw))
-		ok := true
-		for i, e := range raw {
-			s, isStr := e.(string)
-			if !isStr {
-				l.typeErr(p.Index(i+1), "a string", e)
-				ok = false
-			}
-			ss = append(ss, s)
-			ps = append(ps, p.Index(i+1))
-		}
+		ss, ps, ok := l.strArray(p, raw)
 		if ok && len(ss) == 0 {
 			l.valErr(p, "empty list: give at least one, or leave %s out", p[len(p)-1])
 			ok = false
@@ -316,6 +305,24 @@ func (l *loader) strs(p tomlpos.Path, v toml.Primitive) ([]string, []tomlpos.Pat
 		l.typeErr(p, "a string or an array of strings", raw)
 		return nil, nil, false
 	}
+}
+
+// strArray reads the array raw at p as strings, with the path of each: an element that is
+// not a string is a type error, its place kept as "".
+func (l *loader) strArray(p tomlpos.Path, raw []any) ([]string, []tomlpos.Path, bool) {
+	ss := make([]string, 0, len(raw))
+	ps := make([]tomlpos.Path, 0, len(raw))
+	ok := true
+	for i, e := range raw {
+		s, isStr := e.(string)
+		if !isStr {
+			l.typeErr(p.Index(i+1), "a string", e)
+			ok = false
+		}
+		ss = append(ss, s)
+		ps = append(ps, p.Index(i+1))
+	}
+	return ss, ps, ok
 }
 
 func (l *loader) table(p tomlpos.Path, v toml.Primitive) (map[string]toml.Primitive, bool) {
