@@ -128,14 +128,11 @@ func startSink(t *testing.T, topo *lab.Topology) func() string {
 	var out strings.Builder
 	cmd := topo.Command(context.Background(), "server", finproxyBin, "app", "server",
 		"--listen", topo.ServerAddr.String()+":8080", "--mode", "sink", "--count", "0")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	startGroup(t, cmd)
 	ready := make(chan struct{})
 	var mu sync.Mutex
 	go func() {
@@ -150,10 +147,6 @@ func startSink(t *testing.T, topo *lab.Topology) func() string {
 			mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-	})
 	select {
 	case <-ready:
 	case <-time.After(10 * time.Second):

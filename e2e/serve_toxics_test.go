@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +32,6 @@ func startRecordingServer(t *testing.T, topo *lab.Topology, port, mode string) *
 	t.Helper()
 	cmd := topo.Command(context.Background(), "server", finproxyBin, "app", "server",
 		"--listen", topo.ServerAddr.String()+":"+port, "--mode", mode, "--count", "0")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -42,13 +40,7 @@ func startRecordingServer(t *testing.T, topo *lab.Topology, port, mode string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-	})
+	startGroup(t, cmd)
 	s := &recordingServer{recs: make(chan connRecord, 64)}
 	go func() {
 		sc := bufio.NewScanner(out)

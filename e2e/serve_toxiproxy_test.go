@@ -210,15 +210,11 @@ func nextEvent(t *testing.T, ev *fpclient.Events, match func(fpclient.Event) boo
 	}
 }
 
-// startProc starts cmd in its own process group, waits for ready on its stdout, and ends
-// it (by its group) at cleanup.
-func startProc(t *testing.T, cmd *exec.Cmd, ready string) {
+// startGroup starts cmd in a process group of its own, which cleanup kills (and waits
+// for): what the test started, and only that, goes.
+func startGroup(t *testing.T, cmd *exec.Cmd) {
 	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +222,17 @@ func startProc(t *testing.T, cmd *exec.Cmd, ready string) {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
 	})
+}
+
+// startProc starts cmd in its own process group (startGroup) and waits for ready on its
+// stdout.
+func startProc(t *testing.T, cmd *exec.Cmd, ready string) {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGroup(t, cmd)
 	got := make(chan bool, 1)
 	go func() {
 		buf := make([]byte, 4096)
